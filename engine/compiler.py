@@ -1,0 +1,122 @@
+"""Model -> durable-rules JSON. One small function per operator; compiled once per ruleset version.
+
+Rules are stratified (checks.compute_strata): a rule runs only after every rule that sets a fact it reads.
+The runtime asserts one document of facts per stratum, and each rule's pattern matches only its own
+stratum's document, so every rule sees complete facts and fires at most once per evaluation.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .checks import compute_strata
+from .expressions import Expression, parse_expression
+from .model import AllOf, AnyOf, Compare, Exists, FactRef, Literal, Missing, Not, ParamRef, Rule, Ruleset
+
+EPOCH = dt.date(1970, 1, 1)
+
+_COMPARATORS = {"ne": "$neq", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
+_NEGATED = {"eq": "ne", "ne": "eq", "gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt"}
+
+
+def to_engine_value(value: Any) -> Any:
+    """Dates travel through the engine as day numbers so that gt/lt compare them."""
+    if isinstance(value, dt.date):
+        return (value - EPOCH).days
+    return value
+
+
+@dataclass
+class CompiledRuleset:
+    ruleset: Ruleset
+    engine_name: str  # registered once in durable-rules; content-addressed so a version is never replaced
+    strata: dict[str, int]
+    stratum_count: int
+    expressions: dict[str, Expression]
+    definition: dict = field(repr=False, default_factory=dict)
+
+    @property
+    def rules_by_id(self) -> dict[str, Rule]:
+        return {rule.id: rule for rule in self.ruleset.rules}
+
+
+def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable]) -> CompiledRuleset:
+    """Build the durable-rules definition; on_fire(rule) returns the action callable for that rule."""
+    digest = hashlib.sha256(ruleset.source_text.encode()).hexdigest()[:12]
+    strata = compute_strata(ruleset)
+    definition = {}
+    for rule in ruleset.rules:
+        pattern = {"$and": [{"stratum": strata[rule.id]}, compile_condition(rule.when, ruleset)]}
+        definition[rule.id] = {"all": [{"m": pattern}], "run": on_fire(rule)}
+    expressions = {d.source: parse_expression(d.source)
+                   for rule in ruleset.rules for d in rule.derive if d.kind == "expr"}
+    return CompiledRuleset(ruleset=ruleset, engine_name=f"{ruleset.ref}#{digest}", strata=strata,
+                           stratum_count=max(strata.values(), default=-1) + 1, expressions=expressions,
+                           definition=definition)
+
+
+def compile_condition(condition, ruleset: Ruleset) -> dict:
+    if isinstance(condition, AllOf):
+        return {"$and": [compile_condition(c, ruleset) for c in condition.items]}
+    if isinstance(condition, AnyOf):
+        return {"$or": [compile_condition(c, ruleset) for c in condition.items]}
+    if isinstance(condition, Not):
+        return compile_condition(negate(condition.item), ruleset)
+    if isinstance(condition, Exists):
+        return {"$ex": {condition.fact: 1}}
+    if isinstance(condition, Missing):
+        return {"$nex": {condition.fact: 1}}
+    return _compile_comparison(condition, ruleset)
+
+
+def negate(condition):
+    """Push 'not' down to the leaves. A comparison on a missing fact is false, so its negation is true:
+    not(x > 3) means 'x is missing or x <= 3'."""
+    if isinstance(condition, AllOf):
+        return AnyOf(tuple(negate(c) for c in condition.items))
+    if isinstance(condition, AnyOf):
+        return AllOf(tuple(negate(c) for c in condition.items))
+    if isinstance(condition, Not):
+        return condition.item
+    if isinstance(condition, Exists):
+        return Missing(condition.fact)
+    if isinstance(condition, Missing):
+        return Exists(condition.fact)
+    facts = [condition.fact] + [o.name for o in _operands(condition) if isinstance(o, FactRef)]
+    absent = tuple(Missing(f) for f in facts)
+    if condition.op == "in":
+        flipped = AllOf(tuple(Compare(condition.fact, "ne", o) for o in condition.operand))
+    else:
+        flipped = Compare(condition.fact, _NEGATED[condition.op], condition.operand)
+    return AnyOf(absent + (flipped,))
+
+
+def _operands(comparison: Compare) -> tuple:
+    return comparison.operand if isinstance(comparison.operand, tuple) else (comparison.operand,)
+
+
+def _compile_operand(operand, fact: str, ruleset: Ruleset):
+    if isinstance(operand, ParamRef):
+        return ruleset.param(operand.name)
+    if isinstance(operand, FactRef):
+        return {"$m": operand.name}
+    value = operand.value
+    if ruleset.facts.get(fact) is not None and ruleset.facts[fact].type == "date" and isinstance(value, str):
+        return to_engine_value(dt.date.fromisoformat(value))
+    return value
+
+
+def _compile_comparison(condition: Compare, ruleset: Ruleset) -> dict:
+    present = [{"$ex": {condition.fact: 1}}]
+    present += [{"$ex": {o.name: 1}} for o in _operands(condition) if isinstance(o, FactRef)]
+    if condition.op == "in":
+        test = {"$or": [{condition.fact: _compile_operand(o, condition.fact, ruleset)} for o in condition.operand]}
+    elif condition.op == "eq":
+        test = {condition.fact: _compile_operand(condition.operand, condition.fact, ruleset)}
+    else:
+        value = _compile_operand(condition.operand, condition.fact, ruleset)
+        test = {_COMPARATORS[condition.op]: {condition.fact: value}}
+    # A comparison with a missing fact never holds: guard each side with "exists".
+    return {"$and": present + [test]}

@@ -1,0 +1,256 @@
+"""The ruleset and its results as plain data.
+
+A loaded ruleset is immutable; an evaluation returns derived facts, decisions and the trace of
+the rules that fired. Nothing here talks to durable-rules or HTTP.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+FACT_TYPES = ("number", "integer", "boolean", "string", "date", "list")
+RESERVED_FACTS = {"today": "date", "hook": "string"}
+OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in")
+
+
+# --- the language -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    value: Any
+    unit: str
+    description: str
+    source: str  # "protocol" or "site default, pending investigator decision"
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    """A fact the ruleset reads or derives, with its type and the checks applied on input."""
+
+    name: str
+    type: str
+    description: str = ""
+    unit: str = ""
+    derived: bool = False
+    observed_on: str | None = None  # the date fact that says when this value was observed
+    max_age_days: str | None = None  # a parameter name: older values count as missing
+    plausible: tuple[float, float] | None = None  # values outside count as missing
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class FactRef:
+    name: str
+
+
+Operand = Union[Literal, ParamRef, FactRef]
+
+
+@dataclass(frozen=True)
+class Compare:
+    fact: str
+    op: str
+    operand: Operand | tuple  # a tuple of operands for "in"
+
+
+@dataclass(frozen=True)
+class Exists:
+    fact: str
+
+
+@dataclass(frozen=True)
+class Missing:
+    fact: str
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Any
+
+
+Condition = Union[Compare, Exists, Missing, AllOf, AnyOf, Not]
+
+
+@dataclass(frozen=True)
+class Band:
+    """One row of a decision table: an interval of the input and what it maps to."""
+
+    low: float | None  # None: unbounded
+    high: float | None
+    low_closed: bool
+    high_closed: bool
+    output: Any  # a literal or a ParamRef
+    text: str  # the interval as written, e.g. "(20, 200]"
+    line: int = 0
+
+    def contains(self, x: float) -> bool:
+        if self.low is not None and (x < self.low or (x == self.low and not self.low_closed)):
+            return False
+        if self.high is not None and (x > self.high or (x == self.high and not self.high_closed)):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    input_unit: str
+    output_unit: str
+    bands: tuple[Band, ...]
+    domain: tuple  # (low, high, low_closed, high_closed): the bands must tile it, no gaps or overlaps
+    output_max: str | None = None  # a parameter no numeric output may exceed
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Derivation:
+    fact: str
+    kind: str  # "value" | "param" | "fact" | "expr" | "table" | "template" (append only)
+    source: Any  # the literal, the expression text, (table, input fact), or template text
+
+
+@dataclass(frozen=True)
+class SuggestionTemplate:
+    action: str  # "create" | "update" | "stop"
+    label: str  # template
+    dose_fact: str | None = None  # the daily dose, in the medication's dose unit
+    order_fact: str | None = None  # the id of the order to update or stop
+
+
+@dataclass(frozen=True)
+class DecisionTemplate:
+    topic: str
+    indicator: str  # info | warning | critical
+    summary: str  # template
+    detail: str  # template (markdown)
+    suggestion: SuggestionTemplate | None = None
+    override_reasons: tuple[dict, ...] = ()
+    links: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    explanation: str
+    when: Condition
+    derive: tuple[Derivation, ...] = ()
+    append: tuple[Derivation, ...] = ()
+    decide: DecisionTemplate | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    id: str
+    version: str
+    title: str
+    description: str
+    metadata: dict  # protocol, citations, authors, hooks, topic system, medication
+    parameters: dict[str, Parameter]
+    facts: dict[str, FactSpec]
+    tables: dict[str, Table]
+    rules: tuple[Rule, ...]
+    tests: tuple[dict, ...]
+    source_file: str = ""
+    source_text: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.metadata.get("hooks", []))
+
+    @property
+    def medication(self) -> dict:
+        return dict(self.metadata.get("medication", {}))
+
+    @property
+    def topic_system(self) -> str:
+        return self.metadata.get("topic_system", f"urn:cdsrules:{self.id}:topic")
+
+    def param(self, name: str) -> Any:
+        return self.parameters[name].value
+
+
+# --- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class Suggestion:
+    action: str  # "create" | "update" | "stop"
+    label: str
+    daily_dose: float | None = None  # in the medication's dose unit
+    order_id: str | None = None
+
+
+@dataclass
+class Decision:
+    rule_id: str
+    topic: str
+    indicator: str
+    summary: str
+    detail: str
+    suggestion: Suggestion | None = None
+    override_reasons: list[dict] = field(default_factory=list)
+    links: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """One leaf of a rule's condition with the values it saw."""
+
+    fact: str
+    op: str
+    actual: Any
+    threshold: Any = None
+    threshold_ref: str | None = None  # "param:<name>", "fact:<name>" or None for a literal
+
+
+@dataclass
+class Firing:
+    rule_id: str
+    explanation: str
+    comparisons: list[Comparison]
+    derived: dict[str, Any]
+
+
+@dataclass
+class Evaluation:
+    ruleset_id: str
+    version: str
+    evaluation_date: str
+    facts: dict[str, Any]  # inputs that were used plus everything derived
+    decisions: list[Decision]
+    trace: list[Firing]
+    missing: dict[str, str]  # input fact -> why it was not used (absent, stale, implausible)
+
+    @property
+    def fired_rules(self) -> list[str]:
+        return [f.rule_id for f in self.trace]
+
+    def topics(self) -> list[str]:
+        return [d.topic for d in self.decisions]

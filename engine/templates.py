@@ -1,0 +1,53 @@
+"""Card text templates: Jinja2 in its sandbox, with names checked when the ruleset loads."""
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import SandboxedEnvironment
+
+# Names every template may use besides facts and parameters.
+TEMPLATE_GLOBALS = ("missing", "params", "ruleset", "evaluation_date")
+
+
+class NotAvailable(jinja2.Undefined):
+    """A fact without a value renders visibly instead of failing the card."""
+
+    def __str__(self) -> str:
+        return "(not available)"
+
+    __html__ = __str__
+
+
+def format_number(value) -> str:
+    """2.5 -> '2.5', 5.0 -> '5', 0.123456 -> '0.12'; anything else as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def format_date(value) -> str:
+    return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
+
+
+_ENV = SandboxedEnvironment(undefined=NotAvailable, autoescape=False, keep_trailing_newline=False)
+_ENV.filters["num"] = format_number
+_ENV.filters["date"] = format_date
+
+
+@lru_cache(maxsize=4096)
+def compile_template(text: str) -> jinja2.Template:
+    return _ENV.from_string(text)
+
+
+def template_names(text: str) -> set[str]:
+    """The variables a template reads (raises jinja2.TemplateSyntaxError on a syntax error)."""
+    return set(meta.find_undeclared_variables(_ENV.parse(text)))
+
+
+def render(text: str, context: dict) -> str:
+    return compile_template(text).render(context).strip()
