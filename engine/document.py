@@ -103,7 +103,10 @@ def schema_errors(doc: Document, schema_name: str) -> list[RulesetError]:
 def _deepest(error):
     """For oneOf/anyOf, follow best_match into the branch that got furthest."""
     while error.context:
-        error = best_match(error.context)
+        # A branch that reports a missing required key is usually a different shape altogether;
+        # the branch that got past its required keys says what is really wrong.
+        shaped = [e for e in error.context if e.validator != "required"]
+        error = best_match(shaped or error.context)
     return error
 
 

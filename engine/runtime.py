@@ -35,7 +35,8 @@ class _QuietHost(durable.engine.Host):
 
 _LOCK = threading.RLock()
 _HOST: _QuietHost | None = None
-_REGISTERED: dict[str, CompiledRuleset] = {}
+_REGISTERED: dict[str, CompiledRuleset] = {}  # by content-addressed engine name
+_BY_OBJECT: dict[int, CompiledRuleset] = {}  # by loaded Ruleset object, to skip compiling per call
 _ACTIVE: list["_Run"] = []  # the evaluation in progress (at most one: we hold the lock)
 _SESSIONS = itertools.count(1)
 
@@ -51,6 +52,16 @@ class Engine:
     """Registers ruleset versions once per process and evaluates them."""
 
     def register(self, ruleset: Ruleset) -> CompiledRuleset:
+        """Compile and register a version once; later calls return the compiled form at once."""
+        known = _BY_OBJECT.get(id(ruleset))
+        if known is not None and known.ruleset is ruleset:
+            return known
+        with _LOCK:
+            compiled = self._register(ruleset)
+            _BY_OBJECT[id(ruleset)] = compiled
+            return compiled
+
+    def _register(self, ruleset: Ruleset) -> CompiledRuleset:
         with _LOCK:
             compiled = compile_ruleset(ruleset, _action_for)
             existing = _REGISTERED.get(compiled.engine_name)

@@ -1,0 +1,181 @@
+"""`cdsrules`: validate, test, evaluate and explain rulesets, and serve them over CDS Hooks.
+
+Thin by design: each command calls the engine and prints. `serve` imports the webhook only when used.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from .errors import EvaluationError, RulesetErrors
+from .explain import explain_ruleset, format_evaluation
+from .loader import load_ruleset, ruleset_files
+from .runtime import Engine
+from .testing import run_tests
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command"):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.command(args)
+    except RulesetErrors as exc:
+        _print_errors(exc)
+        return EXIT_FAILED
+    except (EvaluationError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdsrules", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check ruleset files or directories")
+    p.add_argument("paths", nargs="*", default=["rules"], metavar="PATH")
+    p.set_defaults(command=cmd_validate)
+
+    p = sub.add_parser("test", help="run the tests written in the rulesets")
+    p.add_argument("paths", nargs="*", default=["rules"], metavar="PATH")
+    p.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    p.set_defaults(command=cmd_test)
+
+    p = sub.add_parser("evaluate", help="evaluate one ruleset on facts or a FHIR bundle")
+    p.add_argument("ruleset", metavar="RULESET_FILE")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--facts", metavar="FILE", help="facts as JSON or YAML")
+    source.add_argument("--fhir", metavar="BUNDLE", help="a FHIR R4 Bundle (JSON), read through the site mapping")
+    p.add_argument("--draft-orders", metavar="BUNDLE", help="draft orders (FHIR R4 Bundle) for order hooks")
+    p.add_argument("--hook", help="the CDS hook to evaluate for (e.g. order-sign)")
+    p.add_argument("--date", help="evaluation date YYYY-MM-DD (default: today)")
+    p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    p.set_defaults(command=cmd_evaluate)
+
+    p = sub.add_parser("explain", help="print a ruleset in plain language")
+    p.add_argument("ruleset", metavar="RULESET_FILE")
+    p.set_defaults(command=cmd_explain)
+
+    p = sub.add_parser("serve", help="serve the rules as CDS Hooks services (gunicorn)")
+    p.add_argument("--rules", default="rules", metavar="DIR")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--db", default="sqlite:///var/cdsrules.db", metavar="URL")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workbench", action="store_true", help="serve the pharmacist workbench")
+    auth = p.add_mutually_exclusive_group()
+    auth.add_argument("--no-auth", action="store_true", help="development only: accept calls without a JWT")
+    auth.add_argument("--auth-config", metavar="FILE", help="YAML: base_url and trusted issuers")
+    p.set_defaults(command=cmd_serve)
+    return parser
+
+
+def _print_errors(exc: RulesetErrors) -> None:
+    for error in exc.errors:
+        print(f"{error.file}:{error.line}:{error.column}: error: {error.message}", file=sys.stderr)
+        print(f"    at {error.path_text}", file=sys.stderr)
+    count = len(exc.errors)
+    print(f"{count} error{'s' if count != 1 else ''}", file=sys.stderr)
+
+
+def _load_all(paths) -> tuple[list, list]:
+    loaded, errors = [], []
+    files = ruleset_files(paths)
+    for file in files:
+        try:
+            loaded.append(load_ruleset(file))
+        except RulesetErrors as exc:
+            errors.extend(exc.errors)
+    if not files:
+        raise OSError(f"no ruleset files found in {' '.join(map(str, paths))}")
+    return loaded, errors
+
+
+def cmd_validate(args) -> int:
+    loaded, errors = _load_all(args.paths)
+    for ruleset in loaded:
+        print(f"ok    {ruleset.source_file}  ({ruleset.ref}, {len(ruleset.rules)} rules)")
+    if errors:
+        _print_errors(RulesetErrors(errors))
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_test(args) -> int:
+    loaded, errors = _load_all(args.paths)
+    engine, failed, total = Engine(), 0, 0
+    for ruleset in loaded:
+        results = run_tests(ruleset, engine)
+        bad = [r for r in results if not r.passed]
+        total, failed = total + len(results), failed + len(bad)
+        print(f"{ruleset.ref}: {len(results) - len(bad)} passed, {len(bad)} failed")
+        for result in results:
+            if not result.passed or args.verbose:
+                print(f"  {'PASS' if result.passed else 'FAIL'}  {result.name}")
+            for difference in result.differences:
+                print(f"        {difference}")
+    if errors:
+        _print_errors(RulesetErrors(errors))
+    print(f"{total - failed} passed, {failed} failed")
+    return EXIT_FAILED if failed or errors else EXIT_OK
+
+
+def cmd_evaluate(args) -> int:
+    ruleset = load_ruleset(args.ruleset)
+    date = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
+    reasons: dict[str, str] = {}
+    if args.facts:
+        facts = yaml.safe_load(Path(args.facts).read_text(encoding="utf-8")) or {}
+        if not isinstance(facts, dict):
+            raise ValueError(f"{args.facts}: facts must be a mapping of fact name to value")
+    else:
+        facts, reasons = _facts_from_fhir(ruleset, args, date)
+    evaluation = Engine().evaluate(ruleset, facts, date, args.hook, reasons)
+    if args.json:
+        print(json.dumps(asdict(evaluation), indent=2, default=str))
+    else:
+        print(format_evaluation(ruleset, evaluation))
+    return EXIT_OK
+
+
+def _facts_from_fhir(ruleset, args, date) -> tuple[dict, dict]:
+    from . import fhir
+    from .testing import find_site_mapping
+
+    mapping = fhir.load_site_mapping(find_site_mapping(Path(args.ruleset).resolve().parent))
+    resources = fhir.resources_from(json.loads(Path(args.fhir).read_text(encoding="utf-8")))
+    drafts = None
+    if args.draft_orders:
+        drafts = fhir.resources_from(json.loads(Path(args.draft_orders).read_text(encoding="utf-8")))
+    extraction = fhir.extract_facts(mapping, resources, date, draft_orders=drafts)
+    return extraction.facts, extraction.problems
+
+
+def cmd_explain(args) -> int:
+    print(explain_ruleset(load_ruleset(args.ruleset)))
+    return EXIT_OK
+
+
+def cmd_serve(args) -> int:
+    if not (args.no_auth or args.auth_config):
+        print("error: choose --auth-config FILE, or --no-auth for development on this machine only",
+              file=sys.stderr)
+        return EXIT_USAGE
+    from webhook.server import serve  # the HTTP stack loads only when serving
+
+    return serve(rules_dir=args.rules, host=args.host, port=args.port, db_url=args.db, workers=args.workers,
+                 auth_config=None if args.no_auth else args.auth_config, workbench=args.workbench)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The `cdsrules` command as a pharmacist runs it: installed console script, exit codes, readable output."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import DEMO, ROOT, demo_text, edited
+
+CLI = Path(sys.executable).parent / "cdsrules"
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([str(CLI), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+def test_validate_ok():
+    result = run("validate", DEMO.parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert "demo-dosing@1.0.0" in result.stdout
+
+
+def test_validate_broken_file_names_line_and_path_without_traceback(tmp_path):
+    broken = tmp_path / "demo-dosing" / "1.0.0.yaml"
+    broken.parent.mkdir()
+    broken.write_text(edited(demo_text(), '{band: "(20, inf)"', '{band: "[20.5, inf)"'))
+    result = run("validate", broken)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{broken}:" in result.stderr and "gap" in result.stderr
+    assert "at tables.start_dose_by_weight.rows.1.band" in result.stderr
+
+
+def test_validate_yaml_garbage(tmp_path):
+    broken = tmp_path / "x" / "1.0.0.yaml"
+    broken.parent.mkdir()
+    broken.write_text("id: [unclosed\n")
+    result = run("validate", broken)
+    assert result.returncode == 1 and "YAML syntax error" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_test_command_reports_cases_and_fails_on_a_wrong_expectation(tmp_path):
+    assert run("test", DEMO).returncode == 0
+    wrong = tmp_path / "demo-dosing" / "1.0.0.yaml"
+    wrong.parent.mkdir()
+    wrong.write_text(edited(demo_text(), "facts: {start_dose_mg: 10}", "facts: {start_dose_mg: 15}"))
+    result = run("test", wrong)
+    assert result.returncode == 1
+    assert "FAIL  light patient starts low" in result.stdout
+    assert "fact start_dose_mg: expected 15, got 10" in result.stdout
+
+
+def test_evaluate_prints_decisions_and_trace(tmp_path):
+    facts = tmp_path / "facts.json"
+    facts.write_text(json.dumps({"weight_kg": 12, "weight_date": "2026-03-09"}))
+    result = run("evaluate", DEMO, "--facts", facts, "--date", "2026-03-10")
+    assert result.returncode == 0, result.stderr
+    assert "start-dose: Start Demodrug 10 mg once daily" in result.stdout
+    assert "weight_kg = 12 exists" in result.stdout
+    as_json = json.loads(run("evaluate", DEMO, "--facts", facts, "--date", "2026-03-10", "--json").stdout)
+    assert as_json["decisions"][0]["suggestion"]["daily_dose"] == 10
+
+
+def test_explain_reads_as_plain_language():
+    result = run("explain", DEMO)
+    assert result.returncode == 0
+    assert "days_on_therapy is at least 7 d (review_interval_days)" in result.stdout
+
+
+def test_serve_refuses_without_an_auth_choice():
+    result = run("serve", "--port", "1")
+    assert result.returncode == 2 and "--no-auth" in result.stderr
