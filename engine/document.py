@@ -44,9 +44,13 @@ def read_document(path: str | Path, text: str | None = None) -> Document:
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesetErrors([RulesetError(name, 0, 0, (), f"cannot read the file: {exc}")]) from None
     loader = yaml.SafeLoader(text)
+    doc = Document(name, text, None)
+    errors: list[RulesetError] = []
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        if node is not None:  # marks first: constructing flattens merge keys (<<) into the nodes
+            _record_marks(node, (), doc, errors)
+        doc.data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = " ".join(p for p in (exc.context, exc.problem) if p)
@@ -56,10 +60,6 @@ def read_document(path: str | Path, text: str | None = None) -> Document:
         raise RulesetErrors([RulesetError(name, 0, 0, (), f"YAML error: {exc}")]) from None
     finally:
         loader.dispose()
-    doc = Document(name, text, data)
-    errors: list[RulesetError] = []
-    if node is not None:
-        _record_marks(node, (), doc, errors)
     if errors:
         raise RulesetErrors(errors)
     return doc
@@ -71,7 +71,7 @@ def _record_marks(node, path: tuple, doc: Document, errors: list) -> None:
         seen: set = set()
         for key_node, value_node in node.value:
             key = key_node.value
-            if key in seen:
+            if key in seen and key != "<<":
                 errors.append(RulesetError(doc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                            path + (key,), f"the key '{key}' is written twice in this mapping"))
             seen.add(key)
@@ -154,7 +154,10 @@ def plain_message(error) -> str:
     if kind == "additionalProperties":
         extra = [k for k in value if k not in error.schema.get("properties", {})]
         allowed = ", ".join(error.schema.get("properties", {}))
-        return f"unknown key {', '.join(repr(k) for k in extra)}" + (f" (allowed here: {allowed})" if allowed else "")
+        hint = ("; a text with a comma inside {...} must be in quotes"
+                if any(" " in str(k) for k in extra) else "")
+        return (f"unknown key {', '.join(repr(k) for k in extra)}" + (f" (allowed here: {allowed})" if allowed else "")
+                + hint)
     if kind == "pattern":
         return f"{_describe(value)} is not in the expected form" + _hint(error)
     if kind in ("minItems", "minProperties", "minLength"):

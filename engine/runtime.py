@@ -133,6 +133,8 @@ class _Run:
         self.firings: list[tuple[int, Firing]] = []
         self.decisions: list[tuple[int, Decision]] = []
         self.error: Exception | None = None
+        self._fired: set[str] = set()
+        self.bands: dict[str, str] = {}  # derived fact -> the table row it came from, for card texts
         self._order = {rule.id: i for i, rule in enumerate(self.ruleset.rules)}
 
     def engine_document(self, stratum: int, sid: str) -> dict:
@@ -141,6 +143,10 @@ class _Run:
         return document
 
     def fire(self, rule: Rule) -> None:
+        # durable-rules runs an action once per matching branch of an `any`: one firing is the meaning.
+        if rule.id in self._fired:
+            return
+        self._fired.add(rule.id)
         comparisons = self._comparisons(rule)
         derived = {}
         for derivation in rule.derive:
@@ -176,7 +182,7 @@ class _Run:
             elif kind == "fact":
                 value = self.facts.get(source)
             elif kind == "table":
-                value = self._lookup(*source)
+                value, self.bands[derivation.fact] = self._lookup(*source)
             else:
                 value = self.compiled.expressions[source].evaluate({**self._params(), **self.facts})
         except (ExpressionError, TypeError) as exc:
@@ -193,7 +199,8 @@ class _Run:
             raise ExpressionError(f"'{input_fact}' has no value")
         for band in table.bands:
             if band.contains(x):
-                return self.ruleset.param(band.output.name) if isinstance(band.output, ParamRef) else band.output
+                output = band.output
+                return (self.ruleset.param(output.name) if isinstance(output, ParamRef) else output), band.text
         raise ExpressionError(f"{x} is outside every row of table '{table_name}'")
 
     def _decide(self, rule: Rule) -> Decision:
@@ -255,7 +262,7 @@ class _Run:
     def _context(self) -> dict:
         return {**self._params(), **self.facts, "missing": dict(self.missing), "params": self.ruleset.parameters,
                 "ruleset": {"id": self.ruleset.id, "version": self.ruleset.version, "title": self.ruleset.title},
-                "evaluation_date": self.evaluation_date}
+                "evaluation_date": self.evaluation_date, "band": dict(self.bands)}
 
     def result(self) -> Evaluation:
         return Evaluation(

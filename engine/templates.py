@@ -9,7 +9,7 @@ from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 # Names every template may use besides facts and parameters.
-TEMPLATE_GLOBALS = ("missing", "params", "ruleset", "evaluation_date")
+TEMPLATE_GLOBALS = ("missing", "params", "ruleset", "evaluation_date", "band")
 
 
 class NotAvailable(jinja2.Undefined):

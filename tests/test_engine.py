@@ -134,3 +134,11 @@ def test_versions_with_different_content_never_replace_each_other():
                            "2026-03-10").decisions[0].suggestion.daily_dose == 15
     again = engine.evaluate(DEMO_RULESET, {"weight_kg": 12, "weight_date": "2026-03-09"}, "2026-03-10")
     assert again.decisions[0].suggestion.daily_dose == original.decisions[0].suggestion.daily_dose == 10
+
+
+def test_a_rule_with_any_fires_once_when_several_branches_match():
+    # durable-rules runs the action once per matching branch of an `any`; the runtime keeps one firing.
+    evaluation = Engine().evaluate(DEMO_RULESET, {"start_date": "2026-02-01", "marker": 200, "current_dose_mg": 10},
+                                   "2026-03-10")
+    assert evaluation.fired_rules.count("stop") == 1
+    assert evaluation.topics() == ["stop"]
