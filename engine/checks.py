@@ -22,12 +22,15 @@ ENGINE_FIELDS = {"id", "sid", "stratum"}  # used by the engine's own documents
 NUMERIC = {"number", "integer"}
 
 
-def check_ruleset(ruleset: Ruleset, doc: Document) -> list[RulesetError]:
+def check_ruleset(ruleset: Ruleset, doc: Document, tests_doc: Document | None = None) -> list[RulesetError]:
     errors: list[RulesetError] = []
     for stage in (_check_file_name, _check_fact_declarations, _check_parameters_used, _check_tables,
-                  _check_rules, _check_never_fires, _check_strata, _check_tests):
+                  _check_rules, _check_never_fires, _check_strata):
         stage(ruleset, doc, errors)
-    return sorted(errors, key=lambda e: (e.line, e.column))
+    _check_tests(ruleset, doc.data.get("tests", []), doc, errors)
+    if tests_doc is not None:
+        _check_tests(ruleset, tests_doc.data.get("tests", []), tests_doc, errors)
+    return sorted(errors, key=lambda e: (e.file, e.line, e.column))
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -473,9 +476,9 @@ def _check_strata(ruleset: Ruleset, doc: Document, errors: list) -> None:
 # --- tests ------------------------------------------------------------------------------------
 
 
-def _check_tests(ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_tests(ruleset: Ruleset, tests: list, doc: Document, errors: list) -> None:
     facts = _known_facts(ruleset)
-    for index, test in enumerate(ruleset.tests):
+    for index, test in enumerate(tests):
         for name in test.get("facts", {}):
             if name not in facts:
                 errors.append(doc.error(("tests", index, "facts", name),

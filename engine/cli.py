@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from . import versions
 from .errors import EvaluationError, RulesetErrors
 from .explain import explain_ruleset, format_evaluation
 from .loader import load_ruleset, ruleset_files
@@ -66,6 +67,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("ruleset", metavar="RULESET_FILE")
     p.set_defaults(command=cmd_explain)
 
+    p = sub.add_parser("release", help="release a draft version (records it in the manifest)")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--effective-from", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
+    p.add_argument("--approved-by", required=True, metavar="TEXT")
+    p.add_argument("--note", default="", metavar="TEXT")
+    p.set_defaults(command=cmd_release)
+
+    p = sub.add_parser("retire", help="end a released version's effect")
+    p.add_argument("ruleset_id", metavar="ID")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--effective-to", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
+    p.add_argument("--rules", default="rules", metavar="DIR")
+    p.set_defaults(command=cmd_retire)
+
     p = sub.add_parser("serve", help="serve the rules as CDS Hooks services (gunicorn)")
     p.add_argument("--rules", default="rules", metavar="DIR")
     p.add_argument("--host", default="127.0.0.1")
@@ -103,8 +118,12 @@ def _load_all(paths) -> tuple[list, list]:
 
 def cmd_validate(args) -> int:
     loaded, errors = _load_all(args.paths)
+    for folder in sorted({Path(r.source_file).parent for r in loaded}):
+        errors.extend(versions.verify_folder(folder))  # released files must be unchanged
+    bad_files = {e.file for e in errors}
     for ruleset in loaded:
-        print(f"ok    {ruleset.source_file}  ({ruleset.ref}, {len(ruleset.rules)} rules)")
+        if ruleset.source_file not in bad_files:
+            print(f"ok    {ruleset.source_file}  ({ruleset.ref}, {len(ruleset.rules)} rules)")
     if errors:
         _print_errors(RulesetErrors(errors))
         return EXIT_FAILED
@@ -163,6 +182,27 @@ def _facts_from_fhir(ruleset, args, date) -> tuple[dict, dict]:
 
 def cmd_explain(args) -> int:
     print(explain_ruleset(load_ruleset(args.ruleset)))
+    return EXIT_OK
+
+
+def cmd_release(args) -> int:
+    try:
+        entry = versions.release(args.file, args.effective_from, args.approved_by, args.note)
+    except versions.ReleaseRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"released {Path(args.file).parent.name}@{entry.version} effective from {entry.effective_from} "
+          f"(sha256 {entry.sha256[:12]}..., approved by {entry.approved_by})")
+    return EXIT_OK
+
+
+def cmd_retire(args) -> int:
+    try:
+        entry = versions.retire(Path(args.rules) / args.ruleset_id, args.version, args.effective_to)
+    except versions.ReleaseRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"retired {args.ruleset_id}@{entry.version}: in effect through {entry.effective_to}")
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
 
 from .errors import RulesetError, RulesetErrors
 
@@ -83,10 +84,21 @@ def _record_marks(node, path: tuple, doc: Document, errors: list) -> None:
 
 
 @lru_cache(maxsize=None)
+def _schema_registry() -> Registry:
+    """Every schema of ours by its $id, so one may $ref another."""
+    resources = []
+    for path in sorted(SCHEMA_DIR.glob("*.json")):
+        contents = json.loads(path.read_text(encoding="utf-8"))
+        if "$id" in contents:
+            resources.append((contents["$id"], Resource.from_contents(contents)))
+    return Registry().with_resources(resources)
+
+
+@lru_cache(maxsize=None)
 def validator(schema_name: str) -> jsonschema.protocols.Validator:
     schema = json.loads((SCHEMA_DIR / schema_name).read_text(encoding="utf-8"))
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return cls(schema, registry=_schema_registry(), format_checker=cls.FORMAT_CHECKER)
 
 
 def schema_errors(doc: Document, schema_name: str) -> list[RulesetError]:

@@ -4,6 +4,7 @@ Nothing is built from a document that failed the schema, and nothing leaves here
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from .model import (AllOf, AnyOf, Band, Compare, DecisionTemplate, Derivation, E
                     Missing, Not, Parameter, ParamRef, Rule, Ruleset, SuggestionTemplate, Table)
 
 RULESET_SCHEMA = "ruleset.schema.json"
+TESTS_SCHEMA = "ruleset-tests.schema.json"
+TESTS_SUFFIX = ".tests.yaml"  # rules/<id>/<version>.tests.yaml: tests kept beside a version, outside its hash
 SITE_DIR = "site"  # rules/site/ holds site mappings, not rulesets
 _VERSION_FILE = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?\.ya?ml$")
 
@@ -25,10 +28,25 @@ def load_ruleset(path: str | Path, text: str | None = None) -> Ruleset:
     if errors:
         raise RulesetErrors(errors)
     ruleset = build_ruleset(doc)
-    errors = checks.check_ruleset(ruleset, doc)
+    sibling_tests = _sibling_tests(Path(path))
+    if sibling_tests is not None:
+        ruleset = dataclasses.replace(ruleset, tests=ruleset.tests + tuple(sibling_tests.data.get("tests", [])))
+    errors = checks.check_ruleset(ruleset, doc, sibling_tests)
     if errors:
         raise RulesetErrors(errors)
     return ruleset
+
+
+def _sibling_tests(path: Path) -> Document | None:
+    """The version's sibling tests file, schema-checked, or None."""
+    sibling = path.with_name(path.stem + TESTS_SUFFIX)
+    if not sibling.is_file():
+        return None
+    doc = read_document(sibling)
+    errors = schema_errors(doc, TESTS_SCHEMA)
+    if errors:
+        raise RulesetErrors(errors)
+    return doc
 
 
 def ruleset_files(paths) -> list[Path]:

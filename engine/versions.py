@@ -1,0 +1,249 @@
+"""Released rule versions: the manifest beside the files, immutability by hash, and selection by date.
+
+Lifecycle: a version file not in its ruleset's manifest (`rules/<id>/releases.yaml`) is a draft: validated,
+tested and shown in tools, never served. `release` records a version with the sha256 of its bytes; from then
+on a file whose bytes differ is refused. `retire` ends a version's effect. The version in effect on a date is the
+released one with the latest `effective_from` on or before it that is not retired on that date.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .document import read_document, schema_errors
+from .errors import RulesetError, RulesetErrors
+from .loader import load_ruleset, ruleset_files
+from .model import Ruleset
+from .testing import run_tests
+
+MANIFEST = "releases.yaml"
+MANIFEST_SCHEMA = "releases.schema.json"
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
+
+
+def version_key(version: str) -> tuple:
+    """Semantic-version order: 1.2.0-rc.1 < 1.2.0 < 1.10.0."""
+    major, minor, patch, pre = _SEMVER.match(version).groups()
+    pre_key = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")) if pre else ()
+    return int(major), int(minor), int(patch), 0 if pre else 1, pre_key
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    sha256: str
+    effective_from: dt.date
+    approved_by: str
+    released_at: str
+    effective_to: dt.date | None = None
+    note: str = ""
+
+    def in_effect(self, on: dt.date) -> bool:
+        """Effective from `effective_from` through `effective_to`, both days included."""
+        return self.effective_from <= on and (self.effective_to is None or on <= self.effective_to)
+
+    def as_dict(self) -> dict:
+        data = {"version": self.version, "sha256": self.sha256, "effective_from": self.effective_from.isoformat(),
+                "approved_by": self.approved_by, "released_at": self.released_at}
+        if self.effective_to:
+            data["effective_to"] = self.effective_to.isoformat()
+        if self.note:
+            data["note"] = self.note
+        return data
+
+
+@dataclass
+class RulesetVersions:
+    """One ruleset's versions: every file (drafts included) and its releases."""
+
+    id: str
+    folder: Path
+    rulesets: dict[str, Ruleset] = field(default_factory=dict)  # version -> loaded ruleset
+    releases: dict[str, Release] = field(default_factory=dict)  # version -> release
+
+    def status(self, version: str, on: dt.date) -> str:
+        release = self.releases.get(version)
+        if release is None:
+            return "draft"
+        if release.effective_to is not None and release.effective_to < on:
+            return "retired"
+        return "released"
+
+    def select(self, on: dt.date) -> Ruleset | None:
+        """The released version in effect on a date, or None."""
+        candidates = [r for r in self.releases.values() if r.in_effect(on)]
+        if not candidates:
+            return None
+        chosen = max(candidates, key=lambda r: (r.effective_from, version_key(r.version)))
+        return self.rulesets[chosen.version]
+
+
+@dataclass
+class Catalog:
+    """Every ruleset under a rules directory, verified against its manifest."""
+
+    root: Path
+    rulesets: dict[str, RulesetVersions]
+    fingerprint: str  # changes whenever any served file or manifest changes
+
+    def select(self, ruleset_id: str, on: dt.date) -> Ruleset | None:
+        versions = self.rulesets.get(ruleset_id)
+        return versions.select(on) if versions else None
+
+    def served_ids(self) -> list[str]:
+        """Rulesets with at least one release: their services exist whatever the date."""
+        return sorted(i for i, v in self.rulesets.items() if v.releases)
+
+    def latest_released(self, ruleset_id: str) -> Ruleset:
+        versions = self.rulesets[ruleset_id]
+        return versions.rulesets[max(versions.releases, key=version_key)]
+
+
+def load_catalog(root: str | Path) -> Catalog:
+    """Load, validate and verify every version; raises RulesetErrors listing every problem."""
+    root = Path(root)
+    errors: list[RulesetError] = []
+    found: dict[str, RulesetVersions] = {}
+    digest = hashlib.sha256()
+    for file in ruleset_files([root]):
+        versions = found.setdefault(file.parent.name, RulesetVersions(file.parent.name, file.parent))
+        try:
+            ruleset = load_ruleset(file)
+        except RulesetErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        versions.rulesets[ruleset.version] = ruleset
+    for versions in found.values():
+        try:
+            versions.releases = read_manifest(versions.folder)
+        except RulesetErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        errors.extend(_verify(versions))
+        for version in sorted(versions.releases, key=version_key):
+            digest.update(f"{versions.id}@{version}:{versions.releases[version].as_dict()}".encode())
+    if errors:
+        raise RulesetErrors(errors)
+    return Catalog(root, found, digest.hexdigest()[:16])
+
+
+def read_manifest(folder: Path) -> dict[str, Release]:
+    path = folder / MANIFEST
+    if not path.exists():
+        return {}
+    doc = read_document(path)
+    errors = schema_errors(doc, MANIFEST_SCHEMA)
+    if errors:
+        raise RulesetErrors(errors)
+    releases = {}
+    for index, item in enumerate((doc.data or {}).get("releases", [])):
+        if item["version"] in releases:
+            raise RulesetErrors([doc.error(("releases", index, "version"),
+                                           f"version {item['version']} is released twice")])
+        releases[item["version"]] = Release(
+            version=item["version"], sha256=item["sha256"], effective_from=_date(item["effective_from"]),
+            approved_by=item["approved_by"], released_at=str(item["released_at"]),
+            effective_to=_date(item["effective_to"]) if item.get("effective_to") else None,
+            note=item.get("note", ""))
+    return releases
+
+
+def _date(value) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def verify_folder(folder: Path) -> list[RulesetError]:
+    """Manifest problems and modified released files in one ruleset folder."""
+    try:
+        return _verify(RulesetVersions(folder.name, folder, releases=read_manifest(folder)))
+    except RulesetErrors as exc:
+        return exc.errors
+
+
+def _verify(versions: RulesetVersions) -> list[RulesetError]:
+    """Released files must exist and be byte-for-byte what was released."""
+    errors = []
+    manifest = str(versions.folder / MANIFEST)
+    for version, release in versions.releases.items():
+        path = versions.folder / f"{version}.yaml"
+        if not path.exists():
+            errors.append(RulesetError(manifest, 0, 0, ("releases", version),
+                                       f"released version {version} has no file {path}"))
+            continue
+        actual = file_sha256(path)
+        if actual != release.sha256:
+            errors.append(RulesetError(str(path), 0, 0, (),
+                                       f"released file was modified: recorded sha256 {release.sha256}, file has "
+                                       f"{actual}. Released versions are immutable: release a new version instead."))
+    return errors
+
+
+# --- release and retire ---------------------------------------------------------------------
+
+
+class ReleaseRefused(Exception):
+    """A release or retirement that governance rules do not allow; the message says why."""
+
+
+def release(file: str | Path, effective_from: dt.date, approved_by: str, note: str = "",
+            now: dt.datetime | None = None) -> Release:
+    file = Path(file)
+    ruleset = load_ruleset(file)  # raises RulesetErrors when invalid
+    folder = file.parent
+    releases = read_manifest(folder)
+    if ruleset.version in releases:
+        raise ReleaseRefused(f"{ruleset.ref} is already released; released versions never change")
+    newer = [v for v in releases if version_key(v) >= version_key(ruleset.version)]
+    if newer:
+        raise ReleaseRefused(f"{ruleset.version} is not greater than released version(s) {', '.join(sorted(newer))}")
+    failed = [r for r in run_tests(ruleset) if not r.passed]
+    if failed:
+        names = "; ".join(f"{r.name}: {r.differences[0]}" for r in failed[:5])
+        raise ReleaseRefused(f"{len(failed)} test(s) of {ruleset.ref} fail: {names}")
+    if not ruleset.tests:
+        raise ReleaseRefused(f"{ruleset.ref} has no tests; a release needs tests that pass")
+    if not approved_by.strip():
+        raise ReleaseRefused("a release needs the approver (--approved-by)")
+    stamp = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0).isoformat()
+    entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by.strip(), stamp, note=note)
+    releases[entry.version] = entry
+    _write_manifest(folder, ruleset.id, releases)
+    return entry
+
+
+def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
+    folder = Path(folder)
+    releases = read_manifest(folder)
+    if version not in releases:
+        raise ReleaseRefused(f"version {version} is not released in {folder}")
+    current = releases[version]
+    if effective_to < current.effective_from:
+        raise ReleaseRefused(f"effective-to {effective_to} is before effective-from {current.effective_from}")
+    releases[version] = Release(current.version, current.sha256, current.effective_from, current.approved_by,
+                                current.released_at, effective_to, current.note)
+    _write_manifest(folder, folder.name, releases)
+    return releases[version]
+
+
+def _write_manifest(folder: Path, ruleset_id: str, releases: dict[str, Release]) -> None:
+    """Write atomically: a reader sees the old manifest or the new one, never half of one."""
+    body = {"ruleset": ruleset_id,
+            "releases": [releases[v].as_dict() for v in sorted(releases, key=version_key)]}
+    text = ("# Released versions of this ruleset. Written by `cdsrules release` / `cdsrules retire`;\n"
+            "# a released file must keep the sha256 recorded here.\n"
+            + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".releases.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(tmp, folder / MANIFEST)
