@@ -13,12 +13,12 @@ from pathlib import Path
 
 import yaml
 
-from . import versions
+from . import diff, versions
 from .errors import EvaluationError, RulesetErrors
 from .explain import explain_ruleset, format_evaluation
 from .loader import load_ruleset, ruleset_files
 from .runtime import Engine
-from .testing import run_tests
+from .testing import SITE_MAPPING, run_tests
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -80,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--effective-to", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
     p.add_argument("--rules", default="rules", metavar="DIR")
     p.set_defaults(command=cmd_retire)
+
+    p = sub.add_parser("diff", help="what an amendment changes: structure and decisions")
+    p.add_argument("ruleset_id", metavar="ID")
+    p.add_argument("old", metavar="V1")
+    p.add_argument("new", metavar="V2")
+    p.add_argument("--rules", default="rules", metavar="DIR")
+    p.add_argument("--cohort", metavar="DIR", help="also compare on a generated cohort (cdsrules cohort generate)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true")
+    form.add_argument("--markdown", action="store_true")
+    p.set_defaults(command=cmd_diff)
 
     p = sub.add_parser("serve", help="serve the rules as CDS Hooks services (gunicorn)")
     p.add_argument("--rules", default="rules", metavar="DIR")
@@ -203,6 +214,20 @@ def cmd_retire(args) -> int:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"retired {args.ruleset_id}@{entry.version}: in effect through {entry.effective_to}")
+    return EXIT_OK
+
+
+def cmd_diff(args) -> int:
+    folder = Path(args.rules) / args.ruleset_id
+    old, new = (load_ruleset(folder / f"{v}.yaml") for v in (args.old, args.new))
+    extra = diff.cohort_cases(args.cohort, Path(args.rules) / SITE_MAPPING) if args.cohort else []
+    result = diff.diff_versions(old, new, extra)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    elif args.markdown:
+        print(diff.render_markdown(result))
+    else:
+        print(diff.render_text(result))
     return EXIT_OK
 
 

@@ -1,0 +1,242 @@
+"""What an amendment changes: the structural diff of two versions and its behavioural impact.
+
+Structure: parameters, table rows, facts and rules added, removed or changed, in plain words.
+Behaviour: both versions evaluated on the same cases (both versions' tests, and an optional cohort); every
+case whose decisions (topic, indicator, dose) differ is listed, with counts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import yaml
+
+from .errors import EvaluationError
+from .model import Evaluation, Ruleset
+from .runtime import Engine
+from .templates import format_number
+from .testing import case_facts
+
+
+@dataclass
+class Change:
+    kind: str  # parameter | table | fact | rule | metadata
+    name: str
+    change: str  # added | removed | changed
+    text: str
+
+
+@dataclass
+class CaseImpact:
+    case: str
+    date: str
+    before: list[str]
+    after: list[str]
+    added: list[str]
+    removed: list[str]
+
+
+@dataclass
+class Impact:
+    cases_compared: int = 0
+    changed: list[CaseImpact] = field(default_factory=list)
+    topics_added: dict[str, int] = field(default_factory=dict)
+    topics_removed: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class VersionDiff:
+    ruleset: str
+    old: str
+    new: str
+    changes: list[Change]
+    impact: Impact
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- structure ------------------------------------------------------------------------------
+
+
+def structural_changes(old: Ruleset, new: Ruleset) -> list[Change]:
+    a, b = yaml.safe_load(old.source_text), yaml.safe_load(new.source_text)
+    changes = _named_changes("parameter", a.get("parameters", {}), b.get("parameters", {}), _describe_parameter)
+    changes += _table_changes(a.get("tables", {}), b.get("tables", {}))
+    changes += _named_changes("fact", a.get("facts", {}), b.get("facts", {}), lambda spec: spec.get("description", ""))
+    rules_a = {r["id"]: r for r in a.get("rules", [])}
+    rules_b = {r["id"]: r for r in b.get("rules", [])}
+    changes += _named_changes("rule", rules_a, rules_b, lambda rule: rule.get("explanation", "").strip(),
+                              _rule_change_text)
+    for key in ("title", "description", "hooks", "medication", "protocol", "override_reasons"):
+        if a.get(key) != b.get(key):
+            changes.append(Change("metadata", key, "changed", f"{key} changed"))
+    return changes
+
+
+def _describe_parameter(spec: dict) -> str:
+    return f"{_value(spec.get('value'))} {spec.get('unit', '')} [{spec.get('source', '')}]".replace("  ", " ")
+
+
+def _value(value) -> str:
+    return format_number(value) if isinstance(value, (int, float)) else repr(value)
+
+
+def _named_changes(kind: str, old: dict, new: dict, describe: Callable[[dict], str],
+                   changed_text: Callable[[dict, dict], str] | None = None) -> list[Change]:
+    changes = []
+    for name in old.keys() - new.keys():
+        changes.append(Change(kind, name, "removed", f"{kind} {name} removed (was: {describe(old[name])})"))
+    for name in new.keys() - old.keys():
+        changes.append(Change(kind, name, "added", f"{kind} {name} added: {describe(new[name])}"))
+    for name in old.keys() & new.keys():
+        if old[name] != new[name]:
+            text = changed_text(old[name], new[name]) if changed_text else \
+                f"{describe(old[name])} -> {describe(new[name])}"
+            changes.append(Change(kind, name, "changed", f"{kind} {name} changed: {text}"))
+    return sorted(changes, key=lambda c: (c.kind, c.name))
+
+
+def _rule_change_text(old: dict, new: dict) -> str:
+    parts = [part for part in ("when", "then", "explanation") if old.get(part) != new.get(part)]
+    words = {"when": "its conditions", "then": "what it concludes", "explanation": "its explanation"}
+    return "changed " + " and ".join(words[p] for p in parts)
+
+
+def _rows(table: dict) -> dict[str, str]:
+    return {row["band"]: _value(row["output"]) if not isinstance(row["output"], dict)
+            else f"param {row['output']['param']}" for row in table.get("rows", [])}
+
+
+def _table_changes(old: dict, new: dict) -> list[Change]:
+    changes = _named_changes("table", {k: old[k] for k in old.keys() - new.keys()},
+                             {k: new[k] for k in new.keys() - old.keys()}, lambda t: t.get("description", ""))
+    for name in old.keys() & new.keys():
+        before, after = _rows(old[name]), _rows(new[name])
+        if before == after:
+            continue
+        removed = [f"{band} -> {out}" for band, out in before.items() if after.get(band) != out]
+        added = [f"{band} -> {out}" for band, out in after.items() if before.get(band) != out]
+        changes.append(Change("table", name, "changed",
+                              f"table {name} rows changed: {'; '.join(removed)} became {'; '.join(added)}"))
+    return changes
+
+
+# --- behaviour ------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    date: dt.date
+    facts: dict
+    reasons: dict
+    hook: str | None = None
+
+
+def signature(evaluation: Evaluation) -> list[str]:
+    """Decisions as comparable text: topic, indicator and suggested dose."""
+    found = []
+    for d in evaluation.decisions:
+        dose = "" if d.suggestion is None or d.suggestion.daily_dose is None \
+            else f" {format_number(d.suggestion.daily_dose)} mg"
+        found.append(f"{d.topic} ({d.indicator}){dose}")
+    return sorted(found)
+
+
+def test_cases(*rulesets: Ruleset) -> list[Case]:
+    """Both versions' written test cases, each once by name."""
+    cases, seen = [], set()
+    for ruleset in rulesets:
+        for case in ruleset.tests:
+            if case["name"] in seen:
+                continue
+            seen.add(case["name"])
+            facts, reasons = case_facts(ruleset, case)
+            cases.append(Case(case["name"], dt.date.fromisoformat(str(case["date"])), facts, reasons,
+                              case.get("hook")))
+    return cases
+
+
+def behavioural_impact(old: Ruleset, new: Ruleset, cases: Iterable[Case], engine: Engine | None = None) -> Impact:
+    engine, impact = engine or Engine(), Impact()
+    added, removed = Counter(), Counter()
+    for case in cases:
+        before, after = (_signature_or_error(engine, r, case) for r in (old, new))
+        impact.cases_compared += 1
+        if before == after:
+            continue
+        gained = [d for d in after if d not in before]
+        lost = [d for d in before if d not in after]
+        added.update(d.split(" ")[0] for d in gained)
+        removed.update(d.split(" ")[0] for d in lost)
+        impact.changed.append(CaseImpact(case.name, case.date.isoformat(), before, after, gained, lost))
+    impact.topics_added, impact.topics_removed = dict(added), dict(removed)
+    return impact
+
+
+def _signature_or_error(engine: Engine, ruleset: Ruleset, case: Case) -> list[str]:
+    try:
+        return signature(engine.evaluate(ruleset, case.facts, case.date, case.hook, case.reasons))
+    except EvaluationError as exc:
+        return [f"error: {exc}"]
+
+
+def cohort_cases(folder: str | Path, site_mapping: str | Path) -> list[Case]:
+    """A generated cohort (cdsrules cohort generate): each patient on each of its evaluation dates."""
+    from . import cohort, fhir  # only a cohort diff needs FHIR
+
+    mapping = fhir.load_site_mapping(site_mapping)
+    cases = []
+    for patient in cohort.read_cohort(Path(folder)):
+        for day in patient.evaluation_dates:
+            extraction = fhir.extract_facts(mapping, cohort.resources_as_of(patient.resources, day), day)
+            cases.append(Case(f"{patient.name} ({patient.description})", day, extraction.facts, extraction.problems,
+                              "patient-view"))
+    return cases
+
+
+def diff_versions(old: Ruleset, new: Ruleset, extra_cases: Iterable[Case] = ()) -> VersionDiff:
+    cases = test_cases(old, new) + list(extra_cases)
+    return VersionDiff(old.id, old.version, new.version, structural_changes(old, new),
+                       behavioural_impact(old, new, cases))
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def render_text(diff: VersionDiff) -> str:
+    lines = [f"{diff.ruleset} {diff.old} -> {diff.new}", "", f"Structural changes ({len(diff.changes)}):"]
+    lines += [f"  - {c.text}" for c in diff.changes] or ["  none"]
+    impact = diff.impact
+    lines += ["", f"Behavioural impact: {len(impact.changed)} of {impact.cases_compared} cases decide differently"]
+    for topic, count in sorted(impact.topics_added.items()):
+        lines.append(f"  + {topic}: {count} case(s)")
+    for topic, count in sorted(impact.topics_removed.items()):
+        lines.append(f"  - {topic}: {count} case(s)")
+    for case in impact.changed:
+        lines += ["", f"  {case.case} ({case.date})",
+                  f"    {diff.old}: {', '.join(case.before) or 'no cards'}",
+                  f"    {diff.new}: {', '.join(case.after) or 'no cards'}"]
+    return "\n".join(lines)
+
+
+def render_markdown(diff: VersionDiff) -> str:
+    impact = diff.impact
+    lines = [f"# {diff.ruleset} {diff.old} → {diff.new}", "", "## Structural changes", ""]
+    lines += [f"- {c.text}" for c in diff.changes] or ["None."]
+    lines += ["", "## Behavioural impact", "",
+              f"{len(impact.changed)} of {impact.cases_compared} cases decide differently.", ""]
+    if impact.changed:
+        lines += [f"| case | date | {diff.old} | {diff.new} |", "|---|---|---|---|"]
+        for case in impact.changed:
+            lines.append(f"| {case.case} | {case.date} | {', '.join(case.before) or 'no cards'} | "
+                         f"{', '.join(case.after) or 'no cards'} |")
+    if impact.topics_added or impact.topics_removed:
+        lines += ["", "| topic | cases gaining it | cases losing it |", "|---|---|---|"]
+        for topic in sorted(set(impact.topics_added) | set(impact.topics_removed)):
+            lines.append(f"| {topic} | {impact.topics_added.get(topic, 0)} | {impact.topics_removed.get(topic, 0)} |")
+    return "\n".join(lines)

@@ -1,0 +1,48 @@
+"""The amendment diff on the real draft 1.1.0 of the hetrombopag protocol."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.diff import diff_versions, render_markdown
+from engine.loader import load_ruleset
+from tests.helpers import ROOT
+
+CLI = Path(sys.executable).parent / "cdsrules"
+OLD = load_ruleset(ROOT / "rules" / "hetrombopag" / "1.0.0.yaml")
+NEW = load_ruleset(ROOT / "rules" / "hetrombopag" / "1.1.0.yaml")
+
+
+def test_structural_change_names_the_table_rows():
+    result = diff_versions(OLD, NEW)
+    (table,) = [c for c in result.changes if c.kind == "table"]
+    assert table.name == "titration_action_by_platelets"
+    assert "[0, 50) -> 'increase'" in table.text and "[0, 30) -> 'increase'" in table.text
+    assert not [c for c in result.changes if c.kind == "parameter"]
+
+
+def test_behavioural_impact_lists_cases_that_decide_differently():
+    impact = diff_versions(OLD, NEW).impact
+    assert impact.cases_compared > 50
+    changed = {c.case: c for c in impact.changed}
+    case = changed["platelets 49 at review -> maintain (was increase in 1.0.0)"]
+    assert case.before == ["titration-increase (warning) 5 mg"]
+    assert case.after == ["titration-maintain (info)"]
+    assert impact.topics_removed["titration-increase"] == 4
+    assert "platelets 99 at review -> maintain" not in changed
+
+
+def test_identical_versions_have_no_impact():
+    result = diff_versions(OLD, OLD)
+    assert result.changes == [] and result.impact.changed == []
+
+
+def test_cli_text_json_and_markdown():
+    text = subprocess.run([str(CLI), "diff", "hetrombopag", "1.0.0", "1.1.0"], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert text.returncode == 0, text.stderr
+    assert "4 of" in text.stdout and "cases decide differently" in text.stdout
+    as_json = json.loads(subprocess.run([str(CLI), "diff", "hetrombopag", "1.0.0", "1.1.0", "--json"],
+                                        capture_output=True, text=True, cwd=ROOT).stdout)
+    assert as_json["new"] == "1.1.0" and len(as_json["impact"]["changed"]) == 4
+    assert "| topic | cases gaining it | cases losing it |" in render_markdown(diff_versions(OLD, NEW))
