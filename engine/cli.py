@@ -18,7 +18,7 @@ from .errors import EvaluationError, RulesetErrors
 from .explain import explain_ruleset, format_evaluation
 from .loader import load_ruleset, ruleset_files
 from .runtime import Engine
-from .testing import SITE_MAPPING, run_tests
+from .testing import SITE_MAPPING, WHOLE_RECORD, run_tests
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -187,7 +187,7 @@ def _facts_from_fhir(ruleset, args, date) -> tuple[dict, dict]:
     drafts = None
     if args.draft_orders:
         drafts = fhir.resources_from(json.loads(Path(args.draft_orders).read_text(encoding="utf-8")))
-    extraction = fhir.extract_facts(mapping, resources, date, draft_orders=drafts)
+    extraction = fhir.extract_facts(mapping, resources, date, draft_orders=drafts, supplied=WHOLE_RECORD)
     return extraction.facts, extraction.problems
 
 

@@ -11,6 +11,8 @@ from .model import Evaluation, Ruleset
 from .runtime import Engine
 
 SITE_MAPPING = Path("site") / "fhir-r4.yaml"
+# A bundle given in a test or on the command line is the patient's whole record: a type it lacks means "none".
+WHOLE_RECORD = frozenset({"Patient", "Observation", "Condition", "Procedure", "MedicationRequest"})
 
 
 @dataclass
@@ -57,7 +59,8 @@ def case_facts(ruleset: Ruleset, case: dict) -> tuple[dict[str, Any], dict[str, 
     drafts = None
     if "draft_orders" in case:
         drafts = fhir.resources_from(json.loads((base / case["draft_orders"]).read_text(encoding="utf-8")))
-    extraction = fhir.extract_facts(mapping, resources, _date(case["date"]), draft_orders=drafts)
+    extraction = fhir.extract_facts(mapping, resources, _date(case["date"]), draft_orders=drafts,
+                                    supplied=WHOLE_RECORD)
     return {**extraction.facts, **facts}, extraction.problems
 
 
