@@ -1,0 +1,1194 @@
+"""FHIR R4 resources -> ruleset facts, driven entirely by a site mapping (rules/site/*.yaml).
+
+Nothing here knows a protocol: codes, units, statuses and ULN tables come from the mapping, so correcting a local
+code or adding a second protocol is a YAML edit. Every fact carries its provenance in `sources`; a value that
+existed but could not be read is explained in `problems` and never guessed. The mapping is indexed once at load,
+so extraction per request is dictionary lookups and one sort per concept.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from . import units
+from .document import read_document, schema_errors
+from .errors import RulesetError, RulesetErrors
+
+SCHEMA = "site-mapping.schema.json"
+PATIENT_TOKEN = "{{context.patientId}}"
+# Prefetch keys for the non-Observation queries; observation concepts may not take these names.
+RESERVED_PREFETCH_KEYS = ("patient", "conditions", "procedures", "medications")
+_NO_TIME = datetime.min
+
+# "0-40", "0.0 - 40.0 <unit>", "<40", "<= 40", "≤40": the high number, then an optional unit.
+_RANGE_TEXT = re.compile(
+    r"^\s*(?:\d+(?:\.\d+)?\s*(?:-|–|—|~|to)\s*|(?:<=|≤|<)\s*)(\d+(?:\.\d+)?)\s*(.*?)\s*$", re.IGNORECASE)
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+class MappingError(Exception):
+    """The site mapping cannot be used: where (file, line, column, path) and why; `errors` holds every problem."""
+
+    def __init__(self, file: str, line: int, column: int, path: Iterable, message: str,
+                 errors: list[MappingError] | None = None) -> None:
+        super().__init__(message)
+        self.file, self.line, self.column = file, line, column
+        self.path, self.message = list(path), message
+        self.errors = errors if errors is not None else [self]
+
+    def __str__(self) -> str:
+        where = ".".join(str(p) for p in self.path) or "(document)"
+        return f"{self.file}:{self.line}:{self.column}: at {where}: {self.message}"
+
+    @classmethod
+    def from_errors(cls, errors: list[RulesetError]) -> MappingError:
+        """The first error (by position) as the headline, all of them in `errors`."""
+        found = [cls(e.file, e.line, e.column, e.path, e.message) for e in errors]
+        first = found[0]
+        return cls(first.file, first.line, first.column, first.path, first.message, found)
+
+
+# --- the loaded mapping -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CodeIndex:
+    """Codings -> concept names, indexed at load so matching a coding is a few dictionary lookups."""
+
+    systems: Mapping[str, tuple[bool, bool]]  # system URI -> (ignore_dots, ignore_case)
+    exact: Mapping[tuple[str, str], tuple[str, ...]]  # (URI, normalised code) -> concepts
+    prefixes: Mapping[tuple[str, str], tuple[str, ...]]
+    longest_prefix: int
+
+    def match(self, concept: Any) -> dict[str, str]:
+        """Concept name -> the code (as written) that matched, over every coding of a CodeableConcept."""
+        found: dict[str, str] = {}
+        for coding in _codings(concept):
+            system, code = _text(coding.get("system")), _text(coding.get("code"))
+            if system not in self.systems or code is None:
+                continue
+            key = _normalise(code, *self.systems[system])
+            for name in self.exact.get((system, key), ()):
+                found.setdefault(name, code)
+            for length in range(1, min(len(key), self.longest_prefix) + 1):
+                for name in self.prefixes.get((system, key[:length]), ()):
+                    found.setdefault(name, code)
+        return found
+
+
+@dataclass(frozen=True)
+class Score:
+    low: int
+    high: int
+    answers: Mapping[str, int]  # answer code -> score
+
+
+@dataclass(frozen=True)
+class AgeBand:
+    low: int  # completed years, inclusive
+    high: int  # completed years, exclusive
+    label: str
+    values: Mapping[str, float]  # column -> ULN
+
+
+@dataclass(frozen=True)
+class UlnSpec:
+    fact: str
+    source_fact: str
+    table: str | None
+    column: str | None
+    bands: tuple[AgeBand, ...]
+
+
+@dataclass(frozen=True)
+class ObservationConcept:
+    name: str
+    value_fact: str
+    date_fact: str
+    units: units.UnitTable | None  # None for a score
+    score: Score | None
+    uln: UlnSpec | None
+
+
+@dataclass(frozen=True)
+class CodedConcept:
+    """A condition or procedure concept: its facts by role (present, active, latest_onset, count, latest_date)."""
+
+    name: str
+    facts: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class MedicationConcept:
+    name: str
+    patterns: tuple[str, ...]  # casefolded
+    dose: units.UnitTable | None
+    facts: Mapping[str, str]
+
+
+@dataclass(frozen=True, repr=False)
+class SiteMapping:
+    """A validated site mapping, pre-indexed for extraction."""
+
+    file: str
+    history_limit: int
+    birth_date_fact: str | None
+    age_fact: str | None
+    age_units: Mapping[str, str]
+    observation_statuses: frozenset[str]
+    range_types: frozenset[str]
+    observations: Mapping[str, ObservationConcept]
+    observation_codes: CodeIndex
+    observation_search: Mapping[str, tuple[str, ...]]  # concept -> "system|code" tokens for prefetch
+    excluded_verification: frozenset[str]
+    active_clinical: frozenset[str]
+    missing_clinical_status_is_active: bool
+    conditions: Mapping[str, CodedConcept]
+    condition_codes: CodeIndex
+    procedure_statuses: frozenset[str]
+    procedures: Mapping[str, CodedConcept]
+    procedure_codes: CodeIndex
+    history_statuses: frozenset[str]
+    current_statuses: frozenset[str]
+    periods_per_day: Mapping[str, float]
+    medications: Mapping[str, MedicationConcept]
+    medication_codes: CodeIndex
+    fact_types: Mapping[str, str]  # every fact this mapping can produce -> number|integer|boolean|string|date
+
+    def __repr__(self) -> str:
+        return f"SiteMapping({self.file!r}, {len(self.fact_types)} facts)"
+
+
+@dataclass
+class Extraction:
+    """Facts for the ruleset, where each came from, and why an expected fact is missing although data existed."""
+
+    facts: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load_site_mapping(path: str | Path) -> SiteMapping:
+    """Read, validate (schema, then cross-references) and index a site mapping; MappingError says where it is wrong."""
+    try:
+        doc = read_document(path)
+    except RulesetErrors as exc:
+        raise MappingError.from_errors(exc.errors) from None
+    errors = schema_errors(doc, SCHEMA)
+    if not errors:
+        errors = sorted((doc.error(where, message) for where, message in _semantic_problems(doc.data)),
+                        key=lambda e: (e.line, e.column))
+    if errors:
+        raise MappingError.from_errors(errors)
+    return _build(doc.file, doc.data)
+
+
+def _build(file: str, data: dict) -> SiteMapping:
+    systems = data["systems"]
+    observations = data["observations"]
+    conditions = data["conditions"]
+    procedures = data["procedures"]
+    medications = data["medications"]
+    tables = data.get("uln_tables", {})
+    return SiteMapping(
+        file=file,
+        history_limit=data["history_limit"],
+        birth_date_fact=data["patient"].get("birth_date_fact"),
+        age_fact=data["patient"].get("age_fact"),
+        age_units=_frozen(data.get("age_units", {})),
+        observation_statuses=frozenset(data["observation_rules"]["statuses"]),
+        range_types=frozenset(data["observation_rules"].get("reference_range_types", [])),
+        observations=_frozen({name: _observation(name, spec, tables) for name, spec in observations.items()}),
+        observation_codes=_code_index(systems, observations),
+        observation_search=_frozen({name: _search_tokens(systems, spec) for name, spec in observations.items()}),
+        excluded_verification=frozenset(data["condition_rules"]["excluded_verification"]),
+        active_clinical=frozenset(data["condition_rules"]["active_clinical"]),
+        missing_clinical_status_is_active=data["condition_rules"].get("missing_clinical_status_is_active", False),
+        conditions=_frozen({name: CodedConcept(name, _frozen(spec["facts"])) for name, spec in conditions.items()}),
+        condition_codes=_code_index(systems, conditions),
+        procedure_statuses=frozenset(data["procedure_rules"]["statuses"]),
+        procedures=_frozen({name: CodedConcept(name, _frozen(spec["facts"])) for name, spec in procedures.items()}),
+        procedure_codes=_code_index(systems, procedures),
+        history_statuses=frozenset(data["medication_rules"]["history_statuses"]),
+        current_statuses=frozenset(data["medication_rules"]["current_statuses"]),
+        periods_per_day=_frozen(data["medication_rules"]["periods_per_day"]),
+        medications=_frozen({name: _medication(name, spec) for name, spec in medications.items()}),
+        medication_codes=_code_index(systems, {n: s for n, s in medications.items() if "codes" in s}),
+        fact_types=_frozen({name: kind for _, name, kind in _declared_facts(data)}),
+    )
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+def _observation(name: str, spec: dict, tables: dict) -> ObservationConcept:
+    table = (units.unit_table(spec["unit"], spec["conversions"], spec.get("aliases"))
+             if "unit" in spec else None)
+    score = spec.get("score")
+    return ObservationConcept(
+        name=name, value_fact=spec["value_fact"], date_fact=spec["date_fact"], units=table,
+        score=Score(score["min"], score["max"], _frozen(score.get("answers", {}))) if score else None,
+        uln=_uln(spec["uln"], tables) if "uln" in spec else None)
+
+
+def _uln(spec: dict, tables: dict) -> UlnSpec:
+    table = tables.get(spec.get("table"), {})
+    bands = tuple(_band(band, table["columns"]) for band in table.get("bands", ()))
+    return UlnSpec(spec["fact"], spec["source_fact"], spec.get("table"), spec.get("column"), bands)
+
+
+def _band(band: dict, columns: Mapping[str, str]) -> AgeBand:
+    low, high = band["from"], band["to"]
+    label = band.get("label") or (f"age {low}" if high - low == 1 else f"ages {low}-{high - 1}")
+    return AgeBand(low, high, label, _frozen({column: float(band[column]) for column in columns}))
+
+
+def _medication(name: str, spec: dict) -> MedicationConcept:
+    dose = spec.get("dose")
+    table = units.unit_table(dose["unit"], dose["conversions"], dose.get("aliases")) if dose else None
+    patterns = tuple(p.casefold() for p in spec.get("name_patterns", ()))
+    return MedicationConcept(name, patterns, table, _frozen(spec["facts"]))
+
+
+def _normalise(code: str, ignore_dots: bool, ignore_case: bool) -> str:
+    code = code.strip()
+    if ignore_dots:
+        code = code.replace(".", "")
+    return code.upper() if ignore_case else code
+
+
+def _code_index(systems: dict, concepts: Mapping[str, dict]) -> CodeIndex:
+    """One index per resource kind: (system URI, normalised code) -> the concepts it belongs to."""
+    options = {uri: (bool(s.get("ignore_dots")), bool(s.get("ignore_case")))
+               for s in systems.values() for uri in s["uris"]}
+    exact: dict[tuple[str, str], list[str]] = defaultdict(list)
+    prefixes: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name, spec in concepts.items():
+        for code_set in spec["codes"]:
+            target = prefixes if code_set.get("prefix") else exact
+            for uri in systems[code_set["system"]]["uris"]:
+                for code in code_set["codes"]:
+                    key = (uri, _normalise(code, *options[uri]))
+                    if name not in target[key]:
+                        target[key].append(name)
+    longest = max((len(code) for _, code in prefixes), default=0)
+    return CodeIndex(_frozen(options), _frozen({k: tuple(v) for k, v in exact.items()}),
+                     _frozen({k: tuple(v) for k, v in prefixes.items()}), longest)
+
+
+def _search_tokens(systems: dict, spec: dict) -> tuple[str, ...]:
+    return tuple(f"{uri}|{code}" for code_set in spec["codes"]
+                 for uri in systems[code_set["system"]]["uris"] for code in code_set["codes"])
+
+
+# --- cross-reference checks (after the schema): each yields (path, message) -------------------
+
+
+_MEDICATION_FACT_TYPES = {
+    "has_history": "boolean", "on_therapy": "boolean", "start_date": "date", "current_daily_dose": "number",
+    "last_dose_change_date": "date", "active_order_id": "string", "has_draft_order": "boolean",
+    "draft_order_id": "string", "draft_daily_dose": "number", "draft_frequency_per_day": "number"}
+_DOSE_ROLES = ("current_daily_dose", "last_dose_change_date", "draft_daily_dose", "draft_frequency_per_day")
+_CODED_FACT_TYPES = {"present": "boolean", "active": "boolean", "latest_onset": "date",
+                     "count": "integer", "latest_date": "date"}
+
+
+def _declared_facts(data: dict) -> Iterator[tuple[tuple, str, str]]:
+    """Every fact the mapping declares: (path in the file, fact name, fact type)."""
+    patient = data.get("patient", {})
+    if "birth_date_fact" in patient:
+        yield ("patient", "birth_date_fact"), patient["birth_date_fact"], "date"
+    if "age_fact" in patient:
+        yield ("patient", "age_fact"), patient["age_fact"], "integer"
+    for name, spec in data.get("observations", {}).items():
+        yield ("observations", name, "value_fact"), spec["value_fact"], "integer" if "score" in spec else "number"
+        yield ("observations", name, "date_fact"), spec["date_fact"], "date"
+        if "uln" in spec:
+            yield ("observations", name, "uln", "fact"), spec["uln"]["fact"], "number"
+            yield ("observations", name, "uln", "source_fact"), spec["uln"]["source_fact"], "string"
+    for section in ("conditions", "procedures"):
+        for name, spec in data.get(section, {}).items():
+            for role, fact in spec["facts"].items():
+                yield (section, name, "facts", role), fact, _CODED_FACT_TYPES[role]
+    for name, spec in data.get("medications", {}).items():
+        for role, fact in spec["facts"].items():
+            yield ("medications", name, "facts", role), fact, _MEDICATION_FACT_TYPES[role]
+
+
+def _semantic_problems(data: dict) -> Iterator[tuple[tuple, str]]:
+    for check in (_check_systems, _check_units, _check_uln_references, _check_bands, _check_fact_names,
+                  _check_prefetch_keys, _check_doses):
+        yield from check(data)
+
+
+def _check_systems(data: dict) -> Iterator[tuple[tuple, str]]:
+    for section in ("observations", "conditions", "procedures", "medications"):
+        for name, spec in data[section].items():
+            for i, code_set in enumerate(spec.get("codes", ())):
+                if code_set["system"] not in data["systems"]:
+                    yield ((section, name, "codes", i, "system"),
+                           f"unknown code system '{code_set['system']}'; define it under `systems`")
+                if section == "observations" and code_set.get("prefix"):
+                    yield ((section, name, "codes", i, "prefix"),
+                           "observations cannot use prefix codes: a FHIR search cannot express them")
+
+
+def _check_units(data: dict) -> Iterator[tuple[tuple, str]]:
+    for name, spec in data["observations"].items():
+        if "unit" in spec:
+            yield from _unit_problems(spec, ("observations", name))
+    for name, spec in data["medications"].items():
+        if "dose" in spec:
+            yield from _unit_problems(spec["dose"], ("medications", name, "dose"))
+
+
+def _unit_problems(spec: dict, where: tuple) -> Iterator[tuple[tuple, str]]:
+    """The canonical unit converts to itself by 1, and every alias names a listed unit."""
+    if spec["conversions"].get(spec["unit"]) != 1:
+        yield where + ("conversions",), f"the canonical unit '{spec['unit']}' must be listed with factor 1"
+    for alias, target in spec.get("aliases", {}).items():
+        if target not in spec["conversions"]:
+            yield where + ("aliases", alias), f"alias target '{target}' is not listed in conversions"
+
+
+def _check_uln_references(data: dict) -> Iterator[tuple[tuple, str]]:
+    tables = data.get("uln_tables", {})
+    for name, spec in data["observations"].items():
+        uln = spec.get("uln", {})
+        if "table" not in uln:
+            continue
+        where = ("observations", name, "uln")
+        table = tables.get(uln["table"])
+        if table is None:
+            yield where + ("table",), f"unknown ULN table '{uln['table']}'; define it under `uln_tables`"
+        elif uln["column"] not in table["columns"]:
+            yield where + ("column",), f"table '{uln['table']}' has no column '{uln['column']}'"
+        elif table["columns"][uln["column"]] != spec.get("unit"):
+            yield (where + ("column",), f"column '{uln['column']}' is in {table['columns'][uln['column']]}, "
+                                        f"but this observation's unit is {spec.get('unit')}")
+
+
+def _check_bands(data: dict) -> Iterator[tuple[tuple, str]]:
+    """Age bands must be in order with no gap or overlap, and give a number for every column."""
+    for name, table in data.get("uln_tables", {}).items():
+        previous_end = None
+        for i, band in enumerate(table["bands"]):
+            where = ("uln_tables", name, "bands", i)
+            if band["from"] >= band["to"]:
+                yield where + ("to",), f"'to' ({band['to']}) must be greater than 'from' ({band['from']})"
+            if previous_end is not None and band["from"] != previous_end:
+                yield where + ("from",), f"this band starts at {band['from']}, the previous one ends at {previous_end}"
+            previous_end = band["to"]
+            for column in table["columns"]:
+                if column not in band:
+                    yield where, f"no value for column '{column}'"
+            for key in band:
+                if key not in table["columns"] and key not in ("from", "to", "label"):
+                    yield where + (key,), f"'{key}' is not a column of this table"
+
+
+def _check_fact_names(data: dict) -> Iterator[tuple[tuple, str]]:
+    seen: dict[str, tuple] = {}
+    for where, name, _ in _declared_facts(data):
+        if name in seen:
+            first = ".".join(map(str, seen[name]))
+            yield where, f"fact '{name}' is already produced at {first}"
+        seen.setdefault(name, where)
+
+
+def _check_prefetch_keys(data: dict) -> Iterator[tuple[tuple, str]]:
+    for name in data["observations"]:
+        if name in RESERVED_PREFETCH_KEYS:
+            yield ("observations", name), f"'{name}' is a reserved prefetch key; choose another concept name"
+
+
+def _check_doses(data: dict) -> Iterator[tuple[tuple, str]]:
+    for name, spec in data["medications"].items():
+        for role in _DOSE_ROLES:
+            if role in spec["facts"] and "dose" not in spec:
+                yield ("medications", name, "facts", role), f"'{role}' needs a `dose` section with units"
+
+
+# --- small FHIR helpers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class When:
+    """A FHIR date or dateTime: an instant to sort by, and the calendar day as the source wrote it."""
+
+    instant: datetime
+    day: str  # YYYY-MM-DD
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A resource matched to a concept, with its date and the code that matched."""
+
+    when: When | None
+    resource: dict
+    code: str
+
+
+def _when(value: Any) -> When | None:
+    """Full dates and dateTimes only: a partial date ("2026-01") cannot be placed on a day, so it is not used."""
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        day = date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+    instant = datetime(day.year, day.month, day.day)
+    if len(value) > 10:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if parsed.tzinfo is not None:
+                parsed = parsed.astimezone(timezone.utc).replace(tzinfo=None)
+            instant = parsed
+        except (ValueError, OverflowError):
+            pass  # an unreadable time of day still leaves a usable day
+    return When(instant, day.isoformat())
+
+
+def _first_when(*values: Any) -> When | None:
+    for value in values:
+        found = _when(value)
+        if found is not None:
+            return found
+    return None
+
+
+def _get(data: Any, *keys: str) -> Any:
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+def _objects(value: Any) -> list[dict]:
+    """The objects of a FHIR array; a single object where an array belongs (seen in real clients) counts as one."""
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    return [value] if isinstance(value, dict) else []
+
+
+def _codings(concept: Any) -> Iterator[dict]:
+    for item in _objects(concept):
+        yield from _objects(item.get("coding"))
+
+
+def _status_codes(concept: Any) -> set[str]:
+    """The codes of a status CodeableConcept (STU3 sent a bare code string, which is accepted too)."""
+    if isinstance(concept, str):
+        return {concept}
+    return {c["code"] for c in _codings(concept) if isinstance(c.get("code"), str)}
+
+
+def _text(value: Any) -> str | None:
+    """The value if it is a string: malformed input (a list where a code belongs) must not break a lookup."""
+    return value if isinstance(value, str) else None
+
+
+def _ref(resource: dict) -> str:
+    return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (Python's json accepts NaN and Infinity; a lab value cannot be either)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _completed(birth: date, on: date, unit: str) -> int:
+    """Completed years, months, weeks or days: 17 the day before the 18th birthday, 18 on it."""
+    if unit == "days":
+        return (on - birth).days
+    if unit == "weeks":
+        return (on - birth).days // 7
+    months = (on.year - birth.year) * 12 + on.month - birth.month - (on.day < birth.day)
+    return months if unit == "months" else months // 12
+
+
+def _recent(found: list[_Found], limit: int) -> list[_Found]:
+    """Newest first, undated last, cut to the history limit."""
+    ordered = sorted(found, key=lambda f: f.when.instant if f.when else _NO_TIME, reverse=True)
+    return ordered[:limit]
+
+
+def _collect(index: CodeIndex, resources: Iterable[dict], date_of: Callable[[dict], When | None],
+             keep: Callable[[dict], bool]) -> dict[str, list[_Found]]:
+    """Group the kept resources by the concepts their `code` matches."""
+    found: dict[str, list[_Found]] = defaultdict(list)
+    for resource in resources:
+        if not keep(resource):
+            continue
+        matches = index.match(resource.get("code"))
+        if matches:
+            when = date_of(resource)
+            for concept, code in matches.items():
+                found[concept].append(_Found(when, resource, code))
+    return found
+
+
+def _split_future(found: list[_Found], today: date) -> tuple[list[_Found], list[_Found]]:
+    cutoff = today.isoformat()
+    past = [f for f in found if f.when is None or f.when.day <= cutoff]
+    future = [f for f in found if f.when is not None and f.when.day > cutoff]
+    return past, future
+
+
+def _ignored_note(ignored: list[_Found], why: str) -> str:
+    """One line for many ignored resources, naming the first few."""
+    refs = ", ".join(_ref(f.resource) for f in ignored[:3]) + (" ..." if len(ignored) > 3 else "")
+    return f"{len(ignored)} result(s) {why} ignored ({refs})"
+
+
+def _future_note(future: list[_Found], today: date) -> str:
+    return _ignored_note(future, f"dated after the evaluation date {today}")
+
+
+def _put(out: Extraction, fact: str | None, value: Any, source: str) -> None:
+    if fact:
+        out.facts[fact] = value
+        out.sources[fact] = source
+        out.problems.pop(fact, None)
+
+
+def _problem(out: Extraction, fact: str | None, message: str) -> None:
+    """Record why a fact is missing; a fact that has a value keeps it and gets no problem."""
+    if fact and fact not in out.facts:
+        out.problems[fact] = message
+
+
+# --- the public entry points --------------------------------------------------------------------
+
+
+def resources_from(payload: Any) -> list[dict]:
+    """Resources in a resource, a Bundle (with or without Bundle.type), a list or None; an OperationOutcome is none."""
+    if isinstance(payload, list):
+        return [resource for item in payload for resource in resources_from(item)]
+    if not isinstance(payload, dict):
+        return []
+    kind = payload.get("resourceType")
+    if kind == "OperationOutcome":
+        return []
+    if kind == "Bundle" or (kind is None and "entry" in payload):
+        entries = _objects(payload.get("entry"))
+        return [resource for entry in entries for resource in resources_from(entry.get("resource"))]
+    return [payload] if isinstance(kind, str) else []
+
+
+def prefetch_templates(mapping: SiteMapping) -> dict[str, str]:
+    """CDS Hooks prefetch templates (R4 search syntax) for everything the mapping reads."""
+    templates = {"patient": "Patient/" + PATIENT_TOKEN}
+    for name, tokens in mapping.observation_search.items():
+        templates[name] = (f"Observation?patient={PATIENT_TOKEN}&code={','.join(tokens)}"
+                           f"&_sort=-date&_count={mapping.history_limit}")
+    # Condition and procedure codes include ICD-10 prefixes and local codes, which a code search cannot express.
+    if mapping.conditions:
+        templates["conditions"] = f"Condition?patient={PATIENT_TOKEN}"
+    if mapping.procedures:
+        templates["procedures"] = f"Procedure?patient={PATIENT_TOKEN}"
+    if mapping.medications:
+        templates["medications"] = f"MedicationRequest?patient={PATIENT_TOKEN}"
+    return templates
+
+
+def draft_orders_mention(mapping: SiteMapping, concept: str, draft_orders: Any) -> bool:
+    """Whether a draft MedicationRequest is for this medication; if not, order hooks can answer without fetching."""
+    medication = mapping.medications[concept]
+    return any(_mentions(mapping, medication, r) for r in _requests(resources_from(draft_orders)))
+
+
+def extract_facts(mapping: SiteMapping, resources: list[dict], evaluation_date: date,
+                  draft_orders: list[dict] | None = None, supplied: set[str] | None = None) -> Extraction:
+    """Facts for the ruleset from a patient's resources.
+
+    `supplied` names the resource types that were fetched, even when the fetch found nothing: only for those are
+    "no" answers (has_..., counts) produced; otherwise absent means unknown. Default: the types present.
+    """
+    by_type: dict[str, list[dict]] = defaultdict(list)
+    for resource in resources_from(resources):
+        by_type[resource["resourceType"]].append(resource)
+    fetched = set(by_type) | set(supplied or ())
+    out = Extraction()
+    birth = _extract_patient(mapping, by_type["Patient"], evaluation_date, out)
+    context = _Context(evaluation_date, birth, mapping.history_limit)
+    _extract_observations(mapping, by_type["Observation"], context, out)
+    _extract_conditions(mapping, by_type["Condition"], "Condition" in fetched, context, out)
+    _extract_procedures(mapping, by_type["Procedure"], "Procedure" in fetched, context, out)
+    _extract_medications(mapping, _requests(by_type["MedicationRequest"]), "MedicationRequest" in fetched,
+                         context, out)
+    if draft_orders is not None:
+        _extract_drafts(mapping, _requests(resources_from(draft_orders)), out)
+    return out
+
+
+@dataclass(frozen=True)
+class _Context:
+    today: date
+    birth: date | None
+    limit: int
+
+
+# --- Patient ------------------------------------------------------------------------------------
+
+
+def _extract_patient(mapping: SiteMapping, patients: list[dict], today: date, out: Extraction) -> date | None:
+    """Birth date and age in completed years; the birth date is returned for age-dependent ULNs."""
+    if not patients:
+        return None
+    patient, facts = patients[0], (mapping.birth_date_fact, mapping.age_fact)
+    written = patient.get("birthDate")
+    birth = _when(written)
+    if birth is None or birth.day > today.isoformat():
+        reason = "no birthDate" if written is None else f"birthDate {written!r} is not a full past date"
+        for fact in facts:
+            _problem(out, fact, f"{reason} ({_ref(patient)})")
+        return None
+    born = date.fromisoformat(birth.day)
+    _put(out, mapping.birth_date_fact, birth.day, f"{_ref(patient)} birthDate {written}")
+    _put(out, mapping.age_fact, _completed(born, today, "years"),
+         f"completed years from birthDate {birth.day} ({_ref(patient)}) to {today}")
+    return born
+
+
+# --- Observations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """A value in the concept's unit, with the factor used, so the reference range converts the same way."""
+
+    value: float | int
+    factor: float
+    unit: str | None
+    text: str
+
+
+def _effective(observation: dict) -> When | None:
+    return _first_when(observation.get("effectiveDateTime"), _get(observation, "effectivePeriod", "start"),
+                       observation.get("effectiveInstant"), observation.get("issued"))
+
+
+def _extract_observations(mapping: SiteMapping, observations: list[dict], ctx: _Context, out: Extraction) -> None:
+    found = _collect(mapping.observation_codes, observations, _effective,
+                     lambda o: _text(o.get("status")) in mapping.observation_statuses)
+    for concept in mapping.observations.values():
+        _extract_observation(mapping, concept, _recent(found.get(concept.name, []), ctx.limit), ctx, out)
+
+
+def _extract_observation(mapping: SiteMapping, concept: ObservationConcept, found: list[_Found], ctx: _Context,
+                         out: Extraction) -> None:
+    """The newest result with a value decides; one whose value cannot be read is reported, not skipped over."""
+    past, future = _split_future(found, ctx.today)
+    undated = [f for f in past if f.when is None]
+    notes = ([_future_note(future, ctx.today)] if future else []) + (
+        [_ignored_note(undated, "without an effective date")] if undated else [])
+    for item in past:
+        if item.when is None:
+            continue  # undated results sort last, so nothing dated comes after them
+        reading = _read_observation(concept, item.resource)
+        if reading is None:
+            continue  # no value (dataAbsentReason): the previous result is still the latest known
+        if isinstance(reading, str):
+            notes.insert(0, reading)
+            break
+        source = f"{_ref(item.resource)} {item.code} {item.when.day}: {reading.text}"
+        _put(out, concept.value_fact, reading.value, source)
+        _put(out, concept.date_fact, item.when.day, source)
+        if concept.uln:
+            _extract_uln(mapping, concept, item.resource, reading, ctx, out)
+        return
+    if notes:
+        _problem(out, concept.value_fact, "; ".join(notes))
+        _problem(out, concept.date_fact, "; ".join(notes))
+
+
+def _read_observation(concept: ObservationConcept, observation: dict) -> _Reading | str | None:
+    """A reading, a problem (str), or None when the result carries no value at all."""
+    if concept.score is not None:
+        return _read_score(concept.score, observation)
+    return _read_quantity(concept.units, observation)
+
+
+def _read_quantity(table: units.UnitTable, observation: dict) -> _Reading | str | None:
+    quantity = observation.get("valueQuantity")
+    if not isinstance(quantity, dict):
+        if any(key.startswith("value") for key in observation):
+            return f"the value is not a Quantity ({_ref(observation)})"
+        return None
+    if not _is_number(quantity.get("value")):
+        return None
+    if quantity.get("comparator"):
+        written = f"{quantity['comparator']}{quantity['value']}"
+        return f"the value is '{written}', not an exact number ({_ref(observation)})"
+    unit, factor = units.quantity_unit(table, quantity)
+    if factor is None:
+        shown = f"unit '{unit}'" if unit else "a value without a unit"
+        return f"{shown} cannot be converted to {table.canonical} ({_ref(observation)})"
+    value = units.convert(quantity["value"], factor)
+    text = f"{units.show(quantity['value'])} {unit}"
+    if unit != table.canonical:
+        text += f" -> {units.show(value)} {table.canonical}"
+    return _Reading(value, factor, unit, text)
+
+
+def _read_score(score: Score, observation: dict) -> _Reading | str | None:
+    """valueInteger, valueQuantity.value, valueString, or a coded answer whose code or display is the score."""
+    if "valueInteger" in observation:
+        value = observation["valueInteger"]
+    elif isinstance(observation.get("valueQuantity"), dict):
+        value = observation["valueQuantity"].get("value")
+    elif "valueCodeableConcept" in observation:
+        value = _coded_score(score, observation["valueCodeableConcept"])
+    elif "valueString" in observation:
+        value = _integer_text(observation["valueString"])
+    else:
+        return None
+    if not _is_number(value) or not float(value).is_integer() or not score.low <= value <= score.high:
+        return f"the value is not a score from {score.low} to {score.high} ({_ref(observation)})"
+    return _Reading(int(value), 1.0, None, str(int(value)))
+
+
+def _coded_score(score: Score, concept: Any) -> int | None:
+    codings = list(_codings(concept))
+    for coding in codings:
+        if _text(coding.get("code")) in score.answers:
+            return score.answers[coding["code"]]
+    texts = [coding.get(key) for coding in codings for key in ("code", "display")]
+    texts += [c.get("text") for c in _objects(concept)]
+    return next((n for n in map(_integer_text, texts) if n is not None), None)
+
+
+def _integer_text(text: Any) -> int | None:
+    return int(text.strip()) if isinstance(text, str) and text.strip().isdigit() else None
+
+
+# --- Upper limit of normal ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Uln:
+    value: float
+    label: str  # the source fact: which kind of source was used
+    source: str  # provenance detail
+
+
+def _extract_uln(mapping: SiteMapping, concept: ObservationConcept, observation: dict, reading: _Reading,
+                 ctx: _Context, out: Extraction) -> None:
+    """The result's own range, else its range text, else the site table's age band: the card names which."""
+    ranges = list(_applicable_ranges(mapping, observation, ctx))
+    found = (_uln_from_range(concept.units, ranges, reading, observation)
+             or _uln_from_text(concept.units, ranges, reading, observation)
+             or _uln_from_table(concept, ctx))
+    spec = concept.uln
+    if isinstance(found, str):
+        _problem(out, spec.fact, found)
+        _problem(out, spec.source_fact, found)
+        return
+    _put(out, spec.fact, found.value, found.source)
+    _put(out, spec.source_fact, found.label, found.source)
+
+
+def _applicable_ranges(mapping: SiteMapping, observation: dict, ctx: _Context) -> Iterator[dict]:
+    """Reference ranges of the normal type (or untyped) whose age band, if any, holds the patient."""
+    for entry in _objects(observation.get("referenceRange")):
+        kind = entry.get("type")
+        if kind is not None and not (_status_codes(kind) & mapping.range_types):
+            continue
+        if entry.get("age") is not None and not _age_within(mapping, entry["age"], ctx):
+            continue
+        yield entry
+
+
+def _age_within(mapping: SiteMapping, age: Any, ctx: _Context) -> bool:
+    """Inclusive bounds, each compared with the patient's completed age in the bound's own unit."""
+    if ctx.birth is None or not isinstance(age, dict):
+        return False
+    for bound, inside in (("low", lambda a, b: a >= b), ("high", lambda a, b: a <= b)):
+        quantity = age.get(bound)
+        if not isinstance(quantity, dict) or not _is_number(quantity.get("value")):
+            continue
+        written = (_text(quantity.get("code")), _text(quantity.get("unit")))
+        unit = next((mapping.age_units[u] for u in written if u in mapping.age_units), None)
+        if unit is None or not inside(_completed(ctx.birth, ctx.today, unit), quantity["value"]):
+            return False
+    return True
+
+
+def _uln_from_range(table: units.UnitTable, ranges: list[dict], reading: _Reading,
+                    observation: dict) -> _Uln | None:
+    for entry in ranges:
+        high = entry.get("high")
+        if not isinstance(high, dict) or not _is_number(high.get("value")):
+            continue
+        unit, factor = units.quantity_unit(table, high)
+        if unit is None:  # a bound without a unit is in the result's unit
+            unit, factor = reading.unit, reading.factor
+        value = units.convert(high["value"], factor) if factor is not None else 0.0
+        if value <= 0:  # an unconvertible or zero limit cannot be divided by
+            continue
+        return _Uln(value, "reference range on the result",
+                    f"{_ref(observation)} referenceRange.high {units.show(high['value'])} {unit}"
+                    + _converted(value, unit, table.canonical))
+
+
+def _uln_from_text(table: units.UnitTable, ranges: list[dict], reading: _Reading,
+                   observation: dict) -> _Uln | None:
+    for entry in ranges:
+        match = _RANGE_TEXT.match(entry["text"]) if isinstance(entry.get("text"), str) else None
+        if match is None:
+            continue
+        written, unit = match.group(1), match.group(2) or reading.unit
+        factor = table.factor(match.group(2)) if match.group(2) else reading.factor
+        value = units.convert(float(written), factor) if factor is not None else 0.0
+        if value <= 0:
+            continue
+        return _Uln(value, "reference range text on the result",
+                    f"{_ref(observation)} referenceRange.text '{entry['text']}'"
+                    + _converted(value, unit, table.canonical))
+
+
+def _uln_from_table(concept: ObservationConcept, ctx: _Context) -> _Uln | str:
+    spec = concept.uln
+    if not spec.bands:
+        return f"no usable reference range on the result and no site table for {concept.name}"
+    if ctx.birth is None:
+        return "no usable reference range on the result, and no birth date to choose a site-table age band"
+    age = _completed(ctx.birth, ctx.today, "years")
+    band = next((b for b in spec.bands if b.low <= age < b.high), None)
+    if band is None:
+        return f"no usable reference range on the result, and site table '{spec.table}' has no band for age {age}"
+    value = band.values[spec.column]
+    return _Uln(value, f"site table, {band.label}",
+                f"site table '{spec.table}', {band.label}: {units.show(value)} {concept.units.canonical}")
+
+
+def _converted(value: float, unit: str | None, canonical: str) -> str:
+    return f" -> {units.show(value)} {canonical}" if unit != canonical else ""
+
+
+# --- Conditions ---------------------------------------------------------------------------------
+
+
+def _onset(condition: dict) -> When | None:
+    return _first_when(condition.get("onsetDateTime"), _get(condition, "onsetPeriod", "start"),
+                       condition.get("recordedDate"))
+
+
+def _extract_conditions(mapping: SiteMapping, conditions: list[dict], supplied: bool, ctx: _Context,
+                        out: Extraction) -> None:
+    found = _collect(mapping.condition_codes, conditions, _onset,
+                     lambda c: not (_status_codes(c.get("verificationStatus")) & mapping.excluded_verification))
+    for concept in mapping.conditions.values():
+        past, future = _split_future(_recent(found.get(concept.name, []), ctx.limit), ctx.today)
+        if supplied:
+            _condition_flags(mapping, concept, past, len(conditions), out)
+        _latest_date(out, concept.facts.get("latest_onset"), past, future, ctx.today, "onset")
+
+
+def _condition_flags(mapping: SiteMapping, concept: CodedConcept, past: list[_Found], supplied_count: int,
+                     out: Extraction) -> None:
+    """`present` and `active`: produced only when Conditions were fetched, so False means "looked, none"."""
+    none_found = f"no matching Condition among {supplied_count} supplied"
+    if "present" in concept.facts:
+        _put(out, concept.facts["present"], bool(past), _describe(past[0]) if past else none_found)
+    if "active" in concept.facts:
+        active = [f for f in past if _is_active(mapping, f.resource)]
+        if active:
+            source = _describe(active[0])
+        else:
+            source = f"{len(past)} matching Condition(s), none active" if past else none_found
+        _put(out, concept.facts["active"], bool(active), source)
+
+
+def _is_active(mapping: SiteMapping, condition: dict) -> bool:
+    status = _status_codes(condition.get("clinicalStatus"))
+    return bool(status & mapping.active_clinical) or (not status and mapping.missing_clinical_status_is_active)
+
+
+def _describe(item: _Found) -> str:
+    status = sorted(_status_codes(item.resource.get("clinicalStatus")))
+    when = f" {item.when.day}" if item.when else ""
+    return f"{_ref(item.resource)} {item.code}{when}" + (f" ({', '.join(status)})" if status else "")
+
+
+def _latest_date(out: Extraction, fact: str | None, past: list[_Found], future: list[_Found], today: date,
+                 what: str) -> None:
+    """The newest date among matches (they arrive newest first); say why when matches exist but none is dated."""
+    dated = [f for f in past if f.when is not None]
+    if dated:
+        _put(out, fact, dated[0].when.day, f"{_describe(dated[0])}: latest {what} of {len(past)} match(es)")
+    elif past:
+        _problem(out, fact, f"{_ref(past[0].resource)} matches but has no {what} date")
+    elif future:
+        _problem(out, fact, _future_note(future, today))
+
+
+# --- Procedures ---------------------------------------------------------------------------------
+
+
+def _performed(procedure: dict) -> When | None:
+    return _first_when(procedure.get("performedDateTime"), _get(procedure, "performedPeriod", "start"))
+
+
+def _extract_procedures(mapping: SiteMapping, procedures: list[dict], supplied: bool, ctx: _Context,
+                        out: Extraction) -> None:
+    found = _collect(mapping.procedure_codes, procedures, _performed,
+                     lambda p: _text(p.get("status")) in mapping.procedure_statuses)
+    for concept in mapping.procedures.values():
+        past, future = _split_future(_recent(found.get(concept.name, []), ctx.limit), ctx.today)
+        if supplied and "count" in concept.facts:
+            refs = ", ".join(_describe(f) for f in past[:5]) + (" ..." if len(past) > 5 else "")
+            source = f"{len(past)} completed matching Procedure(s) among {len(procedures)} supplied"
+            _put(out, concept.facts["count"], len(past), source + (f": {refs}" if refs else ""))
+        _latest_date(out, concept.facts.get("latest_date"), past, future, ctx.today, "performed date")
+
+
+# --- MedicationRequests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Dose:
+    daily: float  # in the concept's dose unit per day
+    per_day: float  # administrations per day
+    text: str
+
+
+@dataclass(frozen=True)
+class _Order:
+    resource: dict
+    start: When | None
+    dose: _Dose | str  # a problem when the dose cannot be read
+
+
+def _requests(resources: Iterable[dict]) -> list[dict]:
+    return [r for r in resources if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"]
+
+
+def _mentions(mapping: SiteMapping, concept: MedicationConcept, request: dict) -> bool:
+    """The medication is ours by a mapped code, or by a name pattern in its text or a coding's display."""
+    for medication in _medication_concepts(request):
+        if concept.name in mapping.medication_codes.match(medication):
+            return True
+        texts = [medication.get("text")] + [c.get("display") for c in _codings(medication)]
+        if any(p in t.casefold() for t in texts if isinstance(t, str) for p in concept.patterns):
+            return True
+    return False
+
+
+def _medication_concepts(request: dict) -> list[dict]:
+    """medicationCodeableConcept, and for medicationReference its display and a contained Medication's code."""
+    found = [c for c in [request.get("medicationCodeableConcept")] if isinstance(c, dict)]
+    reference = request.get("medicationReference")
+    if isinstance(reference, dict):
+        if isinstance(reference.get("display"), str):
+            found.append({"text": reference["display"]})
+        target = reference.get("reference")
+        for contained in _objects(request.get("contained")):
+            if isinstance(target, str) and target == "#" + str(contained.get("id")):
+                found.extend(c for c in [contained.get("code")] if isinstance(c, dict))
+    return found
+
+
+def _order(mapping: SiteMapping, concept: MedicationConcept, request: dict) -> _Order:
+    return _Order(request, _order_start(request), _order_dose(mapping, concept, request))
+
+
+def _order_start(request: dict) -> When | None:
+    """Earliest dosage boundsPeriod.start, else authoredOn."""
+    starts = [_when(_get(d, "timing", "repeat", "boundsPeriod", "start"))
+              for d in _objects(request.get("dosageInstruction"))]
+    starts = [s for s in starts if s is not None]
+    return min(starts) if starts else _when(request.get("authoredOn"))
+
+
+def _extract_medications(mapping: SiteMapping, requests: list[dict], supplied: bool, ctx: _Context,
+                         out: Extraction) -> None:
+    cutoff = ctx.today.isoformat()
+    for concept in mapping.medications.values():
+        mine = [r for r in requests if _text(r.get("status")) in mapping.history_statuses
+                and not _written_after(r, cutoff) and _mentions(mapping, concept, r)]
+        orders = sorted((_order(mapping, concept, r) for r in mine), key=_order_recency, reverse=True)[:ctx.limit]
+        if supplied:
+            _therapy_flags(mapping, concept, orders, len(requests), out)
+        _therapy_start(concept, orders, out)
+        _current_order(mapping, concept, orders, out)
+        _last_dose_change(concept, orders, out)
+
+
+def _order_recency(order: _Order) -> tuple[datetime, datetime]:
+    """By start, then by when it was written: two orders starting the same day are told apart by authoredOn."""
+    authored = _when(order.resource.get("authoredOn"))
+    return (order.start.instant if order.start else _NO_TIME, authored.instant if authored else _NO_TIME)
+
+
+def _written_after(request: dict, cutoff: str) -> bool:
+    """An order authored after the evaluation date did not exist then (replays of past dates)."""
+    authored = _when(request.get("authoredOn"))
+    return authored is not None and authored.day > cutoff
+
+
+def _therapy_flags(mapping: SiteMapping, concept: MedicationConcept, orders: list[_Order], supplied_count: int,
+                   out: Extraction) -> None:
+    facts = concept.facts
+    none_found = f"no matching MedicationRequest among {supplied_count} supplied"
+    _put(out, facts.get("has_history"), bool(orders),
+         f"{len(orders)} matching order(s), latest {_ref(orders[0].resource)}" if orders else none_found)
+    current = [o for o in orders if _text(o.resource.get("status")) in mapping.current_statuses]
+    _put(out, facts.get("on_therapy"), bool(current),
+         f"{_ref(current[0].resource)} status {current[0].resource.get('status')}" if current
+         else f"no {'/'.join(sorted(mapping.current_statuses))} order; {len(orders)} matching order(s)")
+
+
+def _therapy_start(concept: MedicationConcept, orders: list[_Order], out: Extraction) -> None:
+    dated = [o for o in orders if o.start is not None]
+    if dated:
+        first = min(dated, key=lambda o: o.start)
+        _put(out, concept.facts.get("start_date"), first.start.day,
+             f"{_ref(first.resource)} starts {first.start.day} (earliest of {len(dated)} order(s))")
+    elif orders:
+        _problem(out, concept.facts.get("start_date"), f"{_ref(orders[0].resource)} has no start or authoredOn date")
+
+
+def _current_order(mapping: SiteMapping, concept: MedicationConcept, orders: list[_Order], out: Extraction) -> None:
+    """The newest active (or on-hold) order: its id and daily dose."""
+    current = next((o for o in orders if _text(o.resource.get("status")) in mapping.current_statuses), None)
+    if current is None:
+        return
+    ref = _ref(current.resource)
+    if isinstance(current.resource.get("id"), str):
+        _put(out, concept.facts.get("active_order_id"), current.resource["id"],
+             f"{ref} status {current.resource['status']}")
+    if isinstance(current.dose, str):
+        _problem(out, concept.facts.get("current_daily_dose"), current.dose)
+    else:
+        _put(out, concept.facts.get("current_daily_dose"), current.dose.daily, f"{ref}: {current.dose.text}")
+
+
+def _last_dose_change(concept: MedicationConcept, orders: list[_Order], out: Extraction) -> None:
+    """Walk back from the newest order while the daily dose stays the same; the change is where the run began."""
+    fact = concept.facts.get("last_dose_change_date")
+    dated = [o for o in orders if o.start is not None]
+    if not dated:
+        if orders:
+            _problem(out, fact, f"{_ref(orders[0].resource)} has no start or authoredOn date")
+        return
+    latest = began = dated[0]
+    for order in dated:
+        if isinstance(order.dose, str):
+            _problem(out, fact, f"cannot tell when the dose last changed: {order.dose}")
+            return
+        if order.dose.daily != latest.dose.daily:
+            break
+        began = order
+    _put(out, fact, began.start.day,
+         f"{_ref(began.resource)} starts {began.start.day} at {units.show(began.dose.daily)}/day"
+         + (" (first order at this dose)" if len(dated) > 1 else " (the only order)"))
+
+
+def _extract_drafts(mapping: SiteMapping, drafts: list[dict], out: Extraction) -> None:
+    """The order being written: whether it is ours, its id, daily dose and frequency."""
+    for concept in mapping.medications.values():
+        facts = concept.facts
+        mine = [r for r in drafts if _mentions(mapping, concept, r)]
+        _put(out, facts.get("has_draft_order"), bool(mine),
+             f"{_ref(mine[0])} in draftOrders" if mine else f"none of {len(drafts)} draft order(s) matches")
+        if not mine:
+            continue
+        draft, ref = mine[0], _ref(mine[0])
+        note = f" (first of {len(mine)} matching draft orders)" if len(mine) > 1 else ""
+        if isinstance(draft.get("id"), str):
+            _put(out, facts.get("draft_order_id"), draft["id"], ref + note)
+        dose = _order_dose(mapping, concept, draft)
+        if isinstance(dose, str):
+            _problem(out, facts.get("draft_daily_dose"), dose)
+            _problem(out, facts.get("draft_frequency_per_day"), dose)
+            continue
+        _put(out, facts.get("draft_daily_dose"), dose.daily, f"{ref}: {dose.text}{note}")
+        _put(out, facts.get("draft_frequency_per_day"), dose.per_day, f"{ref}: {dose.text}{note}")
+
+
+# --- doses ----------------------------------------------------------------------------------------
+
+
+def _order_dose(mapping: SiteMapping, concept: MedicationConcept, request: dict) -> _Dose | str:
+    """The daily dose of an order. Several dosage instructions are added up only when they share a `sequence`
+    (FHIR's mark of concurrent instructions, e.g. morning and evening); otherwise they may be a taper, not a guess."""
+    ref = _ref(request)
+    if concept.dose is None:
+        return f"the mapping gives no dose unit for {concept.name}"
+    dosages = _objects(request.get("dosageInstruction"))
+    if not dosages:
+        return f"no dosageInstruction ({ref})"
+    if len(dosages) > 1 and (not _is_number(dosages[0].get("sequence"))
+                             or any(d.get("sequence") != dosages[0]["sequence"] for d in dosages)):
+        return f"several dosage instructions not marked concurrent; the daily dose is not guessed ({ref})"
+    parts = [_dosage_dose(mapping, concept.dose, d, ref) for d in dosages]
+    problem = next((p for p in parts if isinstance(p, str)), None)
+    if problem is not None:
+        return problem
+    return _Dose(units.tidy(sum(p.daily for p in parts)), units.tidy(sum(p.per_day for p in parts)),
+                 " + ".join(p.text for p in parts))
+
+
+def _dosage_dose(mapping: SiteMapping, table: units.UnitTable, dosage: dict, ref: str) -> _Dose | str:
+    quantity = _dose_quantity(dosage, ref)
+    if isinstance(quantity, str):
+        return quantity
+    unit, factor = units.quantity_unit(table, quantity)
+    if factor is None:
+        return f"dose unit '{unit}' cannot be converted to {table.canonical} ({ref})"
+    per_day = _administrations_per_day(mapping, dosage.get("timing"), ref)
+    if isinstance(per_day, str):
+        return per_day
+    daily = units.convert(quantity["value"] * per_day, factor)
+    per_day = units.tidy(per_day)
+    return _Dose(daily, per_day, f"{units.show(quantity['value'])} {unit} x {units.show(per_day)}/day"
+                                 f" = {units.show(daily)} {table.canonical}/day")
+
+
+def _dose_quantity(dosage: dict, ref: str) -> dict | str:
+    """R4 doseAndRate[].doseQuantity (an object instead of an array too), else STU3 doseQuantity."""
+    entries = _objects(dosage.get("doseAndRate"))
+    quantities = [e["doseQuantity"] for e in entries if isinstance(e.get("doseQuantity"), dict)]
+    if not quantities and isinstance(dosage.get("doseQuantity"), dict):
+        quantities = [dosage["doseQuantity"]]
+    if not quantities:
+        if any("doseRange" in e for e in entries) or "doseRange" in dosage:
+            return f"the dose is a range; it is not guessed ({ref})"
+        return f"no dose quantity ({ref})"
+    if any(q.get(key) != quantities[0].get(key) for q in quantities for key in ("value", "code", "unit")):
+        return f"several different doses in one dosage instruction ({ref})"
+    if not _is_number(quantities[0].get("value")):
+        return f"the dose has no number ({ref})"
+    return quantities[0]
+
+
+def _administrations_per_day(mapping: SiteMapping, timing: Any, ref: str) -> float | str:
+    """frequency per period, in times a day; no timing.repeat means no frequency, never an assumed once daily."""
+    repeat = _get(timing, "repeat")
+    if not isinstance(repeat, dict):
+        return f"no timing.repeat, so no frequency ({ref})"
+    times = repeat.get("timeOfDay")
+    frequency = repeat.get("frequency", len(times) if isinstance(times, list) and times else 1)
+    period, unit = repeat.get("period"), repeat.get("periodUnit")
+    if not _is_number(frequency) or frequency <= 0 or not _is_number(period) or period <= 0:
+        return f"timing.repeat has no usable frequency and period ({ref})"
+    if "frequencyMax" in repeat or "periodMax" in repeat:
+        return f"the frequency is a range (frequencyMax/periodMax); the daily dose is not guessed ({ref})"
+    factor = mapping.periods_per_day.get(_text(unit))
+    if factor is None:
+        return f"period unit '{unit}' is not in the mapping ({ref})"
+    return units.per_day(frequency, period, factor)
