@@ -487,3 +487,28 @@ def _check_tests(ruleset: Ruleset, tests: list, doc: Document, errors: list) -> 
             if name not in facts:
                 errors.append(doc.error(("tests", index, "expect", "facts", name),
                                         f"unknown fact '{name}' in test{_suggest(name, facts)}"))
+
+
+# --- against the site mapping -------------------------------------------------------------------
+
+
+def check_against_mapping(ruleset: Ruleset, doc: Document, fact_types: dict[str, str], mapping_file: str,
+                          medications: set[str]) -> list[RulesetError]:
+    """Input facts the site mapping never produces would always be missing: say so when loading, not at the bedside."""
+    errors = []
+    compatible = {"number": {"number", "integer"}, "integer": {"integer"}}
+    for name, spec in ruleset.facts.items():
+        if spec.derived:
+            continue
+        produced = fact_types.get(name)
+        if produced is None:
+            errors.append(doc.error(("facts", name), f"input fact '{name}' is not produced by the site mapping "
+                                                     f"{mapping_file}{_suggest(name, fact_types)}"))
+        elif produced not in compatible.get(spec.type, {spec.type}):
+            errors.append(doc.error(("facts", name, "type"), f"'{name}' is {spec.type} here but the site mapping "
+                                                             f"gives {produced}"))
+    concept = ruleset.medication.get("concept")
+    if concept and concept not in medications:
+        errors.append(doc.error(("medication", "concept"), f"the site mapping {mapping_file} has no medication "
+                                                          f"'{concept}'{_suggest(concept, medications)}"))
+    return errors

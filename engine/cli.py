@@ -16,7 +16,7 @@ import yaml
 from . import diff, versions
 from .errors import EvaluationError, RulesetErrors
 from .explain import explain_ruleset, format_evaluation
-from .loader import load_ruleset, ruleset_files
+from .loader import load_ruleset, ruleset_files, site_for
 from .runtime import Engine
 from .testing import SITE_MAPPING, WHOLE_RECORD, run_tests
 
@@ -115,11 +115,14 @@ def _print_errors(exc: RulesetErrors) -> None:
 
 
 def _load_all(paths) -> tuple[list, list]:
-    loaded, errors = [], []
+    loaded, errors, sites = [], [], {}
     files = ruleset_files(paths)
     for file in files:
         try:
-            loaded.append(load_ruleset(file))
+            folder = file.resolve().parent
+            if folder not in sites:
+                sites[folder] = site_for(folder)  # input facts are checked against the site mapping
+            loaded.append(load_ruleset(file, site=sites[folder]))
         except RulesetErrors as exc:
             errors.extend(exc.errors)
     if not files:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import checks
 from .document import Document, read_document, schema_errors
-from .errors import RulesetErrors
+from .errors import RulesetError, RulesetErrors
 from .model import (AllOf, AnyOf, Band, Compare, DecisionTemplate, Derivation, Exists, FactRef, FactSpec, Literal,
                     Missing, Not, Parameter, ParamRef, Rule, Ruleset, SuggestionTemplate, Table)
 
@@ -21,8 +22,39 @@ SITE_DIR = "site"  # rules/site/ holds site mappings, not rulesets
 _VERSION_FILE = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?\.ya?ml$")
 
 
-def load_ruleset(path: str | Path, text: str | None = None) -> Ruleset:
-    """Load one ruleset version; raises RulesetErrors listing every problem found."""
+@dataclass(frozen=True)
+class SiteFacts:
+    """What the site mapping can supply: the facts (with types) and the medication concepts."""
+
+    file: str
+    fact_types: dict[str, str]
+    medications: frozenset[str]
+
+
+def load_site(path: str | Path) -> SiteFacts:
+    from .fhir import MappingError, load_site_mapping  # the mapping's own module reads it
+
+    try:
+        mapping = load_site_mapping(path)
+    except MappingError as exc:
+        raise RulesetErrors([RulesetError(e.file, e.line, e.column, tuple(e.path), e.message)
+                             for e in exc.errors]) from None
+    return SiteFacts(str(path), dict(mapping.fact_types), frozenset(mapping.medications))
+
+
+def site_for(start: Path) -> SiteFacts | None:
+    """The site mapping of the rules directory a ruleset file sits in (site/fhir-r4.yaml above it), if any."""
+    for folder in [start, *start.parents]:
+        candidate = folder / SITE_DIR / "fhir-r4.yaml"
+        if candidate.is_file():
+            return load_site(candidate)
+    return None
+
+
+def load_ruleset(path: str | Path, text: str | None = None, site: SiteFacts | None = None) -> Ruleset:
+    """Load one ruleset version; raises RulesetErrors listing every problem found.
+
+    With `site`, input facts are also checked against what the site mapping produces."""
     doc = read_document(path, text)
     errors = schema_errors(doc, RULESET_SCHEMA)
     if errors:
@@ -32,6 +64,8 @@ def load_ruleset(path: str | Path, text: str | None = None) -> Ruleset:
     if sibling_tests is not None:
         ruleset = dataclasses.replace(ruleset, tests=ruleset.tests + tuple(sibling_tests.data.get("tests", [])))
     errors = checks.check_ruleset(ruleset, doc, sibling_tests)
+    if site is not None:
+        errors += checks.check_against_mapping(ruleset, doc, site.fact_types, site.file, site.medications)
     if errors:
         raise RulesetErrors(errors)
     return ruleset
@@ -65,9 +99,10 @@ def ruleset_files(paths) -> list[Path]:
 def load_directory(path: str | Path) -> list[Ruleset]:
     """Every ruleset version under a rules directory; all must be valid."""
     rulesets, errors = [], []
+    site = site_for(Path(path).resolve())
     for file in ruleset_files([path]):
         try:
-            rulesets.append(load_ruleset(file))
+            rulesets.append(load_ruleset(file, site=site))
         except RulesetErrors as exc:
             errors.extend(exc.errors)
     if errors:

@@ -19,7 +19,7 @@ import yaml
 
 from .document import read_document, schema_errors
 from .errors import RulesetError, RulesetErrors
-from .loader import load_ruleset, ruleset_files
+from .loader import load_ruleset, ruleset_files, site_for
 from .model import Ruleset
 from .testing import run_tests
 
@@ -116,10 +116,11 @@ def load_catalog(root: str | Path) -> Catalog:
     errors: list[RulesetError] = []
     found: dict[str, RulesetVersions] = {}
     digest = hashlib.sha256()
+    site = site_for(root.resolve())
     for file in ruleset_files([root]):
         versions = found.setdefault(file.parent.name, RulesetVersions(file.parent.name, file.parent))
         try:
-            ruleset = load_ruleset(file)
+            ruleset = load_ruleset(file, site=site)
         except RulesetErrors as exc:
             errors.extend(exc.errors)
             continue

@@ -69,3 +69,14 @@ def test_explain_reads_as_plain_language():
 def test_serve_refuses_without_an_auth_choice():
     result = run("serve", "--port", "1")
     assert result.returncode == 2 and "--no-auth" in result.stderr
+
+
+def test_validate_checks_input_facts_against_the_site_mapping(tmp_path):
+    import shutil
+    shutil.copytree(ROOT / "rules" / "site", tmp_path / "site")
+    (tmp_path / "hetrombopag").mkdir()
+    text = (ROOT / "rules" / "hetrombopag" / "1.1.0.yaml").read_text()
+    (tmp_path / "hetrombopag" / "1.1.0.yaml").write_text(text.replace("platelets_10e9_l", "platelet_count"))
+    result = run("validate", tmp_path)
+    assert result.returncode == 1
+    assert "input fact 'platelet_count' is not produced by the site mapping" in result.stderr
