@@ -1,0 +1,109 @@
+"""The CDS Hooks service: `create_app(config)` builds a Flask app from a configuration.
+
+Released rulesets and the site mapping are loaded and compiled here, once per process: under gunicorn that is in
+each worker after the fork (the app is not preloaded), which is where the engine must live. Drafts (versions not
+in a ruleset's releases.yaml) are never served.
+
+Config keys: RULES_DIR (default "rules"), DB_URL (default "sqlite:///var/cdsrules.db"), AUTH_CONFIG (a path, or
+None for no authentication), MAX_CONTENT_LENGTH (bytes, default 5 MiB), FHIR_TIMEOUT (seconds, default 3),
+FHIR_SERVERS (without auth: the fhirServer URLs we may fetch from; None = any), CLOCK (a callable returning
+today's date; default `datetime.date.today`).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from flask import Flask
+from flask_cors import CORS
+
+from engine import fhir
+from engine.model import Ruleset
+from engine.runtime import Engine
+from engine.versions import Catalog, load_catalog
+from webhook import auth, feedback, health, hooks, outcome
+from webhook.outcome import not_found
+from webhook.prefetch import Fetcher
+from webhook.services import Service, build_services, released_rulesets
+from webhook.store import Store
+
+DEFAULTS: dict[str, Any] = {
+    "RULES_DIR": "rules",
+    "DB_URL": "sqlite:///var/cdsrules.db",
+    "AUTH_CONFIG": None,
+    "MAX_CONTENT_LENGTH": 5 * 1024 * 1024,
+    "FHIR_TIMEOUT": 3.0,
+    "FHIR_SERVERS": None,
+    "CLOCK": dt.date.today,
+}
+SITE_MAPPING = Path("site") / "fhir-r4.yaml"
+
+
+@dataclass
+class Runtime:
+    """What a request needs, built once per process."""
+
+    services: dict[str, Service]
+    catalog: Catalog  # released versions; the one in effect on a call's date answers it
+    mapping: Any  # the site mapping, as engine.fhir loads it
+    engine: Engine
+    store: Store
+    fetcher: Fetcher
+    clock: Callable[[], dt.date]
+    authenticated: bool
+    fhir_servers: list[str] | None
+
+    def service(self, service_id: str) -> Service:
+        found = self.services.get(service_id)
+        if found is None:
+            raise not_found(f"No CDS service '{service_id}' here; GET /cds-services lists the services.")
+        return found
+
+
+def create_app(config: dict | None = None) -> Flask:
+    settings = {**DEFAULTS, **(config or {})}
+    app = Flask(__name__)
+    app.config.update({k: v for k, v in settings.items() if k != "CLOCK"})
+    app.json.sort_keys = False
+
+    store = Store(settings["DB_URL"])
+    store.create_tables()
+    authenticator = auth.load_authenticator(settings["AUTH_CONFIG"], store) if settings["AUTH_CONFIG"] else None
+    rules_dir = Path(settings["RULES_DIR"])
+    mapping = fhir.load_site_mapping(rules_dir / SITE_MAPPING)
+    catalog = load_catalog(rules_dir)
+    rulesets = released_rulesets(catalog)
+    check_medications(rulesets, mapping)
+    engine = Engine()
+    for ruleset in rulesets:
+        engine.register(ruleset)  # compile every released version now, not on the first request
+
+    app.extensions["cdsrules"] = Runtime(
+        services=build_services(catalog, fhir.prefetch_templates(mapping)),
+        catalog=catalog,
+        mapping=mapping,
+        engine=engine,
+        store=store,
+        fetcher=Fetcher(float(settings["FHIR_TIMEOUT"])),
+        clock=settings["CLOCK"],
+        authenticated=authenticator is not None,
+        fhir_servers=settings["FHIR_SERVERS"],
+    )
+    CORS(app, resources={r"/cds-services*": {"origins": "*"}}, allow_headers=["Authorization", "Content-Type"],
+         methods=["GET", "POST", "OPTIONS"], max_age=600)
+    auth.init_app(app, authenticator)
+    outcome.register(app)
+    for blueprint in (hooks.bp, feedback.bp, health.bp):
+        app.register_blueprint(blueprint)
+    return app
+
+
+def check_medications(rulesets: list[Ruleset], mapping: Any) -> None:
+    """Every ruleset's medication concept must be one the site mapping knows, or order hooks cannot work."""
+    for ruleset in rulesets:
+        concept = ruleset.medication.get("concept")
+        if concept not in mapping.medications:
+            raise ValueError(f"{ruleset.ref}: medication concept '{concept}' is not in the site mapping "
+                             f"({', '.join(sorted(mapping.medications))})")

@@ -1,0 +1,240 @@
+"""Fixtures for the webhook tests: app factory instances, a loopback FHIR server, signing keys and a live
+gunicorn server started the way an operator starts it (`cdsrules serve`)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+import pytest
+import requests
+import yaml
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from tests.fhir_server import FhirServer
+
+REPO = Path(__file__).resolve().parent.parent
+RULES_DIR = REPO / "rules"
+EXTERNAL = REPO.parent / "shared" / "fixtures" / "external"
+TODAY = dt.date(2026, 6, 2)  # the evaluation date the webhook tests run on (CLOCK)
+ISSUER = "https://ehr.test.example"
+TOKEN = "fhir-access-token-7c1d9e"  # the FHIR bearer token tests send; must never show up in a log
+
+
+@pytest.fixture(scope="session")
+def fhir_server():
+    server = FhirServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fhir(fhir_server):
+    fhir_server.reset([])
+    return fhir_server
+
+
+def build_app(directory: Path, fhir_server: FhirServer, **overrides):
+    """An app with the real rules, a fresh SQLite file and only the loopback FHIR server allowed."""
+    from webhook import create_app
+
+    config = {
+        "RULES_DIR": str(RULES_DIR),
+        "DB_URL": f"sqlite:///{directory / 'cds.db'}",
+        "FHIR_SERVERS": [fhir_server.url],
+        "FHIR_TIMEOUT": 2.0,
+        "CLOCK": lambda: TODAY,
+    }
+    config.update(overrides)
+    return create_app(config)
+
+
+@pytest.fixture
+def make_app(tmp_path, fhir_server):
+    """For tests that need their own configuration or store (building an app takes a second or two)."""
+    return lambda **overrides: build_app(tmp_path, fhir_server, **overrides)
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory, fhir_server):
+    """One app for the session: tests tell their records apart by hookInstance and card uuid."""
+    return build_app(tmp_path_factory.mktemp("app"), fhir_server)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+# --- JWT ------------------------------------------------------------------------------------
+
+
+class Signer:
+    """An EHR's signing key, its JWKS, and tokens as a CDS client mints them."""
+
+    def __init__(self):
+        self.key = ec.generate_private_key(ec.SECP384R1())
+        self.kid = "test-key-1"
+
+    def jwks(self) -> dict:
+        public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+        return {"keys": [{**public, "kid": self.kid, "alg": "ES384", "use": "sig"}]}
+
+    def token(self, aud: str, **claims) -> str:
+        now = int(time.time())
+        payload = {"iss": ISSUER, "aud": aud, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4()), **claims}
+        payload = {k: v for k, v in payload.items() if v is not None}
+        return jwt.encode(payload, self.key, algorithm="ES384", headers={"kid": self.kid, "typ": "JWT"})
+
+
+@pytest.fixture(scope="session")
+def signer():
+    return Signer()
+
+
+def write_auth_config(directory: Path, signer: Signer, base_url: str, fhir_servers: list[str], **issuer) -> Path:
+    (directory / "ehr.jwks.json").write_text(json.dumps(signer.jwks()))
+    config = {"base_url": base_url,
+              "issuers": [{"iss": ISSUER, "jwks_file": "ehr.jwks.json", "fhir_servers": fhir_servers, **issuer}]}
+    path = directory / "auth.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+# --- live server ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cdsrules_command() -> list[str]:
+    script = Path(sys.executable).parent / "cdsrules"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+
+
+class LiveServer:
+    def __init__(self, base_url: str, process: subprocess.Popen, log_path: Path, db_path: Path):
+        self.base_url = base_url
+        self.process = process
+        self.log_path = log_path
+        self.db_path = db_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, signer, fhir_server):
+    """`cdsrules serve` under gunicorn with two workers and JWT auth, on a free loopback port."""
+    directory = tmp_path_factory.mktemp("live")
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    auth = write_auth_config(directory, signer, base_url, [fhir_server.url])
+    db_path = directory / "var" / "cds.db"
+    log_path = directory / "server.log"
+    command = cdsrules_command() + ["serve", "--rules", str(RULES_DIR), "--host", "127.0.0.1", "--port", str(port),
+                                    "--db", f"sqlite:///{db_path}", "--workers", "2", "--auth-config", str(auth)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server = LiveServer(base_url, process, log_path, db_path)
+    try:
+        _wait_ready(server)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _wait_ready(server: LiveServer, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if requests.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the server did not become ready:\n{server.log()}")
+
+
+# --- a patient as the EHR holds it ------------------------------------------------------------
+
+
+def _observation(ident: str, patient: str, loinc: str, when: dt.date, value: float, unit: str) -> dict:
+    return {"resourceType": "Observation", "id": ident, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+            "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": when.isoformat(),
+            "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
+
+
+def hetrombopag_order(ident: str, patient: str, daily_mg: float, status: str, authored: dt.date) -> dict:
+    return {"resourceType": "MedicationRequest", "id": ident, "status": status, "intent": "order",
+            "medicationCodeableConcept": {"text": "Hetrombopag olamine tablets"},
+            "subject": {"reference": f"Patient/{patient}"}, "authoredOn": authored.isoformat(),
+            "dosageInstruction": [{"text": f"{daily_mg:g} mg orally once daily",
+                                   "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+                                   "doseAndRate": [{"doseQuantity": {"value": daily_mg, "unit": "mg",
+                                                                     "system": "http://unitsofmeasure.org",
+                                                                     "code": "mg"}}]}]}
+
+
+def patient_record(today: dt.date, patient: str = "p1", platelets: float = 120.0, on_therapy: bool = True) -> list:
+    """A child with neuroblastoma after autologous HSCT; on hetrombopag 5 mg for 20 days if `on_therapy`."""
+    day = lambda n: today - dt.timedelta(days=n)  # noqa: E731
+    resources = [
+        {"resourceType": "Patient", "id": patient, "birthDate": today.replace(year=today.year - 8).isoformat(),
+         "gender": "female"},
+        _observation("wt1", patient, "29463-7", day(2), 25, "kg"),
+        _observation("plt1", patient, "777-3", day(1), platelets, "10*9/L"),
+        _observation("plt0", patient, "777-3", day(15), 30, "10*9/L"),
+        _observation("alt1", patient, "1742-6", day(1), 20, "U/L"),
+        _observation("ast1", patient, "1920-8", day(1), 30, "U/L"),
+        _observation("bil1", patient, "14631-6", day(1), 8, "umol/L"),
+        {"resourceType": "Observation", "id": "ecog1", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]},
+         "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": day(3).isoformat(), "valueInteger": 1},
+        {"resourceType": "Condition", "id": "nb1", "subject": {"reference": f"Patient/{patient}"},
+         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                                        "code": "active"}]},
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "432328008"}]},
+         "onsetDateTime": day(400).isoformat()},
+        {"resourceType": "Procedure", "id": "hsct1", "status": "completed",
+         "subject": {"reference": f"Patient/{patient}"},
+         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "709115004"}]},
+         "performedDateTime": day(60).isoformat()},
+    ]
+    if on_therapy:
+        resources.append(hetrombopag_order("mr-active", patient, 5, "active", day(20)))
+    return resources
+
+
+def order_sign_request(patient: str, drafts: list[dict], **extra) -> dict:
+    return {"hook": "order-sign", "hookInstance": str(uuid.uuid4()),
+            "context": {"userId": "Practitioner/dr1", "patientId": patient,
+                        "draftOrders": {"resourceType": "Bundle", "type": "collection",
+                                        "entry": [{"resource": d} for d in drafts]}}, **extra}
+
+
+def prefetch_for(templates: dict[str, str], server: FhirServer, patient: str) -> dict:
+    """What an EHR sends: each template's tokens filled and the query answered from its own FHIR data."""
+    prefetch = {}
+    for key, template in templates.items():
+        status, body = server.answer("/fhir/" + template.replace("{{context.patientId}}", patient))
+        prefetch[key] = body if status == 200 else None
+    return prefetch

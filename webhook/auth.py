@@ -1,0 +1,180 @@
+"""JWT verification of CDS clients, as CDS Hooks 2.0 asks.
+
+Each allowlisted issuer has its JWKS (a file, or a URL fetched and cached) and optionally the tenants and the
+fhirServer URLs it may name. A token passes when: the algorithm is ES384 or RS384 (our allowlist, never the
+token's choice), the signature verifies with the issuer's key named by `kid`, `aud` is our configured base URL
+plus the path called, `exp`/`nbf`/`iat` hold within 60 s, and the `jti` was not seen before (kept in the store
+until the token expires, so the check holds across worker processes). Any failure is a 401 with no detail;
+the token itself is never logged.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import jsonschema
+import jwt
+import yaml
+from flask import Flask, current_app, g, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from webhook.outcome import HookError, unauthorized
+from webhook.store import Store
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = {"ES384": "EC", "RS384": "RSA"}  # allowed algorithm -> the key type it needs
+LEEWAY_SECONDS = 60
+REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "auth-config.schema.json"
+
+
+class AuthConfigError(ValueError):
+    """The auth configuration file is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class Issuer:
+    iss: str
+    key_for: Callable[[str], Any]  # kid -> PyJWK; raises on an unknown kid
+    tenants: frozenset[str] | None
+    fhir_servers: tuple[str, ...]
+
+    def allows_fhir_server(self, url: str) -> bool:
+        return url.rstrip("/") in {u.rstrip("/") for u in self.fhir_servers}
+
+
+class Authenticator:
+    def __init__(self, base_url: str, issuers: dict[str, Issuer], store: Store):
+        self.base_url = base_url.rstrip("/")
+        self.issuers = issuers
+        self.store = store
+
+    def verify(self, authorization: str | None, path: str) -> Issuer:
+        """The issuer of a valid bearer token for `path`, or a 401 HookError."""
+        token = _bearer_token(authorization)
+        try:
+            issuer, claims = self._decode(token, self.base_url + path)
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError) as error:
+            log.info("JWT refused for %s: %s", path, type(error).__name__)
+            raise unauthorized() from None
+        if issuer.tenants is not None and claims.get("tenant") not in issuer.tenants:
+            log.info("JWT refused for %s: tenant not allowed for issuer %s", path, issuer.iss)
+            raise unauthorized()
+        self._check_replay(issuer, claims, path)
+        return issuer
+
+    def _decode(self, token: str, audience: str) -> tuple[Issuer, dict]:
+        header = jwt.get_unverified_header(token)
+        algorithm = header.get("alg")
+        if algorithm not in ALGORITHMS:
+            raise ValueError("algorithm not allowed")
+        unverified = jwt.decode(token, options={"verify_signature": False})
+        issuer = self.issuers[unverified.get("iss")]
+        key = issuer.key_for(header["kid"])
+        if key.key_type != ALGORITHMS[algorithm]:
+            raise ValueError("key type does not fit the algorithm")
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=[algorithm],
+            audience=audience,
+            issuer=issuer.iss,
+            leeway=LEEWAY_SECONDS,
+            options={"require": REQUIRED_CLAIMS},
+        )
+        return issuer, claims
+
+    def _check_replay(self, issuer: Issuer, claims: dict, path: str) -> None:
+        jti = claims["jti"]
+        if not isinstance(jti, str) or not jti:
+            raise unauthorized()
+        try:
+            fresh = self.store.remember_jti(issuer.iss, jti, int(claims["exp"]) + LEEWAY_SECONDS)
+        except SQLAlchemyError:
+            log.error("JWT replay check impossible: the store is unavailable")
+            raise HookError(503, "The service cannot check tokens right now.") from None
+        if not fresh:
+            log.info("JWT refused for %s: jti replayed (issuer %s)", path, issuer.iss)
+            raise unauthorized()
+
+
+def _bearer_token(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized()
+    return token.strip()
+
+
+# --- configuration ----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def _schema() -> dict:
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+def read_config(path: str) -> dict:
+    """The auth config as data, checked against schemas/auth-config.schema.json."""
+    try:
+        config = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise AuthConfigError(f"{path}: cannot read the auth config: {error}") from None
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema()).iter_errors(config))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise AuthConfigError(f"{path}: {where}: {error.message}")
+    return config
+
+
+def load_authenticator(path: str, store: Store) -> Authenticator:
+    config = read_config(path)
+    base = Path(path).resolve().parent
+    issuers = {}
+    for entry in config["issuers"]:
+        tenants = entry.get("tenants")
+        issuers[entry["iss"]] = Issuer(
+            iss=entry["iss"],
+            key_for=_key_source(entry, base),
+            tenants=frozenset(tenants) if tenants is not None else None,
+            fhir_servers=tuple(entry.get("fhir_servers", ())),
+        )
+    return Authenticator(config["base_url"], issuers, store)
+
+
+def _key_source(entry: dict, base: Path) -> Callable[[str], Any]:
+    if "jwks_url" in entry:
+        client = jwt.PyJWKClient(entry["jwks_url"], cache_keys=True, lifespan=300, timeout=5)
+        return lambda kid: client.get_signing_key(kid)
+    path = base / entry["jwks_file"]
+    try:
+        keys = jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, jwt.PyJWTError, ValueError) as error:
+        raise AuthConfigError(f"{path}: not a usable JWKS: {error}") from None
+    return lambda kid: keys[kid]
+
+
+# --- wiring -------------------------------------------------------------------------------
+
+
+def init_app(app: Flask, authenticator: Authenticator | None) -> None:
+    """Require a valid token on every call except CORS preflight and health checks."""
+    app.extensions["cdsrules.auth"] = authenticator
+    if authenticator is not None:
+        app.before_request(_require_token)
+
+
+def _require_token() -> None:
+    if request.method == "OPTIONS" or request.blueprint == "health":
+        return
+    authenticator: Authenticator = current_app.extensions["cdsrules.auth"]
+    g.issuer = authenticator.verify(request.headers.get("Authorization"), request.path)
+
+
+def current_issuer() -> Issuer | None:
+    """The issuer that authenticated this request; None when authentication is off."""
+    return g.get("issuer")

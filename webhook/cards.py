@@ -1,0 +1,263 @@
+"""An evaluation's decisions -> CDS Hooks cards, with whole FHIR R4 MedicationRequests as suggestions.
+
+One card per decision topic. Each card says which rule and ruleset version decided (a footer line and the
+`cdsrules.provenance` extension) and, from the trace, the values and thresholds the rule compared. A suggestion
+creates a new order, updates the draft order (same id) with the new dose, or updates the active order to
+`status: stopped`. A suggestion whose order cannot be found, or whose daily dose is not a positive number within the
+ruleset's maximum, is left out; the card stays. Nothing empty (null, "", [], {}) is ever emitted.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import uuid
+from typing import Any
+
+from engine.model import Decision, Evaluation, Firing, Ruleset, Suggestion
+
+SUMMARY_LIMIT = 139  # CDS Hooks: under 140 characters
+UCUM = "http://unitsofmeasure.org"
+_OPERATORS = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "in": "in"}
+
+
+def build_cards(evaluation: Evaluation, ruleset: Ruleset, patient_id: str,
+                draft_orders: list[dict], known_orders: list[dict]) -> list[dict]:
+    """Cards for the decisions, each topic once; `known_orders` are the MedicationRequests fetched or prefetched."""
+    firings = {f.rule_id: f for f in evaluation.trace}
+    cards, topics = [], set()
+    for decision in evaluation.decisions:
+        if decision.topic in topics:
+            continue
+        topics.add(decision.topic)
+        card = _card(decision, ruleset, evaluation, firings.get(decision.rule_id))
+        suggestion = _suggestion(decision.suggestion, ruleset, patient_id, draft_orders, known_orders)
+        if suggestion:
+            card["suggestions"] = [suggestion]
+            card["selectionBehavior"] = "at-most-one"
+        cards.append(strip_empty(card))
+    return cards
+
+
+def _card(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: Firing | None) -> dict:
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": shorten(decision.summary),
+        "detail": _detail(decision, ruleset, evaluation, firing),
+        "indicator": decision.indicator,
+        "source": {
+            "label": ruleset.title,
+            "topic": {"system": ruleset.topic_system, "code": decision.topic, "display": topic_display(decision.topic)},
+        },
+        "overrideReasons": [_override_reason(c) for c in decision.override_reasons if c.get("code")],
+        "links": [_link(link) for link in decision.links if link.get("url") and link.get("label")],
+        "extension": {
+            "cdsrules.provenance": {
+                "ruleset": ruleset.id,
+                "version": ruleset.version,
+                "rules": evaluation.fired_rules,
+            }
+        },
+    }
+
+
+def shorten(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    """One line of at most `limit` characters, cut at a word boundary when that loses little."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit * 0.6:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-") + "…"
+
+
+def topic_display(topic: str) -> str:
+    return topic.replace("-", " ").replace("_", " ").capitalize()
+
+
+def _detail(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: Firing | None) -> str:
+    parts = [decision.detail.strip()]
+    basis = _basis(firing, ruleset, evaluation) if firing else []
+    if basis:
+        parts.append("**Basis**\n\n" + "\n".join(f"- {line}" for line in basis))
+    parts.append(f"Rule `{decision.rule_id}` · ruleset {ruleset.id} {ruleset.version}")
+    return "\n\n".join(p for p in parts if p)
+
+
+def _basis(firing: Firing, ruleset: Ruleset, evaluation: Evaluation) -> list[str]:
+    """The measured values the deciding rule compared: value (with its date), threshold and its source.
+
+    Comparisons of flags the ruleset derived itself (`treating = true`) are its inner workings, not the basis a
+    clinician reviews, and are left out.
+    """
+    lines = []
+    for c in firing.comparisons:
+        measured = isinstance(c.actual, (int, float)) and not isinstance(c.actual, bool)
+        if c.op in ("exists", "missing") or not (measured or c.threshold_ref):
+            continue
+        lines.append(f"`{c.fact}` is {_value(c.actual)}{_observed(c.fact, ruleset, evaluation)}; the rule checks "
+                     f"{_OPERATORS.get(c.op, c.op)} {_value(c.threshold)}{_threshold_source(c.threshold_ref, ruleset)}")
+    return lines
+
+
+def _observed(fact: str, ruleset: Ruleset, evaluation: Evaluation) -> str:
+    spec = ruleset.facts.get(fact)
+    date = evaluation.facts.get(spec.observed_on) if spec and spec.observed_on else None
+    return f" (observed {date})" if date else ""
+
+
+def _threshold_source(ref: str | None, ruleset: Ruleset) -> str:
+    if not ref:
+        return ""
+    kind, _, name = ref.partition(":")
+    parameter = ruleset.parameters.get(name) if kind == "param" else None
+    return f" (`{name}`, {parameter.source})" if parameter else f" (`{name}`)"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "—" if value is None else str(value)
+
+
+def _override_reason(coding: dict) -> dict:
+    return {"system": coding.get("system"), "code": coding["code"], "display": coding.get("display") or coding["code"]}
+
+
+def _link(link: dict) -> dict:
+    kind = link.get("type") if link.get("type") in ("absolute", "smart") else "absolute"
+    found = {"label": link["label"], "url": link["url"], "type": kind}
+    if kind == "smart" and link.get("appContext"):
+        found["appContext"] = link["appContext"]
+    return found
+
+
+# --- suggestions ----------------------------------------------------------------------------
+
+
+def _suggestion(suggestion: Suggestion | None, ruleset: Ruleset, patient_id: str,
+                draft_orders: list[dict], known_orders: list[dict]) -> dict | None:
+    if suggestion is None:
+        return None
+    if suggestion.action in ("create", "update") and not dose_allowed(suggestion.daily_dose, ruleset):
+        return None
+    action = _action(suggestion, ruleset, patient_id, draft_orders, known_orders)
+    if action is None:
+        return None
+    return {"label": shorten(suggestion.label, 200), "uuid": str(uuid.uuid4()), "isRecommended": True,
+            "actions": [action]}
+
+
+def _action(suggestion: Suggestion, ruleset: Ruleset, patient_id: str,
+            draft_orders: list[dict], known_orders: list[dict]) -> dict | None:
+    if suggestion.action == "create":
+        resource = new_order(ruleset, patient_id, suggestion.daily_dose)
+        return {"type": "create", "description": suggestion.label, "resource": resource}
+    if suggestion.action == "update":
+        draft = _find(suggestion.order_id, draft_orders)
+        if draft is None:
+            return None
+        return {"type": "update", "description": suggestion.label,
+                "resource": with_dose(draft, ruleset, suggestion.daily_dose)}
+    if suggestion.action == "stop":
+        active = _find(suggestion.order_id, known_orders) or _find(suggestion.order_id, draft_orders)
+        if active is None:
+            return None
+        return {"type": "update", "description": suggestion.label, "resource": {**active, "status": "stopped"}}
+    return None
+
+
+def max_daily_dose(ruleset: Ruleset) -> float | None:
+    limit = ruleset.medication.get("max_daily_dose")
+    if isinstance(limit, dict) and limit.get("param") in ruleset.parameters:
+        return float(ruleset.param(limit["param"]))
+    if isinstance(limit, (int, float)):
+        return float(limit)
+    return None
+
+
+def dose_allowed(daily_dose: float | None, ruleset: Ruleset) -> bool:
+    """Defensive, after the engine's own guard: a positive finite dose not above the ruleset's maximum."""
+    if not isinstance(daily_dose, (int, float)) or isinstance(daily_dose, bool):
+        return False
+    if not math.isfinite(daily_dose) or daily_dose <= 0:
+        return False
+    limit = max_daily_dose(ruleset)
+    return limit is None or daily_dose <= limit + 1e-9
+
+
+def _find(order_id: str | None, orders: list[dict]) -> dict | None:
+    if not order_id:
+        return None
+    wanted = order_id.removeprefix("MedicationRequest/")
+    for order in orders:
+        if order.get("resourceType") == "MedicationRequest" and order.get("id") == wanted:
+            return copy.deepcopy(order)
+    return None
+
+
+def new_order(ruleset: Ruleset, patient_id: str, daily_dose: float) -> dict:
+    medication = ruleset.medication
+    return {
+        "resourceType": "MedicationRequest",
+        "status": "draft",
+        "intent": "order",
+        "medicationCodeableConcept": {
+            "coding": [dict(c) for c in medication.get("coding") or []],
+            "text": medication.get("display") or ruleset.id,
+        },
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "dosageInstruction": [dosage(ruleset, daily_dose)],
+    }
+
+
+def with_dose(order: dict, ruleset: Ruleset, daily_dose: float) -> dict:
+    """The draft order, same id, with its dosage replaced by the suggested daily dose."""
+    base = (order.get("dosageInstruction") or [{}])[0]
+    new = dosage(ruleset, daily_dose)
+    timing = base.get("timing") if isinstance(base.get("timing"), dict) else {}
+    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    new["timing"] = {**timing, "repeat": {**repeat, **new["timing"]["repeat"]}}  # keeps bounds, start date
+    order["dosageInstruction"] = [{**base, **new}]
+    return order
+
+
+def dosage(ruleset: Ruleset, daily_dose: float) -> dict:
+    medication = ruleset.medication
+    per_day = medication.get("frequency_per_day") or 1
+    unit = medication.get("dose_unit") or "mg"
+    per_dose = _number(daily_dose / per_day)
+    route = medication.get("route") or {}
+    return {
+        "text": f"{_value(per_dose)} {unit}, {route.get('display', 'as directed')}, {_times(per_day)}",
+        "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
+        "route": {"coding": [dict(route)], "text": route.get("display")} if route else None,
+        "doseAndRate": [{"doseQuantity": {"value": per_dose, "unit": unit, "system": UCUM, "code": unit}}],
+    }
+
+
+def _number(value: float) -> float | int:
+    value = round(value, 4)
+    return int(value) if float(value).is_integer() else value
+
+
+def _times(per_day: int) -> str:
+    return {1: "once daily", 2: "twice daily"}.get(per_day, f"{per_day} times daily")
+
+
+def strip_empty(value: Any) -> Any:
+    """The value without null, "", [] or {} anywhere (CDS Hooks forbids them in responses)."""
+    if isinstance(value, dict):
+        cleaned = {k: strip_empty(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if not _empty(v)}
+    if isinstance(value, list):
+        cleaned = [strip_empty(v) for v in value]
+        return [v for v in cleaned if not _empty(v)]
+    return value
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}

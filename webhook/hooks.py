@@ -1,0 +1,105 @@
+"""Discovery and service calls: the path of one decision, top to bottom.
+
+request -> (order hooks: is our drug in the draft orders? if not, no cards) -> prefetch or FHIR fallback ->
+engine.fhir facts -> engine evaluation -> cards -> audit record -> response.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from flask import Blueprint, current_app, request
+
+from engine import fhir
+from engine.model import Evaluation, Ruleset
+from webhook.auth import current_issuer
+from webhook.cards import build_cards
+from webhook.prefetch import gather
+from webhook.request import HookRequest, normalise_resource, parse_hook_request
+from webhook.services import Service
+from webhook.store import AuditRecord
+
+if TYPE_CHECKING:
+    from webhook import Runtime
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("hooks", __name__)
+
+
+def runtime() -> "Runtime":
+    return current_app.extensions["cdsrules"]
+
+
+@bp.get("/cds-services")
+def discovery() -> dict:
+    return {"services": [s.discovery() for s in runtime().services.values()]}
+
+
+@bp.post("/cds-services/<service_id>")
+def call(service_id: str) -> dict:
+    started = time.perf_counter()
+    state = runtime()
+    service = state.service(service_id)
+    hook_request = parse_hook_request(request.get_data(cache=False), service.hook)
+    today = state.clock()
+    ruleset = state.catalog.select(service.ruleset.id, today)
+    if ruleset is None:
+        log.warning("%s: no released version of %s is in effect on %s; no cards", service.id, service.ruleset.id,
+                    today)
+        cards, evaluation = [], None
+    else:
+        cards, evaluation = answer(service, ruleset, hook_request, today)
+    _audit(service, ruleset, hook_request, cards, evaluation, started)
+    return {"cards": cards}
+
+
+def answer(service: Service, ruleset: Ruleset, hook_request: HookRequest,
+           today: dt.date) -> tuple[list[dict], Evaluation | None]:
+    """The cards for one call, and the evaluation behind them (None when nothing was evaluated)."""
+    state = runtime()
+    orders = list(hook_request.draft_orders)
+    if hook_request.is_order_hook and not fhir.draft_orders_mention(state.mapping, ruleset.medication.get("concept"),
+                                                                      orders):
+        return [], None  # an order hook about other drugs: nothing to say, nothing fetched
+    gathered = gather(service.prefetch, hook_request, state.fetcher, _may_fetch_from)
+    resources = [normalise_resource(r) for payload in gathered.payloads.values() for r in fhir.resources_from(payload)]
+    extraction = fhir.extract_facts(state.mapping, resources, today,
+                                    draft_orders=orders if hook_request.is_order_hook else None,
+                                    supplied=gathered.supplied)
+    evaluation = state.engine.evaluate(ruleset, extraction.facts, today, hook=hook_request.hook,
+                                       reasons=extraction.problems)
+    known_orders = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
+    return build_cards(evaluation, ruleset, hook_request.patient_id, orders, known_orders), evaluation
+
+
+def _may_fetch_from(url: str) -> bool:
+    """With auth on, only the fhirServers allowlisted for the client; without, the configured list or any."""
+    issuer = current_issuer()
+    if issuer is not None:
+        return issuer.allows_fhir_server(url)
+    if runtime().authenticated:
+        return False
+    allowed = runtime().fhir_servers
+    return allowed is None or url.rstrip("/") in {u.rstrip("/") for u in allowed}
+
+
+def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest, cards: list[dict],
+           evaluation: Evaluation | None, started: float) -> None:
+    record = AuditRecord(
+        hook_instance=hook_request.hook_instance,
+        service=service.id,
+        hook=hook_request.sent_hook,
+        patient_id=hook_request.patient_id,
+        ruleset=service.ruleset.id,
+        version=ruleset.version if ruleset else "none in effect",
+        fired_rules=evaluation.fired_rules if evaluation else [],
+        cards=[{"uuid": c["uuid"], "topic": c["source"]["topic"]["code"]} for c in cards],
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+    runtime().store.add_audit(record)
+    log.info("%s %s@%s hookInstance=%s rules=%s cards=%s %.1f ms", service.id, record.ruleset, record.version,
+             hook_request.hook_instance, ",".join(record.fired_rules) or "-",
+             ",".join(c["topic"] for c in record.cards) or "-", record.latency_ms)

@@ -1,0 +1,158 @@
+"""A hook request: JSON in, validated with our schema, normalised into one shape.
+
+Real clients send variants (see ../shared/fixtures/external): `patientId` prefixed `Patient/`, draft orders as a
+Bundle without `type` or a plain array, `doseAndRate` as an object, STU3 `dosageInstruction[].doseQuantity`,
+and the deprecated `medication-prescribe` hook with `context.medications`. They are all accepted here, so nothing
+further down sees them. A dose is never guessed: normalising only moves the dose that was sent.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+from webhook.outcome import bad_request
+
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "cds-request.schema.json"
+
+ORDER_HOOKS = ("order-select", "order-sign")
+DEPRECATED_ORDER_HOOK = "medication-prescribe"
+
+# STU3 Dosage elements that R4 moved into Dosage.doseAndRate[].
+_DOSE_AND_RATE_ELEMENTS = ("doseQuantity", "doseRange", "rateRatio", "rateRange", "rateQuantity")
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    hook: str  # the hook the service answers; medication-prescribe arrives here as the service's order hook
+    sent_hook: str  # the hook named in the request
+    hook_instance: str
+    patient_id: str
+    context: dict
+    draft_orders: tuple[dict, ...]  # order hooks: the orders in focus (the selections, for order-select)
+    prefetch: dict
+    fhir_server: str | None = None
+    access_token: str | None = field(default=None, repr=False)  # transient: never logged, never stored
+
+    @property
+    def is_order_hook(self) -> bool:
+        return self.hook in ORDER_HOOKS or self.hook == DEPRECATED_ORDER_HOOK
+
+
+@lru_cache(maxsize=None)
+def schema() -> dict:
+    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
+def _validator(definition: str | None = None) -> Draft202012Validator:
+    root = schema()
+    if definition is None:
+        return Draft202012Validator(root)
+    return Draft202012Validator({"$ref": f"#/$defs/{definition}", "$defs": root["$defs"]})
+
+
+def load_json(body: bytes) -> object:
+    """Parse a request body; malformed JSON is the caller's error (400), never ours."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise bad_request(f"The request body is not valid JSON: {error}") from None
+
+
+def validate(document: object, definition: str | None = None) -> None:
+    """Raise 400 naming the first schema violation, without echoing large or secret values."""
+    error = jsonschema.exceptions.best_match(_validator(definition).iter_errors(document))
+    if error is None:
+        return
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    message = error.message if len(error.message) <= 200 else f"fails the '{error.validator}' rule"
+    if "fhirAuthorization" in error.absolute_path:
+        message = f"fails the '{error.validator}' rule"
+    raise bad_request(f"The request does not match the CDS Hooks request schema at {where}: {message}")
+
+
+def accepted_hooks(service_hook: str) -> tuple[str, ...]:
+    """The hooks a service answers: its own, plus the deprecated medication-prescribe for order hooks."""
+    if service_hook in ORDER_HOOKS:
+        return (service_hook, DEPRECATED_ORDER_HOOK)
+    return (service_hook,)
+
+
+def parse_hook_request(body: bytes, service_hook: str) -> HookRequest:
+    document = load_json(body)
+    validate(document)
+    sent_hook = document["hook"]
+    if sent_hook not in accepted_hooks(service_hook):
+        raise bad_request(f"This service answers the '{service_hook}' hook; the request is for '{sent_hook}'.")
+    context = document["context"]
+    orders_key = "medications" if sent_hook == DEPRECATED_ORDER_HOOK else "draftOrders"
+    orders = [normalise_resource(r) for r in bundle_resources(context.get(orders_key))]
+    prefetch = document.get("prefetch") or {}
+    authorization = document.get("fhirAuthorization") or {}
+    return HookRequest(
+        hook=service_hook,
+        sent_hook=sent_hook,
+        hook_instance=document["hookInstance"],
+        patient_id=patient_id(context.get("patientId", "")),
+        context=context,
+        draft_orders=tuple(orders_in_focus(orders, context.get("selections"))),
+        prefetch=prefetch,
+        fhir_server=document.get("fhirServer"),
+        access_token=authorization.get("access_token"),
+    )
+
+
+def patient_id(value: str) -> str:
+    """`Patient/123` and `123` name the same patient."""
+    return value.removeprefix("Patient/").strip()
+
+
+def bundle_resources(value: object) -> list[dict]:
+    """Resources of a Bundle (with or without `type`) or of a plain array; anything else holds none."""
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        entries = value.get("entry") or []
+        items = [e.get("resource") for e in entries if isinstance(e, dict)]
+    elif isinstance(value, list):
+        items = value
+    else:
+        items = []
+    return [r for r in items if isinstance(r, dict) and isinstance(r.get("resourceType"), str)]
+
+
+def orders_in_focus(orders: list[dict], selections: object) -> list[dict]:
+    """For order-select, the selected orders; if the selections name none of the orders, all of them."""
+    if not isinstance(selections, list) or not selections:
+        return orders
+    wanted = {s for s in selections if isinstance(s, str)}
+    chosen = [o for o in orders if f"{o.get('resourceType')}/{o.get('id')}" in wanted]
+    return chosen or orders
+
+
+def normalise_resource(resource: dict) -> dict:
+    """An R4 MedicationRequest from the dosage variants clients send; other resources unchanged."""
+    if resource.get("resourceType") != "MedicationRequest" or not resource.get("dosageInstruction"):
+        return resource
+    resource = copy.deepcopy(resource)
+    dosages = resource["dosageInstruction"]
+    if isinstance(dosages, dict):
+        dosages = [dosages]
+    resource["dosageInstruction"] = [_normalise_dosage(d) for d in dosages if isinstance(d, dict)]
+    return resource
+
+
+def _normalise_dosage(dosage: dict) -> dict:
+    dose_and_rate = dosage.get("doseAndRate")
+    if isinstance(dose_and_rate, dict):
+        dose_and_rate = [dose_and_rate]
+    stu3 = {k: dosage.pop(k) for k in _DOSE_AND_RATE_ELEMENTS if k in dosage}
+    if stu3 and not dose_and_rate:
+        dose_and_rate = [stu3]
+    if dose_and_rate:
+        dosage["doseAndRate"] = [d for d in dose_and_rate if isinstance(d, dict)]
+    return dosage

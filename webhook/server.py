@@ -1,0 +1,123 @@
+"""The production server: the app factory under gunicorn, one engine per worker process.
+
+durable-rules gains nothing from threads and must be called under one lock, so we scale by worker processes. The
+app is not preloaded: each worker builds its own app (and engine) after the fork. Everything that can be wrong with
+the configuration is checked in the master first, so a bad ruleset stops `serve` with a message instead of a
+crash-looping worker pool.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gunicorn.app.base import BaseApplication
+
+from engine import fhir
+from engine.errors import RulesetErrors
+from engine.versions import load_catalog
+from webhook import SITE_MAPPING, check_medications, create_app
+from webhook.auth import AuthConfigError, read_config
+from webhook.services import released_rulesets
+from webhook.store import Store
+
+NO_AUTH_WARNING = (
+    "WARNING: authentication is OFF (--no-auth). Any caller can use this service and make it fetch from any "
+    "fhirServer. Use this only on a development machine; in production pass --auth-config FILE.\n"
+)
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, app_config: dict, options: dict):
+        self.app_config = app_config
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        """Runs in each worker, after the fork; our log lines go where gunicorn's go."""
+        ours = logging.getLogger("webhook")
+        ours.handlers = logging.getLogger("gunicorn.error").handlers
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+        return create_app(self.app_config)
+
+
+def gunicorn_options(host: str, port: int, workers: int) -> dict:
+    return {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": max(1, workers),
+        "worker_class": "gthread",  # a few threads per worker overlap FHIR fallback I/O; the engine has its lock
+        "threads": 4,
+        "preload_app": False,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "cdsrules",
+        "control_socket_disable": True,  # one fixed socket path per user would clash between servers
+    }
+
+
+def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) -> str | None:
+    """What would stop every worker from starting, as a message; None if all is well."""
+    try:
+        rulesets = released_rulesets(load_catalog(rules_dir))
+        check_medications(rulesets, fhir.load_site_mapping(Path(rules_dir) / SITE_MAPPING))
+    except (RulesetErrors, fhir.MappingError) as error:
+        return f"the rules in {rules_dir} are invalid:\n{error}"
+    except (OSError, ValueError) as error:
+        return f"cannot load the rules in {rules_dir}: {error}"
+    if not rulesets:
+        return f"no released ruleset under {rules_dir} (drafts are not served; see `cdsrules release`)"
+    if auth_config:
+        try:
+            read_config(auth_config)
+        except AuthConfigError as error:
+            return str(error)
+    store = Store(db_url)
+    store.create_tables()
+    if not store.ping():
+        return f"the store {db_url} does not answer"
+    return None
+
+
+def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int, auth_config: str | None,
+          workbench: bool = False) -> int:
+    """Run the service under gunicorn until stopped; the exit code."""
+    if auth_config is None:
+        sys.stderr.write(NO_AUTH_WARNING)
+    problem = check_configuration(rules_dir, db_url, auth_config)
+    if problem:
+        sys.stderr.write(f"cdsrules serve: {problem}\n")
+        return 2
+    app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config}
+    if workbench:
+        app_config["WORKBENCH"] = True
+    _Gunicorn(app_config, gunicorn_options(host, port, workers)).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m webhook.server`: the same options as `cdsrules serve`."""
+    parser = argparse.ArgumentParser(prog="python -m webhook.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--rules", default="rules")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--db", default="sqlite:///var/cdsrules.db")
+    parser.add_argument("--workers", type=int, default=2)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--no-auth", action="store_true", help="development only: accept calls without a JWT")
+    group.add_argument("--auth-config", metavar="FILE")
+    args = parser.parse_args(argv)
+    return serve(args.rules, args.host, args.port, args.db, args.workers, args.auth_config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
