@@ -217,7 +217,7 @@ def topics(answer: dict) -> list[str]:
 
 def test_dose_variants_of_real_clients_give_the_same_cards(client, fhir):
     fhir.reset(patient_record(TODAY, platelets=40))
-    r4 = hetrombopag_order("draft-1", "p1", 5, "draft", TODAY)
+    r4 = hetrombopag_order("draft-1", "p1", 10, "draft", TODAY)
     as_object = json.loads(json.dumps(r4))
     as_object["dosageInstruction"][0]["doseAndRate"] = r4["dosageInstruction"][0]["doseAndRate"][0]
     stu3 = json.loads(json.dumps(r4))
@@ -229,7 +229,7 @@ def test_dose_variants_of_real_clients_give_the_same_cards(client, fhir):
         assert status == 200
         answers.append(topics(answer))
     assert answers[0] and answers[0] == answers[1] == answers[2]
-    assert "dose-mismatch" in answers[0], "the 5 mg draft was read in every shape (protocol says 7.5 mg)"
+    assert "dose-above-max" in answers[0], "the 10 mg draft was read in every shape (maximum 7.5 mg)"
 
 
 def test_deprecated_medication_prescribe_is_answered(client, fhir):
@@ -238,7 +238,7 @@ def test_deprecated_medication_prescribe_is_answered(client, fhir):
     body = {"hook": "medication-prescribe", "hookInstance": str(uuid.uuid4()), "fhirServer": fhir.url,
             "context": {"userId": "Practitioner/dr1", "patientId": "p1", "medications": [ours]}}
     status, answer = post(client, "/cds-services/hetrombopag-order-sign", body)
-    assert status == 200 and "dose-mismatch" in topics(answer)
+    assert status == 200 and "titration-increase" in topics(answer)
     body["context"]["medications"] = [{"resourceType": "MedicationRequest", "id": "x",
                                        "medicationCodeableConcept": {"text": "Ibuprofen"}}]
     assert post(client, "/cds-services/hetrombopag-order-select", body) == (200, {"cards": []})
@@ -249,7 +249,7 @@ def test_suggestions_carry_whole_medication_requests(client, fhir):
     draft = hetrombopag_order("draft-1", "p1", 5, "draft", TODAY)
     status, answer = post(client, "/cds-services/hetrombopag-order-sign",
                           order_sign_request("p1", [draft], fhirServer=fhir.url))
-    (card,) = [c for c in answer["cards"] if c["source"]["topic"]["code"] == "dose-mismatch"]
+    (card,) = [c for c in answer["cards"] if c["source"]["topic"]["code"] == "titration-increase"]
     (suggestion,) = card["suggestions"]
     (action,) = suggestion["actions"]
     resource = action["resource"]
