@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from . import diff, versions
+from .cohort import add_cohort_command
 from .errors import EvaluationError, RulesetErrors
 from .explain import explain_ruleset, format_evaluation
 from .loader import load_ruleset, ruleset_files, site_for
@@ -103,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     auth.add_argument("--no-auth", action="store_true", help="development only: accept calls without a JWT")
     auth.add_argument("--auth-config", metavar="FILE", help="YAML: base_url and trusted issuers")
     p.set_defaults(command=cmd_serve)
+
+    add_cohort_command(sub)
     return parser
 
 

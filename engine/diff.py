@@ -18,7 +18,7 @@ from .errors import EvaluationError
 from .model import Evaluation, Ruleset
 from .runtime import Engine
 from .templates import format_number
-from .testing import case_facts
+from .testing import WHOLE_RECORD, case_facts
 
 
 @dataclass
@@ -193,7 +193,8 @@ def cohort_cases(folder: str | Path, site_mapping: str | Path) -> list[Case]:
     cases = []
     for patient in cohort.read_cohort(Path(folder)):
         for day in patient.evaluation_dates:
-            extraction = fhir.extract_facts(mapping, cohort.resources_as_of(patient.resources, day), day)
+            extraction = fhir.extract_facts(mapping, cohort.resources_as_of(patient.resources, day), day,
+                                            supplied=WHOLE_RECORD)
             cases.append(Case(f"{patient.name} ({patient.description})", day, extraction.facts, extraction.problems,
                               "patient-view"))
     return cases

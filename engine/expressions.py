@@ -1,6 +1,6 @@
 """A small, safe arithmetic language for derived facts: `min(current_daily_dose_mg + dose_step_mg, max_daily_dose_mg)`.
 
-Only numbers, names (facts and parameters), + - * /, unary minus and a fixed list of functions are allowed;
+Only numbers, names (facts and parameters), + - * / % (remainder), unary minus and a fixed list of functions are allowed;
 anything else is rejected when the ruleset is loaded, so nothing unexpected is ever executed.
 """
 from __future__ import annotations
@@ -37,7 +37,8 @@ FUNCTIONS: dict[str, Callable] = {
     "round": round,
 }
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.Mod: operator.mod}
 
 
 class ExpressionError(ValueError):
@@ -68,7 +69,7 @@ def parse_expression(text: str) -> Expression:
 def _check_node(node: ast.AST, names: set[str]) -> None:
     if isinstance(node, (ast.Expression, ast.Load, ast.operator, ast.unaryop)):
         if isinstance(node, ast.operator) and type(node) not in _BINARY:
-            raise ExpressionError(f"the operator '{type(node).__name__}' is not allowed; use + - * /")
+            raise ExpressionError(f"the operator '{type(node).__name__}' is not allowed; use + - * / %")
         return
     if isinstance(node, ast.BinOp) or (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)):
         return
