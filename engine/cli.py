@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--markdown", action="store_true")
     p.set_defaults(command=cmd_diff)
 
+    p = sub.add_parser("reload", help="make running servers load the rules anew (after a release)")
+    p.add_argument("--rules", default="rules", metavar="DIR")
+    p.set_defaults(command=cmd_reload)
+
     p = sub.add_parser("serve", help="serve the rules as CDS Hooks services (gunicorn)")
     p.add_argument("--rules", default="rules", metavar="DIR")
     p.add_argument("--host", default="127.0.0.1")
@@ -235,6 +239,27 @@ def cmd_diff(args) -> int:
     else:
         print(diff.render_text(result))
     return EXIT_OK
+
+
+RELOAD_MARKER = ".reload"  # webhook.RELOAD_MARKER: each server worker watches it
+
+
+def cmd_reload(args) -> int:
+    """Check the set first and say what the servers will do, then ask them to reload."""
+    rules = Path(args.rules)
+    try:
+        catalog = versions.load_catalog(rules)
+        verdict = EXIT_OK
+    except RulesetErrors as exc:
+        _print_errors(exc)
+        print("the rules are invalid: running servers will refuse them and keep the last good set", file=sys.stderr)
+        catalog, verdict = None, EXIT_FAILED
+    (rules / RELOAD_MARKER).write_text(dt.datetime.now(dt.timezone.utc).isoformat() + "\n", encoding="utf-8")
+    if catalog is not None:
+        today = dt.date.today()
+        in_effect = [f"{i}@{catalog.select(i, today).version}" for i in catalog.served_ids() if catalog.select(i, today)]
+        print(f"reload requested; in effect today: {', '.join(in_effect) or 'none'}")
+    return verdict
 
 
 def cmd_serve(args) -> int:

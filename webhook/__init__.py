@@ -12,7 +12,10 @@ today's date; default `datetime.date.today`).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,27 +42,99 @@ DEFAULTS: dict[str, Any] = {
     "CLOCK": dt.date.today,
 }
 SITE_MAPPING = Path("site") / "fhir-r4.yaml"
+log = logging.getLogger(__name__)
+
+
+RELOAD_MARKER = ".reload"  # `cdsrules reload` touches <rules>/.reload; each worker then loads the set anew
+
+
+@dataclass(frozen=True)
+class ActiveRules:
+    """One validated, compiled set of released rules; swapped whole on reload, never edited."""
+
+    catalog: Catalog  # released versions; the one in effect on a call's date answers it
+    services: dict[str, Service]
+    mapping: Any  # the site mapping, as engine.fhir loads it
+    loaded_at: str
+
+
+def load_rules(rules_dir: Path, engine: Engine) -> ActiveRules:
+    """Load, verify and compile everything; raises (RulesetErrors, MappingError, ValueError) if any part is wrong."""
+    mapping = fhir.load_site_mapping(rules_dir / SITE_MAPPING)
+    catalog = load_catalog(rules_dir)
+    rulesets = released_rulesets(catalog)
+    check_medications(rulesets, mapping)
+    for ruleset in rulesets:
+        engine.register(ruleset)  # compile every released version now, not on the first request
+    return ActiveRules(catalog, build_services(catalog, fhir.prefetch_templates(mapping)), mapping,
+                       dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
 
 @dataclass
 class Runtime:
     """What a request needs, built once per process."""
 
-    services: dict[str, Service]
-    catalog: Catalog  # released versions; the one in effect on a call's date answers it
-    mapping: Any  # the site mapping, as engine.fhir loads it
+    active: ActiveRules
+    rules_dir: Path
     engine: Engine
     store: Store
     fetcher: Fetcher
     clock: Callable[[], dt.date]
     authenticated: bool
     fhir_servers: list[str] | None
+    reload_error: str | None = None
+    _marker_seen: float = 0.0
+    _checked_at: float = 0.0
+    _reloading: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.active.catalog
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return self.active.services
+
+    @property
+    def mapping(self) -> Any:
+        return self.active.mapping
 
     def service(self, service_id: str) -> Service:
         found = self.services.get(service_id)
         if found is None:
             raise not_found(f"No CDS service '{service_id}' here; GET /cds-services lists the services.")
         return found
+
+    def reload_if_asked(self) -> None:
+        """At most once a second, look at the reload marker; when it changed, load the rules anew.
+
+        A set that fails to load is not activated: the last good set keeps answering, and the failure is kept
+        for /readyz and logged. Requests in flight keep the set they started with."""
+        now = time.monotonic()
+        if now - self._checked_at < 1.0 or not self._reloading.acquire(blocking=False):
+            return
+        try:
+            self._checked_at = now
+            marker = _mtime(self.rules_dir / RELOAD_MARKER)
+            if marker == self._marker_seen:
+                return
+            self._marker_seen = marker
+            try:
+                self.active = load_rules(self.rules_dir, self.engine)
+                self.reload_error = None
+                log.info("rules reloaded: %s", ", ".join(sorted(self.active.catalog.served_ids())))
+            except Exception as exc:  # noqa: BLE001 - any failure keeps the last good set
+                self.reload_error = f"{type(exc).__name__}: {exc}"
+                log.error("rules reload refused, the last good set keeps serving: %s", self.reload_error)
+        finally:
+            self._reloading.release()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -72,18 +147,10 @@ def create_app(config: dict | None = None) -> Flask:
     store.create_tables()
     authenticator = auth.load_authenticator(settings["AUTH_CONFIG"], store) if settings["AUTH_CONFIG"] else None
     rules_dir = Path(settings["RULES_DIR"])
-    mapping = fhir.load_site_mapping(rules_dir / SITE_MAPPING)
-    catalog = load_catalog(rules_dir)
-    rulesets = released_rulesets(catalog)
-    check_medications(rulesets, mapping)
     engine = Engine()
-    for ruleset in rulesets:
-        engine.register(ruleset)  # compile every released version now, not on the first request
-
-    app.extensions["cdsrules"] = Runtime(
-        services=build_services(catalog, fhir.prefetch_templates(mapping)),
-        catalog=catalog,
-        mapping=mapping,
+    state = Runtime(
+        active=load_rules(rules_dir, engine),
+        rules_dir=rules_dir,
         engine=engine,
         store=store,
         fetcher=Fetcher(float(settings["FHIR_TIMEOUT"])),
@@ -91,6 +158,9 @@ def create_app(config: dict | None = None) -> Flask:
         authenticated=authenticator is not None,
         fhir_servers=settings["FHIR_SERVERS"],
     )
+    state._marker_seen = _mtime(rules_dir / RELOAD_MARKER)  # a reload asked before this start is done already
+    app.extensions["cdsrules"] = state
+    app.before_request(state.reload_if_asked)
     CORS(app, resources={r"/cds-services*": {"origins": "*"}}, allow_headers=["Authorization", "Content-Type"],
          methods=["GET", "POST", "OPTIONS"], max_age=600)
     auth.init_app(app, authenticator)

@@ -24,5 +24,8 @@ def readyz() -> dict:
     if not state.store.ping():
         raise HookError(503, "The store does not answer.")
     rulesets = sorted({s.ruleset.ref for s in state.services.values()})
-    return {"status": "ready", "rulesets": rulesets, "services": len(state.services),
-            "auditFailures": state.store.audit_failures}
+    body = {"status": "ready", "rulesets": rulesets, "services": len(state.services),
+            "rulesLoadedAt": state.active.loaded_at, "auditFailures": state.store.audit_failures}
+    if state.reload_error:
+        body["reloadError"] = state.reload_error  # the last good set keeps serving
+    return body
