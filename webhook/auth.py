@@ -40,7 +40,7 @@ class AuthConfigError(ValueError):
 @dataclass(frozen=True)
 class Issuer:
     iss: str
-    key_for: Callable[[str], Any]  # kid -> PyJWK; raises on an unknown kid
+    key_for: Callable[[str, str | None], Any]  # (kid, jku) -> PyJWK; raises on an unknown kid or jku
     tenants: frozenset[str] | None
     fhir_servers: tuple[str, ...]
 
@@ -75,7 +75,7 @@ class Authenticator:
             raise ValueError("algorithm not allowed")
         unverified = jwt.decode(token, options={"verify_signature": False})
         issuer = self.issuers[unverified.get("iss")]
-        key = issuer.key_for(header["kid"])
+        key = issuer.key_for(header["kid"], header.get("jku"))
         if key.key_type != ALGORITHMS[algorithm]:
             raise ValueError("key type does not fit the algorithm")
         claims = jwt.decode(
@@ -146,16 +146,32 @@ def load_authenticator(path: str, store: Store) -> Authenticator:
     return Authenticator(config["base_url"], issuers, store)
 
 
-def _key_source(entry: dict, base: Path) -> Callable[[str], Any]:
+def _key_source(entry: dict, base: Path) -> Callable[[str, str | None], Any]:
+    """Keys by kid from the issuer's JWKS; a token's `jku` is used only when it is on the issuer's allowlist."""
+    allowed_jku = {url: _jwks_client(url) for url in entry.get("jku_allowlist", ())}
     if "jwks_url" in entry:
-        client = jwt.PyJWKClient(entry["jwks_url"], cache_keys=True, lifespan=300, timeout=5)
-        return lambda kid: client.get_signing_key(kid)
-    path = base / entry["jwks_file"]
-    try:
-        keys = jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, jwt.PyJWTError, ValueError) as error:
-        raise AuthConfigError(f"{path}: not a usable JWKS: {error}") from None
-    return lambda kid: keys[kid]
+        client = _jwks_client(entry["jwks_url"])
+        configured = client.get_signing_key
+    else:
+        path = base / entry["jwks_file"]
+        try:
+            keys = jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
+        except (OSError, jwt.PyJWTError, ValueError) as error:
+            raise AuthConfigError(f"{path}: not a usable JWKS: {error}") from None
+        configured = keys.__getitem__
+
+    def key_for(kid: str, jku: str | None) -> Any:
+        if jku is None:
+            return configured(kid)
+        if jku not in allowed_jku:
+            raise ValueError("jku not on the allowlist")
+        return allowed_jku[jku].get_signing_key(kid)
+
+    return key_for
+
+
+def _jwks_client(url: str) -> jwt.PyJWKClient:
+    return jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
 
 
 # --- wiring -------------------------------------------------------------------------------

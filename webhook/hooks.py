@@ -16,7 +16,7 @@ from engine import fhir
 from engine.model import Evaluation, Ruleset
 from webhook.auth import current_issuer
 from webhook.cards import build_cards
-from webhook.prefetch import gather
+from webhook.prefetch import gather, is_safe_fetch_target
 from webhook.request import HookRequest, normalise_resource, parse_hook_request
 from webhook.services import Service
 from webhook.store import AuditRecord
@@ -76,7 +76,10 @@ def answer(service: Service, ruleset: Ruleset, hook_request: HookRequest,
 
 
 def _may_fetch_from(url: str) -> bool:
-    """With auth on, only the fhirServers allowlisted for the client; without, the configured list or any."""
+    """With auth on, only the fhirServers allowlisted for the client; without, the configured list or any.
+    Never a link-local or cloud metadata address, whatever a list says (SSRF)."""
+    if not is_safe_fetch_target(url):
+        return False
     issuer = current_issuer()
     if issuer is not None:
         return issuer.allows_fhir_server(url)

@@ -8,13 +8,15 @@ never logged and never put into an error message.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -185,3 +187,29 @@ def _fetch_missing(wanted: dict[str, str], request: HookRequest, fetcher: Fetche
 def _refuse(keys: dict[str, str], why: str) -> None:
     named = "; ".join(f"'{key}': {query}" for key, query in sorted(keys.items()))
     raise precondition_failed(f"Data this service needs is missing ({why}): {named}")
+
+
+_METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.azure.com"}
+
+
+def is_safe_fetch_target(url: str) -> bool:
+    """http(s) only, and no host that is or resolves to a link-local, multicast or unspecified address.
+
+    Cloud metadata services live at link-local addresses (169.254.169.254, fe80::); a request must never make
+    us fetch from them, nor from a file: or other scheme. Loopback and private ranges stay possible because a
+    hospital's FHIR server may be there; the per-issuer allowlist is what limits them."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    host = parts.hostname.lower().rstrip(".")
+    if host in _METADATA_HOSTS:
+        return False
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return False
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+            return False
+    return True

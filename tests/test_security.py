@@ -1,0 +1,95 @@
+"""Attacks on the service: a jku off the allowlist, SSRF through fhirServer, redirects to metadata addresses."""
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+import uuid
+
+import jwt
+import pytest
+
+from tests.conftest import ISSUER, build_app, write_auth_config
+from webhook.prefetch import is_safe_fetch_target
+
+pytestmark = pytest.mark.timeout(60)
+BASE = "http://localhost"
+DISCOVERY = "/cds-services"
+
+
+def token_with_jku(signer, jku: str) -> str:
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": BASE + DISCOVERY, "iat": now, "exp": now + 300, "jti": str(uuid.uuid4())}
+    return jwt.encode(claims, signer.key, algorithm="ES384", headers={"kid": signer.kid, "jku": jku, "typ": "JWT"})
+
+
+def test_a_jku_not_on_the_allowlist_is_refused_even_with_a_good_signature(tmp_path, signer, fhir_server):
+    app = build_app(tmp_path, fhir_server, AUTH_CONFIG=str(write_auth_config(
+        tmp_path, signer, BASE, [fhir_server.url], jku_allowlist=["https://ehr.example.org/jwks.json"])))
+    client = app.test_client()
+    for jku in ("https://attacker.example.net/jwks.json", "http://169.254.169.254/jwks"):
+        response = client.get(DISCOVERY, headers={"Authorization": f"Bearer {token_with_jku(signer, jku)}"})
+        assert response.status_code == 401
+        assert "diagnostics" not in response.get_json()["issue"][0]
+
+
+@pytest.mark.parametrize("url,safe", [
+    ("http://127.0.0.1:8080/fhir", True),
+    ("http://169.254.169.254/latest/meta-data", False),
+    ("http://[fe80::1]/fhir", False),
+    ("http://metadata.google.internal/computeMetadata", False),
+    ("http://0.0.0.0/fhir", False),
+    ("file:///etc/passwd", False),
+    ("gopher://127.0.0.1/", False),
+])
+def test_fetch_targets(url, safe):
+    assert is_safe_fetch_target(url) is safe
+
+
+class _Redirector(http.server.BaseHTTPRequestHandler):
+    hits: list = []
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        type(self).hits.append(self.path)
+        self.send_response(302)
+        self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+        self.end_headers()
+
+    def log_message(self, *args):
+        return None
+
+
+@pytest.fixture
+def redirector():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Redirector.hits = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/fhir", _Redirector.hits
+    server.shutdown()
+
+
+def patient_view(fhir_server_url: str) -> dict:
+    return {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": fhir_server_url,
+            "context": {"userId": "Practitioner/1", "patientId": "p1"}}
+
+
+def test_metadata_addresses_are_never_fetched_and_the_answer_is_412(tmp_path, fhir_server):
+    client = build_app(tmp_path, fhir_server, FHIR_SERVERS=None).test_client()
+    response = client.post("/cds-services/hetrombopag-patient-view", json=patient_view("http://169.254.169.254/fhir"))
+    assert response.status_code == 412
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_redirect_to_a_metadata_address_is_not_followed(tmp_path, fhir_server, redirector):
+    url, hits = redirector
+    client = build_app(tmp_path, fhir_server, FHIR_SERVERS=None).test_client()
+    response = client.post("/cds-services/hetrombopag-patient-view", json=patient_view(url))
+    assert hits, "the allowed server itself was asked"
+    assert response.status_code == 412  # the redirect is an error, never followed
+
+
+def test_a_file_url_is_a_bad_request(tmp_path, fhir_server):
+    client = build_app(tmp_path, fhir_server, FHIR_SERVERS=None).test_client()
+    response = client.post("/cds-services/hetrombopag-patient-view", json=patient_view("file:///etc/passwd"))
+    assert response.status_code == 400
