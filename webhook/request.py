@@ -57,12 +57,30 @@ def _validator(definition: str | None = None) -> Draft202012Validator:
     return Draft202012Validator({"$ref": f"#/$defs/{definition}", "$defs": root["$defs"]})
 
 
+MAX_JSON_DEPTH = 64  # FHIR resources nest about 10 deep; far deeper is an attack on our recursion
+
+
 def load_json(body: bytes) -> object:
-    """Parse a request body; malformed JSON is the caller's error (400), never ours."""
+    """Parse a request body; malformed or absurdly nested JSON is the caller's error (400), never ours."""
     try:
-        return json.loads(body)
+        document = json.loads(body)
     except (ValueError, RecursionError) as error:
         raise bad_request(f"The request body is not valid JSON: {error}") from None
+    if _depth_exceeds(document, MAX_JSON_DEPTH):
+        raise bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    return document
+
+
+def _depth_exceeds(document: object, limit: int) -> bool:
+    """Iteratively, so that measuring the depth cannot itself overflow the stack."""
+    stack = [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def validate(document: object, definition: str | None = None) -> None:
@@ -139,17 +157,20 @@ def normalise_resource(resource: dict) -> dict:
     if resource.get("resourceType") != "MedicationRequest" or not resource.get("dosageInstruction"):
         return resource
     resource = copy.deepcopy(resource)
-    dosages = resource["dosageInstruction"]
-    if isinstance(dosages, dict):
-        dosages = [dosages]
-    resource["dosageInstruction"] = [_normalise_dosage(d) for d in dosages if isinstance(d, dict)]
+    resource["dosageInstruction"] = [_normalise_dosage(d) for d in _as_list(resource["dosageInstruction"])
+                                     if isinstance(d, dict)]
     return resource
 
 
+def _as_list(value: object) -> list:
+    """An element that should be an array: an object alone becomes a list of one; anything else, nothing."""
+    if isinstance(value, dict):
+        return [value]
+    return value if isinstance(value, list) else []
+
+
 def _normalise_dosage(dosage: dict) -> dict:
-    dose_and_rate = dosage.get("doseAndRate")
-    if isinstance(dose_and_rate, dict):
-        dose_and_rate = [dose_and_rate]
+    dose_and_rate = _as_list(dosage.get("doseAndRate"))
     stu3 = {k: dosage.pop(k) for k in _DOSE_AND_RATE_ELEMENTS if k in dosage}
     if stu3 and not dose_and_rate:
         dose_and_rate = [stu3]
