@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve bench clean
+.PHONY: install test serve bench audit clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ serve: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Known vulnerabilities in the pinned dependencies (needs PyPI's JSON API or OSV to be reachable).
+audit: install
+	$(BIN)/pip-audit --skip-editable --strict --progress-spinner off
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -26,7 +26,7 @@ from engine import fhir
 from engine.model import Ruleset
 from engine.runtime import Engine
 from engine.versions import Catalog, load_catalog
-from webhook import auth, feedback, health, hooks, outcome
+from webhook import auth, feedback, health, hooks, openapi, outcome
 from webhook.outcome import not_found
 from webhook.prefetch import Fetcher
 from webhook.services import Service, build_services, released_rulesets
@@ -165,7 +165,7 @@ def create_app(config: dict | None = None) -> Flask:
          methods=["GET", "POST", "OPTIONS"], max_age=600)
     auth.init_app(app, authenticator)
     outcome.register(app)
-    for blueprint in (hooks.bp, feedback.bp, health.bp):
+    for blueprint in (hooks.bp, feedback.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
     return app
 

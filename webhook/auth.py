@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = {"ES384": "EC", "RS384": "RSA"}  # allowed algorithm -> the key type it needs
 LEEWAY_SECONDS = 60
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
+PUBLIC_BLUEPRINTS = {"health", "openapi"}  # health checks and the API description need no token
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "auth-config.schema.json"
 
 
@@ -185,7 +186,7 @@ def init_app(app: Flask, authenticator: Authenticator | None) -> None:
 
 
 def _require_token() -> None:
-    if request.method == "OPTIONS" or request.blueprint == "health":
+    if request.method == "OPTIONS" or request.blueprint in PUBLIC_BLUEPRINTS:
         return
     authenticator: Authenticator = current_app.extensions["cdsrules.auth"]
     g.issuer = authenticator.verify(request.headers.get("Authorization"), request.path)
