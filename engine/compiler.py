@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .checks import compute_strata
+from .checks import compute_strata, condition_leaves
 from .expressions import Expression, parse_expression
 from .model import AllOf, AnyOf, Compare, Exists, FactRef, Literal, Missing, Not, ParamRef, Rule, Ruleset
 
@@ -35,6 +35,8 @@ class CompiledRuleset:
     strata: dict[str, int]
     stratum_count: int
     expressions: dict[str, Expression]
+    stratum_facts: list[frozenset[str]]  # per stratum, the facts its rules' patterns test: all a document needs
+    leaves: dict[str, tuple]  # rule id -> the leaves of its condition, for the trace
     definition: dict = field(repr=False, default_factory=dict)
 
     @property
@@ -42,9 +44,13 @@ class CompiledRuleset:
         return {rule.id: rule for rule in self.ruleset.rules}
 
 
+def engine_name(ruleset: Ruleset) -> str:
+    """Content-addressed: the same text is registered once; a changed text never replaces a registered one."""
+    return f"{ruleset.ref}#{hashlib.sha256(ruleset.source_text.encode()).hexdigest()[:12]}"
+
+
 def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable]) -> CompiledRuleset:
     """Build the durable-rules definition; on_fire(rule) returns the action callable for that rule."""
-    digest = hashlib.sha256(ruleset.source_text.encode()).hexdigest()[:12]
     strata = compute_strata(ruleset)
     definition = {}
     for rule in ruleset.rules:
@@ -52,9 +58,23 @@ def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable]) -> Co
         definition[rule.id] = {"all": [{"m": pattern}], "run": on_fire(rule)}
     expressions = {d.source: parse_expression(d.source)
                    for rule in ruleset.rules for d in rule.derive if d.kind == "expr"}
-    return CompiledRuleset(ruleset=ruleset, engine_name=f"{ruleset.ref}#{digest}", strata=strata,
-                           stratum_count=max(strata.values(), default=-1) + 1, expressions=expressions,
-                           definition=definition)
+    count = max(strata.values(), default=-1) + 1
+    leaves = {rule.id: tuple(condition_leaves(rule.when)) for rule in ruleset.rules}
+    stratum_facts = [frozenset(_tested_facts(leaves[r.id]) for r in ruleset.rules if strata[r.id] == k)
+                     for k in range(count)]
+    return CompiledRuleset(ruleset=ruleset, engine_name=engine_name(ruleset), strata=strata,
+                           stratum_count=count, expressions=expressions,
+                           stratum_facts=[frozenset().union(*sets) if sets else frozenset() for sets in stratum_facts],
+                           leaves=leaves, definition=definition)
+
+
+def _tested_facts(leaves) -> frozenset[str]:
+    names = set()
+    for leaf in leaves:
+        names.add(leaf.fact)
+        if isinstance(leaf, Compare):
+            names.update(o.name for o in _operands(leaf) if isinstance(o, FactRef))
+    return frozenset(names)
 
 
 def compile_condition(condition, ruleset: Ruleset) -> dict:

@@ -14,13 +14,12 @@ from typing import Any
 
 import durable.engine
 
-from .compiler import CompiledRuleset, compile_ruleset, to_engine_value
+from .compiler import CompiledRuleset, compile_ruleset, engine_name, to_engine_value
 from .errors import EvaluationError
 from .expressions import ExpressionError
 from .inputs import prepare_inputs, to_json_value
 from .model import (Comparison, Compare, Decision, Derivation, Evaluation, Exists, FactRef, Firing, Literal, Missing,
                     ParamRef, Rule, Ruleset, Suggestion)
-from .checks import condition_leaves
 from .templates import render
 
 SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
@@ -36,7 +35,7 @@ class _QuietHost(durable.engine.Host):
 _LOCK = threading.RLock()
 _HOST: _QuietHost | None = None
 _REGISTERED: dict[str, CompiledRuleset] = {}  # by content-addressed engine name
-_BY_OBJECT: dict[int, CompiledRuleset] = {}  # by loaded Ruleset object, to skip compiling per call
+_BY_OBJECT: dict[int, tuple[Ruleset, CompiledRuleset]] = {}  # by loaded object, to skip hashing per call
 _ACTIVE: list["_Run"] = []  # the evaluation in progress (at most one: we hold the lock)
 _SESSIONS = itertools.count(1)
 
@@ -52,24 +51,18 @@ class Engine:
     """Registers ruleset versions once per process and evaluates them."""
 
     def register(self, ruleset: Ruleset) -> CompiledRuleset:
-        """Compile and register a version once; later calls return the compiled form at once."""
+        """Compile and register a version once; later calls, with this object or a copy, return it at once."""
         known = _BY_OBJECT.get(id(ruleset))
-        if known is not None and known.ruleset is ruleset:
-            return known
+        if known is not None and known[0] is ruleset:
+            return known[1]
         with _LOCK:
-            compiled = self._register(ruleset)
-            _BY_OBJECT[id(ruleset)] = compiled
-            return compiled
-
-    def _register(self, ruleset: Ruleset) -> CompiledRuleset:
-        with _LOCK:
-            compiled = compile_ruleset(ruleset, _action_for)
-            existing = _REGISTERED.get(compiled.engine_name)
-            if existing is not None:
-                return existing
-            # set_rulesets mutates what it is given: hand it a copy.
-            _host().set_rulesets({compiled.engine_name: copy.deepcopy(compiled.definition)})
-            _REGISTERED[compiled.engine_name] = compiled
+            compiled = _REGISTERED.get(engine_name(ruleset))
+            if compiled is None:
+                compiled = compile_ruleset(ruleset, _action_for)
+                # set_rulesets mutates what it is given: hand it a copy.
+                _host().set_rulesets({compiled.engine_name: copy.deepcopy(compiled.definition)})
+                _REGISTERED[compiled.engine_name] = compiled
+            _BY_OBJECT[id(ruleset)] = (ruleset, compiled)  # holds the object, so its id is not reused
             return compiled
 
     def evaluate(self, ruleset: Ruleset, facts: dict[str, Any], evaluation_date: dt.date | str,
@@ -138,7 +131,9 @@ class _Run:
         self._order = {rule.id: i for i, rule in enumerate(self.ruleset.rules)}
 
     def engine_document(self, stratum: int, sid: str) -> dict:
-        document = {name: to_engine_value(value) for name, value in self.facts.items()}
+        """Only the facts this stratum's patterns test: less to encode and match, the same outcome."""
+        document = {name: to_engine_value(self.facts[name])
+                    for name in self.compiled.stratum_facts[stratum] if name in self.facts}
         document.update(id=f"s{stratum}", sid=sid, stratum=stratum)
         return document
 
@@ -237,7 +232,7 @@ class _Run:
 
     def _comparisons(self, rule: Rule) -> list[Comparison]:
         found = []
-        for leaf in condition_leaves(rule.when):
+        for leaf in self.compiled.leaves[rule.id]:
             actual = to_json_value(self.facts.get(leaf.fact))
             if isinstance(leaf, (Exists, Missing)):
                 found.append(Comparison(leaf.fact, "exists" if isinstance(leaf, Exists) else "missing", actual))

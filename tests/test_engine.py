@@ -142,3 +142,13 @@ def test_a_rule_with_any_fires_once_when_several_branches_match():
                                    "2026-03-10")
     assert evaluation.fired_rules.count("stop") == 1
     assert evaluation.topics() == ["stop"]
+
+
+def test_a_second_copy_of_a_registered_version_is_not_compiled_again():
+    from engine import runtime
+    engine = Engine()
+    first = engine.register(DEMO_RULESET)
+    copy_of_it = load_ruleset(DEMO)
+    assert copy_of_it is not DEMO_RULESET
+    assert engine.register(copy_of_it) is first
+    assert runtime._BY_OBJECT[id(copy_of_it)] == (copy_of_it, first)
