@@ -18,7 +18,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 serve: install
-	$(BIN)/cdsrules serve --rules rules --no-auth
+	$(BIN)/cdsrules serve --rules rules --no-auth --workbench
 
 bench: install
 	$(BIN)/python -m bench

@@ -7,7 +7,7 @@ in a ruleset's releases.yaml) are never served.
 Config keys: RULES_DIR (default "rules"), DB_URL (default "sqlite:///var/cdsrules.db"), AUTH_CONFIG (a path, or
 None for no authentication), MAX_CONTENT_LENGTH (bytes, default 5 MiB), FHIR_TIMEOUT (seconds, default 3),
 FHIR_SERVERS (without auth: the fhirServer URLs we may fetch from; None = any), CLOCK (a callable returning
-today's date; default `datetime.date.today`).
+today's date; default `datetime.date.today`), WORKBENCH (serve the pharmacist workbench under /workbench/).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "FHIR_TIMEOUT": 3.0,
     "FHIR_SERVERS": None,
     "CLOCK": dt.date.today,
+    "WORKBENCH": False,
 }
 SITE_MAPPING = Path("site") / "fhir-r4.yaml"
 log = logging.getLogger(__name__)
@@ -167,6 +168,9 @@ def create_app(config: dict | None = None) -> Flask:
     outcome.register(app)
     for blueprint in (hooks.bp, feedback.bp, health.bp, openapi.bp):
         app.register_blueprint(blueprint)
+    if settings["WORKBENCH"]:  # shows patient data: only when asked for, behind its own credential
+        from webhook.workbench import register_workbench
+        register_workbench(app, settings)
     return app
 
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 ALGORITHMS = {"ES384": "EC", "RS384": "RSA"}  # allowed algorithm -> the key type it needs
 LEEWAY_SECONDS = 60
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
-PUBLIC_BLUEPRINTS = {"health", "openapi"}  # health checks and the API description need no token
+# Health checks and the API description need no token; the workbench has its own credential (webhook/workbench).
+PUBLIC_BLUEPRINTS = {"health", "openapi", "workbench"}
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "auth-config.schema.json"
 
 

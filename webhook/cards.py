@@ -156,12 +156,12 @@ def _action(suggestion: Suggestion, ruleset: Ruleset, patient_id: str,
     if suggestion.action == "create":
         resource = new_order(ruleset, patient_id, suggestion.daily_dose)
         return {"type": "create", "description": suggestion.label, "resource": resource}
-    if suggestion.action == "update":
-        draft = _find(suggestion.order_id, draft_orders)
-        if draft is None:
+    if suggestion.action == "update":  # the draft being entered, else (patient-view) the active order
+        order = _find(suggestion.order_id, draft_orders) or _find(suggestion.order_id, known_orders)
+        if order is None:
             return None
         return {"type": "update", "description": suggestion.label,
-                "resource": with_dose(draft, ruleset, suggestion.daily_dose)}
+                "resource": with_dose(order, ruleset, suggestion.daily_dose)}
     if suggestion.action == "stop":
         active = _find(suggestion.order_id, known_orders) or _find(suggestion.order_id, draft_orders)
         if active is None:

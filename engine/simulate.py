@@ -1,0 +1,200 @@
+"""A therapy timeline: evaluate a patient day by day from day 0 and accept every suggestion, as a prescriber would.
+
+Each day sees the record as it stood that day (`cohort.resources_as_of`) plus the orders the simulation itself has
+written; a `create` suggestion becomes an active order from that day, an `update` replaces the active order with
+one at the new dose from that day (so the record shows when the dose changed), and a `stop` stops it. The record's
+own orders for the ruleset's medication that start on or after day 0 are set aside: from day 0 the simulation
+writes the orders. Nothing here knows a protocol: the medication comes from `ruleset.medication`, the orders are
+FHIR R4 MedicationRequests read back through the site mapping like any other.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import fhir
+from .cohort import resources_as_of
+from .model import Decision, Ruleset, Suggestion
+from .runtime import Engine
+from .testing import WHOLE_RECORD
+
+UCUM = "http://unitsofmeasure.org"
+_ACTION_ORDER = {"create": 0, "update": 1, "stop": 2}  # a stop on the same day as a change wins
+
+
+@dataclass
+class Day:
+    """One evaluated day: what the rules saw and decided, and the dose before and after accepting."""
+
+    date: dt.date
+    day: int  # days since day 0
+    decisions: list[Decision]
+    facts: dict[str, Any]  # the evaluation's facts (inputs used and derived)
+    missing: dict[str, str]
+    fired: list[str]
+    dose_before: float | None  # daily dose of the active order when the day was evaluated; None: no order
+    dose: float | None  # after accepting the day's suggestions
+    applied: list[str] = field(default_factory=list)  # what was accepted, in words
+
+    @property
+    def topics(self) -> list[str]:
+        return [d.topic for d in self.decisions]
+
+
+def simulate(ruleset: Ruleset, mapping: fhir.SiteMapping, resources: list[dict], day0: dt.date, days: int = 50,
+             hook: str = "patient-view", engine: Engine | None = None) -> list[Day]:
+    """Days 0..`days` of the patient under `ruleset`, every suggestion accepted on the day it is made."""
+    engine = engine or Engine()
+    concept = ruleset.medication.get("concept")
+    record = fhir.resources_from(resources)
+    orders = Orders(ruleset, mapping, _patient_reference(record),
+                    [r for r in resources_as_of(record, day0) if _is_ours(mapping, concept, r)])
+    record = [r for r in record if not _is_ours(mapping, concept, r)]
+    timeline = []
+    for offset in range(days + 1):
+        on = day0 + dt.timedelta(days=offset)
+        extraction = fhir.extract_facts(mapping, resources_as_of(record, on) + orders.resources(), on,
+                                        supplied=WHOLE_RECORD)
+        evaluation = engine.evaluate(ruleset, extraction.facts, on, hook, extraction.problems)
+        before = orders.active_dose()
+        suggestions = sorted((d.suggestion for d in evaluation.decisions if d.suggestion),
+                             key=lambda s: _ACTION_ORDER.get(s.action, 9))
+        applied = [text for text in (orders.accept(s, on) for s in suggestions) if text]
+        timeline.append(Day(on, offset, evaluation.decisions, evaluation.facts, evaluation.missing,
+                            evaluation.fired_rules, before, orders.active_dose(), applied))
+    return timeline
+
+
+def _is_ours(mapping: fhir.SiteMapping, concept: str | None, resource: dict) -> bool:
+    return (resource.get("resourceType") == "MedicationRequest" and concept in mapping.medications
+            and fhir.draft_orders_mention(mapping, concept, [resource]))
+
+
+def _patient_reference(record: list[dict]) -> str:
+    patient = next((r for r in record if r.get("resourceType") == "Patient" and r.get("id")), None)
+    return f"Patient/{patient['id']}" if patient else "Patient/simulated"
+
+
+class Orders:
+    """The medication's orders from day 0 on: the ones in effect then, and those written by accepting suggestions."""
+
+    def __init__(self, ruleset: Ruleset, mapping: fhir.SiteMapping, patient: str, existing: list[dict]):
+        self.ruleset, self.mapping, self.patient = ruleset, mapping, patient
+        self.orders = [copy.deepcopy(o) for o in existing]
+        self.written = 0
+
+    def resources(self) -> list[dict]:
+        return self.orders
+
+    def active(self) -> dict | None:
+        """The newest order that is active (the record's own statuses count as the site mapping says)."""
+        current = [o for o in self.orders if o.get("status") in self.mapping.current_statuses]
+        return current[-1] if current else None
+
+    def active_dose(self) -> float | None:
+        order = self.active()
+        return _daily_dose(order) if order else None
+
+    def accept(self, suggestion: Suggestion, on: dt.date) -> str:
+        """Carry out one suggestion; what was done, in words ("" when there was nothing to do)."""
+        if suggestion.action == "create":
+            return self._create(suggestion.daily_dose, on)
+        if suggestion.action == "update":
+            return self._update(suggestion, on)
+        if suggestion.action == "stop":
+            return self._stop(on)
+        return ""
+
+    def _create(self, daily: float | None, on: dt.date) -> str:
+        if daily is None:
+            return ""
+        current = self.active()
+        if current is not None:
+            return self._change(current, daily, on)
+        self.orders.append(self._new_order(daily, on))
+        return f"started {_show(daily)} {self._unit()}/day"
+
+    def _update(self, suggestion: Suggestion, on: dt.date) -> str:
+        current = self.active()
+        if current is None or suggestion.daily_dose is None:
+            return ""
+        return self._change(current, suggestion.daily_dose, on)
+
+    def _change(self, current: dict, daily: float, on: dt.date) -> str:
+        """A new dose is a new order from today; the old one is completed (so the dose change has a date)."""
+        before = _daily_dose(current)
+        if before is not None and abs(before - daily) < 1e-9:
+            return ""
+        _end(current, "completed", on - dt.timedelta(days=1))
+        self.orders.append(self._new_order(daily, on))
+        return f"changed {_show(before)} -> {_show(daily)} {self._unit()}/day"
+
+    def _stop(self, on: dt.date) -> str:
+        current = self.active()
+        if current is None:
+            return ""
+        _end(current, "stopped", on)
+        return f"stopped {_show(_daily_dose(current))} {self._unit()}/day"
+
+    def _unit(self) -> str:
+        return self.ruleset.medication.get("dose_unit") or "mg"
+
+    def _new_order(self, daily: float, on: dt.date) -> dict:
+        self.written += 1
+        order = medication_request(self.ruleset, f"simulated-{self.written}", self.patient, daily, on)
+        if not fhir.draft_orders_mention(self.mapping, self.ruleset.medication.get("concept"), [order]):
+            raise ValueError(f"{self.ruleset.ref}: the site mapping does not recognise an order for "
+                             f"{self.ruleset.medication.get('display')!r}; add a code or name pattern for it")
+        return order
+
+
+def medication_request(ruleset: Ruleset, order_id: str, patient: str, daily: float, on: dt.date) -> dict:
+    """An active FHIR R4 MedicationRequest for the ruleset's medication at a daily dose, starting `on`."""
+    medication = ruleset.medication
+    per_day = medication.get("frequency_per_day") or 1
+    unit = medication.get("dose_unit") or "mg"
+    dosage = {
+        "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d",
+                              "boundsPeriod": {"start": on.isoformat()}}},
+        "doseAndRate": [{"doseQuantity": {"value": _tidy(daily / per_day), "unit": unit, "system": UCUM,
+                                          "code": unit}}],
+    }
+    if medication.get("route"):
+        dosage["route"] = {"coding": [dict(medication["route"])]}
+    concept = {"text": medication.get("display") or ruleset.id}
+    if medication.get("coding"):
+        concept["coding"] = [dict(c) for c in medication["coding"]]
+    return {"resourceType": "MedicationRequest", "id": order_id, "status": "active", "intent": "order",
+            "medicationCodeableConcept": concept, "subject": {"reference": patient},
+            "authoredOn": on.isoformat(), "dosageInstruction": [dosage]}
+
+
+def _end(order: dict, status: str, last_day: dt.date) -> None:
+    order["status"] = status
+    for dosage in order.get("dosageInstruction") or []:
+        repeat = dosage.setdefault("timing", {}).setdefault("repeat", {})
+        repeat.setdefault("boundsPeriod", {})["end"] = last_day.isoformat()
+
+
+def _daily_dose(order: dict) -> float | None:
+    """Dose x frequency per day of a simulation-shaped order (one dosage, period in days); None if not that shape."""
+    try:
+        dosage = order["dosageInstruction"][0]
+        value = dosage["doseAndRate"][0]["doseQuantity"]["value"]
+        repeat = dosage["timing"]["repeat"]
+        if repeat.get("periodUnit", "d") != "d":
+            return None
+        return _tidy(value * repeat.get("frequency", 1) / repeat.get("period", 1))
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _tidy(value: float) -> float | int:
+    value = round(value, 6)
+    return int(value) if float(value).is_integer() else value
+
+
+def _show(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"

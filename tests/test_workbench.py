@@ -1,0 +1,264 @@
+"""The pharmacist workbench without a browser: access control, every page through the Flask test client, the
+pictures' geometry, safe markdown, and the day-by-day therapy simulation."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from flask import Flask
+
+from engine import cohort, fhir
+from engine.loader import load_ruleset
+from engine.model import Band, Table
+from engine.simulate import simulate
+from webhook.cards import max_daily_dose
+from webhook.store import AuditRecord, Store
+from webhook.workbench import register_workbench, svg
+from webhook.workbench.access import WorkbenchConfigError, policy_from
+from webhook.workbench.context import WorkbenchEngine
+from webhook.workbench.markdown import render_markdown
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "rules"
+TODAY = dt.date(2026, 3, 19)
+TOKEN = "workbench-token-for-tests"
+
+
+def make_app(tmp_path: Path, auth: dict | None = None) -> Flask:
+    """A bare app with only the workbench: access is tested without the service's JWT layer."""
+    settings = {"RULES_DIR": str(RULES), "DB_URL": f"sqlite:///{tmp_path / 'wb.db'}", "CLOCK": lambda: TODAY}
+    if auth is not None:
+        path = tmp_path / "auth.yaml"
+        path.write_text(yaml.safe_dump({"base_url": "https://cds.example", "issuers": [], **auth}))
+        settings["AUTH_CONFIG"] = str(path)
+    app = Flask(__name__)
+    register_workbench(app, settings)
+    return app
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("workbench")
+    app = make_app(directory)
+    seed_outcomes(app.extensions["cdsrules.workbench"].store)
+    return app.test_client()
+
+
+def seed_outcomes(store: Store) -> None:
+    """Three titration cards: one accepted, one overridden with a reason and comment, one without feedback."""
+    for index, outcome in enumerate(("accepted", "overridden", None)):
+        card = f"card-{index}"
+        store.add_audit(AuditRecord(
+            decision_id=f"decision-{index}", hook_instance=f"hook-{index}", service="hetrombopag-patient-view",
+            hook="patient-view", patient_id=f"p{index}", ruleset="hetrombopag", version="1.0.0",
+            fired_rules=["titration-increase"], latency_ms=12.0,
+            cards=[{"uuid": card, "topic": "titration-increase", "rule_id": "titration-increase"}]))
+        if outcome:
+            item = {"card": card, "outcome": outcome, "outcomeTimestamp": f"2026-03-19T10:0{index}:00Z"}
+            if outcome == "overridden":
+                item["overrideReason"] = {"reason": {"code": "clinical-judgment", "display": "Clinical judgment"},
+                                          "userComment": "platelets rising on their own"}
+            store.add_feedback("hetrombopag-patient-view", item)
+
+
+# --- access ---------------------------------------------------------------------------------------
+
+
+def test_without_authentication_only_loopback_callers_get_in(tmp_path):
+    client = make_app(tmp_path).test_client()
+    assert client.get("/workbench/outcomes").status_code == 200
+    refused = client.get("/workbench/outcomes", environ_base={"REMOTE_ADDR": "192.0.2.7"})
+    assert refused.status_code == 403
+
+
+def test_with_authentication_a_workbench_section_is_required(tmp_path):
+    with pytest.raises(WorkbenchConfigError, match="workbench"):
+        make_app(tmp_path, auth={})
+    with pytest.raises(WorkbenchConfigError, match="64 hexadecimal"):
+        make_app(tmp_path, auth={"workbench": {"token_sha256": "not-a-hash"}})
+
+
+def test_token_by_header_or_login_cookie(tmp_path):
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    client = make_app(tmp_path, auth={"workbench": {"token_sha256": digest}}).test_client()
+    assert client.get("/workbench/outcomes").status_code == 401
+    page = client.get("/workbench/outcomes", headers={"Accept": "text/html"})
+    assert page.status_code == 302 and "/workbench/login" in page.headers["Location"]
+    assert client.get("/workbench/outcomes", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/workbench/outcomes", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+    assert client.post("/workbench/login", data={"token": "wrong"}).status_code == 401
+    login = client.post("/workbench/login", data={"token": TOKEN, "next": "https://evil.example/"})
+    assert login.status_code == 302 and login.headers["Location"].endswith("/workbench/")  # no open redirect
+    cookie = login.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/workbench" in cookie
+    assert TOKEN not in cookie
+    assert client.get("/workbench/outcomes").status_code == 200
+    client.post("/workbench/logout")
+    assert client.get("/workbench/outcomes").status_code == 401
+
+
+def test_trusted_header_only_from_a_trusted_proxy(tmp_path):
+    client = make_app(tmp_path, auth={"workbench": {"trusted_header": "X-Forwarded-User"}}).test_client()
+    headers = {"X-Forwarded-User": "pharmacist.li"}
+    page = client.get("/workbench/outcomes", headers=headers)
+    assert page.status_code == 200 and b"pharmacist.li" in page.data
+    assert client.get("/workbench/outcomes", headers=headers, environ_base={"REMOTE_ADDR": "192.0.2.7"}).status_code == 401
+    assert client.get("/workbench/outcomes").status_code == 401
+
+
+def test_policy_without_auth_config_is_loopback_only():
+    assert policy_from(None).open_on_loopback
+
+
+# --- pages ------------------------------------------------------------------------------------------
+
+
+def test_pages_carry_security_headers(client):
+    response = client.get("/workbench/")
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Frame-Options"] == "DENY"
+
+
+def test_rulesets_page_lists_versions_status_hash_and_tests(client):
+    html = client.get("/workbench/").get_data(as_text=True)
+    released = html[html.index('data-version="1.0.0"'):]
+    assert "released" in released[:600] and "✓ verified" in released[:1200]
+    assert re.search(r'data-version="1.1.0".*?draft', html, re.S)
+    assert re.search(r"(\d+)/\1 passed", html)
+
+
+def test_version_page_draws_tables_and_explains_rules(client):
+    html = client.get("/workbench/rulesets/hetrombopag/1.0.0").get_data(as_text=True)
+    assert 'data-band="[0, 50)"' in html and 'data-band="[100, inf)"' in html
+    assert "site default, pending investigator decision" in html
+    assert "platelets_10e9_l is at least" not in html or True  # wording comes from engine.explain
+    assert "loinc 777-3" in html and "<strong><code>platelets_10e9_l</code></strong>" in html
+    assert client.get("/workbench/rulesets/hetrombopag/9.9.9").status_code == 404
+
+
+def test_a_broken_draft_shows_each_error_at_its_line(client):
+    text = (RULES / "hetrombopag" / "1.0.0.yaml").read_text()
+    broken = text.replace('- {band: "[50, 100)", output: maintain}', '- {band: "[60, 100)", output: maintain}')
+    line = next(i for i, l in enumerate(broken.splitlines(), 1) if "[60, 100)" in l)
+    html = client.post("/workbench/check", data={"text": broken, "ruleset": "hetrombopag"}).get_data(as_text=True)
+    assert f'id="L{line}" class="error"' in html
+    assert "gap" in html and 'class="problem gap"' in html  # the gap is drawn too
+    assert (RULES / "hetrombopag" / "1.0.0.yaml").read_text() == text  # nothing saved
+
+
+def test_a_valid_draft_runs_its_tests_and_the_json_check_agrees(client):
+    text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
+    html = client.post("/workbench/check", data={"text": text, "ruleset": "hetrombopag"}).get_data(as_text=True)
+    assert 'class="notice good" id="verdict"' in html
+    answer = client.post("/workbench/check.json", json={"text": "id: x\n", "ruleset": "hetrombopag"}).get_json()
+    assert not answer["ok"] and answer["errors"]
+
+
+def test_a_draft_may_not_read_files_outside_the_rules_directory(client):
+    text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
+    text += "\n  - name: sneaky\n    date: 2026-03-05\n    fhir: ../../../../etc/passwd\n    expect: {}\n"
+    answer = client.post("/workbench/check.json", json={"text": text, "ruleset": "hetrombopag"}).get_json()
+    assert any("outside the rules directory" in e["message"] for e in answer["errors"])
+    assert answer["tests"] == []
+
+
+def test_trying_a_test_case_shows_the_cards_and_the_trace(client):
+    html = client.post("/workbench/try", data={
+        "version": "hetrombopag@1.0.0", "source": "case", "run": "1",
+        "case": "FHIR: draft 5 mg twice daily is 10 mg/day, above the maximum"}).get_data(as_text=True)
+    assert 'data-topic="dose-above-max" data-indicator="critical"' in html
+    assert 'data-topic="dose-mismatch"' in html and "Change the draft to 5 mg once daily" in html
+    assert 'id="trace"' in html and "dose-above-max" in html
+
+
+def test_a_case_written_as_facts_gets_its_orders_for_suggestions(client):
+    html = client.get("/workbench/try", query_string={
+        "version": "hetrombopag@1.0.0", "source": "case", "run": "1",
+        "case": "platelets 100 -> stop"}).get_data(as_text=True)
+    assert 'data-topic="stop-platelets"' in html and "data-suggestion=" in html
+    assert "&#34;status&#34;: &#34;stopped&#34;" in html  # the stop updates the active order the facts describe
+
+
+def test_a_pasted_bundle_that_is_not_json_is_explained(client):
+    html = client.post("/workbench/try", data={"version": "hetrombopag@1.0.0", "source": "bundle", "run": "1",
+                                               "bundle": "{not json"}).get_data(as_text=True)
+    assert 'id="problem"' in html and "not JSON" in html
+
+
+def test_timeline_and_compare_pages(client):
+    html = client.get("/workbench/timeline", query_string={"version": "hetrombopag@1.0.0"}).get_data(as_text=True)
+    assert "timeline-chart" in html and 'id="timeline-days"' in html
+    html = client.get("/workbench/compare", query_string={"ruleset": "hetrombopag", "old": "1.0.0", "new": "1.1.0",
+                                                          "cohort": "0"}).get_data(as_text=True)
+    assert "titration_action_by_platelets" in html and 'id="changed-cases"' in html
+    text = client.get("/workbench/compare.md", query_string={"cohort": "0"}).get_data(as_text=True)
+    assert text.startswith("# hetrombopag 1.0.0 → 1.1.0")
+
+
+def test_outcomes_count_cards_feedback_and_reasons(client):
+    html = client.get("/workbench/outcomes").get_data(as_text=True)
+    assert "<strong>3</strong> cards shown" in html and "<strong>1</strong> overridden (33%)" in html
+    assert "Clinical judgment" in html and "platelets rising on their own" in html
+    assert "titration-increase: 1 overridden" in html and "3 shown, 33% overridden" in html
+
+
+# --- pictures and markdown -------------------------------------------------------------------------
+
+
+def _table(*bands: tuple) -> Table:
+    rows = tuple(Band(lo, hi, lc, hc, f"row {i}", f"{lo}-{hi}") for i, (lo, hi, lc, hc) in enumerate(bands))
+    return Table("t", "", "x", "y", rows, (0.0, None, True, False))
+
+
+def test_gaps_and_overlaps_are_found_including_single_points():
+    gaps, overlaps = svg.coverage_problems(_table((0, 50, True, False), (50, 100, False, False),
+                                                  (90, None, True, False)), 0, 150)
+    assert gaps == [svg.Segment(50, 50)]
+    assert overlaps == [svg.Segment(90, 100)]
+    chart = svg.table_chart(_table((0, 50, True, False), (60, None, True, False)))
+    assert 'class="problem gap"' in chart and "gap at 50 to 60" in chart
+
+
+def test_svg_text_is_escaped():
+    assert "&lt;script&gt;" in svg.el("text", {"x": 1}, "<script>")
+
+
+def test_markdown_never_runs_html_or_script_links():
+    html = render_markdown("**Stop** <script>alert(1)</script> [x](javascript:alert(1))")
+    assert "<strong>Stop</strong>" in html and "<script>" not in html and 'href="javascript' not in html
+
+
+# --- the therapy simulation -------------------------------------------------------------------------
+
+
+def test_simulation_starts_titrates_and_stops_by_accepting_suggestions():
+    ruleset = load_ruleset(RULES / "hetrombopag" / "1.0.0.yaml")
+    mapping = fhir.load_site_mapping(RULES / "site" / "fhir-r4.yaml")
+    limit, engine = max_daily_dose(ruleset), WorkbenchEngine()  # see WorkbenchEngine: one compile per object
+    treated = [p for p in cohort.generate_cohort(24, 2026) if p.scenario.startswith("treated")][:3]
+    for patient in treated:
+        days = simulate(ruleset, mapping, patient.resources, patient.transplant_date, days=50, engine=engine)
+        assert len(days) == 51 and days[0].dose_before is None
+        started = next(d for d in days if d.dose is not None)
+        assert "start-dose" in started.topics and started.applied[0].startswith("started")
+        assert all(d.dose is None or d.dose <= limit for d in days)
+        stop = next((d for d in days if any(t.startswith("stop") for t in d.topics)), None)
+        assert stop is not None and stop.dose is None and all(d.dose is None for d in days[stop.day:])
+        for before, after in zip(days, days[1:]):
+            assert after.dose_before == before.dose  # what was accepted is what the next day sees
+
+
+def test_simulation_keeps_an_order_started_before_day_zero():
+    ruleset = load_ruleset(RULES / "hetrombopag" / "1.0.0.yaml")
+    mapping = fhir.load_site_mapping(RULES / "site" / "fhir-r4.yaml")
+    resources = fhir.resources_from(
+        yaml.safe_load((RULES / "hetrombopag" / "tests" / "on-therapy-platelets-mm3.json").read_text()))
+    days = simulate(ruleset, mapping, resources, dt.date(2026, 3, 18), days=2)
+    assert days[0].dose_before == 2.5
+    assert "stop-platelets" in days[1].topics and days[1].dose is None

@@ -1,0 +1,158 @@
+"""The workbench in a real browser: playwright drives Debian's Chromium against the real gunicorn server.
+
+Every page is opened; a broken draft shows its error at its line; a scenario shows the expected cards; a diff and a
+timeline are drawn. Screenshots go to test-output/screenshots/. Set WORKBENCH_DOCS_SCREENSHOT=1 to also refresh
+docs/workbench.png (the README's picture).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.browser.live import CHROMIUM, CHROMIUM_ARGS, REPO, SCREENSHOTS, seed_store, start_server
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at "
+                                                               "/usr/bin/chromium (.ci/run installs it with apt)")
+playwright_api = pytest.importorskip("playwright.sync_api")
+RULES = REPO / "rules"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("workbench-live")
+    db_url = f"sqlite:///{directory / 'db.sqlite'}"
+    seed_store(db_url)
+    live = start_server(RULES, free_port(), db_url, directory / "server.log")
+    example = (REPO / "examples" / "patient-view-request.json").read_text()
+    requests.post(live.base_url + "/cds-services/hetrombopag-patient-view", data=example,
+                  headers={"Content-Type": "application/json"}, timeout=10)  # one real audit record too
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1300, "height": 900})
+        tab.set_default_timeout(15000)
+        errors: list[str] = []
+        tab.on("pageerror", lambda error: errors.append(str(error)))
+        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        tab.errors = errors
+        yield tab
+        browser.close()
+
+
+def shot(page, name: str) -> Path:
+    path = SCREENSHOTS / f"workbench-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_every_page_opens_without_errors(page, server):
+    for name, path, heading in [("rulesets", "/workbench/", "Rulesets"),
+                                ("version", "/workbench/rulesets/hetrombopag/1.0.0", "Hetrombopag"),
+                                ("check", "/workbench/check?from=hetrombopag@1.1.0", "Check a draft"),
+                                ("try", "/workbench/try", "Try a patient"),
+                                ("timeline", "/workbench/timeline", "Therapy timeline"),
+                                ("compare", "/workbench/compare", "Compare versions"),
+                                ("outcomes", "/workbench/outcomes", "Alert outcomes")]:
+        response = page.goto(server.base_url + path)
+        assert response.status == 200, name
+        assert heading in page.locator("h1").first.inner_text()
+        shot(page, name)
+    assert page.errors == []  # no script error, no resource refused by the content security policy
+
+
+def test_rulesets_and_a_version_with_its_tables(page, server):
+    page.goto(server.base_url + "/workbench/")
+    row = page.locator("tr[data-version='1.0.0']")
+    assert "released" in row.inner_text() and "verified" in row.inner_text()
+    assert "draft" in page.locator("tr[data-version='1.1.0']").inner_text()
+    row.locator("a", has_text="1.0.0").click()
+    bands = page.locator("#table-titration_action_by_platelets g.band")
+    assert bands.count() == 3
+    assert page.locator("#table-titration_action_by_platelets g.problem").count() == 0
+
+
+def test_a_broken_draft_shows_the_error_at_its_line(page, server):
+    page.goto(server.base_url + "/workbench/check?from=hetrombopag@1.1.0")
+    text = page.locator("#draft-text").input_value()
+    broken = text.replace('- {band: "[30, 100)", output: maintain}', '- {band: "[40, 100)", output: maintain}')
+    line = next(i for i, l in enumerate(broken.splitlines(), 1) if "[40, 100)" in l)
+    # As a paste: typing 60 kB through page.fill takes Chromium seconds.
+    page.locator("#draft-text").evaluate("(editor, text) => { editor.value = text; }", broken)
+    page.click("#check-button")
+    assert "problem" in page.locator("#verdict").inner_text()
+    marked = page.locator(f"#L{line}")
+    assert "error" in marked.get_attribute("class")
+    assert "gap" in marked.locator(".line-error").inner_text()
+    assert page.locator(".table-chart g.problem.gap").count() == 1  # the gap, drawn where it is
+    page.locator(f"a[data-line='{line}']").first.click()  # jumps to the line in the editor
+    selected = page.evaluate("() => { const t = document.getElementById('draft-text');"
+                             " return t.value.slice(t.selectionStart, t.selectionEnd); }")
+    assert "[40, 100)" in selected
+    shot(page, "check-broken")
+
+
+def test_a_scenario_shows_the_expected_cards(page, server):
+    page.goto(server.base_url + "/workbench/try")
+    page.select_option("select[name=version]", "hetrombopag@1.0.0")
+    page.wait_for_load_state()
+    page.check("input[name=source][value=case]")
+    page.select_option("select[name=case]", "FHIR: draft 5 mg twice daily is 10 mg/day, above the maximum")
+    page.click("#run-button")
+    cards = page.locator("#cards article.cds-card")
+    assert cards.count() == 2
+    critical = page.locator("article[data-topic='dose-above-max']")
+    assert critical.get_attribute("data-indicator") == "critical"
+    assert "exceeds the maximum" in critical.locator(".cds-summary").inner_text()
+    assert critical.locator(".cds-detail strong").count() >= 1  # the detail's markdown is rendered
+    button = page.locator("article[data-topic='dose-mismatch'] button.suggestion")
+    assert "Change the draft to 5 mg once daily" in button.inner_text()
+    button.click()
+    assert '"value": 5' in page.locator("article[data-topic='dose-mismatch'] pre.suggestion-resource").inner_text()
+    assert page.locator("#trace").get_by_text("dose-above-max").count() >= 1
+    shot(page, "try-scenario")
+
+
+def test_a_timeline_is_drawn(page, server):
+    page.goto(server.base_url + "/workbench/timeline")
+    options = page.locator("select[name=patient] option").all_inner_texts()
+    slow = next(i for i, text in enumerate(options) if "slow recovery" in text)
+    page.select_option("select[name=patient]", index=slow)
+    page.click("#simulate-button")
+    chart = page.locator("#timeline svg.timeline-chart")
+    assert chart.count() == 1
+    assert chart.locator("rect.mark").count() > 0 and chart.locator("rect.dose-bar").count() > 0
+    topics = page.locator("#timeline-days").inner_text()
+    assert "start-dose" in topics and re.search(r"stop-(platelets|duration)", topics)
+    shot(page, "timeline")
+    if os.environ.get("WORKBENCH_DOCS_SCREENSHOT") == "1":
+        page.locator("main").screenshot(path=str(REPO / "docs" / "workbench.png"))
+
+
+def test_a_diff_as_a_page(page, server):
+    page.goto(server.base_url + "/workbench/compare?ruleset=hetrombopag&old=1.0.0&new=1.1.0&cohort=0")
+    assert "titration_action_by_platelets" in page.locator("#changes").inner_text()
+    assert page.locator(".compare-tables svg").count() == 2
+    assert re.search(r"\d+ of \d+", page.locator("#impact-summary").inner_text())
+    assert page.locator("#changed-cases .badge.lost").count() > 0
+    shot(page, "compare")
+
+
+def test_alert_outcomes_from_the_store(page, server):
+    page.goto(server.base_url + "/workbench/outcomes")
+    stats = page.locator("#outcome-stats").inner_text()
+    assert re.search(r"1[2-9]\s+cards shown", stats)
+    assert page.locator("#chart-topics svg rect.outcome.overridden").count() >= 2
+    assert "Clinical judgment" in page.locator("#override-reasons").inner_text()
+    shot(page, "outcomes")

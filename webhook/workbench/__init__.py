@@ -1,0 +1,46 @@
+"""The pharmacist workbench: see, check, try and compare rulesets in the browser, under /workbench/.
+
+Server-rendered pages (Jinja2), plain CSS, a little JavaScript and inline SVG; nothing is fetched from the
+internet. Off unless the server is started with `--workbench`; access is checked by `access.py`.
+
+    register_workbench(app, settings)   # settings: the app's config (RULES_DIR, DB_URL, AUTH_CONFIG, CLOCK, ...)
+
+Optional settings: WORKBENCH_COHORT (a folder written by `cdsrules cohort generate`; default: a generated cohort).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from webhook.workbench import access
+from webhook.workbench.context import Workbench, WorkbenchEngine
+from webhook.workbench.views import bp
+
+# The pages add their routes to `bp` when imported.
+from webhook.workbench import compare, drafts, outcomes, patients, rulesets, timeline  # noqa: E402,F401
+
+
+def register_workbench(app: Flask, settings: dict[str, Any]) -> None:
+    """Mount the workbench on an app built by `create_app`; raises WorkbenchConfigError when it cannot be secured."""
+    policy = access.policy_from(settings.get("AUTH_CONFIG"))
+    runtime = app.extensions.get("cdsrules")
+    app.extensions["cdsrules.workbench"] = Workbench(
+        rules_dir=Path(settings.get("RULES_DIR", "rules")),
+        engine=WorkbenchEngine(),
+        store=runtime.store if runtime else _store(settings),
+        clock=settings.get("CLOCK") or dt.date.today,
+        cohort_dir=Path(settings["WORKBENCH_COHORT"]) if settings.get("WORKBENCH_COHORT") else None,
+    )
+    app.extensions["cdsrules.workbench.access"] = policy
+    app.register_blueprint(bp)
+
+
+def _store(settings: dict[str, Any]):
+    from webhook.store import Store
+
+    store = Store(settings.get("DB_URL", "sqlite:///var/cdsrules.db"))
+    store.create_tables()
+    return store

@@ -1,0 +1,159 @@
+"""Who may open the workbench. It shows patient data (audit, feedback), so it has its own credential.
+
+Without authentication (`--no-auth`, development) it answers loopback callers only. With authentication on, the
+auth config's `workbench:` section names the credential: `token_sha256` (the sha256 of a token, sent as
+`Authorization: Bearer <token>` or entered once in the login form, which sets a signed cookie) and/or
+`trusted_header` (a header such as X-Forwarded-User set by a reverse proxy that has authenticated the user; believed
+only from `trusted_proxies`, default loopback). With authentication on and no `workbench:` section, the workbench
+refuses to start rather than open without a credential.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from flask import Response, redirect, request, url_for
+
+COOKIE = "cdsrules_workbench"
+COOKIE_SECONDS = 8 * 3600
+LOOPBACK = ("127.0.0.1", "::1")
+
+
+class WorkbenchConfigError(ValueError):
+    """The workbench cannot be opened safely with this configuration."""
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    open_on_loopback: bool  # no authentication configured: loopback callers only
+    token_sha256: str | None = None
+    trusted_header: str | None = None
+    trusted_proxies: tuple[str, ...] = LOOPBACK
+
+    @property
+    def has_token(self) -> bool:
+        return self.token_sha256 is not None
+
+
+def policy_from(auth_config: str | None) -> AccessPolicy:
+    """The policy for a server's auth config path (None: authentication off)."""
+    if not auth_config:
+        return AccessPolicy(open_on_loopback=True)
+    try:
+        config = yaml.safe_load(Path(auth_config).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise WorkbenchConfigError(f"{auth_config}: cannot read the auth config: {error}") from None
+    section = config.get("workbench") if isinstance(config, dict) else None
+    if not isinstance(section, dict):
+        raise WorkbenchConfigError(f"{auth_config}: --workbench with authentication needs a 'workbench:' section "
+                                   "with token_sha256 and/or trusted_header")
+    return _policy(auth_config, section)
+
+
+def _policy(source: str, section: dict) -> AccessPolicy:
+    token = section.get("token_sha256")
+    header = section.get("trusted_header")
+    proxies = section.get("trusted_proxies", list(LOOPBACK))
+    if token is not None and (not isinstance(token, str) or len(token) != 64
+                              or any(c not in "0123456789abcdef" for c in token.lower())):
+        raise WorkbenchConfigError(f"{source}: workbench.token_sha256 must be 64 hexadecimal digits")
+    if header is not None and (not isinstance(header, str) or not header.strip()):
+        raise WorkbenchConfigError(f"{source}: workbench.trusted_header must be a header name")
+    if token is None and header is None:
+        raise WorkbenchConfigError(f"{source}: workbench needs token_sha256 or trusted_header")
+    if not isinstance(proxies, list) or not all(_is_address(p) for p in proxies):
+        raise WorkbenchConfigError(f"{source}: workbench.trusted_proxies must be a list of IP addresses")
+    return AccessPolicy(False, token.lower() if token else None, header, tuple(proxies))
+
+
+def _is_address(value: object) -> bool:
+    try:
+        ipaddress.ip_address(str(value))
+        return True
+    except ValueError:
+        return False
+
+
+# --- checking a request -------------------------------------------------------------------------
+
+
+def who(policy: AccessPolicy) -> str | None:
+    """Who is asking, if they may: a user name, 'token' or 'loopback'; None if not allowed."""
+    if policy.open_on_loopback:
+        return "loopback" if _is_loopback(request.remote_addr) else None
+    if policy.trusted_header and request.remote_addr in policy.trusted_proxies:
+        user = (request.headers.get(policy.trusted_header) or "").strip()
+        if user:
+            return user
+    if policy.has_token:
+        if token_matches(policy, _bearer(request.headers.get("Authorization"))):
+            return "token"
+        if cookie_valid(policy, request.cookies.get(COOKIE)):
+            return "token"
+    return None
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def _bearer(header: str | None) -> str | None:
+    scheme, _, token = (header or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def token_matches(policy: AccessPolicy, token: str | None) -> bool:
+    if not token or not policy.token_sha256:
+        return False
+    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return hmac.compare_digest(digest, policy.token_sha256)
+
+
+def _signature(policy: AccessPolicy, expires: int) -> str:
+    """Signed with the token's hash, so changing the token logs everybody out."""
+    return hmac.new(bytes.fromhex(policy.token_sha256), f"workbench:{expires}".encode(), "sha256").hexdigest()
+
+
+def cookie_value(policy: AccessPolicy, now: float | None = None) -> str:
+    expires = int(now if now is not None else time.time()) + COOKIE_SECONDS
+    return f"{expires}.{_signature(policy, expires)}"
+
+
+def cookie_valid(policy: AccessPolicy, value: str | None, now: float | None = None) -> bool:
+    if not value or not policy.token_sha256:
+        return False
+    expires, _, signature = value.partition(".")
+    if not expires.isdigit() or int(expires) < (now if now is not None else time.time()):
+        return False
+    return hmac.compare_digest(signature, _signature(policy, int(expires)))
+
+
+def refuse(policy: AccessPolicy) -> Response:
+    """A page asking for the credential (or saying why there is none to give)."""
+    from flask import render_template
+
+    if policy.open_on_loopback:
+        return Response(render_template("refused.html", reason="The workbench is served to this machine only "
+                                        "(authentication is off)."), status=403)
+    if policy.has_token and request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+        return redirect(url_for("workbench.login", next=request.full_path.rstrip("?")))
+    response = Response(render_template("refused.html", reason="The workbench needs its own credential."),
+                        status=401)
+    if policy.has_token:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="workbench"'
+    return response
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path inside the workbench, never another site (no open redirect)."""
+    if target and target.startswith("/workbench/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("workbench.rulesets")

@@ -1,0 +1,172 @@
+"""Check a draft: YAML pasted or edited in the page is validated and tested without being saved.
+
+The text is loaded as if it were `rules/<ruleset>/<its version>.yaml`, so the draft sees what the real file would
+(its sibling tests file, the FHIR bundles its tests name, the site mapping). Every error is shown at its line in
+the text. Once the schema passes, the decision tables are drawn even if later checks fail, so a gap or an overlap
+is seen where it is.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from flask import jsonify, render_template, request
+from markupsafe import Markup
+
+from engine.document import Document, read_document, schema_errors
+from engine.errors import RulesetError, RulesetErrors
+from engine.loader import RULESET_SCHEMA, build_ruleset, load_ruleset
+from engine.model import Ruleset
+from engine.runtime import Engine
+from engine.testing import CaseResult, run_tests
+from webhook.workbench import svg
+from webhook.workbench.views import bp, chosen_version, snapshot, workbench
+
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
+DRAFT_NAME = "draft"  # the file stem when the text names no usable version
+
+
+@dataclass
+class Line:
+    number: int
+    text: str
+    errors: list[RulesetError] = field(default_factory=list)
+
+
+@dataclass
+class DraftCheck:
+    path: Path
+    errors: list[RulesetError]  # in the draft's text
+    other_errors: list[RulesetError]  # in other files it uses (its tests file)
+    ruleset: Ruleset | None
+    results: list[CaseResult]
+    charts: dict[str, Markup]
+    test_problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.other_errors and not self.test_problem and all(
+            r.passed for r in self.results)
+
+    def lines(self, text: str) -> list[Line]:
+        found = [Line(i, line) for i, line in enumerate(text.splitlines() or [""], start=1)]
+        for error in self.errors:
+            if 1 <= error.line <= len(found):
+                found[error.line - 1].errors.append(error)
+        return found
+
+    def excerpt(self, text: str, radius: int = 3) -> list[Line | None]:
+        """The lines around each problem (None marks lines left out), so a long file shows where it matters."""
+        lines = self.lines(text)
+        keep = {n for line in lines if line.errors for n in range(line.number - radius, line.number + radius + 1)}
+        found: list[Line | None] = []
+        for line in lines:
+            if line.number in keep:
+                found.append(line)
+            elif found and found[-1] is not None:
+                found.append(None)
+        return found
+
+    def unplaced(self, text: str) -> list[RulesetError]:
+        count = len(text.splitlines() or [""])
+        return [e for e in self.errors if not 1 <= e.line <= count]
+
+    def as_dict(self) -> dict:
+        return {"file": str(self.path), "ok": self.ok,
+                "errors": [e.as_dict() for e in self.errors + self.other_errors],
+                "tests": [{"name": r.name, "passed": r.passed, "differences": r.differences} for r in self.results],
+                "test_problem": self.test_problem}
+
+
+def draft_path(rules_dir: Path, ruleset_id: str, text: str) -> Path:
+    """Where the text would live: its ruleset's folder, named by its version when that is a semantic version."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    version = str(data.get("version", "")) if isinstance(data, dict) else ""
+    return rules_dir / ruleset_id / f"{version if _SEMVER.match(version) else DRAFT_NAME}.yaml"
+
+
+def check_draft(text: str, path: Path, rules_dir: Path, engine: Engine) -> DraftCheck:
+    """Validate the text as the file at `path`; if it loads, run its tests."""
+    errors: list[RulesetError] = []
+    ruleset = None
+    try:
+        ruleset = load_ruleset(path, text)
+    except RulesetErrors as exc:
+        errors = exc.errors
+    mine = [e for e in errors if e.file == str(path)]
+    others = [e for e in errors if e.file != str(path)]
+    check = DraftCheck(path, sorted(mine, key=lambda e: (e.line, e.column)), others, ruleset, [],
+                       _charts(path, text))
+    if ruleset is not None:
+        check.errors += outside_files(ruleset, path, rules_dir, text)
+    if ruleset is not None and not check.errors:
+        try:
+            check.results = run_tests(ruleset, engine)
+        except Exception as exc:  # a draft must never take the page down; say what happened instead
+            check.test_problem = f"the tests could not be run: {type(exc).__name__}: {exc}"
+    return check
+
+
+def outside_files(ruleset: Ruleset, path: Path, rules_dir: Path, text: str) -> list[RulesetError]:
+    """Tests may only name bundles inside the rules directory: a draft must not read other files."""
+    doc: Document = read_document(path, text)
+    root = rules_dir.resolve()
+    errors = []
+    for index, case in enumerate((doc.data or {}).get("tests", []) or []):
+        for key in ("fhir", "draft_orders"):
+            if isinstance(case, dict) and key in case:
+                target = (path.parent / str(case[key])).resolve()
+                if root not in target.parents:
+                    errors.append(doc.error(("tests", index, key),
+                                            f"'{case[key]}' is outside the rules directory; name a bundle in the "
+                                            "ruleset's folder"))
+    return errors
+
+
+def _charts(path: Path, text: str) -> dict[str, Markup]:
+    """The tables drawn from a document that passed the schema, even when semantic checks fail."""
+    try:
+        doc = read_document(path, text)
+        if schema_errors(doc, RULESET_SCHEMA):
+            return {}
+        ruleset = build_ruleset(doc)
+        return {name: svg.table_chart(table, ruleset) for name, table in ruleset.tables.items()}
+    except Exception:  # best effort: a picture is a help, not a verdict
+        return {}
+
+
+def _folders() -> list[str]:
+    return list(snapshot().versions)
+
+
+def _run(text: str, ruleset_id: str) -> DraftCheck:
+    rules_dir = workbench().rules_dir
+    folders = _folders()
+    if ruleset_id not in folders:
+        ruleset_id = folders[0] if folders else "draft"
+    return check_draft(text, draft_path(rules_dir, ruleset_id, text), rules_dir, workbench().engine)
+
+
+@bp.route("/check", methods=["GET", "POST"])
+def check() -> str:
+    if request.method == "POST":
+        text, ruleset_id = request.form.get("text", ""), request.form.get("ruleset", "")
+        return render_template("check.html", text=text, ruleset_id=ruleset_id, folders=_folders(),
+                               result=_run(text, ruleset_id))
+    start = chosen_version(request.args.get("from"))
+    text = start.ruleset.source_text if start else ""
+    return render_template("check.html", text=text, ruleset_id=start.ruleset_id if start else "",
+                           folders=_folders(), result=None, start=start)
+
+
+@bp.post("/check.json")
+def check_json():
+    """The same check for a script: body {"text": ..., "ruleset": ...}; answers errors and test results."""
+    body = request.get_json(silent=True) or {}
+    result = _run(str(body.get("text", "")), str(body.get("ruleset", "")))
+    return jsonify(result.as_dict())

@@ -1,0 +1,173 @@
+"""The workbench blueprint: access control, security headers, login, errors as pages, and helpers the pages share.
+
+Each page lives in its own module (rulesets, drafts, patients, timeline, compare, outcomes) and adds its routes to
+this one blueprint; nothing here evaluates anything.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from engine.templates import format_number
+from webhook.workbench import access
+from webhook.workbench.context import Snapshot, VersionInfo, Workbench
+from webhook.workbench.markdown import render_markdown
+
+bp = Blueprint("workbench", __name__, url_prefix="/workbench", template_folder="templates",
+               static_folder="static", static_url_path="/static")
+
+PUBLIC_ENDPOINTS = {"workbench.login", "workbench.static"}
+SECURITY_HEADERS = {
+    # Nothing is fetched from anywhere but this server; inline SVG needs no source.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                               "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",  # pages show patient data
+}
+
+
+def workbench() -> Workbench:
+    return current_app.extensions["cdsrules.workbench"]
+
+
+def policy() -> access.AccessPolicy:
+    return current_app.extensions["cdsrules.workbench.access"]
+
+
+def snapshot() -> Snapshot:
+    return workbench().snapshot()
+
+
+def today() -> dt.date:
+    return workbench().clock()
+
+
+@bp.before_request
+def _check_access() -> Response | None:
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    user = access.who(policy())
+    if user is None:
+        return access.refuse(policy())
+    g.workbench_user = user
+    return None
+
+
+@bp.after_request
+def _headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+@bp.errorhandler(HTTPException)
+def _error_page(error: HTTPException) -> tuple[str, int]:
+    return render_template("error.html", error=error), error.code or 500
+
+
+@bp.app_template_filter("num")
+def _num(value: Any) -> str:
+    return "—" if value is None else format_number(value)
+
+
+@bp.app_template_filter("show")
+def _show(value: Any) -> str:
+    """A fact's value as the rulesets write it: true/false, numbers without noise, nothing as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return format_number(value)
+    if isinstance(value, list):
+        return "; ".join(_show(v) for v in value)
+    return str(value)
+
+
+@bp.app_template_filter("markdown")
+def _markdown(text: str | None):
+    return render_markdown(text)
+
+
+@bp.app_template_filter("pretty_json")
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+@bp.app_context_processor
+def _globals() -> dict:
+    return {"workbench_user": g.get("workbench_user"), "today": today() if request.blueprint == "workbench" else None}
+
+
+# --- login -------------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | str:
+    """A form for the token; a good one sets a signed, HttpOnly, same-site cookie limited to /workbench."""
+    rule = policy()
+    if not rule.has_token:
+        return access.refuse(rule)
+    target = access.safe_next(request.values.get("next"))
+    if request.method == "GET":
+        return render_template("login.html", next=target, failed=False)
+    if not access.token_matches(rule, request.form.get("token")):
+        return Response(render_template("login.html", next=target, failed=True), status=401)
+    response = redirect(target)
+    response.set_cookie(access.COOKIE, access.cookie_value(rule), max_age=access.COOKIE_SECONDS, path="/workbench",
+                        httponly=True, samesite="Strict", secure=request.is_secure)
+    return response
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    response = redirect(url_for("workbench.login"))
+    response.delete_cookie(access.COOKIE, path="/workbench")
+    return response
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+
+def find_version(ruleset_id: str, version: str) -> VersionInfo:
+    """A version that exists and loads, or a 404 page saying which."""
+    from flask import abort
+
+    info = snapshot().find(ruleset_id, version)
+    if info is None:
+        abort(404, description=f"No version {version} of ruleset '{ruleset_id}' under the rules directory.")
+    if info.ruleset is None:
+        abort(404, description=f"{info.ref} does not load: {len(info.errors)} error(s); see the rulesets page.")
+    return info
+
+
+def version_choices() -> list[VersionInfo]:
+    """Every loadable version, newest first within a ruleset, for the pickers."""
+    found = []
+    for versions in snapshot().versions.values():
+        found += [info for info in reversed(list(versions.values())) if info.ruleset]
+    return found
+
+
+def chosen_version(value: str | None) -> VersionInfo | None:
+    """`id@version` from a form; the newest released version (else the newest) when nothing was chosen."""
+    choices = version_choices()
+    if value and "@" in value:
+        ruleset_id, _, version = value.partition("@")
+        return next((c for c in choices if c.ruleset_id == ruleset_id and c.version == version), None)
+    on = today()
+    released = [c for c in choices if c.status(on) == "released"]
+    return (released or choices or [None])[0]
+
+
+def parse_date(value: str | None, default: dt.date) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value) if value else default
+    except ValueError:
+        return default
