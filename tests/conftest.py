@@ -238,3 +238,25 @@ def prefetch_for(templates: dict[str, str], server: FhirServer, patient: str) ->
         status, body = server.answer("/fhir/" + template.replace("{{context.patientId}}", patient))
         prefetch[key] = body if status == 200 else None
     return prefetch
+
+
+# --- every log line of the suite, kept for the secrets check (tests/test_zz_no_secrets.py) ---------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def suite_log(tmp_path_factory):
+    """All in-process log records at DEBUG into one file beside the live servers' logs."""
+    import logging
+
+    path = tmp_path_factory.getbasetemp() / "in-process.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield path
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    handler.close()
