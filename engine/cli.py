@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from . import diff, versions
+from .audit import add_audit_command
 from .cohort import add_cohort_command
 from .errors import EvaluationError, RulesetErrors
 from .explain import explain_ruleset, format_evaluation
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(command=cmd_serve)
 
     add_cohort_command(sub)
+    add_audit_command(sub)
     return parser
 
 

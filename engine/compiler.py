@@ -22,9 +22,14 @@ _NEGATED = {"eq": "ne", "ne": "eq", "gt": "lte", "gte": "lt", "lt": "gte", "lte"
 
 
 def to_engine_value(value: Any) -> Any:
-    """Dates travel through the engine as day numbers so that gt/lt compare them."""
+    """Dates travel through the engine as day numbers so that gt/lt compare them.
+
+    durable-rules' JSON reader rejects numbers in exponent form (1e-05, 1e+20), which Python writes for very small
+    and very large floats: those are sent as fixed-point values at 1e-4 resolution, or as integers."""
     if isinstance(value, dt.date):
         return (value - EPOCH).days
+    if isinstance(value, float) and "e" in repr(value):
+        return int(value) if abs(value) >= 1 else round(value, 4)
     return value
 
 

@@ -6,6 +6,7 @@ undated or older than its window is dropped and recorded as missing with the rea
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from .errors import EvaluationError
@@ -26,7 +27,10 @@ def prepare_inputs(ruleset: Ruleset, given: dict[str, Any], evaluation_date: dt.
         if given.get(name) is None:
             missing[name] = reasons.get(name, "no value")
             continue
-        facts[name] = coerce(spec, given[name])
+        try:
+            facts[name] = coerce(spec, given[name])
+        except NotUsable as exc:
+            missing[name] = str(exc)
     for name, spec in ruleset.facts.items():
         if name in facts:
             reason = _screen(ruleset, spec, facts, evaluation_date)
@@ -36,11 +40,17 @@ def prepare_inputs(ruleset: Ruleset, given: dict[str, Any], evaluation_date: dt.
     return facts, missing
 
 
+class NotUsable(ValueError):
+    """A value of the right type that cannot be used (e.g. infinite): missing, with this reason."""
+
+
 def coerce(spec: FactSpec, value: Any) -> Any:
     kind = spec.type
     if kind in ("number", "integer"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise EvaluationError(f"fact '{spec.name}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise NotUsable(f"value {value!r} is not a finite number")
         if kind == "integer" and not float(value).is_integer():
             raise EvaluationError(f"fact '{spec.name}' must be a whole number, got {value!r}")
         return int(value) if kind == "integer" else value

@@ -88,6 +88,8 @@ def _run_strata(compiled: CompiledRuleset, run: "_Run") -> None:
                 state = host.assert_fact(compiled.engine_name, document)
             except durable.engine.MessageNotHandledException:
                 state = None  # no rule of this stratum matched
+            except Exception as exc:  # the C core's own error type: say which stratum, never crash
+                raise EvaluationError(f"the engine refused stratum {stratum} of {compiled.ruleset.ref}: {exc}") from None
             if run.error is not None:
                 raise run.error
             if state and state.get("exception"):

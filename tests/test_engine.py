@@ -152,3 +152,18 @@ def test_a_second_copy_of_a_registered_version_is_not_compiled_again():
     assert copy_of_it is not DEMO_RULESET
     assert engine.register(copy_of_it) is first
     assert runtime._BY_OBJECT[id(copy_of_it)] == (copy_of_it, first)
+
+
+def test_numbers_the_engine_cannot_read_in_exponent_form_still_evaluate():
+    # durable-rules' JSON reader rejects 1e-05 or 1e+20; Python writes such floats that way.
+    engine = Engine()
+    for marker in (1e-05, 5e-308, 1e20, 1e300):
+        evaluation = engine.evaluate(DEMO_RULESET, {"start_date": "2026-03-03", "current_dose_mg": 10, "marker": marker,
+                                                    "draft_order_id": "d"}, "2026-03-10")
+        assert ("increase" in evaluation.topics()) is (marker < 50)
+
+
+def test_infinite_numbers_are_missing_with_a_reason():
+    evaluation = Engine().evaluate(DEMO_RULESET, {"weight_kg": float("inf"), "weight_date": "2026-03-09"}, "2026-03-10")
+    assert evaluation.topics() == ["data-missing"]
+    assert "not a finite number" in evaluation.missing["weight_kg"]

@@ -8,12 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 from flask import Blueprint, current_app, request
 
 from engine import fhir
+from engine.audit import decision_summary
 from engine.model import Evaluation, Ruleset
+from webhook import metrics
 from webhook.auth import current_issuer
 from webhook.cards import build_cards
 from webhook.prefetch import gather, is_safe_fetch_target
@@ -53,6 +56,7 @@ def call(service_id: str) -> dict:
     else:
         cards, evaluation = answer(service, ruleset, hook_request, today)
     _audit(service, ruleset, hook_request, cards, evaluation, started)
+    metrics.record_decisions(service.id, ruleset and ruleset.ref, [c["source"]["topic"]["code"] for c in cards])
     return {"cards": cards}
 
 
@@ -91,18 +95,33 @@ def _may_fetch_from(url: str) -> bool:
 
 def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest, cards: list[dict],
            evaluation: Evaluation | None, started: float) -> None:
+    """Record the call before it is answered: what was decided, from which facts, by which exact rules."""
+    state = runtime()
+    versions = state.catalog.rulesets.get(ruleset.id) if ruleset else None
+    release = versions.releases.get(ruleset.version) if versions else None
+    decided_by: dict[str, str] = {}  # topic -> the rule whose decision made its card (the first, as cards.py does)
+    for decision in evaluation.decisions if evaluation else []:
+        decided_by.setdefault(decision.topic, decision.rule_id)
+    topics = [c["source"]["topic"]["code"] for c in cards]
     record = AuditRecord(
+        decision_id=str(uuid.uuid4()),
         hook_instance=hook_request.hook_instance,
         service=service.id,
         hook=hook_request.sent_hook,
+        evaluated_hook=hook_request.hook,
         patient_id=hook_request.patient_id,
+        evaluation_date=evaluation.evaluation_date if evaluation else state.clock().isoformat(),
         ruleset=service.ruleset.id,
         version=ruleset.version if ruleset else "none in effect",
+        manifest_sha256=release.sha256 if release else None,
+        facts=evaluation.facts if evaluation else None,
+        missing=evaluation.missing if evaluation else {},
         fired_rules=evaluation.fired_rules if evaluation else [],
-        cards=[{"uuid": c["uuid"], "topic": c["source"]["topic"]["code"]} for c in cards],
+        decisions=[decision_summary(d) for d in evaluation.decisions] if evaluation else [],
+        cards=[{"uuid": c["uuid"], "topic": t, "rule_id": decided_by.get(t)} for c, t in zip(cards, topics)],
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
-    runtime().store.add_audit(record)
-    log.info("%s %s@%s hookInstance=%s rules=%s cards=%s %.1f ms", service.id, record.ruleset, record.version,
-             hook_request.hook_instance, ",".join(record.fired_rules) or "-",
-             ",".join(c["topic"] for c in record.cards) or "-", record.latency_ms)
+    state.store.add_audit(record)
+    log.info("%s %s@%s hookInstance=%s decision=%s rules=%s cards=%s %.1f ms", service.id, record.ruleset,
+             record.version, hook_request.hook_instance, record.decision_id, ",".join(record.fired_rules) or "-",
+             ",".join(topics) or "-", record.latency_ms)

@@ -13,14 +13,17 @@ import sys
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from engine import fhir
 from engine.errors import RulesetErrors
 from engine.versions import load_catalog
 from webhook import SITE_MAPPING, check_medications, create_app
+from webhook import metrics
 from webhook.auth import AuthConfigError, read_config
 from webhook.services import released_rulesets
-from webhook.store import Store
+from webhook.store import Store, StoreError
 
 NO_AUTH_WARNING = (
     "WARNING: authentication is OFF (--no-auth). Any caller can use this service and make it fetch from any "
@@ -81,10 +84,15 @@ def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) ->
             read_config(auth_config)
         except AuthConfigError as error:
             return str(error)
+    # The schema is created or upgraded here, once, before any worker starts (workers migrate again on start,
+    # which is then a no-op); the master's connections are closed so that no forked worker inherits one.
     store = Store(db_url)
-    store.create_tables()
-    if not store.ping():
-        return f"the store {db_url} does not answer"
+    try:
+        store.migrate()
+    except (SQLAlchemyError, StoreError) as error:
+        return f"the store {make_url(db_url).render_as_string(hide_password=True)} cannot be used: {error}"
+    finally:
+        store.engine.dispose()
     return None
 
 
@@ -100,7 +108,8 @@ def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int, auth_
     app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config}
     if workbench:
         app_config["WORKBENCH"] = True
-    _Gunicorn(app_config, gunicorn_options(host, port, workers)).run()
+    options = {**gunicorn_options(host, port, workers), **metrics.gunicorn_hooks()}  # multiprocess /metrics
+    _Gunicorn(app_config, options).run()
     return 0
 
 

@@ -1,0 +1,285 @@
+"""The store on both backends (SQLite and PostgreSQL): migrations, feedback, the jti replay cache shared by
+workers, the outcome summary, and durability: whatever the server answered with 200 is in the store after a worker
+is killed with SIGKILL under load."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+
+from tests.conftest import REPO, RULES_DIR, _wait_ready, LiveServer, cdsrules_command, free_port, \
+    hetrombopag_order, order_sign_request, patient_record, prefetch_for
+from tests.fhir_server import FhirServer
+from tests.store_backends import store_url  # noqa: F401 - a fixture
+from webhook.store import AuditRecord, Store, StoreError, alembic_config, metadata
+
+pytestmark = pytest.mark.timeout(90)
+
+TABLES = {"feedback", "audit", "audit_card", "jti", "alembic_version"}
+
+
+def _head() -> str:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def test_migrations_make_the_schema_the_code_expects_and_upgrading_again_changes_nothing(store_url):
+    store = Store(store_url)
+    assert store.schema_revision() is None
+    store.migrate()
+    assert store.schema_revision() == _head() == "0001"
+    with store.engine.connect() as connection:
+        assert set(inspect(connection).get_table_names()) == TABLES
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == [], "the migrations and webhook.store's tables disagree"
+    store.add_feedback("svc", {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"})
+    store.migrate()
+    store.create_tables()
+    assert store.schema_revision() == "0001"
+    assert len(store.feedback_rows()) == 1, "upgrading again keeps the rows"
+
+
+def test_workers_starting_together_migrate_once(store_url):
+    """Two processes migrating the same new store at the same moment: one migrates, the other finds it done."""
+    script = "import sys; from webhook.store import Store; Store(sys.argv[1]).migrate()"
+    processes = [subprocess.Popen([sys.executable, "-c", script, store_url], cwd=REPO, stderr=subprocess.PIPE)
+                 for _ in range(2)]
+    failures = [p.stderr.read().decode() for p in processes if p.wait(30) != 0]
+    assert failures == []
+    assert Store(store_url).schema_revision() == "0001"
+
+
+def test_a_store_made_before_migrations_is_refused_with_a_reason(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = Store(url)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE feedback (id INTEGER PRIMARY KEY)")
+    with pytest.raises(StoreError, match="before schema migrations"):
+        store.migrate()
+
+
+def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.migrate()
+    with store.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+# --- feedback and jti ---------------------------------------------------------------------------
+
+
+def test_feedback_is_stored_once(store_url):
+    store = Store(store_url)
+    store.migrate()
+    item = {"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-06-02T10:00:00Z",
+            "overrideReason": {"reason": {"code": "other"}, "userComment": "seen"}}
+    assert store.add_feedback("svc", item) is True
+    assert store.add_feedback("svc", item) is False
+    assert store.add_feedback("svc", {**item, "outcomeTimestamp": "2026-06-02T10:00:01Z"}) is True
+    assert [r["card"] for r in store.feedback_rows("svc")] == ["c1", "c1"]
+
+
+def test_a_jti_seen_by_one_worker_is_a_replay_for_another(store_url):
+    first, second = Store(store_url), Store(store_url)  # as two gunicorn workers hold them
+    first.migrate()
+    future = int(time.time()) + 300
+    assert first.remember_jti("iss", "j1", future) is True
+    assert second.remember_jti("iss", "j1", future) is False
+    assert second.remember_jti("other-iss", "j1", future) is True
+    assert second.remember_jti("iss", "expired", int(time.time()) - 10) is True
+    assert first.remember_jti("iss", "j2", future) is True  # ...and the expired one is cleaned up
+    assert first.remember_jti("iss", "expired", future) is True
+
+
+# --- outcomes ---------------------------------------------------------------------------------
+
+
+def _record(cards: list[dict], **fields) -> AuditRecord:
+    values = dict(decision_id=str(uuid.uuid4()), hook_instance=str(uuid.uuid4()), service="hetrombopag-order-sign",
+                  hook="order-sign", patient_id="p1", ruleset="hetrombopag", version="1.0.0",
+                  fired_rules=[c["rule_id"] for c in cards], cards=cards, latency_ms=1.0)
+    return AuditRecord(**{**values, **fields})
+
+
+def test_the_outcome_summary_joins_feedback_on_the_card(store_url):
+    store = Store(store_url)
+    store.migrate()
+    cards = [{"uuid": f"card-{n}", "topic": topic, "rule_id": rule} for n, (topic, rule) in
+             enumerate([("titration", "raise-dose"), ("titration", "raise-dose"), ("titration", "keep-dose"),
+                        ("monitoring", "liver-tests")])]
+    assert store.add_audit(_record(cards[:2]))
+    assert store.add_audit(_record(cards[2:]))
+    reason = {"reason": {"code": "patient-declined", "system": "urn:x", "display": "Patient declined"},
+              "userComment": "family prefers to wait"}
+    store.add_feedback("svc", {"card": "card-0", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"})
+    store.add_feedback("svc", {"card": "card-1", "outcome": "overridden", "outcomeTimestamp": "2026-06-02T10:00:00Z",
+                               "overrideReason": reason})
+    store.add_feedback("svc", {"card": "card-3", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"})
+    store.add_feedback("svc", {"card": "card-3", "outcome": "overridden", "outcomeTimestamp": "2026-06-02T11:00:00Z"})
+    store.add_feedback("svc", {"card": "unknown", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"})
+
+    summary = store.outcome_summary()
+    assert summary["totals"] == {"shown": 4, "accepted": 1, "overridden": 2, "no_feedback": 1}
+    assert summary["by_topic"] == [
+        {"topic": "titration", "shown": 3, "accepted": 1, "overridden": 1, "no_feedback": 1},
+        {"topic": "monitoring", "shown": 1, "accepted": 0, "overridden": 1, "no_feedback": 0}]
+    assert summary["by_rule"][0] == {"rule_id": "raise-dose", "topic": "titration", "shown": 2, "accepted": 1,
+                                     "overridden": 1, "no_feedback": 0}
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    assert {(d["day"], d["topic"], d["shown"]) for d in summary["by_day"]} == {(today, "titration", 3),
+                                                                              (today, "monitoring", 1)}
+    assert summary["override_reasons"] == [
+        {"topic": "monitoring", "rule_id": "liver-tests", "code": None, "system": None, "display": None, "count": 1},
+        {"topic": "titration", "rule_id": "raise-dose", "code": "patient-declined", "system": "urn:x",
+         "display": "Patient declined", "count": 1}]
+    assert summary["comments"] == [{"card_uuid": "card-1", "topic": "titration", "rule_id": "raise-dose",
+                                    "day": today, "reason": "Patient declined", "comment": "family prefers to wait"}]
+    tomorrow = dt.date.today() + dt.timedelta(days=2)
+    assert store.outcome_summary(since=tomorrow)["totals"]["shown"] == 0
+    assert store.outcome_summary(until=today, ruleset="hetrombopag")["totals"]["shown"] == 4
+    assert store.outcome_summary(ruleset="other")["by_topic"] == []
+
+
+# --- durability under SIGKILL -------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_for_workers(pid: int, count: int, gone: int | None = None, timeout: float = 20) -> list[int]:
+    """The master's worker pids once there are `count` of them (and `gone` is not one of them any more)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _children(pid)
+        if len(workers) >= count and gone not in workers:
+            return workers
+        time.sleep(0.1)
+    raise AssertionError(f"the server has workers {_children(pid)}, not {count} without {gone}")
+
+
+class Load:
+    """A few clients sending hook calls and feedback; remembers what was acknowledged with 200."""
+
+    def __init__(self, base_url: str, bodies: dict[str, dict], total: int):
+        self.base_url, self.bodies, self.total = base_url, bodies, total
+        self.sent = 0
+        self.acknowledged_calls: set[str] = set()
+        self.acknowledged_cards: set[str] = set()
+        self.failures = 0
+        self._lock = threading.Lock()
+
+    def _next(self) -> int | None:
+        with self._lock:
+            if self.sent >= self.total:
+                return None
+            self.sent += 1
+            return self.sent
+
+    def client(self) -> None:
+        session = requests.Session()
+        while (n := self._next()) is not None:
+            if n % 2:
+                service_id, body = "hetrombopag-order-sign", {**self.bodies["order-sign"],
+                                                              "hookInstance": str(uuid.uuid4())}
+                path, key = f"/cds-services/{service_id}", body["hookInstance"]
+            else:
+                key = str(uuid.uuid4())
+                path = "/cds-services/hetrombopag-order-sign/feedback"
+                body = {"feedback": [{"card": key, "outcome": "accepted",
+                                      "outcomeTimestamp": "2026-06-02T10:00:00Z"}]}
+            try:
+                status = session.post(self.base_url + path, json=body, timeout=10).status_code
+            except requests.RequestException:
+                status = None
+                session = requests.Session()
+            with self._lock:
+                if status != 200:
+                    self.failures += 1
+                elif n % 2:
+                    self.acknowledged_calls.add(key)
+                else:
+                    self.acknowledged_cards.add(key)
+        session.close()
+
+
+@pytest.fixture(scope="module")
+def patient_fhir():
+    server = FhirServer().start()
+    server.reset(patient_record(dt.date.today(), platelets=40))
+    yield server
+    server.stop()
+
+
+def test_nothing_acknowledged_is_lost_when_a_worker_is_killed(store_url, tmp_path, patient_fhir):
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    command = cdsrules_command() + ["serve", "--no-auth", "--host", "127.0.0.1", "--port", str(port), "--db",
+                                    store_url, "--workers", "2", "--rules", str(RULES_DIR)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, Path())
+    try:
+        _wait_ready(server)
+        workers = _wait_for_workers(process.pid, 2)
+        services = {s["id"]: s for s in requests.get(server.base_url + "/cds-services", timeout=5).json()["services"]}
+        today = dt.date.today()
+        draft = hetrombopag_order("draft-1", "p1", 5, "draft", today)
+        order_sign = order_sign_request("p1", [draft],
+                                        prefetch=prefetch_for(services["hetrombopag-order-sign"]["prefetch"],
+                                                              patient_fhir, "p1"))
+        load = Load(server.base_url, {"order-sign": order_sign}, total=160)
+        clients = [threading.Thread(target=load.client) for _ in range(4)]
+        for client in clients:
+            client.start()
+        while load.sent < load.total // 3:
+            time.sleep(0.005)
+        os.kill(workers[0], signal.SIGKILL)
+        for client in clients:
+            client.join(60)
+        assert not any(c.is_alive() for c in clients)
+        # the master replaces the killed worker, and the service keeps answering
+        _wait_for_workers(process.pid, 2, gone=workers[0])
+        assert requests.get(server.base_url + "/readyz", timeout=5).status_code == 200
+    finally:
+        process.send_signal(signal.SIGQUIT)  # quick shutdown: what was acknowledged is stored already
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    assert len(load.acknowledged_calls) + len(load.acknowledged_cards) + load.failures == load.total
+    assert len(load.acknowledged_calls) > 40 and len(load.acknowledged_cards) > 40, server.log()[-3000:]
+    assert load.failures <= 8, "only the calls in flight on the killed worker may fail"
+    store = Store(store_url)
+    audited = {r["hook_instance"] for r in store.audit_rows()}
+    fed_back = {r["card"] for r in store.feedback_rows()}
+    lost_calls = load.acknowledged_calls - audited
+    lost_feedback = load.acknowledged_cards - fed_back
+    assert not lost_calls and not lost_feedback, f"lost {len(lost_calls)} audit, {len(lost_feedback)} feedback"
+    store.engine.dispose()
