@@ -93,3 +93,18 @@ def test_a_file_url_is_a_bad_request(tmp_path, fhir_server):
     client = build_app(tmp_path, fhir_server, FHIR_SERVERS=None).test_client()
     response = client.post("/cds-services/hetrombopag-patient-view", json=patient_view("file:///etc/passwd"))
     assert response.status_code == 400
+
+
+def test_patient_ids_in_logs_are_pseudonyms(tmp_path, fhir_server, caplog):
+    import logging
+
+    from tests.conftest import TODAY, patient_record
+    fhir_server.reset(patient_record(TODAY, patient="patient-ZX81", platelets=40))
+    client = build_app(tmp_path, fhir_server).test_client()
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": fhir_server.url,
+            "context": {"userId": "Practitioner/1", "patientId": "patient-ZX81"}}
+    with caplog.at_level(logging.INFO):
+        assert client.post("/cds-services/hetrombopag-patient-view", json=body).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if "hookInstance=" in r.getMessage()]
+    assert lines and all("patient=pt-" in line for line in lines)
+    assert not any("ZX81" in r.getMessage() for r in caplog.records)

@@ -20,6 +20,7 @@ from webhook import metrics
 from webhook.auth import current_issuer
 from webhook.cards import build_cards
 from webhook.prefetch import gather, is_safe_fetch_target
+from webhook.privacy import pseudonym
 from webhook.request import HookRequest, normalise_resource, parse_hook_request
 from webhook.services import Service
 from webhook.store import AuditRecord
@@ -122,6 +123,7 @@ def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
     state.store.add_audit(record)
-    log.info("%s %s@%s hookInstance=%s decision=%s rules=%s cards=%s %.1f ms", service.id, record.ruleset,
-             record.version, hook_request.hook_instance, record.decision_id, ",".join(record.fired_rules) or "-",
-             ",".join(topics) or "-", record.latency_ms)
+    log.info("%s %s@%s hookInstance=%s decision=%s patient=%s rules=%s cards=%s %.1f ms", service.id,
+             record.ruleset, record.version, hook_request.hook_instance, record.decision_id,
+             pseudonym(hook_request.patient_id), ",".join(record.fired_rules) or "-", ",".join(topics) or "-",
+             record.latency_ms)

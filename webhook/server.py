@@ -20,7 +20,7 @@ from engine import fhir
 from engine.errors import RulesetErrors
 from engine.versions import load_catalog
 from webhook import SITE_MAPPING, check_medications, create_app
-from webhook import metrics
+from webhook import metrics, privacy
 from webhook.auth import AuthConfigError, read_config
 from webhook.services import released_rulesets
 from webhook.store import Store, StoreError
@@ -109,6 +109,7 @@ def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int, auth_
     if workbench:
         app_config["WORKBENCH"] = True
     options = {**gunicorn_options(host, port, workers), **metrics.gunicorn_hooks()}  # multiprocess /metrics
+    privacy.ensure_key()  # one log pseudonym key for all workers
     _Gunicorn(app_config, options).run()
     return 0
 
