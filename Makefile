@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve bench audit clean
+.PHONY: install test serve bench soak audit clean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ serve: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The long variants: 8 clients x 10,000 calls, 30,000 fuzzed requests (their figures go in the closing notes).
+soak: install
+	CONCURRENT_CALLS=10000 FUZZ_EXAMPLES=30000 $(BIN)/python -m pytest -q -p no:randomly \
+		tests/test_concurrency.py tests/test_fuzz.py tests/test_store.py
 
 # Known vulnerabilities in the pinned dependencies (needs PyPI's JSON API or OSV to be reachable).
 audit: install

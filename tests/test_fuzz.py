@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from tests.conftest import TODAY, hetrombopag_order, order_sign_request, patient_record
 
 pytestmark = pytest.mark.timeout(600)
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3000"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
 ALLOWED = {200, 400, 404, 412, 413}
 
 HOSTILE = st.one_of(
