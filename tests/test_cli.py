@@ -80,3 +80,23 @@ def test_validate_checks_input_facts_against_the_site_mapping(tmp_path):
     result = run("validate", tmp_path)
     assert result.returncode == 1
     assert "input fact 'platelet_count' is not produced by the site mapping" in result.stderr
+
+
+def test_evaluate_a_fhir_bundle_prints_decisions_and_trace():
+    bundle = ROOT / "rules" / "hetrombopag" / "tests" / "eligible-lb-mgdl.json"
+    result = run("evaluate", ROOT / "rules" / "hetrombopag" / "1.0.0.yaml", "--fhir", bundle, "--date", "2026-03-05")
+    assert result.returncode == 0, result.stderr
+    assert "start-dose: Start hetrombopag 5 mg orally once daily" in result.stdout
+    assert "=> start_dose_mg = 5" in result.stdout
+
+
+def test_serve_refuses_a_tampered_release(tmp_path):
+    import shutil
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns(".reload"))
+    released = rules / "hetrombopag" / "1.0.0.yaml"
+    released.write_text(released.read_text() + "# edited after release\n")
+    result = subprocess.run([str(CLI), "serve", "--rules", str(rules), "--no-auth", "--port", "1",
+                             "--db", f"sqlite:///{tmp_path / 'db.sqlite'}"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "released file was modified" in result.stderr

@@ -46,3 +46,16 @@ def test_cli_text_json_and_markdown():
                                         capture_output=True, text=True, cwd=ROOT).stdout)
     assert as_json["new"] == "1.1.0" and len(as_json["impact"]["changed"]) == 4
     assert "| topic | cases gaining it | cases losing it |" in render_markdown(diff_versions(OLD, NEW))
+
+
+def test_cohort_impact(tmp_path):
+    cohort = tmp_path / "cohort"
+    made = subprocess.run([str(CLI), "cohort", "generate", "--n", "24", "--seed", "3", "--out", str(cohort)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert made.returncode == 0, made.stderr
+    result = subprocess.run([str(CLI), "diff", "hetrombopag", "1.0.0", "1.1.0", "--cohort", str(cohort), "--json"],
+                            capture_output=True, text=True, cwd=ROOT)
+    impact = json.loads(result.stdout)["impact"]
+    written_cases = len(OLD.tests) + len([c for c in NEW.tests if c["name"] not in {t["name"] for t in OLD.tests}])
+    assert impact["cases_compared"] > written_cases + 24  # several dates per cohort patient
+    assert any("patient-" in case["case"] for case in impact["changed"]) or impact["changed"]

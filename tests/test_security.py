@@ -108,3 +108,12 @@ def test_patient_ids_in_logs_are_pseudonyms(tmp_path, fhir_server, caplog):
     lines = [r.getMessage() for r in caplog.records if "hookInstance=" in r.getMessage()]
     assert lines and all("patient=pt-" in line for line in lines)
     assert not any("ZX81" in r.getMessage() for r in caplog.records)
+
+
+def test_too_many_resources_in_one_request_is_413(tmp_path, fhir_server):
+    client = build_app(tmp_path, fhir_server).test_client()
+    observation = {"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"}}
+    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": observation}] * 10_001}
+    body = {**patient_view(fhir_server.url), "prefetch": {"platelets": bundle}}
+    response = client.post("/cds-services/hetrombopag-patient-view", json=body)
+    assert response.status_code == 413 and "10001 resources" in response.get_json()["issue"][0]["diagnostics"]

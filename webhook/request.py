@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 from jsonschema import Draft202012Validator
 
-from webhook.outcome import bad_request
+from webhook.outcome import HookError, bad_request
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "cds-request.schema.json"
 
@@ -58,6 +58,7 @@ def _validator(definition: str | None = None) -> Draft202012Validator:
 
 
 MAX_JSON_DEPTH = 64  # FHIR resources nest about 10 deep; far deeper is an attack on our recursion
+MAX_RESOURCES = 10_000  # draft orders plus prefetched resources in one request
 
 
 def load_json(body: bytes) -> object:
@@ -112,6 +113,9 @@ def parse_hook_request(body: bytes, service_hook: str) -> HookRequest:
     orders_key = "medications" if sent_hook == DEPRECATED_ORDER_HOOK else "draftOrders"
     orders = [normalise_resource(r) for r in bundle_resources(context.get(orders_key))]
     prefetch = document.get("prefetch") or {}
+    count = len(orders) + sum(len(bundle_resources(value)) or 1 for value in prefetch.values() if value)
+    if count > MAX_RESOURCES:
+        raise HookError(413, f"The request carries {count} resources; at most {MAX_RESOURCES} are read.")
     authorization = document.get("fhirAuthorization") or {}
     return HookRequest(
         hook=service_hook,
