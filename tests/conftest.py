@@ -2,6 +2,7 @@
 gunicorn server started the way an operator starts it (`cdsrules serve`)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -133,21 +134,22 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory, signer, fhir_server):
-    """`cdsrules serve` under gunicorn with two workers and JWT auth, on a free loopback port."""
-    directory = tmp_path_factory.mktemp("live")
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    auth = write_auth_config(directory, signer, base_url, [fhir_server.url])
-    db_path = directory / "var" / "cds.db"
+@contextlib.contextmanager
+def running_server(directory: Path, *arguments: str, env: dict | None = None, db_path: Path | None = None,
+                   port: int | None = None):
+    """`cdsrules serve ARGUMENTS` on a loopback port, ready, and stopped afterwards: as an operator starts it."""
+    port = port or free_port()
+    db_path = db_path or directory / "var" / "cds.db"
     log_path = directory / "server.log"
-    command = cdsrules_command() + ["serve", "--rules", str(RULES_DIR), "--host", "127.0.0.1", "--port", str(port),
-                                    "--db", f"sqlite:///{db_path}", "--workers", "2", "--auth-config", str(auth)]
+    command = cdsrules_command() + ["serve", "--host", "127.0.0.1", "--port", str(port), *arguments]
+    if "--db" not in arguments:
+        command += ["--db", f"sqlite:///{db_path}"]
+    if "--rules" not in arguments:
+        command += ["--rules", str(RULES_DIR)]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    server = LiveServer(base_url, process, log_path, db_path)
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, db_path)
     try:
         _wait_ready(server)
         yield server
@@ -157,6 +159,16 @@ def live_server(tmp_path_factory, signer, fhir_server):
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, signer, fhir_server):
+    """`cdsrules serve` under gunicorn with two workers and JWT auth, on a free loopback port."""
+    directory = tmp_path_factory.mktemp("live")
+    port = free_port()  # first: the auth config names the base URL that tokens' aud must match
+    auth = write_auth_config(directory, signer, f"http://127.0.0.1:{port}", [fhir_server.url])
+    with running_server(directory, "--workers", "2", "--auth-config", str(auth), port=port) as server:
+        yield server
 
 
 def _wait_ready(server: LiveServer, timeout: float = 30) -> None:

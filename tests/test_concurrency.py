@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import copy
 import os
-import subprocess
 import threading
-import time
 import uuid
 
 import pytest
 import requests
 
-from tests.conftest import REPO, RULES_DIR, cdsrules_command, free_port, hetrombopag_order, patient_record
+from tests.conftest import hetrombopag_order, patient_record, running_server
 
 CALLS = int(os.environ.get("CONCURRENT_CALLS", "150"))
 CLIENTS = 8
@@ -57,22 +55,8 @@ def signature(answer: dict) -> list:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("concurrency")
-    port = free_port()
-    log = open(directory / "server.log", "wb")
-    process = subprocess.Popen(cdsrules_command() + ["serve", "--rules", str(RULES_DIR), "--port", str(port),
-                                                     "--no-auth", "--db", f"sqlite:///{directory / 'db.sqlite'}"],
-                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            if requests.get(base + "/readyz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=15)
+    with running_server(tmp_path_factory.mktemp("concurrency"), "--no-auth") as live:
+        yield live.base_url
 
 
 def test_concurrent_clients_get_exactly_the_sequential_answers(server):

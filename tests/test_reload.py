@@ -1,6 +1,5 @@
 """Reload without downtime: a release picked up by the running server under load; a broken set refused."""
 import datetime as dt
-import os
 import shutil
 import subprocess
 import threading
@@ -11,7 +10,7 @@ import pytest
 import requests
 
 from engine import versions
-from tests.conftest import REPO, cdsrules_command, free_port, patient_record
+from tests.conftest import REPO, cdsrules_command, patient_record, running_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,24 +20,6 @@ def rules_copy(tmp_path):
     target = tmp_path / "rules"
     shutil.copytree(REPO / "rules", target, ignore=shutil.ignore_patterns(".reload"))
     return target
-
-
-def serve(rules, tmp_path):
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")
-    process = subprocess.Popen(cdsrules_command() + ["serve", "--rules", str(rules), "--port", str(port), "--no-auth",
-                                                     "--workers", "2", "--db", f"sqlite:///{tmp_path / 'db.sqlite'}"],
-                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(base + "/readyz", timeout=1).ok:
-                return process, base
-        except requests.RequestException:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError((tmp_path / "server.log").read_text())
 
 
 def wait_for(condition, base, timeout=20):
@@ -53,7 +34,11 @@ def wait_for(condition, base, timeout=20):
 def test_reload_under_load_activates_a_release_and_refuses_a_broken_set(rules_copy, tmp_path, fhir):
     today = dt.date.today()
     fhir.reset(patient_record(today, platelets=20))
-    process, base = serve(rules_copy, tmp_path)
+    with running_server(tmp_path, "--rules", str(rules_copy), "--no-auth", "--workers", "2") as server:
+        run_under_load(server.base_url, rules_copy, tmp_path, fhir, today)
+
+
+def run_under_load(base, rules_copy, tmp_path, fhir, today):
     statuses, versions_seen, stop = [], set(), threading.Event()
 
     def load():
@@ -88,8 +73,6 @@ def test_reload_under_load_activates_a_release_and_refuses_a_broken_set(rules_co
         stop.set()
         for thread in threads:
             thread.join()
-        process.terminate()
-        process.wait(timeout=15)
     assert len(statuses) > 20 and set(statuses) == {200}
     assert versions_seen == {"1.0.0", "1.1.0"}
     assert "rules reload refused" in (tmp_path / "server.log").read_text()
