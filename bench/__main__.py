@@ -1,49 +1,157 @@
-"""Engine benchmark: evaluations per second and p50/p99 microseconds, in one process.
+"""`python -m bench [SECTION ...] [--quick]`: benchmarks side by side, a printed table and bench/results.json.
 
-Prints a table and writes bench/results.json. Figures are for comparison within one run on one machine.
+Sections: engine, service, startup, scaling (the default run, a few minutes) and soak (100,000 calls: only when
+named). `--quick` is a smoke run of the same code with small counts. Figures are for comparison within one run
+on one machine; the ratios (hook / discovery) are computed within one run for that reason. Sections not run keep
+their last figures in results.json, marked with the time they were taken.
 """
 from __future__ import annotations
 
-import json
-import statistics
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
 import time
-from pathlib import Path
 
-from engine.loader import load_ruleset
-from engine.runtime import Engine
+from bench.common import RESULTS, ROOT, load_results, save_results
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results.json"
+DEFAULT = ("engine", "startup", "scaling", "service")
+ALL = DEFAULT + ("soak",)
 
-
-def bench_ruleset(path: Path, rounds: int = 3000) -> dict:
-    ruleset, engine = load_ruleset(path), Engine()
-    cases = [(c.get("facts", {}), str(c["date"]), c.get("hook")) for c in ruleset.tests if "facts" in c]
-    for facts, date, hook in cases:  # warm-up and compile
-        engine.evaluate(ruleset, facts, date, hook)
-    timings = []
-    started = time.perf_counter()
-    for i in range(rounds):
-        facts, date, hook = cases[i % len(cases)]
-        t0 = time.perf_counter_ns()
-        engine.evaluate(ruleset, facts, date, hook)
-        timings.append((time.perf_counter_ns() - t0) / 1000)
-    elapsed = time.perf_counter() - started
-    timings.sort()
-    return {"ruleset": ruleset.ref, "evaluations": rounds, "per_second": round(rounds / elapsed),
-            "p50_us": round(statistics.median(timings)), "p99_us": round(timings[int(len(timings) * 0.99)])}
+# Issue 7's targets: (name, section, how to read the figure, limit, unit).
+TARGETS = (
+    ("order-sign p99 at 10 clients", "service", lambda r: r["levels"]["10"]["order-sign"]["p99_ms"], 20.0, "ms"),
+    ("order-sign p50 / discovery p50 at 10 clients", "service",
+     lambda r: r["levels"]["10"]["order-sign"]["p50_over_discovery"], 3.0, "x"),
+    ("load + compile all versions", "startup", lambda r: r["load_and_compile_s"], 1.0, "s"),
+    ("worker RSS growth over the soak", "soak", lambda r: r["max_growth_mb"], 5.0, "MB"),
+    ("cost at 1,000 / at 100 platelet counts", "scaling",
+     lambda r: r["growth"]["history_1000_over_100"], 10.0, "x"),
+)
 
 
-def main() -> None:
-    targets = [ROOT / "examples" / "rulesets" / "demo-dosing" / "1.0.0.yaml"]
-    targets += sorted(p for p in (ROOT / "rules").glob("*/[0-9]*.yaml"))
-    rows = [bench_ruleset(path) for path in targets]
-    print(f"{'ruleset':28} {'evals/s':>9} {'p50 us':>8} {'p99 us':>8}")
-    for row in rows:
-        print(f"{row['ruleset']:28} {row['per_second']:>9} {row['p50_us']:>8} {row['p99_us']:>8}")
-    RESULTS.write_text(json.dumps({"engine": rows}, indent=2))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        help=f"any of {', '.join(ALL)}, or all (default: {' '.join(DEFAULT)})")
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run with small counts")
+    parser.add_argument("--calls", type=int, help="soak: the number of order-sign calls (default 100,000)")
+    parser.add_argument("--db", help="the server store URL (default: a fresh SQLite file), e.g. postgresql+psycopg://")
+    args = parser.parse_args(argv)
+    if args.db:
+        os.environ["CDSRULES_BENCH_DB"] = args.db
+    unknown = set(args.sections) - {*ALL, "all"}
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(ALL)}, all")
+    sections = ALL if "all" in args.sections else tuple(args.sections) or DEFAULT
+
+    results = load_results()
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform(), "load_average": os.getloadavg(),
+                          "store": "postgresql" if (args.db or "").startswith("postgres") else "sqlite"}
+    for section in sections:
+        started = time.perf_counter()
+        print(f"[bench] {section}{' (quick)' if args.quick else ''} ...", file=sys.stderr, flush=True)
+        figures = _run(section, args)
+        figures["taken_at"] = dt.datetime.now().isoformat(timespec="seconds")
+        figures["quick"] = args.quick
+        figures["seconds"] = round(time.perf_counter() - started, 1)
+        results[section] = figures
+    results["targets"] = _targets(results)
+    save_results(results)
+    print(render(results, sections))
     print(f"wrote {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+def _run(section: str, args) -> dict:
+    if section == "engine":
+        from bench import evaluation
+        return evaluation.run(args.quick)
+    if section == "service":
+        from bench import service
+        return service.run(args.quick)
+    if section == "startup":
+        from bench import startup
+        return startup.run(args.quick)
+    if section == "scaling":
+        from bench import scaling
+        return scaling.run(args.quick)
+    from bench import soak
+    return soak.run(args.quick, args.calls)
+
+
+def _targets(results: dict) -> list[dict]:
+    found = []
+    for name, section, read, limit, unit in TARGETS:
+        if section not in results:
+            found.append({"target": name, "limit": limit, "unit": unit, "value": None, "met": None})
+            continue
+        value = read(results[section])
+        found.append({"target": name, "limit": limit, "unit": unit, "value": value,
+                      "met": value is not None and value < limit, "taken_at": results[section].get("taken_at"),
+                      "quick": results[section].get("quick")})
+    return found
+
+
+# --- the printed table ------------------------------------------------------------------------
+
+
+def render(results: dict, sections: tuple[str, ...]) -> str:
+    lines: list[str] = []
+    if "engine" in sections:
+        engine = results["engine"]
+        lines += [f"\nEngine ({engine['cohort_cases']} cohort cases; facts extracted beforehand: "
+                  f"extract p50 {engine['extract_facts']['p50_us']} us)",
+                  f"  {'ruleset':24} {'released':>8} {'evals/s':>8} {'p50 us':>7} {'p99 us':>7} {'fired':>6}"]
+        for row in engine["rulesets"]:
+            lines.append(f"  {row['ruleset']:24} {'yes' if row['released'] else 'draft':>8} {row['per_second']:>8} "
+                         f"{row['p50_us']:>7} {row['p99_us']:>7} {row['rules_fired_mean']:>6}")
+    if "startup" in sections:
+        s = results["startup"]
+        idle = ", ".join(f"{kb / 1024:.0f}" for kb in s["worker_rss_kb_idle"].values())
+        lines += [f"\nStart-up ({', '.join(s['versions'])}; median of {s['runs']} fresh processes)",
+                  f"  import {s['import_s']} s; load + validate {s['load_validate_s']} s; compile {s['compile_s']} s;"
+                  f" load + compile {s['load_and_compile_s']} s",
+                  f"  RSS after load {s['process_rss_kb_after_load'] / 1024:.0f} MB; gunicorn workers idle: {idle} MB"]
+    if "scaling" in sections:
+        s = results["scaling"]
+        lines += [f"\nScaling (order-sign, whole request path in-process; history_limit {s['history_limit']} "
+                  "per concept)", f"  {'input':26} {'request KB':>10} {'p50 ms':>8} {'p90 ms':>8}"]
+        for key, label in (("drafts", "draft orders"), ("platelet_history", "platelet counts")):
+            for n, row in s[key].items():
+                lines.append(f"  {n + ' ' + label:26} {row['request_kb']:>10} {row['p50_ms']:>8} {row['p90_ms']:>8}")
+        g = s["growth"]
+        lines.append(f"  growth: 50/1 drafts {g['drafts_50_over_1']}x; 100/10 counts {g['history_100_over_10']}x; "
+                     f"1000/100 counts {g['history_1000_over_100']}x (linear would be 10x)")
+    if "service" in sections:
+        s = results["service"]
+        lines += [f"\nService (gunicorn, {s['workers']} workers, loopback; closed-loop clients, no think time)",
+                  f"  {'clients':>7} {'endpoint':13} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+                  f"{'/disc p50':>9} {'errors':>6}"]
+        for clients, level in s["levels"].items():
+            for name, row in level.items():
+                ratio = row.get("p50_over_discovery")
+                lines.append(f"  {clients:>7} {name:13} {row['rps']:>7} {row['p50_ms']:>7} {row['p90_ms']:>7} "
+                             f"{row['p99_ms']:>7} {ratio if ratio is not None else '':>9} {row['errors']:>6}")
+    if "soak" in sections:
+        s = results["soak"]
+        growth = ", ".join(f"{v} MB" for v in s["growth_mb"].values())
+        steady = ", ".join(f"{v} MB" for v in s.get("steady_growth_mb", {}).values())
+        lines += [f"\nSoak ({s['calls']} order-sign calls, {s['clients']} clients, {s['errors']} errors)",
+                  f"  worker RSS growth after warm-up: {growth}; over the last 70% of calls: {steady}",
+                  f"  p50 {s['latency']['p50_ms']} ms, p99 {s['latency']['p99_ms']} ms, "
+                  f"{s['latency']['rps']} req/s"]
+    lines += ["\nTargets (issue 7)"]
+    for t in results["targets"]:
+        state = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        stale = "" if t["met"] is None or t.get("taken_at") is None else \
+            f"  [{t['taken_at']}{', quick' if t.get('quick') else ''}]"
+        value = "-" if t["value"] is None else f"{t['value']} {t['unit']}"
+        lines.append(f"  {t['target']:46} {value:>10} < {t['limit']} {t['unit']:3} {state}{stale}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

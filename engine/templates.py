@@ -44,9 +44,14 @@ def compile_template(text: str) -> jinja2.Template:
     return _ENV.from_string(text)
 
 
+@lru_cache(maxsize=4096)
+def _template_names(text: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(_ENV.parse(text)))
+
+
 def template_names(text: str) -> set[str]:
-    """The variables a template reads (raises jinja2.TemplateSyntaxError on a syntax error)."""
-    return set(meta.find_undeclared_variables(_ENV.parse(text)))
+    """The variables a template reads (raises jinja2.TemplateSyntaxError on a syntax error); parsed once per text."""
+    return set(_template_names(text))
 
 
 def render(text: str, context: dict) -> str:

@@ -27,6 +27,7 @@ from engine.model import Ruleset
 from engine.runtime import Engine
 from engine.versions import Catalog, load_catalog
 from webhook import auth, feedback, health, hooks, openapi, outcome
+from webhook.metrics import register_metrics
 from webhook.outcome import not_found
 from webhook.prefetch import Fetcher
 from webhook.services import Service, build_services, released_rulesets
@@ -161,6 +162,7 @@ def create_app(config: dict | None = None) -> Flask:
     )
     state._marker_seen = _mtime(rules_dir / RELOAD_MARKER)  # a reload asked before this start is done already
     app.extensions["cdsrules"] = state
+    register_metrics(app)  # first, so its timing covers the reload check and auth as well
     app.before_request(state.reload_if_asked)
     CORS(app, resources={r"/cds-services*": {"origins": "*"}}, allow_headers=["Authorization", "Content-Type"],
          methods=["GET", "POST", "OPTIONS"], max_age=600)

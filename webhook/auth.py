@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 ALGORITHMS = {"ES384": "EC", "RS384": "RSA"}  # allowed algorithm -> the key type it needs
 LEEWAY_SECONDS = 60
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
-# Health checks and the API description need no token; the workbench has its own credential (webhook/workbench).
-PUBLIC_BLUEPRINTS = {"health", "openapi", "workbench"}
+# Health checks, metrics and the API description need no token (keep /metrics off the public network);
+# the workbench has its own credential (webhook/workbench).
+PUBLIC_BLUEPRINTS = {"health", "openapi", "metrics", "workbench"}
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "auth-config.schema.json"
 
 

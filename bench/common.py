@@ -1,0 +1,232 @@
+"""What the bench sections share: paths, percentiles, worker RSS, request bodies, and the real server.
+
+The server is started the way an operator starts it (`cdsrules serve`, default worker count) on loopback, with a
+fresh SQLite store in a temporary folder. Request bodies carry full prefetch, built from the same patient record
+the webhook tests use, so no FHIR fallback happens during a measurement.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules"
+RESULTS = ROOT / "bench" / "results.json"
+PATIENT = "p1"
+
+
+# --- numbers ----------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    rank = max(0, min(len(sorted_values) - 1, int(round(fraction * len(sorted_values))) - 1))
+    return sorted_values[rank]
+
+
+def summarise_ms(latencies_s: list[float], elapsed_s: float) -> dict:
+    """p50/p90/p99/max in milliseconds and requests per second."""
+    values = sorted(latencies_s)
+    ms = lambda v: round(v * 1000, 2)  # noqa: E731
+    return {"requests": len(values), "rps": round(len(values) / elapsed_s, 1) if elapsed_s else 0.0,
+            "p50_ms": ms(percentile(values, 0.50)), "p90_ms": ms(percentile(values, 0.90)),
+            "p99_ms": ms(percentile(values, 0.99)), "max_ms": ms(values[-1]) if values else None}
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process in KiB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of `pid` (the gunicorn workers of a master)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+# --- request bodies ---------------------------------------------------------------------------
+
+
+def templates() -> dict[str, str]:
+    """The prefetch templates the services advertise (from the site mapping)."""
+    from engine import fhir
+
+    return fhir.prefetch_templates(fhir.load_site_mapping(RULES / "site" / "fhir-r4.yaml"))
+
+
+def prefetch(resources: list[dict], patient: str = PATIENT) -> dict:
+    """Each template answered from `resources`, as an EHR fills prefetch (every match, no `_count` cut)."""
+    from tests.fhir_server import FhirServer
+
+    server = FhirServer(resources)
+    try:
+        answered = {}
+        for key, template in templates().items():
+            status, body = server.answer("/fhir/" + template.replace("{{context.patientId}}", patient))
+            answered[key] = body if status == 200 else None
+        return answered
+    finally:
+        server._server.server_close()  # constructed only to answer in-process; never started
+
+
+def record(today: dt.date, platelet_history: int = 2) -> list[dict]:
+    """The webhook tests' patient (on hetrombopag, low platelets), with `platelet_history` platelet counts."""
+    from tests.conftest import _observation, patient_record
+
+    resources = patient_record(today, PATIENT, platelets=40)
+    extra = max(0, platelet_history - 2)  # patient_record has two
+    for n in range(extra):
+        when = today - dt.timedelta(days=16 + n)
+        resources.append(_observation(f"plt-h{n}", PATIENT, "777-3", when, 20 + n % 50, "10*9/L"))
+    return resources
+
+
+def draft_orders(today: dt.date, count: int = 1) -> list[dict]:
+    """One hetrombopag draft and `count - 1` drafts for other drugs (a full order basket)."""
+    from tests.conftest import hetrombopag_order
+
+    drafts = [hetrombopag_order("draft-1", PATIENT, 5, "draft", today)]
+    for n in range(count - 1):
+        drafts.append({"resourceType": "MedicationRequest", "id": f"other-{n}", "status": "draft", "intent": "order",
+                       "medicationCodeableConcept": {"text": f"Other medicine {n} 10 mg tablets"},
+                       "subject": {"reference": f"Patient/{PATIENT}"}, "authoredOn": today.isoformat(),
+                       "dosageInstruction": [{"text": "10 mg orally once daily"}]})
+    return drafts
+
+
+def hook_body(hook: str, today: dt.date, platelet_history: int = 2, drafts: int = 1) -> dict:
+    """A full CDS Hooks request for `hook`, prefetch filled."""
+    context: dict = {"userId": "Practitioner/dr1", "patientId": PATIENT}
+    if hook != "patient-view":
+        context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
+                                  "entry": [{"resource": d} for d in draft_orders(today, drafts)]}
+    return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
+            "prefetch": prefetch(record(today, platelet_history))}
+
+
+class BodyTemplate:
+    """A serialised request whose hookInstance is replaced per call, without serialising JSON again."""
+
+    MARK = "00000000-0000-4000-8000-000000000000"
+
+    def __init__(self, body: dict):
+        encoded = json.dumps({**body, "hookInstance": self.MARK}).encode()
+        self.head, self.tail = encoded.split(self.MARK.encode())
+        self.size = len(encoded)
+
+    def render(self) -> bytes:
+        return self.head + str(uuid.uuid4()).encode() + self.tail
+
+
+# --- the real server --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`cdsrules serve --no-auth` on a free loopback port with a fresh SQLite store (or CDSRULES_BENCH_DB, e.g. a
+    PostgreSQL URL); a context manager."""
+
+    def __init__(self, workers: int | None = None, extra_env: dict | None = None, db_url: str | None = None):
+        self.workers = workers
+        self.db_url = db_url or os.environ.get("CDSRULES_BENCH_DB")
+        self.extra_env = extra_env or {}
+        self.folder = Path(tempfile.mkdtemp(prefix="cdsrules-bench-"))
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.folder / "server.log"
+
+    def command(self) -> list[str]:
+        script = Path(sys.executable).parent / "cdsrules"
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+        command += ["serve", "--no-auth", "--host", "127.0.0.1", "--port", str(self.port),
+                    "--db", self.db_url or f"sqlite:///{self.folder / 'db.sqlite'}", "--rules", str(RULES)]
+        if self.workers is not None:
+            command += ["--workers", str(self.workers)]
+        return command
+
+    def __enter__(self) -> "Server":
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, **self.extra_env})
+        self._wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        expected = self.workers or 2
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=1) as response:
+                    if response.status == 200 and len(self.worker_pids()) >= expected:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server did not become ready:\n{self.log()}")
+
+    def worker_pids(self) -> list[int]:
+        return children(self.process.pid)
+
+    def worker_rss_kb(self) -> dict[int, int]:
+        return {pid: rss_kb(pid) for pid in self.worker_pids()}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def load_results() -> dict:
+    try:
+        return json.loads(RESULTS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def save_results(results: dict) -> None:
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")

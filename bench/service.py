@@ -1,0 +1,56 @@
+"""Service: the real server under 1, 10 and 50 concurrent clients; order-sign and patient-view with full
+prefetch, and discovery on the same server in the same run as the framework floor.
+
+Each level runs the three endpoints in two interleaved rounds, so a burst of noise on this shared 2-core machine
+lands on all of them alike; the ratio hook / discovery (p50) is computed within the level.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from bench import load
+from bench.common import BodyTemplate, Server, hook_body
+
+LEVELS = (1, 10, 50)
+SERVICES = {"order-sign": "hetrombopag-order-sign", "patient-view": "hetrombopag-patient-view"}
+
+
+def targets(today: dt.date) -> list[load.Target]:
+    found = [load.Target("discovery", "/cds-services")]
+    for hook, service_id in SERVICES.items():
+        template = BodyTemplate(hook_body(hook, today))
+        found.append(load.Target(hook, f"/cds-services/{service_id}", template.render))
+    return found
+
+
+def run(quick: bool = False) -> dict:
+    today = dt.date.today()  # the server evaluates on the real date
+    per_level = {1: 60, 10: 200, 50: 300} if quick else {1: 500, 10: 2000, 50: 3000}
+    endpoints = targets(today)
+    levels = {}
+    with Server() as server:
+        for target in endpoints:  # warm-up: every worker compiles caches, opens its DB connection
+            load.run(server.base_url, target, 4, 40)
+        rss_before = server.worker_rss_kb()
+        for clients in LEVELS:
+            merged: dict[str, load.Outcome] = {t.name: load.Outcome() for t in endpoints}
+            for _ in range(2):
+                for target in endpoints:
+                    outcome = load.run(server.base_url, target, clients, per_level[clients] // 2)
+                    into = merged[target.name]
+                    into.latencies += outcome.latencies
+                    into.errors += outcome.errors
+                    into.first_error = into.first_error or outcome.first_error
+                    into.elapsed += outcome.elapsed
+            level = {name: outcome.summary() for name, outcome in merged.items()}
+            floor = level["discovery"]["p50_ms"]
+            for hook in SERVICES:
+                level[hook]["p50_over_discovery"] = round(level[hook]["p50_ms"] / floor, 2) if floor else None
+            levels[str(clients)] = level
+        rss_after = server.worker_rss_kb()
+    return {"workers": len(rss_before), "levels": levels, "request_bytes": _sizes(today),
+            "worker_rss_kb": {"after_warmup": rss_before, "after_run": rss_after}}
+
+
+def _sizes(today: dt.date) -> dict:
+    return {hook: BodyTemplate(hook_body(hook, today)).size for hook in SERVICES}
