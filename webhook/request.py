@@ -138,8 +138,8 @@ def patient_id(value: str) -> str:
 def bundle_resources(value: object) -> list[dict]:
     """Resources of a Bundle (with or without `type`) or of a plain array; anything else holds none."""
     if isinstance(value, dict) and value.get("resourceType") == "Bundle":
-        entries = value.get("entry") or []
-        items = [e.get("resource") for e in entries if isinstance(e, dict)]
+        entries = value.get("entry")
+        items = [e.get("resource") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
     elif isinstance(value, list):
         items = value
     else:
