@@ -21,7 +21,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -285,7 +285,8 @@ class Store:
     def add_audit(self, record: AuditRecord) -> bool:
         """Write the audit record of one hook call; a failure is logged and counted, never raised."""
         created_at = _now()
-        row = {name: value for name, value in asdict(record).items()}
+        # Shallow: the JSON columns are serialised below anyway, so asdict's deep copy would be wasted work.
+        row = {f.name: getattr(record, f.name) for f in fields(record)}
         for name in _JSON_COLUMNS:
             row[name] = None if row[name] is None else _dumps(row[name])
         row["cards"] = _dumps([{"uuid": c["uuid"], "topic": c["topic"]} for c in record.cards])
