@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .checks import compute_strata, condition_leaves
 from .expressions import Expression, parse_expression
-from .model import AllOf, AnyOf, Compare, Exists, FactRef, Literal, Missing, Not, ParamRef, Rule, Ruleset
+from .model import AllOf, AnyOf, Compare, Exists, FactRef, Missing, Not, ParamRef, Rule, Ruleset
 
 EPOCH = dt.date(1970, 1, 1)
 

@@ -18,7 +18,7 @@ from .compiler import CompiledRuleset, compile_ruleset, engine_name, to_engine_v
 from .errors import EvaluationError
 from .expressions import ExpressionError
 from .inputs import prepare_inputs, to_json_value
-from .model import (Comparison, Compare, Decision, Derivation, Evaluation, Exists, FactRef, Firing, Literal, Missing,
+from .model import (Comparison, Decision, Derivation, Evaluation, Exists, FactRef, Firing, Missing,
                     ParamRef, Rule, Ruleset, Suggestion)
 from .templates import render
 

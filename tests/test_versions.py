@@ -1,6 +1,5 @@
 """Released versions: refusals, immutability by hash, selection by date across versions, gaps and retirements."""
 import datetime as dt
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +8,7 @@ import pytest
 
 from engine import versions
 from engine.errors import RulesetErrors
-from tests.helpers import DEMO, demo_text, edited
+from tests.helpers import demo_text, edited
 
 D = dt.date.fromisoformat
 CLI = Path(sys.executable).parent / "cdsrules"
