@@ -1,0 +1,104 @@
+"""The store goes away while the service runs (PostgreSQL behind a link we cut): hooks still answer, the failed
+audit writes are counted, /readyz says 503, and when the link comes back everything recovers."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import TODAY, build_app, patient_record
+from tests.store_backends import PG_URL_VARIABLE, empty_store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class CuttableLink:
+    """A TCP forwarder on loopback in front of PostgreSQL; `cut()` drops every connection and refuses new ones."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.open = True
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            server = socket.create_connection(self.target)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        self.open = False
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.sockets.clear()
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_hooks_answer_through_a_store_outage_and_readyz_tells(tmp_path, fhir_server):
+    if not os.environ.get(PG_URL_VARIABLE):
+        pytest.skip(f"{PG_URL_VARIABLE} is not set (run `eval \"$(bash .ci/postgres.sh)\"`)")
+    with empty_store("postgresql", tmp_path) as url:
+        target = make_url(url)
+        link = CuttableLink(target.host, target.port)
+        try:
+            app = build_app(tmp_path, fhir_server, DB_URL=target.set(host="127.0.0.1", port=link.port)
+                            .render_as_string(hide_password=False))
+            client = app.test_client()
+            fhir_server.reset(patient_record(TODAY, platelets=40))
+            body = {"hook": "patient-view", "fhirServer": fhir_server.url,
+                    "context": {"userId": "Practitioner/1", "patientId": "p1"}}
+            assert client.get("/readyz").status_code == 200
+
+            link.cut()
+            answer = client.post("/cds-services/hetrombopag-patient-view",
+                                 json={**body, "hookInstance": str(uuid.uuid4())})
+            assert answer.status_code == 200 and answer.get_json()["cards"]
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.get_json()["resourceType"] == "OperationOutcome"
+            assert app.extensions["cdsrules"].store.audit_failures >= 1
+
+            link.restore()
+            assert client.post("/cds-services/hetrombopag-patient-view",
+                               json={**body, "hookInstance": str(uuid.uuid4())}).status_code == 200
+            assert client.get("/readyz").status_code == 200
+        finally:
+            link.close()
