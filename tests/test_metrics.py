@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import (REPO, RULES_DIR, LiveServer, _wait_ready, cdsrules_command, free_port,
-                            hetrombopag_order, order_sign_request, patient_record, prefetch_for)
+from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for, running_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,25 +26,11 @@ DISCOVERIES = 25
 @pytest.fixture
 def server(tmp_path):
     """`cdsrules serve --no-auth --workers 2` with its multiprocess directory where the test can see it."""
-    port = free_port()
     metrics_dir = tmp_path / "metrics"
-    log_path = tmp_path / "server.log"
-    command = cdsrules_command() + ["serve", "--no-auth", "--rules", str(RULES_DIR), "--host", "127.0.0.1",
-                                    "--port", str(port), "--db", f"sqlite:///{tmp_path / 'cds.db'}", "--workers", "2"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    live = LiveServer(f"http://127.0.0.1:{port}", process, log_path, tmp_path / "cds.db")
-    live.metrics_dir = metrics_dir
-    try:
-        _wait_ready(live)
+    with running_server(tmp_path, "--no-auth", "--workers", "2",
+                        env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as live:
+        live.metrics_dir = metrics_dir
         yield live
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def scrape(base_url: str) -> dict[tuple, float]:
