@@ -25,7 +25,7 @@ bench: install
 
 # The long variants: 8 clients x 10,000 calls, 30,000 fuzzed requests (their figures go in the closing notes).
 soak: install
-	CONCURRENT_CALLS=10000 FUZZ_EXAMPLES=30000 $(BIN)/python -m pytest -q -p no:randomly \
+	HYPOTHESIS_PROFILE=explore CONCURRENT_CALLS=10000 FUZZ_EXAMPLES=30000 $(BIN)/python -m pytest -q \
 		tests/test_concurrency.py tests/test_fuzz.py tests/test_store.py
 
 # Known vulnerabilities in the pinned dependencies (needs PyPI's JSON API or OSV to be reachable).
