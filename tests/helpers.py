@@ -20,3 +20,22 @@ def edited(text: str, old: str, new: str) -> str:
 
 def line_of(text: str, passage: str) -> int:
     return text[: text.index(passage)].count("\n") + 1
+
+
+def json_paths(node, prefix=()):
+    """Every path into a JSON document, the document itself first."""
+    yield prefix
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        yield from json_paths(child, prefix + (key,))
+
+
+def replace_at(document, path: tuple, value):
+    """The document with the value at `path` replaced (in place); an empty path replaces the whole."""
+    if not path:
+        return value
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return document

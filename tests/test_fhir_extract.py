@@ -17,10 +17,8 @@ from hypothesis import strategies as st
 from engine.fhir import (Extraction, MappingError, draft_orders_mention, extract_facts, load_site_mapping,
                          prefetch_templates, resources_from)
 
-try:
-    from tests import fhir_fixtures as fx
-except ImportError:  # tests/ is not a package: pytest put it on sys.path instead
-    import fhir_fixtures as fx
+from tests import fhir_fixtures as fx
+from tests.helpers import json_paths, replace_at
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING_FILE = ROOT / "rules" / "site" / "fhir-r4.yaml"
@@ -612,30 +610,13 @@ def _samples() -> list[dict]:
             fx.medication_request(bounds_start="2025-12-01", display="Hetrombopag")]
 
 
-def _paths(value, prefix=()):
-    yield prefix
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, child in items:
-        yield from _paths(child, prefix + (key,))
-
-
-def _replace(resource: dict, path: tuple, new) -> dict:
-    if not path:
-        return new
-    target = resource
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = new
-    return resource
-
-
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_malformed_input_never_raises(mapping, data):
     """A client may send anything: extraction must still answer, with problems rather than exceptions."""
     resource = copy.deepcopy(data.draw(st.sampled_from(_samples())))
-    path = data.draw(st.sampled_from([p for p in _paths(resource) if p[:1] != ("resourceType",)]))
-    resource = _replace(resource, path, data.draw(_JSON))
+    path = data.draw(st.sampled_from([p for p in json_paths(resource) if p[:1] != ("resourceType",)]))
+    resource = replace_at(resource, path, data.draw(_JSON))
     out = extract_facts(mapping, [resource, fx.patient()], TODAY, draft_orders=[resource],
                         supplied={"Condition", "Procedure", "MedicationRequest"})
     assert not set(out.facts) & set(out.problems)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TODAY, hetrombopag_order, order_sign_request, patient_record
+from tests.helpers import json_paths, replace_at
 
 pytestmark = pytest.mark.timeout(600)
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10000"))
@@ -47,32 +48,11 @@ def base_requests(services: dict) -> list[tuple[str, dict]]:
     return [("hetrombopag-patient-view", view), ("hetrombopag-order-sign", sign)]
 
 
-def paths(node, prefix=()):
-    """Every path into a JSON document."""
-    yield prefix
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from paths(value, prefix + (key,))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from paths(value, prefix + (index,))
-
-
-def replace(document, path, value):
-    if not path:
-        return value
-    target = document
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
-    return document
-
-
 @pytest.fixture(scope="module")
 def fuzz_client(app):
     client = app.test_client()
     bases = base_requests(app.extensions["cdsrules"].services)
-    return client, [(service, body, list(paths(body))) for service, body in bases]
+    return client, [(service, body, list(json_paths(body))) for service, body in bases]
 
 
 @settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -87,7 +67,7 @@ def test_mutated_requests_never_make_a_500(fuzz_client, data):
         path = data.draw(st.sampled_from(all_paths))
         try:
             if kind == "replace":
-                body = replace(body, path, data.draw(HOSTILE))
+                body = replace_at(body, path, data.draw(HOSTILE))
             elif kind == "duplicate":
                 entries = body["prefetch"][next(iter(body["prefetch"]))]["entry"]
                 entries.extend(copy.deepcopy(entries[: data.draw(st.integers(1, 5))]))
@@ -96,7 +76,7 @@ def test_mutated_requests_never_make_a_500(fuzz_client, data):
                 nested = {}
                 for _ in range(depth):
                     nested = {"a": nested}
-                body = replace(body, path, nested)
+                body = replace_at(body, path, nested)
         except (KeyError, IndexError, TypeError, StopIteration, AttributeError, RecursionError):
             continue  # the path went away under an earlier mutation
     try:
