@@ -243,9 +243,6 @@ def cmd_diff(args) -> int:
     return EXIT_OK
 
 
-RELOAD_MARKER = ".reload"  # webhook.RELOAD_MARKER: each server worker watches it
-
-
 def cmd_reload(args) -> int:
     """Check the set first and say what the servers will do, then ask them to reload."""
     rules = Path(args.rules)
@@ -256,7 +253,7 @@ def cmd_reload(args) -> int:
         _print_errors(exc)
         print("the rules are invalid: running servers will refuse them and keep the last good set", file=sys.stderr)
         catalog, verdict = None, EXIT_FAILED
-    (rules / RELOAD_MARKER).write_text(dt.datetime.now(dt.timezone.utc).isoformat() + "\n", encoding="utf-8")
+    (rules / versions.RELOAD_MARKER).write_text(dt.datetime.now(dt.timezone.utc).isoformat() + "\n", encoding="utf-8")
     if catalog is not None:
         today = dt.date.today()
         in_effect = [f"{i}@{catalog.select(i, today).version}" for i in catalog.served_ids() if catalog.select(i, today)]

@@ -44,10 +44,6 @@ class CompiledRuleset:
     leaves: dict[str, tuple]  # rule id -> the leaves of its condition, for the trace
     definition: dict = field(repr=False, default_factory=dict)
 
-    @property
-    def rules_by_id(self) -> dict[str, Rule]:
-        return {rule.id: rule for rule in self.ruleset.rules}
-
 
 def engine_name(ruleset: Ruleset) -> str:
     """Content-addressed: the same text is registered once; a changed text never replaces a registered one."""
@@ -65,11 +61,10 @@ def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable]) -> Co
                    for rule in ruleset.rules for d in rule.derive if d.kind == "expr"}
     count = max(strata.values(), default=-1) + 1
     leaves = {rule.id: tuple(condition_leaves(rule.when)) for rule in ruleset.rules}
-    stratum_facts = [frozenset(_tested_facts(leaves[r.id]) for r in ruleset.rules if strata[r.id] == k)
+    stratum_facts = [frozenset().union(*(_tested_facts(leaves[r.id]) for r in ruleset.rules if strata[r.id] == k))
                      for k in range(count)]
     return CompiledRuleset(ruleset=ruleset, engine_name=engine_name(ruleset), strata=strata,
-                           stratum_count=count, expressions=expressions,
-                           stratum_facts=[frozenset().union(*sets) if sets else frozenset() for sets in stratum_facts],
+                           stratum_count=count, expressions=expressions, stratum_facts=stratum_facts,
                            leaves=leaves, definition=definition)
 
 

@@ -96,20 +96,6 @@ def ruleset_files(paths) -> list[Path]:
     return found
 
 
-def load_directory(path: str | Path) -> list[Ruleset]:
-    """Every ruleset version under a rules directory; all must be valid."""
-    rulesets, errors = [], []
-    site = site_for(Path(path).resolve())
-    for file in ruleset_files([path]):
-        try:
-            rulesets.append(load_ruleset(file, site=site))
-        except RulesetErrors as exc:
-            errors.extend(exc.errors)
-    if errors:
-        raise RulesetErrors(errors)
-    return rulesets
-
-
 # --- document -> model ----------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EvaluationError
+from .inputs import to_date
 from .model import Evaluation, Ruleset
 from .runtime import Engine
 
@@ -59,7 +60,7 @@ def case_facts(ruleset: Ruleset, case: dict) -> tuple[dict[str, Any], dict[str, 
     drafts = None
     if "draft_orders" in case:
         drafts = fhir.resources_from(json.loads((base / case["draft_orders"]).read_text(encoding="utf-8")))
-    extraction = fhir.extract_facts(mapping, resources, _date(case["date"]), draft_orders=drafts,
+    extraction = fhir.extract_facts(mapping, resources, to_date("date", case["date"]), draft_orders=drafts,
                                     supplied=WHOLE_RECORD)
     return {**extraction.facts, **facts}, extraction.problems
 
@@ -70,11 +71,6 @@ def find_site_mapping(start: Path) -> Path:
         if (folder / SITE_MAPPING).is_file():
             return folder / SITE_MAPPING
     raise OSError(f"no {SITE_MAPPING} found above {start}")
-
-
-def _date(value):
-    import datetime as dt
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 def _same(expected: Any, got: Any) -> bool:

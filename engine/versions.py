@@ -24,6 +24,7 @@ from .model import Ruleset
 from .testing import run_tests
 
 MANIFEST = "releases.yaml"
+RELOAD_MARKER = ".reload"  # `cdsrules reload` touches <rules>/.reload; every server worker watching it reloads
 MANIFEST_SCHEMA = "releases.schema.json"
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
 

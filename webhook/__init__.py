@@ -25,7 +25,7 @@ from flask_cors import CORS
 from engine import fhir
 from engine.model import Ruleset
 from engine.runtime import Engine
-from engine.versions import Catalog, load_catalog
+from engine.versions import RELOAD_MARKER, Catalog, load_catalog
 from webhook import auth, feedback, health, hooks, openapi, outcome
 from webhook.metrics import register_metrics
 from webhook.outcome import not_found
@@ -45,9 +45,6 @@ DEFAULTS: dict[str, Any] = {
 }
 SITE_MAPPING = Path("site") / "fhir-r4.yaml"
 log = logging.getLogger(__name__)
-
-
-RELOAD_MARKER = ".reload"  # `cdsrules reload` touches <rules>/.reload; each worker then loads the set anew
 
 
 @dataclass(frozen=True)
@@ -88,6 +85,9 @@ class Runtime:
     _marker_seen: float = 0.0
     _checked_at: float = 0.0
     _reloading: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._marker_seen = _mtime(self.rules_dir / RELOAD_MARKER)  # a reload asked before this start is done
 
     @property
     def catalog(self) -> Catalog:
@@ -160,7 +160,6 @@ def create_app(config: dict | None = None) -> Flask:
         authenticated=authenticator is not None,
         fhir_servers=settings["FHIR_SERVERS"],
     )
-    state._marker_seen = _mtime(rules_dir / RELOAD_MARKER)  # a reload asked before this start is done already
     app.extensions["cdsrules"] = state
     register_metrics(app)  # first, so its timing covers the reload check and auth as well
     app.before_request(state.reload_if_asked)

@@ -64,6 +64,18 @@ def _relocate(node):
     return node
 
 
+def _json(ref: str) -> dict:
+    return {"application/json": {"schema": {"$ref": ref}}}
+
+
+def json_body(ref: str) -> dict:
+    return {"required": True, "content": _json(ref)}
+
+
+def ok(description: str, ref: str) -> dict:
+    return {"description": description, "content": _json(ref)}
+
+
 @lru_cache(maxsize=None)
 def openapi_document() -> str:
     source = copy.deepcopy(request_schema())
@@ -72,9 +84,6 @@ def openapi_document() -> str:
     schemas.update(_SCHEMAS)
     service_id = {"name": "service_id", "in": "path", "required": True, "schema": {"type": "string"},
                   "example": "hetrombopag-order-sign"}
-    json_body = lambda ref: {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}  # noqa
-    ok = lambda description, ref: {"description": description,  # noqa: E731
-                                   "content": {"application/json": {"schema": {"$ref": ref}}}}
     document = {
         "openapi": "3.1.0",
         "info": {"title": "cdsrules CDS Hooks service", "version": "2.0",
