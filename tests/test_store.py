@@ -81,6 +81,46 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
 
 
+_HOLD_THE_WRITE_TURN = """
+import sys, uuid
+from sqlalchemy import insert
+from webhook.store import Store, audit
+store = Store(sys.argv[1])
+with store._turn():
+    print("holding", flush=True)
+    sys.stdin.readline()
+    with store.engine.begin() as connection:
+        connection.execute(insert(audit), dict(decision_id=str(uuid.uuid4()), hook_instance="held", service="s",
+                           hook="order-sign", ruleset="r", version="1", fired_rules="[]", decisions="[]",
+                           cards="[]", latency_ms=1.0, created_at="2026-01-01T00:00:00+00:00"))
+"""
+
+
+def test_sqlite_writers_in_two_processes_take_turns_instead_of_failing(tmp_path):
+    """A worker has its turn to write; another's audit write waits in the queue (not in SQLite's busy handler,
+    which sleeps in growing steps), then lands right after: neither is lost."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    store.migrate()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_WRITE_TURN, url], cwd=REPO, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        written: list[bool] = []
+        writer = threading.Thread(target=lambda: written.append(store.add_audit(_record([], hook_instance="queued"))))
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and not written, "the second writer waits while the first holds the turn"
+        holder.stdin.write("done\n")
+        holder.stdin.flush()
+        writer.join(10)
+        assert written == [True] and store.audit_failures == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(r["hook_instance"] for r in store.audit_rows()) == ["held", "queued"]
+
+
 # --- feedback and jti ---------------------------------------------------------------------------
 
 

@@ -16,9 +16,12 @@ expires, which makes the replay check hold across worker processes and instances
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -188,6 +191,46 @@ def make_engine(url: str, explicit_transactions: bool = False) -> Engine:
     return engine
 
 
+class _SqliteWriteQueue:
+    """One SQLite writer at a time, queued so that the next one starts the moment the last one commits.
+
+    SQLite allows one writer; a writer that finds the lock taken sleeps in SQLite's busy handler for 1, 2, 5, 10 ...
+    ms, and under load those sleeps were the whole tail (order-sign p99 over 200 ms, max over 1 s, at 10 clients).
+    Here writers wait on a lock in their process and, across worker processes, on an flock of a file beside the
+    database: the kernel wakes the next one at once. The file is opened per process, after the fork, since a lock
+    on a descriptor shared with the master would exclude no one."""
+
+    def __init__(self, database: str):
+        self._path = f"{database}.write-lock"
+        self._threads = threading.Lock()
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._threads:
+            fd = self._descriptor()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _descriptor(self) -> int:
+        if self._pid != os.getpid():
+            self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+        return self._fd
+
+
+def _write_queue(url: str):
+    """What a write waits for before it begins: its turn for a SQLite file; nothing for a server database, which
+    queues its writers well itself."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        return _SqliteWriteQueue(parsed.database).turn
+    return contextlib.nullcontext
+
+
 def alembic_config(url: str):
     """The Alembic configuration for a store URL, built in code (no alembic.ini needed)."""
     from alembic.config import Config
@@ -208,6 +251,7 @@ class Store:
         self.engine = make_engine(url)
         self.audit_failures = 0  # audit writes lost in this process; see /readyz
         self._lock = threading.Lock()
+        self._turn = _write_queue(url)
 
     # --- schema -------------------------------------------------------------------------
 
@@ -267,7 +311,7 @@ class Store:
             "received_at": _now(),
         }
         try:
-            with self.engine.begin() as connection:
+            with self._turn(), self.engine.begin() as connection:
                 connection.execute(insert(feedback), row)
             return True
         except IntegrityError:
@@ -295,7 +339,7 @@ class Store:
                   "ruleset": record.ruleset, "version": record.version, "topic": c["topic"],
                   "rule_id": c.get("rule_id"), "created_at": created_at} for c in record.cards]
         try:
-            with self.engine.begin() as connection:
+            with self._turn(), self.engine.begin() as connection:
                 connection.execute(insert(audit), row)
                 if cards:
                     connection.execute(insert(audit_card), cards)
@@ -378,7 +422,7 @@ class Store:
     def remember_jti(self, issuer: str, jti: str, expires_at: int) -> bool:
         """Record a token id until it expires; False if it was seen before (a replay)."""
         try:
-            with self.engine.begin() as connection:
+            with self._turn(), self.engine.begin() as connection:
                 connection.execute(insert(seen_jti), {"issuer": issuer, "jti": jti, "expires_at": expires_at})
         except IntegrityError:
             return False
@@ -388,7 +432,7 @@ class Store:
     def _forget_expired_jti(self) -> None:
         """Housekeeping in its own transaction: two workers deleting the same rows must not fail a request."""
         try:
-            with self.engine.begin() as connection:
+            with self._turn(), self.engine.begin() as connection:
                 connection.execute(delete(seen_jti).where(seen_jti.c.expires_at < int(time.time())))
         except OperationalError as error:
             log.info("expired jti cleanup skipped: %s", type(error).__name__)
