@@ -3,15 +3,20 @@ and the conformance checker (which must catch the non-conformant responses among
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.cds_conformance import problems
 from tests.conftest import EXTERNAL, TOKEN
 from webhook.cards import shorten, strip_empty
 from webhook.outcome import HookError
 from webhook.prefetch import ABSENT, DATA, EMPTY, ERROR, NULL, Fetcher, fill, gather, state
-from webhook.request import normalise_resource, parse_hook_request, patient_id
+from webhook.request import (_depth_exceeds, _validator, nesting_depth, normalise_resource, parse_hook_request,
+                             patient_id, schema)
 from webhook.store import Store
 
 pytestmark = pytest.mark.timeout(30)
@@ -91,6 +96,54 @@ def test_schema_errors_never_echo_the_access_token():
     with pytest.raises(HookError) as raised:
         parse_hook_request(json.dumps(body).encode(), "patient-view")
     assert TOKEN not in raised.value.diagnostics
+
+
+def _tree_depth(value) -> int:
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+    return 0 if children is None else 1 + max(map(_tree_depth, children), default=0)
+
+
+# Strings full of what could fool a byte-level reading: brackets, quotes, backslashes, escapes, non-ASCII.
+_tricky_text = st.text(alphabet=st.sampled_from(list('[]{}"\\/ab\u00e9\u2028\n\t')), max_size=8)
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | _tricky_text,
+                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3),
+                            max_leaves=30)
+
+
+@given(_json_values, st.booleans())
+def test_nesting_depth_read_from_bytes_equals_the_depth_of_the_tree(value, ascii_only):
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert nesting_depth(body) == _tree_depth(value)
+    assert _depth_exceeds(value, 3) == (_tree_depth(value) > 3)
+
+
+def _every_request_fixture() -> list[Path]:
+    return sorted(p for p in EXTERNAL.rglob("*.json")
+                  if isinstance(json.loads(p.read_text()), dict) and "hook" in json.loads(p.read_text()))
+
+
+_BROKEN_REQUESTS = [
+    {"hook": "order-sign", "hookInstance": "x", "context": {"patientId": "p1"}},  # no draftOrders
+    {"hook": "order-sign", "hookInstance": "x", "context": {"patientId": "p1", "draftOrders": {"entry": []}}},
+    {"hook": "order-select", "hookInstance": "x", "context": {"patientId": "p1", "draftOrders": [{"id": "a"}]}},
+    {"hook": "patient-view", "hookInstance": "x", "context": {"patientId": ""}},
+    {"hook": "medication-prescribe", "hookInstance": "x", "context": {"patientId": "p1", "medications": 3}},
+    {"hook": ["order-sign"], "hookInstance": "x", "context": {}},
+    {"hook": "no-such-hook", "hookInstance": "x", "context": []},
+    {"hook": "patient-view", "hookInstance": "x", "context": {"patientId": "p1"},
+     "fhirAuthorization": {"access_token": "t", "token_type": "Bearer"}},  # fhirAuthorization without fhirServer
+]
+
+
+@pytest.mark.parametrize("document", [json.loads(p.read_text()) for p in _every_request_fixture()] + _BROKEN_REQUESTS)
+def test_the_narrowed_validator_judges_a_request_as_the_whole_schema_does(document):
+    whole = jsonschema.Draft202012Validator(schema())
+    hook = document.get("hook") if isinstance(document.get("hook"), str) else None
+    narrowed = _validator(None, hook if hook in {"patient-view", "order-select", "order-sign",
+                                                  "medication-prescribe"} else None)
+    assert narrowed.is_valid(document) == whole.is_valid(document)
+    assert {tuple(e.absolute_path) for e in narrowed.iter_errors(document)} \
+        <= {tuple(e.absolute_path) for e in whole.iter_errors(document)} | {()}
 
 
 # --- prefetch -------------------------------------------------------------------------------
@@ -274,3 +327,24 @@ def test_each_topic_appears_once(ruleset):
     cards = build_cards(evaluation_with(decision(), decision(), decision(topic="other")), ruleset, "p1", [], [])
     assert [c["source"]["topic"]["code"] for c in cards] == ["dose-mismatch", "other"]
     assert all(problems({"cards": [c]}) == [] for c in cards)
+
+
+def test_suggestions_leave_the_orders_they_were_made_from_as_they_were(ruleset):
+    import copy
+
+    from webhook.cards import build_cards
+
+    draft = {"resourceType": "MedicationRequest", "id": "d1", "status": "draft", "intent": "order",
+             "subject": {"reference": "Patient/p1"},
+             "dosageInstruction": [{"text": "5 mg daily", "timing": {"repeat": {"boundsDuration": {"value": 6}}},
+                                    "doseAndRate": [{"doseQuantity": {"value": 5, "unit": "mg"}}]}]}
+    active = {**copy.deepcopy(draft), "id": "a1", "status": "active"}
+    sent = copy.deepcopy([draft, active])
+    cards = build_cards(evaluation_with(decision(action="update", label="Change", daily_dose=2.5, order_id="d1"),
+                                        decision(topic="stop", action="stop", label="Stop", order_id="a1")),
+                        ruleset, "p1", [draft], [active])
+    update, stop = (c["suggestions"][0]["actions"][0]["resource"] for c in cards)
+    assert update["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 2.5
+    assert update["dosageInstruction"][0]["timing"]["repeat"]["boundsDuration"] == {"value": 6}
+    assert stop["status"] == "stopped"
+    assert [draft, active] == sent, "the request's orders are not changed by the suggestions made from them"
