@@ -8,7 +8,6 @@ ruleset's maximum, is left out; the card stays. Nothing empty (null, "", [], {})
 """
 from __future__ import annotations
 
-import copy
 import math
 import uuid
 from typing import Any
@@ -195,7 +194,7 @@ def _find(order_id: str | None, orders: list[dict]) -> dict | None:
     wanted = order_id.removeprefix("MedicationRequest/")
     for order in orders:
         if order.get("resourceType") == "MedicationRequest" and order.get("id") == wanted:
-            return copy.deepcopy(order)
+            return order
     return None
 
 
@@ -215,14 +214,14 @@ def new_order(ruleset: Ruleset, patient_id: str, daily_dose: float) -> dict:
 
 
 def with_dose(order: dict, ruleset: Ruleset, daily_dose: float) -> dict:
-    """The draft order, same id, with its dosage replaced by the suggested daily dose."""
+    """A copy of the draft order, same id, with its dosage replaced by the suggested daily dose (the order as sent
+    is left as it was)."""
     base = (order.get("dosageInstruction") or [{}])[0]
     new = dosage(ruleset, daily_dose)
     timing = base.get("timing") if isinstance(base.get("timing"), dict) else {}
     repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
     new["timing"] = {**timing, "repeat": {**repeat, **new["timing"]["repeat"]}}  # keeps bounds, start date
-    order["dosageInstruction"] = [{**base, **new}]
-    return order
+    return {**order, "dosageInstruction": [{**base, **new}]}
 
 
 def dosage(ruleset: Ruleset, daily_dose: float) -> dict:
@@ -251,11 +250,14 @@ def _times(per_day: int) -> str:
 def strip_empty(value: Any) -> Any:
     """The value without null, "", [] or {} anywhere (CDS Hooks forbids them in responses)."""
     if isinstance(value, dict):
-        cleaned = {k: strip_empty(v) for k, v in value.items()}
-        return {k: v for k, v in cleaned.items() if not _empty(v)}
+        kept = {}
+        for key, item in value.items():
+            item = strip_empty(item)
+            if not _empty(item):
+                kept[key] = item
+        return kept
     if isinstance(value, list):
-        cleaned = [strip_empty(v) for v in value]
-        return [v for v in cleaned if not _empty(v)]
+        return [item for item in map(strip_empty, value) if not _empty(item)]
     return value
 
 
