@@ -43,6 +43,8 @@ class CompiledRuleset:
     stratum_facts: list[frozenset[str]]  # per stratum, the facts its rules' patterns test: all a document needs
     leaves: dict[str, tuple]  # rule id -> the leaves of its condition, for the trace
     definition: dict = field(repr=False, default_factory=dict)
+    rule_order: dict[str, int] = field(default_factory=dict)  # rule id -> its place in the file (trace order)
+    param_values: dict[str, Any] = field(default_factory=dict)  # parameter name -> value, as expressions see them
 
 
 def engine_name(ruleset: Ruleset) -> str:
@@ -65,7 +67,9 @@ def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable]) -> Co
                      for k in range(count)]
     return CompiledRuleset(ruleset=ruleset, engine_name=engine_name(ruleset), strata=strata,
                            stratum_count=count, expressions=expressions, stratum_facts=stratum_facts,
-                           leaves=leaves, definition=definition)
+                           leaves=leaves, definition=definition,
+                           rule_order={rule.id: i for i, rule in enumerate(ruleset.rules)},
+                           param_values={name: p.value for name, p in ruleset.parameters.items()})
 
 
 def _tested_facts(leaves) -> frozenset[str]:

@@ -130,7 +130,6 @@ class _Run:
         self.error: Exception | None = None
         self._fired: set[str] = set()
         self.bands: dict[str, str] = {}  # derived fact -> the table row it came from, for card texts
-        self._order = {rule.id: i for i, rule in enumerate(self.ruleset.rules)}
 
     def engine_document(self, stratum: int, sid: str) -> dict:
         """Only the facts this stratum's patterns test: less to encode and match, the same outcome."""
@@ -155,7 +154,7 @@ class _Run:
             line = render(derivation.source, self._context())
             self.facts.setdefault(derivation.fact, []).append(line)
             derived.setdefault(derivation.fact, []).append(line)
-        order = self._order[rule.id]
+        order = self.compiled.rule_order[rule.id]
         self.firings.append((order, Firing(rule.id, rule.explanation, comparisons, derived)))
         if rule.decide:
             self.decisions.append((order, self._decide(rule)))
@@ -181,7 +180,7 @@ class _Run:
             elif kind == "table":
                 value, self.bands[derivation.fact] = self._lookup(*source)
             else:
-                value = self.compiled.expressions[source].evaluate({**self._params(), **self.facts})
+                value = self.compiled.expressions[source].evaluate({**self.compiled.param_values, **self.facts})
         except (ExpressionError, TypeError) as exc:
             self.missing[derivation.fact] = f"not derived by rule '{rule.id}': {exc}"
             return None
@@ -253,11 +252,8 @@ class _Run:
             return to_json_value(self.facts.get(operand.name))
         return operand.value
 
-    def _params(self) -> dict:
-        return {name: p.value for name, p in self.ruleset.parameters.items()}
-
     def _context(self) -> dict:
-        return {**self._params(), **self.facts, "missing": dict(self.missing), "params": self.ruleset.parameters,
+        return {**self.compiled.param_values, **self.facts, "missing": dict(self.missing), "params": self.ruleset.parameters,
                 "ruleset": {"id": self.ruleset.id, "version": self.ruleset.version, "title": self.ruleset.title},
                 "evaluation_date": self.evaluation_date, "band": dict(self.bands)}
 
