@@ -26,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/cdsrules-metrics \
     CDSRULES_RULES=/app/rules \
     CDSRULES_DB_URL=sqlite:////app/var/cdsrules.db \
-    CDSRULES_WORKERS=2 \
+    CDSRULES_WORKERS=4 \
     CDSRULES_AUTH="--auth-config /config/auth.yaml"
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin cdsrules
 WORKDIR /app

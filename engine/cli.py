@@ -103,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--db", default="sqlite:///var/cdsrules.db", metavar="URL")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="gunicorn worker processes (default: two per core)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="threads per worker (default 1); more overlap calls that wait on FHIR fallback fetches")
     p.add_argument("--workbench", action="store_true", help="serve the pharmacist workbench")
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--no-auth", action="store_true", help="development only: accept calls without a JWT")
@@ -269,7 +271,8 @@ def cmd_serve(args) -> int:
     from webhook.server import serve  # the HTTP stack loads only when serving
 
     return serve(rules_dir=args.rules, host=args.host, port=args.port, db_url=args.db, workers=args.workers,
-                 auth_config=None if args.no_auth else args.auth_config, workbench=args.workbench)
+                 auth_config=None if args.no_auth else args.auth_config, workbench=args.workbench,
+                 threads=args.threads)
 
 
 if __name__ == "__main__":
