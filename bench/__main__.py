@@ -1,7 +1,7 @@
 """`python -m bench [SECTION ...] [--quick]`: benchmarks side by side, a printed table and bench/results.json.
 
-Sections: engine, service, startup, scaling (the default run, a few minutes) and soak (100,000 calls: only when
-named). `--quick` is a smoke run of the same code with small counts. Figures are for comparison within one run
+Sections: engine, stages, startup, scaling, service (the default run, a few minutes) and soak (100,000 calls: only
+when named). `--quick` is a smoke run of the same code with small counts. Figures are for comparison within one run
 on one machine; the ratios (hook / discovery) are computed within one run for that reason. Sections not run keep
 their last figures in results.json, marked with the time they were taken.
 """
@@ -16,7 +16,7 @@ import time
 
 from bench.common import RESULTS, ROOT, load_results, save_results
 
-DEFAULT = ("engine", "startup", "scaling", "service")
+DEFAULT = ("engine", "stages", "startup", "scaling", "service")
 ALL = DEFAULT + ("soak",)
 
 # Issue 7's targets: (name, section, how to read the figure, limit, unit).
@@ -72,6 +72,9 @@ def _run(section: str, args) -> dict:
     if section == "service":
         from bench import service
         return service.run(args.quick)
+    if section == "stages":
+        from bench import stages
+        return stages.run(args.quick)
     if section == "startup":
         from bench import startup
         return startup.run(args.quick)
@@ -108,6 +111,13 @@ def render(results: dict, sections: tuple[str, ...]) -> str:
         for row in engine["rulesets"]:
             lines.append(f"  {row['ruleset']:24} {'yes' if row['released'] else 'draft':>8} {row['per_second']:>8} "
                          f"{row['p50_us']:>7} {row['p99_us']:>7} {row['rules_fired_mean']:>6}")
+    if "stages" in sections:
+        s = results["stages"]
+        steps = "; ".join(f"{name} {us}" for name, us in s["steps_p50_us"].items())
+        lines += [f"\nStages of one order-sign call, in one process (p50 us over {s['calls']} calls)",
+                  f"  {steps}",
+                  f"  sum {s['steps_sum_us']}; whole request via the Flask test client {s['whole_request_p50_us']} "
+                  f"(Flask and the rest {s['flask_and_rest_us']}); discovery {s['discovery_p50_us']}"]
     if "startup" in sections:
         s = results["startup"]
         idle = ", ".join(f"{kb / 1024:.0f}" for kb in s["worker_rss_kb_idle"].values())
@@ -129,12 +139,16 @@ def render(results: dict, sections: tuple[str, ...]) -> str:
         s = results["service"]
         lines += [f"\nService (gunicorn, {s['workers']} workers, loopback; closed-loop clients, no think time)",
                   f"  {'clients':>7} {'endpoint':13} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
-                  f"{'/disc p50':>9} {'errors':>6}"]
+                  f"{'/disc p50':>9} {'cpu ms':>6} {'/disc cpu':>9} {'errors':>6}"]
         for clients, level in s["levels"].items():
             for name, row in level.items():
-                ratio = row.get("p50_over_discovery")
+                ratio, cpu_ratio = row.get("p50_over_discovery"), row.get("cpu_over_discovery")
                 lines.append(f"  {clients:>7} {name:13} {row['rps']:>7} {row['p50_ms']:>7} {row['p90_ms']:>7} "
-                             f"{row['p99_ms']:>7} {ratio if ratio is not None else '':>9} {row['errors']:>6}")
+                             f"{row['p99_ms']:>7} {ratio if ratio is not None else '':>9} "
+                             f"{row.get('worker_cpu_ms', ''):>6} {cpu_ratio if cpu_ratio is not None else '':>9} "
+                             f"{row['errors']:>6}")
+        lines.append("  cpu ms: CPU time of the workers per request (user + system), which noise from other "
+                     "machines' tenants does not inflate as it does latency")
     if "soak" in sections:
         s = results["soak"]
         growth = ", ".join(f"{v} MB" for v in s["growth_mb"].values())

@@ -1,0 +1,106 @@
+"""Stages: where one order-sign call spends its time, step by step, in one process (`python -m bench stages`).
+
+The steps are the ones `webhook.hooks` runs, called in the same order on the same request the service section
+sends, each timed on its own, with discovery in the same process as the framework floor. What is left between the
+steps' sum and the whole request through the Flask test client is Flask's own work (routing, hooks, the JSON
+response). The audit write goes to a fresh SQLite file with the production settings (WAL, synchronous=FULL).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import RULES, BodyTemplate, hook_body, percentile
+
+SERVICE = "hetrombopag-order-sign"
+STEPS = ("parse", "prefetch", "extract", "evaluate", "cards", "audit")
+
+
+def run(quick: bool = False) -> dict:
+    from webhook import create_app
+
+    calls = 200 if quick else 3000
+    folder = Path(tempfile.mkdtemp(prefix="cdsrules-stages-"))
+    try:
+        app = create_app({"RULES_DIR": str(RULES), "DB_URL": f"sqlite:///{folder / 'store.db'}"})
+        template = BodyTemplate(hook_body("order-sign", dt.date.today()))
+        with app.app_context():
+            steps = _time_steps(app, template, calls)
+        whole, floor = _time_requests(app, template, calls)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    step_p50 = {name: _us(percentile(sorted(times), 0.5)) for name, times in steps.items()}
+    whole_p50, floor_p50 = _us(percentile(whole, 0.5)), _us(percentile(floor, 0.5))
+    return {"calls": calls, "steps_p50_us": step_p50, "steps_sum_us": round(sum(step_p50.values()), 1),
+            "whole_request_p50_us": whole_p50, "discovery_p50_us": floor_p50,
+            "flask_and_rest_us": round(whole_p50 - sum(step_p50.values()), 1)}
+
+
+def _time_steps(app, template: BodyTemplate, calls: int) -> dict[str, list[float]]:
+    """The steps of webhook.hooks.call, each timed; the app context stands in for the request's."""
+    from engine import fhir
+    from webhook import hooks
+    from webhook.cards import build_cards
+    from webhook.prefetch import gather
+    from webhook.request import normalise_resource, parse_hook_request
+
+    state = app.extensions["cdsrules"]
+    service = state.service(SERVICE)
+    today = dt.date.today()
+    ruleset = state.catalog.select(service.ruleset.id, today)
+    times: dict[str, list[float]] = {name: [] for name in STEPS}
+    for n in range(calls + calls // 10):
+        body, clock = template.render(), _Clock()
+        request = parse_hook_request(body, service.hook)
+        clock.lap("parse")
+        orders = list(request.draft_orders)
+        gathered = gather(service.prefetch, request, state.fetcher, lambda url: False)
+        resources = [normalise_resource(r) for payload in gathered.payloads.values()
+                     for r in fhir.resources_from(payload)]
+        clock.lap("prefetch")
+        extraction = fhir.extract_facts(state.mapping, resources, today, draft_orders=orders,
+                                        supplied=gathered.supplied)
+        clock.lap("extract")
+        evaluation = state.engine.evaluate(ruleset, extraction.facts, today, hook=request.hook,
+                                           reasons=extraction.problems)
+        clock.lap("evaluate")
+        known = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
+        cards = build_cards(evaluation, ruleset, request.patient_id, orders, known)
+        clock.lap("cards")
+        hooks._audit(service, ruleset, request, cards, evaluation, clock.started)
+        clock.lap("audit")
+        if n >= calls // 10:  # the first tenth warms caches
+            for name, seconds in clock.laps.items():
+                times[name].append(seconds)
+    return times
+
+
+def _time_requests(app, template: BodyTemplate, calls: int) -> tuple[list[float], list[float]]:
+    client = app.test_client()
+    whole, floor = [], []
+    for n in range(calls):
+        started = time.perf_counter()
+        client.post(f"/cds-services/{SERVICE}", data=template.render(), content_type="application/json")
+        middle = time.perf_counter()
+        client.get("/cds-services")
+        if n >= calls // 10:
+            whole.append(middle - started)
+            floor.append(time.perf_counter() - middle)
+    return sorted(whole), sorted(floor)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self._last = now - self._last, now
+
+
+def _us(seconds: float) -> float:
+    return round(seconds * 1e6, 1)
