@@ -55,4 +55,7 @@ def template_names(text: str) -> set[str]:
 
 
 def render(text: str, context: dict) -> str:
-    return compile_template(text).render(context).strip()
+    """Only the names the template reads are handed to Jinja, which copies what it is given (all the facts and
+    parameters of a ruleset, for the two or three a summary reads)."""
+    used = {name: context[name] for name in _template_names(text) if name in context}
+    return compile_template(text).render(used).strip()
