@@ -146,6 +146,10 @@ class AuditRecord:
     decisions: list[dict] = field(default_factory=list)  # engine.audit.decision_summary() of each
 
 
+_AUDIT_FIELDS = tuple(f.name for f in fields(AuditRecord))
+_INSERT_AUDIT, _INSERT_AUDIT_CARD = insert(audit), insert(audit_card)  # built once; one per call showed in profiles
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
@@ -330,7 +334,7 @@ class Store:
         """Write the audit record of one hook call; a failure is logged and counted, never raised."""
         created_at = _now()
         # Shallow: the JSON columns are serialised below anyway, so asdict's deep copy would be wasted work.
-        row = {f.name: getattr(record, f.name) for f in fields(record)}
+        row = {name: getattr(record, name) for name in _AUDIT_FIELDS}
         for name in _JSON_COLUMNS:
             row[name] = None if row[name] is None else _dumps(row[name])
         row["cards"] = _dumps([{"uuid": c["uuid"], "topic": c["topic"]} for c in record.cards])
@@ -340,9 +344,9 @@ class Store:
                   "rule_id": c.get("rule_id"), "created_at": created_at} for c in record.cards]
         try:
             with self._turn(), self.engine.begin() as connection:
-                connection.execute(insert(audit), row)
+                connection.execute(_INSERT_AUDIT, row)
                 if cards:
-                    connection.execute(insert(audit_card), cards)
+                    connection.execute(_INSERT_AUDIT_CARD, cards)
             return True
         except SQLAlchemyError as error:
             with self._lock:
