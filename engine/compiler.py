@@ -45,6 +45,7 @@ class CompiledRuleset:
     definition: dict = field(repr=False, default_factory=dict)
     rule_order: dict[str, int] = field(default_factory=dict)  # rule id -> its place in the file (trace order)
     param_values: dict[str, Any] = field(default_factory=dict)  # parameter name -> value, as expressions see them
+    rules: dict[str, Rule] = field(default_factory=dict)  # rule id -> rule: the core names the rule it matched
 
 
 def engine_name(ruleset: Ruleset) -> str:
@@ -69,7 +70,8 @@ def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable]) -> Co
                            stratum_count=count, expressions=expressions, stratum_facts=stratum_facts,
                            leaves=leaves, definition=definition,
                            rule_order={rule.id: i for i, rule in enumerate(ruleset.rules)},
-                           param_values={name: p.value for name, p in ruleset.parameters.items()})
+                           param_values={name: p.value for name, p in ruleset.parameters.items()},
+                           rules={rule.id: rule for rule in ruleset.rules})
 
 
 def _tested_facts(leaves) -> frozenset[str]:
