@@ -119,7 +119,7 @@ def _run_stratum(handle: int, document: dict, run: "_Run", stratum: int) -> None
         return
     state, matched = started
     while matched is not None:
-        rule_id = next(iter(json.loads(matched)))  # {rule id: the matched document}
+        rule_id = _first_key(matched)
         try:
             run.fire(run.compiled.rules[rule_id])
         except Exception as exc:
@@ -129,6 +129,14 @@ def _run_stratum(handle: int, document: dict, run: "_Run", stratum: int) -> None
             raise EvaluationError(f"rule '{rule_id}': {exc}") from exc
         core.update_state(handle, state)  # unchanged: the actions keep their results in _Run, not in the session
         matched = core.complete_and_start_action(handle, state_handle)
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _first_key(matched: str) -> str:
+    """The rule id of `{"<rule id>": <the matched document>}`, read without decoding the document."""
+    return _DECODER.raw_decode(matched, matched.index('"'))[0]
 
 
 def _abandon(handle: int, state_handle: int) -> None:
