@@ -93,11 +93,7 @@ MAX_JSON_DEPTH = 64  # FHIR resources nest about 10 deep; far deeper is an attac
 MAX_RESOURCES = 10_000  # draft orders plus prefetched resources in one request
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEP = [0] * 256
-for _byte in b"[{":
-    _DEPTH_STEP[_byte] = 1
-for _byte in b"]}":
-    _DEPTH_STEP[_byte] = -1
+_DEPTH_STEP = [1 if byte in b"[{" else -1 if byte in b"]}" else 0 for byte in range(256)]
 
 
 def load_json(body: bytes) -> object:
