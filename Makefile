@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test serve bench soak audit clean
+.PHONY: install test serve bench profile soak audit clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ serve: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Where a worker spends its time under load (py-spy; needs ptrace: root or CAP_SYS_PTRACE). HOOK=patient-view etc.
+profile: install
+	$(BIN)/python -m bench.profile $(HOOK)
 
 # The long variants: 8 clients x 10,000 calls, 30,000 fuzzed requests (their figures go in the closing notes).
 soak: install

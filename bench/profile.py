@@ -1,0 +1,88 @@
+"""`python -m bench.profile [HOOK]` (`make profile`): where a gunicorn worker spends its time under load.
+
+Starts the real server as the service section does, drives HOOK (order-sign, patient-view or discovery) from 10
+clients, and samples every worker with py-spy for the duration. Prints the functions the workers were in most and
+writes all stacks, collapsed, to bench/profile-HOOK.txt (open it in speedscope or any flame graph tool). py-spy attaches with ptrace: run as root, or give the
+process CAP_SYS_PTRACE (in a container, `--cap-add SYS_PTRACE`).
+"""
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import load
+from bench.common import ROOT, BodyTemplate, Server, hook_body
+from bench.service import SERVICES
+
+SECONDS = 10
+_FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*):\d+\)$")
+
+
+def main(argv: list[str]) -> int:
+    hook = argv[0] if argv else "order-sign"
+    if hook != "discovery" and hook not in SERVICES:
+        print(f"usage: python -m bench.profile [{' | '.join([*SERVICES, 'discovery'])}]", file=sys.stderr)
+        return 2
+    target = load.Target("discovery", "/cds-services") if hook == "discovery" else \
+        load.Target(hook, f"/cds-services/{SERVICES[hook]}", BodyTemplate(hook_body(hook, dt.date.today())).render)
+    folder = Path(tempfile.mkdtemp(prefix="cdsrules-profile-"))
+    with Server() as server:
+        load.run(server.base_url, target, 4, 200)  # warm-up
+        samplers = [_sample(pid, folder / f"{pid}.txt") for pid in server.worker_pids()]
+        deadline = time.monotonic() + SECONDS
+        while time.monotonic() < deadline:
+            load.run(server.base_url, target, 10, 500)
+        for sampler in samplers:
+            sampler.wait()
+    stacks = [line for path in folder.glob("*.txt") for line in path.read_text().splitlines() if line.strip()]
+    if not stacks:
+        print("py-spy recorded nothing: it needs ptrace (root, or CAP_SYS_PTRACE)", file=sys.stderr)
+        return 1
+    collapsed = ROOT / "bench" / f"profile-{hook}.txt"
+    collapsed.write_text("\n".join(stacks) + "\n")
+    print(_top(stacks))
+    print(f"wrote {collapsed.relative_to(ROOT)} (collapsed stacks of every worker)")
+    return 0
+
+
+def _py_spy() -> str:
+    return str(Path(sys.executable).parent / "py-spy")
+
+
+def _sample(pid: int, output: Path) -> subprocess.Popen:
+    return subprocess.Popen([_py_spy(), "record", "-p", str(pid), "-d", str(SECONDS), "-r", "500", "-f", "raw",
+                             "-o", str(output), "--nonblocking"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _top(stacks: list[str], count: int = 25) -> str:
+    """The innermost frames by share of samples (time waiting for a request is left out)."""
+    innermost: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in stacks:
+        stack, samples = line.rsplit(" ", 1)
+        if "handle_request" not in stack:
+            continue  # the worker's main loop, waiting for a connection
+        match = _FRAME.match(stack.split(";")[-1])
+        where = f"{match['function']} ({_short(match['file'])})" if match else stack.split(";")[-1]
+        innermost[where] += int(samples)
+        total += int(samples)
+    lines = [f"{100 * n / total:5.1f}%  {where}" for where, n in innermost.most_common(count)]
+    return f"{total} samples while answering requests; innermost frames:\n" + "\n".join(lines)
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", str(ROOT) + "/"):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
