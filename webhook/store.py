@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
@@ -223,6 +224,7 @@ class _SqliteWriteQueue:
     def _descriptor(self) -> int:
         if self._pid != os.getpid():
             self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+            weakref.finalize(self, os.close, self._fd)  # a store that is let go does not keep its file open
         return self._fd
 
 
