@@ -121,6 +121,18 @@ def test_sqlite_writers_in_two_processes_take_turns_instead_of_failing(tmp_path)
     assert sorted(r["hook_instance"] for r in store.audit_rows()) == ["held", "queued"]
 
 
+def test_where_writers_cannot_queue_on_the_lock_file_writes_still_land(tmp_path, caplog):
+    """A file system that cannot lock (or a lock path that cannot be a file) leaves SQLite's own lock in charge."""
+    (tmp_path / "store.db.write-lock").mkdir()  # os.open of the lock file fails as it would on such a mount
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.migrate()
+    assert store.add_audit(_record([], hook_instance="first")) is True
+    assert store.add_audit(_record([], hook_instance="second")) is True
+    assert store.audit_failures == 0
+    assert sorted(r["hook_instance"] for r in store.audit_rows()) == ["first", "second"]
+    assert sum("cannot queue" in r.getMessage() for r in caplog.records) == 1, "said once, not per write"
+
+
 # --- feedback and jti ---------------------------------------------------------------------------
 
 

@@ -210,22 +210,33 @@ class _SqliteWriteQueue:
         self._threads = threading.Lock()
         self._fd: int | None = None
         self._pid: int | None = None
+        self._warned = False
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
         with self._threads:
-            fd = self._descriptor()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = self._locked()
             try:
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _descriptor(self) -> int:
-        if self._pid != os.getpid():
-            self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
-            weakref.finalize(self, os.close, self._fd)  # a store that is let go does not keep its file open
-        return self._fd
+    def _locked(self) -> int | None:
+        """The lock file's descriptor, flocked; None where the file system cannot lock (some network ones): the
+        write then goes ahead and SQLite's own lock, with its busy handler, keeps it correct, only slower."""
+        try:
+            if self._pid != os.getpid():
+                self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+                weakref.finalize(self, os.close, self._fd)  # a store that is let go does not keep its file open
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            return self._fd
+        except OSError as error:
+            if not self._warned:
+                log.warning("SQLite writers cannot queue on %s (%s); SQLite's busy handler orders them instead",
+                            self._path, error.strerror or error)
+                self._warned = True
+            return None
 
 
 def _write_queue(url: str):
