@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from bench.common import RULES, BodyTemplate, hook_body, percentile
+from tests.helpers import without_uuids
 
 SERVICE = "hetrombopag-order-sign"
 STEPS = ("parse", "prefetch", "extract", "evaluate", "cards", "audit")
@@ -38,7 +39,7 @@ def run(quick: bool = False) -> dict:
             "whole_request_p50_us": whole_p50, "discovery_p50_us": floor_p50,
             "flask_and_rest_us": round(whole_p50 - sum(step_p50.values()), 1),
             # The steps timed are the request's own only if they reach the same cards.
-            "steps_give_the_requests_cards": _without_uuids(stepped_cards) == _without_uuids(answered_cards)}
+            "steps_give_the_requests_cards": without_uuids(stepped_cards) == without_uuids(answered_cards)}
 
 
 def _time_steps(app, template: BodyTemplate, calls: int) -> tuple[dict[str, list[float]], list[dict]]:
@@ -94,13 +95,6 @@ def _time_requests(app, template: BodyTemplate, calls: int) -> tuple[list[float]
             floor.append(time.perf_counter() - middle)
     return sorted(whole), sorted(floor), cards
 
-
-def _without_uuids(value):
-    if isinstance(value, dict):
-        return {k: _without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [_without_uuids(v) for v in value]
-    return value
 
 
 class _Clock:

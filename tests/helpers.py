@@ -1,4 +1,4 @@
-"""Small helpers shared by the engine tests."""
+"""Small helpers shared by the tests (and the bench)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +20,15 @@ def edited(text: str, old: str, new: str) -> str:
 
 def line_of(text: str, passage: str) -> int:
     return text[: text.index(passage)].count("\n") + 1
+
+
+def without_uuids(value):
+    """A CDS Hooks answer (or any part of it) without its `uuid` keys, which are random per call."""
+    if isinstance(value, dict):
+        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
+    if isinstance(value, list):
+        return [without_uuids(v) for v in value]
+    return value
 
 
 def json_paths(node, prefix=()):

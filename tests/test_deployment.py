@@ -13,6 +13,7 @@ import requests
 
 from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for, \
     running_server, write_auth_config
+from tests.helpers import without_uuids
 from tests.store_backends import module_store_url  # noqa: F401 - a fixture
 from webhook.store import Store
 
@@ -35,14 +36,6 @@ def send(instance, signer, method: str, path: str, token: str | None = None, **k
     token = token or signer.token(PUBLIC_URL + path)
     return requests.request(method, instance.base_url + path, headers={"Authorization": f"Bearer {token}"},
                             timeout=20, **kwargs)
-
-
-def without_uuids(value):
-    if isinstance(value, dict):
-        return {k: without_uuids(v) for k, v in value.items() if k != "uuid"}
-    if isinstance(value, list):
-        return [without_uuids(v) for v in value]
-    return value
 
 
 def test_either_instance_answers_a_call_alike_and_both_audit_to_the_one_store(instances, signer, fhir,
