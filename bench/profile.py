@@ -2,8 +2,8 @@
 
 Starts the real server as the service section does, drives HOOK (order-sign, patient-view or discovery) from 10
 clients, and samples every worker with py-spy for the duration. Prints the functions the workers were in most and
-writes all stacks, collapsed, to bench/profile-HOOK.txt (open it in speedscope or any flame graph tool). py-spy attaches with ptrace: run as root, or give the
-process CAP_SYS_PTRACE (in a container, `--cap-add SYS_PTRACE`).
+writes all stacks, collapsed, to bench/profile-HOOK.txt (open it in speedscope or any flame graph tool). py-spy
+attaches with ptrace: run as root, or give the process CAP_SYS_PTRACE (in a container, `--cap-add SYS_PTRACE`).
 """
 from __future__ import annotations
 

@@ -31,8 +31,7 @@ from .templates import render
 
 SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
 
-# Results of the core's assert_fact (durable's rules.h): handled, no rule matched, the fact id was seen before,
-# deferred to a queue.
+# The core's assert_fact results we expect (durable's rules.h); any other (fact id seen before, deferred) is an error.
 _HANDLED, _NOT_HANDLED = 0, 1
 
 
@@ -291,7 +290,8 @@ class _Run:
         return operand.value
 
     def _context(self) -> dict:
-        return {**self.compiled.param_values, **self.facts, "missing": dict(self.missing), "params": self.ruleset.parameters,
+        return {**self.compiled.param_values, **self.facts, "missing": dict(self.missing),
+                "params": self.ruleset.parameters,
                 "ruleset": {"id": self.ruleset.id, "version": self.ruleset.version, "title": self.ruleset.title},
                 "evaluation_date": self.evaluation_date, "band": dict(self.bands)}
 

@@ -105,9 +105,9 @@ def _tree_depth(value) -> int:
 
 # Strings full of what could fool a byte-level reading: brackets, quotes, backslashes, escapes, non-ASCII.
 _tricky_text = st.text(alphabet=st.sampled_from(list('[]{}"\\/ab\u00e9\u2028\n\t')), max_size=8)
-_json_values = st.recursive(st.none() | st.booleans() | st.integers() | _tricky_text,
-                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3),
-                            max_leaves=30)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | _tricky_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_tricky_text, inner, max_size=3), max_leaves=30)
 
 
 @given(_json_values, st.booleans())

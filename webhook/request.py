@@ -102,7 +102,7 @@ def load_json(body: bytes) -> object:
         document = json.loads(body)
     except (ValueError, RecursionError) as error:
         raise bad_request(f"The request body is not valid JSON: {error}") from None
-    if json.detect_encoding(body) == "utf-8" and body:
+    if json.detect_encoding(body) == "utf-8":
         too_deep = nesting_depth(body) > MAX_JSON_DEPTH
     else:
         too_deep = _depth_exceeds(document, MAX_JSON_DEPTH)
@@ -215,8 +215,8 @@ def normalise_resource(resource: dict) -> dict:
     if resource.get("resourceType") != "MedicationRequest" or not resource.get("dosageInstruction"):
         return resource
     # Copies of the parts that change, not of the whole resource: the request's own dicts stay as sent.
-    return {**resource, "dosageInstruction": [_normalise_dosage(dict(d)) for d in _as_list(resource["dosageInstruction"])
-                                              if isinstance(d, dict)]}
+    dosages = [_normalise_dosage(dict(d)) for d in _as_list(resource["dosageInstruction"]) if isinstance(d, dict)]
+    return {**resource, "dosageInstruction": dosages}
 
 
 def _as_list(value: object) -> list:
