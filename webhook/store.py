@@ -40,6 +40,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -48,7 +49,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class AuditRecord:
 
 
 _AUDIT_FIELDS = tuple(f.name for f in fields(AuditRecord))
-_INSERT_AUDIT, _INSERT_AUDIT_CARD = insert(audit), insert(audit_card)  # built once; one per call showed in profiles
+_AUDIT_CARD_FIELDS = ("card_uuid", "decision_id", "service", "ruleset", "version", "topic", "rule_id", "created_at")
 
 
 def _now() -> str:
@@ -258,6 +259,21 @@ def alembic_config(url: str):
     return config
 
 
+class _DriverInsert:
+    """An INSERT into `columns` of `table`, compiled once for a dialect and run as driver SQL.
+
+    The audit write is on every call's path, and SQLAlchemy's per-call statement handling was a third of it (about
+    50 us per insert). Driver SQL still goes through the connection, so errors arrive as SQLAlchemy's own."""
+
+    def __init__(self, table: Table, columns: tuple[str, ...], dialect) -> None:
+        compiled = insert(table).values({c: bindparam(c) for c in columns}).compile(dialect=dialect)
+        self._sql, self._order = compiled.string, compiled.positiontup  # positiontup: None for named parameters
+
+    def run(self, connection: Connection, rows: list[dict]) -> None:
+        params = [tuple(row[c] for c in self._order) for row in rows] if self._order else rows
+        connection.exec_driver_sql(self._sql, params[0] if len(params) == 1 else params)
+
+
 class StoreError(RuntimeError):
     """The store cannot be used as it is (e.g. a database made before migrations existed)."""
 
@@ -269,6 +285,9 @@ class Store:
         self.audit_failures = 0  # audit writes lost in this process; see /readyz
         self._lock = threading.Lock()
         self._turn = _write_queue(url)
+        dialect = self.engine.dialect
+        self._insert_audit = _DriverInsert(audit, (*_AUDIT_FIELDS, "created_at"), dialect)
+        self._insert_audit_card = _DriverInsert(audit_card, _AUDIT_CARD_FIELDS, dialect)
 
     # --- schema -------------------------------------------------------------------------
 
@@ -357,9 +376,9 @@ class Store:
                   "rule_id": c.get("rule_id"), "created_at": created_at} for c in record.cards]
         try:
             with self._turn(), self.engine.begin() as connection:
-                connection.execute(_INSERT_AUDIT, row)
+                self._insert_audit.run(connection, [row])
                 if cards:
-                    connection.execute(_INSERT_AUDIT_CARD, cards)
+                    self._insert_audit_card.run(connection, cards)
             return True
         except SQLAlchemyError as error:
             with self._lock:
