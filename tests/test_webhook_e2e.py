@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -168,3 +170,13 @@ def test_python_m_webhook_server_needs_an_auth_choice():
     result = subprocess.run([sys.executable, "-m", "webhook.server"], cwd=REPO, capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2 and "--no-auth" in result.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no memory-backed /dev/shm here")
+def test_workers_keep_their_heartbeat_in_memory_not_on_disk(live_server):
+    """gunicorn touches each worker's heartbeat file on every loop; on disk, a touch can wait behind an fsync."""
+    workers = Path(f"/proc/{live_server.process.pid}/task/{live_server.process.pid}/children").read_text().split()
+    assert workers
+    for pid in workers:
+        open_files = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir() if fd.is_symlink()]
+        assert any(f.startswith("/dev/shm/wgunicorn-") for f in open_files), open_files
