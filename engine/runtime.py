@@ -116,7 +116,9 @@ def _run_stratum(handle: int, document: dict, run: "_Run", stratum: int) -> None
     started = core.start_action_for_state(handle, state_handle)
     if started is None:
         return
-    state, matched = started
+    # durable-rules' own loop hands each action's session state back (update_state) before completing it; no rule
+    # here reads session state and the actions keep their results in _Run, so the state is never changed or sent.
+    _state, matched = started
     while matched is not None:
         rule_id = _first_key(matched)
         try:
@@ -126,7 +128,6 @@ def _run_stratum(handle: int, document: dict, run: "_Run", stratum: int) -> None
             if isinstance(exc, EvaluationError):
                 raise
             raise EvaluationError(f"rule '{rule_id}': {exc}") from exc
-        core.update_state(handle, state)  # unchanged: the actions keep their results in _Run, not in the session
         matched = core.complete_and_start_action(handle, state_handle)
 
 
