@@ -1,8 +1,9 @@
 """Service: the real server under 1, 10 and 50 concurrent clients; order-sign and patient-view with full
 prefetch, and discovery on the same server in the same run as the framework floor.
 
-Each level runs the three endpoints in two interleaved rounds, so a burst of noise on this shared 2-core machine
-lands on all of them alike; the ratio hook / discovery (p50) is computed within the level. The workers' CPU time
+Each level runs the three endpoints in four interleaved rounds, so a burst of noise on this shared 2-core machine
+lands on all of them alike; the ratio hook / discovery (p50) is computed within the level, over all rounds, and
+for each round alone (their range shows how much the noise moves it). The workers' CPU time
 per request (user + system, from /proc) is reported beside latency: on a shared machine it moves far less than
 latency does, and its ratio hook / discovery is what the latency ratio tends to once the workers are saturated.
 """
@@ -14,6 +15,7 @@ from bench import load
 from bench.common import BodyTemplate, Server, cpu_seconds, hook_body
 
 LEVELS = (1, 10, 50)
+ROUNDS = 4  # per level, the endpoints take turns this many times
 SERVICES = {"order-sign": "hetrombopag-order-sign", "patient-view": "hetrombopag-patient-view"}
 
 
@@ -37,11 +39,14 @@ def run(quick: bool = False) -> dict:
         for clients in LEVELS:
             merged: dict[str, load.Outcome] = {t.name: load.Outcome() for t in endpoints}
             cpu: dict[str, float] = {t.name: 0.0 for t in endpoints}
-            for _ in range(2):
+            round_p50s: list[dict[str, float]] = []
+            for _ in range(ROUNDS):
+                round_p50s.append({})
                 for target in endpoints:
                     before = cpu_seconds(server.worker_pids())
-                    outcome = load.run(server.base_url, target, clients, per_level[clients] // 2)
+                    outcome = load.run(server.base_url, target, clients, per_level[clients] // ROUNDS)
                     cpu[target.name] += cpu_seconds(server.worker_pids()) - before
+                    round_p50s[-1][target.name] = outcome.summary()["p50_ms"]
                     into = merged[target.name]
                     into.latencies += outcome.latencies
                     into.errors += outcome.errors
@@ -55,6 +60,9 @@ def run(quick: bool = False) -> dict:
                 level[hook]["p50_over_discovery"] = round(level[hook]["p50_ms"] / floor, 2) if floor else None
                 level[hook]["cpu_over_discovery"] = round(level[hook]["worker_cpu_ms"] / floor_cpu, 2) \
                     if floor_cpu else None
+                # Each round's own ratio: their spread shows how far this machine's noise moves the figure.
+                level[hook]["p50_over_discovery_rounds"] = [round(r[hook] / r["discovery"], 2) for r in round_p50s
+                                                            if r.get(hook) and r.get("discovery")]
             levels[str(clients)] = level
         rss_after = server.worker_rss_kb()
     return {"workers": len(rss_before), "levels": levels, "request_bytes": _sizes(today),
