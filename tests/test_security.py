@@ -8,9 +8,10 @@ import uuid
 
 import jwt
 import pytest
+import requests
 
 from tests.conftest import ISSUER, build_app, write_auth_config
-from webhook.prefetch import is_safe_fetch_target
+from webhook.prefetch import Fetcher, FetchError, is_safe_fetch_target
 
 pytestmark = pytest.mark.timeout(60)
 BASE = "http://localhost"
@@ -117,3 +118,16 @@ def test_too_many_resources_in_one_request_is_413(tmp_path, fhir_server):
     body = {**patient_view(fhir_server.url), "prefetch": {"platelets": bundle}}
     response = client.post("/cds-services/hetrombopag-patient-view", json=body)
     assert response.status_code == 413 and "10001 resources" in response.get_json()["issue"][0]["diagnostics"]
+
+
+def test_the_fallback_fetch_checks_the_address_it_connects_to(fhir_server):
+    """A name can resolve to an allowed address when the call is accepted and to a metadata address when the
+    fetch connects (DNS rebinding): the fetch resolves, checks and connects to the checked address itself."""
+    fhir_server.reset([{"resourceType": "Patient", "id": "p1"}])
+    blocked = fhir_server.url.replace("127.0.0.1", "0.0.0.0")  # on Linux, this reaches the loopback server
+    assert requests.get(f"{blocked}/Patient/p1", timeout=5).status_code == 200, "plain HTTP gets through"
+    fhir_server.reset()
+    with pytest.raises(FetchError):
+        Fetcher(2.0).fetch(blocked, "Patient/p1", "a-token")
+    assert fhir_server.requests == [], "nothing was sent, the token least of all"
+    assert Fetcher(2.0).fetch(fhir_server.url, "Patient/p1", "a-token")["id"] == "p1"

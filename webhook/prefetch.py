@@ -8,10 +8,8 @@ never logged and never put into an error message.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -20,6 +18,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from webhook import outbound
 from webhook.outcome import precondition_failed
 from webhook.request import HookRequest
 
@@ -127,8 +126,8 @@ class Fetcher:
             headers["Authorization"] = f"Bearer {token}"
         url = f"{base.rstrip('/')}/{query.lstrip('/')}"
         try:
-            with requests.get(url, headers=headers, timeout=self.timeout, stream=True,
-                              allow_redirects=False) as response:
+            with outbound.session() as session, session.get(url, headers=headers, timeout=self.timeout,
+                                                             stream=True, allow_redirects=False) as response:
                 if response.status_code != 200:
                     raise FetchError(f"HTTP {response.status_code}")
                 body = response.raw.read(MAX_FHIR_RESPONSE_BYTES + 1, decode_content=True)
@@ -193,11 +192,12 @@ _METADATA_HOSTS = {"metadata", "metadata.google.internal", "metadata.azure.com"}
 
 
 def is_safe_fetch_target(url: str) -> bool:
-    """http(s) only, and no host that is or resolves to a link-local, multicast or unspecified address.
+    """http(s) only, and no host that is or resolves to a link-local, multicast, unspecified or reserved address.
 
     Cloud metadata services live at link-local addresses (169.254.169.254, fe80::); a request must never make
     us fetch from them, nor from a file: or other scheme. Loopback and private ranges stay possible because a
-    hospital's FHIR server may be there; the per-issuer allowlist is what limits them."""
+    hospital's FHIR server may be there; the per-issuer allowlist is what limits them. The fetch checks the
+    addresses again as it connects (webhook.outbound), where a name that changed its answer is caught."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
@@ -205,11 +205,7 @@ def is_safe_fetch_target(url: str) -> bool:
     if host in _METADATA_HOSTS:
         return False
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
-    except (OSError, UnicodeError):
+        outbound.checked_addresses(host)
+    except (OSError, UnicodeError):  # BlockedAddress is an OSError, as is a name that does not resolve
         return False
-    for address in addresses:
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-            return False
     return True
