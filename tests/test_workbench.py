@@ -11,15 +11,15 @@ import pytest
 import yaml
 from flask import Flask
 
-from engine import cohort, fhir
+from engine import cohort, fhir, runtime
 from engine.loader import load_ruleset
+from engine.runtime import Engine
 from engine.model import Band, Table
 from engine.simulate import simulate
 from webhook.cards import max_daily_dose
 from webhook.store import AuditRecord, Store
 from webhook.workbench import register_workbench, svg
 from webhook.workbench.access import WorkbenchConfigError, policy_from
-from webhook.workbench.context import WorkbenchEngine
 from webhook.workbench.markdown import render_markdown
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,6 +160,16 @@ def test_a_valid_draft_runs_its_tests_and_the_json_check_agrees(client):
     assert not answer["ok"] and answer["errors"]
 
 
+def test_checking_drafts_leaves_the_servers_engine_as_it_was(client):
+    """durable-rules keeps every version it is given; drafts go to the workbench's child process instead."""
+    before = set(runtime._REGISTERED)
+    for n in range(3):
+        text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text() + f"\n# edit {n}\n"
+        answer = client.post("/workbench/check.json", json={"text": text, "ruleset": "hetrombopag"}).get_json()
+        assert answer["ok"] and answer["tests"] and all(t["passed"] for t in answer["tests"])
+    assert set(runtime._REGISTERED) == before
+
+
 def test_a_draft_may_not_read_files_outside_the_rules_directory(client):
     text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
     text += "\n  - name: sneaky\n    date: 2026-03-05\n    fhir: ../../../../etc/passwd\n    expect: {}\n"
@@ -240,7 +250,7 @@ def test_markdown_never_runs_html_or_script_links():
 def test_simulation_starts_titrates_and_stops_by_accepting_suggestions():
     ruleset = load_ruleset(RULES / "hetrombopag" / "1.0.0.yaml")
     mapping = fhir.load_site_mapping(RULES / "site" / "fhir-r4.yaml")
-    limit, engine = max_daily_dose(ruleset), WorkbenchEngine()  # see WorkbenchEngine: one compile per object
+    limit, engine = max_daily_dose(ruleset), Engine()
     treated = [p for p in cohort.generate_cohort(24, 2026) if p.scenario.startswith("treated")][:3]
     for patient in treated:
         days = simulate(ruleset, mapping, patient.resources, patient.transplant_date, days=50, engine=engine)

@@ -16,7 +16,8 @@ from typing import Any
 from flask import Flask
 
 from webhook.workbench import access
-from webhook.workbench.context import Workbench, WorkbenchEngine
+from engine.sandbox import SandboxEngine
+from webhook.workbench.context import Workbench
 from webhook.workbench.views import bp
 
 # The pages add their routes to `bp` when imported.
@@ -29,7 +30,7 @@ def register_workbench(app: Flask, settings: dict[str, Any]) -> None:
     runtime = app.extensions.get("cdsrules")
     app.extensions["cdsrules.workbench"] = Workbench(
         rules_dir=Path(settings.get("RULES_DIR", "rules")),
-        engine=WorkbenchEngine(),
+        engine=SandboxEngine(),  # drafts never enter this process's engine (see engine/sandbox.py)
         store=runtime.store if runtime else _store(settings),
         clock=settings.get("CLOCK") or dt.date.today,
         cohort_dir=Path(settings["WORKBENCH_COHORT"]) if settings.get("WORKBENCH_COHORT") else None,

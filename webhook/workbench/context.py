@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,36 +18,14 @@ import yaml
 from engine import cohort, fhir
 from engine.errors import RulesetError, RulesetErrors
 from engine.loader import SITE_DIR, load_ruleset, ruleset_files
-from engine.compiler import CompiledRuleset
 from engine.model import Ruleset
 from engine.runtime import Engine
+from engine.sandbox import SandboxEngine
 from engine.testing import CaseResult, run_tests
 from engine.versions import MANIFEST, Release, file_sha256, read_manifest, version_key
 
 SITE_MAPPING = Path(SITE_DIR) / "fhir-r4.yaml"
 COHORT_SIZE, COHORT_SEED = 24, 2026  # one block of the generator's scenarios: every scenario once or more
-
-
-class WorkbenchEngine(Engine):
-    """The engine, remembering which loaded object it compiled.
-
-    `Engine.register` keeps its shortcut only for the first object registered with a given content; the workbench
-    loads its own copies of versions the service already registered (and re-checks the same draft), and each of
-    those would be compiled again on every evaluation (~0.2 s each). This remembers the compiled form per object.
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[int, tuple[weakref.ref, CompiledRuleset]] = {}
-
-    def register(self, ruleset: Ruleset) -> CompiledRuleset:
-        known = self._seen.get(id(ruleset))
-        if known is not None and known[0]() is ruleset:
-            return known[1]
-        compiled = super().register(ruleset)
-        if len(self._seen) > 512:
-            self._seen.clear()
-        self._seen[id(ruleset)] = (weakref.ref(ruleset), compiled)
-        return compiled
 
 
 @dataclass
@@ -75,7 +52,7 @@ class VersionInfo:
             return "retired"
         return "released" if self.release.effective_from <= on else "released (not yet in effect)"
 
-    def results(self, engine: Engine) -> list[CaseResult]:
+    def results(self, engine: Engine | SandboxEngine) -> list[CaseResult]:
         """The version's written tests, run once per loaded file."""
         if self._results is None:
             self._results = run_tests(self.ruleset, engine) if self.ruleset else []
@@ -104,7 +81,7 @@ class Workbench:
     """Per process: the rules directory, a cache of its snapshot, the engine, the store and the clock."""
 
     rules_dir: Path
-    engine: Engine
+    engine: Engine | SandboxEngine
     store: Any  # webhook.store.Store
     clock: Callable[[], dt.date]
     cohort_dir: Path | None = None

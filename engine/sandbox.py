@@ -1,0 +1,105 @@
+"""An engine in a child process, for rulesets that are still being written (the workbench's drafts).
+
+durable-rules cannot unregister a ruleset: every version it has seen stays in the process (about 1.4 MB each for
+hetrombopag), so a pharmacist checking draft after draft would grow the server without bound. A draft is also
+untrusted input to a C core, and if it ever crashed that core, the worker serving order-sign would go down with it.
+So these evaluations run in a child process, started with spawn (the parent may run threads), which is replaced
+once it has held `versions_per_child` versions. A child that dies fails the one evaluation it was running with an
+EvaluationError that says so; the next evaluation starts a new child.
+
+`SandboxEngine.evaluate` has `Engine.evaluate`'s signature, so run_tests, simulate and behavioural_impact take it
+as they take an Engine.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable
+
+from .compiler import engine_name
+from .errors import EvaluationError
+from .model import Evaluation, Ruleset
+from .runtime import Engine
+
+VERSIONS_PER_CHILD = 32  # about 45 MB of registered versions at most, before the child is replaced
+
+
+class SandboxEngine:
+    def __init__(self, versions_per_child: int = VERSIONS_PER_CHILD) -> None:
+        self.versions_per_child = versions_per_child
+        self._lock = threading.Lock()
+        self._executor: ProcessPoolExecutor | None = None
+        self._sent: set[str] = set()  # the versions sent to the current child, which keeps them
+
+    def evaluate(self, ruleset: Ruleset, facts: dict[str, Any], evaluation_date: dt.date | str,
+                 hook: str | None = None, reasons: dict[str, str] | None = None) -> Evaluation:
+        name = engine_name(ruleset)
+        executor, future = self._submit(name, lambda first_time: (
+            # The child keeps each version it is sent; the ruleset travels only the first time (137 KB pickled).
+            _evaluate, name, ruleset if first_time else None, facts, evaluation_date, hook, reasons))
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            self._forget(executor)
+            raise EvaluationError(f"the engine process stopped while evaluating {ruleset.ref}; the next "
+                                  "evaluation starts a new one") from None
+
+    def child_pid(self) -> int:
+        """The process id of the child that evaluates now (starting one if there is none)."""
+        return self._submit(None, lambda _first_time: (os.getpid,))[1].result()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+            self._executor, self._sent = None, set()
+
+    def _submit(self, name: str | None, call: Callable[[bool], tuple]) -> tuple[ProcessPoolExecutor, Future]:
+        """Submit call(first_time) to the child; a child found dead is replaced first (its pool refuses work)."""
+        with self._lock:
+            for _attempt in range(2):
+                executor, first_time = self._executor_for(name)
+                try:
+                    return executor, executor.submit(*call(first_time))
+                except BrokenProcessPool:
+                    self._executor, self._sent = None, set()
+            raise EvaluationError("the engine process could not be started")
+
+    def _executor_for(self, name: str | None) -> tuple[ProcessPoolExecutor, bool]:
+        """The child's pool, replaced first if `name` would be one version too many; and whether the child has
+        yet to be sent `name` (None: not a version, e.g. child_pid)."""
+        new_version = name is not None and name not in self._sent
+        if self._executor is not None and new_version and len(self._sent) >= self.versions_per_child:
+            self._executor.shutdown(wait=False)  # what it was given still completes; then its child exits
+            self._executor = None
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._sent = set()
+        if new_version:
+            self._sent.add(name)
+        return self._executor, new_version
+
+    def _forget(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._executor is broken:
+                self._executor, self._sent = None, set()
+
+
+# --- in the child ---------------------------------------------------------------------------
+
+_ENGINE: Engine | None = None
+_RULESETS: dict[str, Ruleset] = {}
+
+
+def _evaluate(name: str, ruleset: Ruleset | None, facts: dict[str, Any], evaluation_date: dt.date | str,
+              hook: str | None, reasons: dict[str, str] | None) -> Evaluation:
+    global _ENGINE
+    if ruleset is not None:
+        _RULESETS[name] = ruleset
+    if _ENGINE is None:
+        _ENGINE = Engine()
+    return _ENGINE.evaluate(_RULESETS[name], facts, evaluation_date, hook, reasons)

@@ -1,0 +1,96 @@
+"""The engine in a child process: the same answers as in process, drafts never registered here, a bounded child,
+and a child that dies costs one evaluation, not the server."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import runtime
+from engine.errors import EvaluationError
+from engine.loader import load_ruleset
+from engine.runtime import Engine
+from engine.sandbox import SandboxEngine
+from engine.testing import case_facts, run_tests
+
+pytestmark = pytest.mark.timeout(120)
+RULES = Path(__file__).resolve().parent.parent / "rules"
+
+
+@pytest.fixture(scope="module")
+def hetrombopag():
+    return load_ruleset(RULES / "hetrombopag" / "1.0.0.yaml")
+
+
+@pytest.fixture
+def sandbox():
+    engine = SandboxEngine(versions_per_child=2)
+    yield engine
+    engine.close()
+
+
+def draft(ruleset, n: int):
+    """Another version of the same rules: only the text differs, which is what makes durable-rules keep it."""
+    return dataclasses.replace(ruleset, source_text=f"{ruleset.source_text}\n# draft {n}\n")
+
+
+def test_the_child_answers_as_the_engine_in_this_process_does(hetrombopag, sandbox):
+    in_process = Engine()
+    for case in hetrombopag.tests:
+        facts, reasons = case_facts(hetrombopag, case)
+        args = (facts, str(case["date"]), case.get("hook"), reasons)
+        assert sandbox.evaluate(hetrombopag, *args) == in_process.evaluate(hetrombopag, *args), case["name"]
+    assert all(r.passed for r in run_tests(hetrombopag, sandbox))
+
+
+def test_drafts_are_never_registered_in_this_process(hetrombopag, sandbox):
+    before = set(runtime._REGISTERED)
+    for n in range(3):
+        assert all(r.passed for r in run_tests(draft(hetrombopag, n), sandbox))
+    assert set(runtime._REGISTERED) == before
+
+
+def test_the_child_is_replaced_once_it_holds_its_share_of_versions(hetrombopag, sandbox):
+    case = hetrombopag.tests[0]
+    facts, reasons = case_facts(hetrombopag, case)
+    sandbox.evaluate(draft(hetrombopag, 1), facts, str(case["date"]), case.get("hook"), reasons)
+    first = sandbox.child_pid()
+    sandbox.evaluate(draft(hetrombopag, 2), facts, str(case["date"]), case.get("hook"), reasons)
+    sandbox.evaluate(draft(hetrombopag, 1), facts, str(case["date"]), case.get("hook"), reasons)
+    assert sandbox.child_pid() == first, "two versions fit in one child"
+    sandbox.evaluate(draft(hetrombopag, 3), facts, str(case["date"]), case.get("hook"), reasons)
+    second = sandbox.child_pid()
+    assert second != first
+    _wait_gone(first)
+
+
+def test_a_child_that_dies_costs_one_evaluation_not_the_server(hetrombopag, sandbox):
+    case = hetrombopag.tests[0]
+    facts, reasons = case_facts(hetrombopag, case)
+    expected = Engine().evaluate(hetrombopag, facts, str(case["date"]), case.get("hook"), reasons)
+    doomed = sandbox.child_pid()
+    os.kill(doomed, signal.SIGKILL)
+    _wait_gone(doomed)
+    try:  # the pool may notice the death at once (a new child answers) or on this call (it fails, and says so)
+        assert sandbox.evaluate(hetrombopag, facts, str(case["date"]), case.get("hook"), reasons) == expected
+    except EvaluationError as error:
+        assert "stopped" in str(error)
+    assert sandbox.evaluate(hetrombopag, facts, str(case["date"]), case.get("hook"), reasons) == expected
+    assert sandbox.child_pid() != doomed
+
+
+def _wait_gone(pid: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split(") ", 1)[1].startswith("Z"):  # exited, not yet reaped
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} is still running")
