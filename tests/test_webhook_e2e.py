@@ -170,6 +170,9 @@ def test_python_m_webhook_server_needs_an_auth_choice():
     result = subprocess.run([sys.executable, "-m", "webhook.server"], cwd=REPO, capture_output=True, text=True,
                             timeout=30)
     assert result.returncode == 2 and "--no-auth" in result.stderr
+    usage = subprocess.run([sys.executable, "-m", "webhook.server", "--help"], cwd=REPO, capture_output=True,
+                           text=True, timeout=30).stdout
+    assert usage.startswith("usage: cdsrules serve") and "--workbench" in usage  # one set of options, not two
 
 
 @pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no memory-backed /dev/shm here")

@@ -7,7 +7,6 @@ crash-looping worker pool.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -135,19 +134,10 @@ def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m webhook.server`: the same options as `cdsrules serve`."""
-    parser = argparse.ArgumentParser(prog="python -m webhook.server", description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", default="rules")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--db", default="sqlite:///var/cdsrules.db")
-    parser.add_argument("--workers", type=int, default=None, help="default: two per core")
-    parser.add_argument("--threads", type=int, default=1, help="per worker; more overlap FHIR fallback fetches")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--no-auth", action="store_true", help="development only: accept calls without a JWT")
-    group.add_argument("--auth-config", metavar="FILE")
-    args = parser.parse_args(argv)
-    return serve(args.rules, args.host, args.port, args.db, args.workers, args.auth_config, threads=args.threads)
+    """`python -m webhook.server [OPTIONS]` is `cdsrules serve [OPTIONS]`, for hosts that run modules, not scripts."""
+    from engine.cli import main as cdsrules
+
+    return cdsrules(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
