@@ -8,7 +8,8 @@ once it has held `versions_per_child` versions. A child that dies fails the one 
 EvaluationError that says so; the next evaluation starts a new child.
 
 `SandboxEngine.evaluate` has `Engine.evaluate`'s signature, so run_tests, simulate and behavioural_impact take it
-as they take an Engine.
+as they take an Engine. Spawn imports the parent's main module in the child: entry points keep their work under
+`if __name__ == "__main__":` (ours do).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import datetime as dt
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable
@@ -26,6 +28,7 @@ from .model import Evaluation, Ruleset
 from .runtime import Engine
 
 VERSIONS_PER_CHILD = 32  # about 45 MB of registered versions at most, before the child is replaced
+PARENT_CHECK_SECONDS = 1.0
 
 
 class SandboxEngine:
@@ -41,16 +44,19 @@ class SandboxEngine:
         executor, future = self._submit(name, lambda first_time: (
             # The child keeps each version it is sent; the ruleset travels only the first time (137 KB pickled).
             _evaluate, name, ruleset if first_time else None, facts, evaluation_date, hook, reasons))
+        return self._result(executor, future, f"evaluating {ruleset.ref}")
+
+    def child_pid(self) -> int:
+        """The process id of the child that evaluates now (starting one if there is none)."""
+        return self._result(*self._submit(None, lambda _first_time: (os.getpid,)), "starting")
+
+    def _result(self, executor: ProcessPoolExecutor, future: Future, doing: str) -> Any:
         try:
             return future.result()
         except BrokenProcessPool:
             self._forget(executor)
-            raise EvaluationError(f"the engine process stopped while evaluating {ruleset.ref}; the next "
-                                  "evaluation starts a new one") from None
-
-    def child_pid(self) -> int:
-        """The process id of the child that evaluates now (starting one if there is none)."""
-        return self._submit(None, lambda _first_time: (os.getpid,))[1].result()
+            raise EvaluationError(f"the engine process stopped while {doing}; the next evaluation starts a new "
+                                  "one") from None
 
     def close(self) -> None:
         with self._lock:
@@ -77,7 +83,8 @@ class SandboxEngine:
             self._executor.shutdown(wait=False)  # what it was given still completes; then its child exits
             self._executor = None
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
             self._sent = set()
         if new_version:
             self._sent.add(name)
@@ -93,6 +100,18 @@ class SandboxEngine:
 
 _ENGINE: Engine | None = None
 _RULESETS: dict[str, Ruleset] = {}
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A parent killed outright (gunicorn's SIGKILL of a worker past its timeout) cannot stop its child; the child
+    then sees itself handed to another parent and exits, so that none is left behind holding memory."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _evaluate(name: str, ruleset: Ruleset | None, facts: dict[str, Any], evaluation_date: dt.date | str,

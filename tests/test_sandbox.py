@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from engine.sandbox import SandboxEngine
 from engine.testing import case_facts, run_tests
 
 pytestmark = pytest.mark.timeout(120)
-RULES = Path(__file__).resolve().parent.parent / "rules"
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "rules"
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +84,17 @@ def test_a_child_that_dies_costs_one_evaluation_not_the_server(hetrombopag, sand
         assert "stopped" in str(error)
     assert sandbox.evaluate(hetrombopag, facts, str(case["date"]), case.get("hook"), reasons) == expected
     assert sandbox.child_pid() != doomed
+
+
+def test_a_child_whose_parent_is_killed_outright_exits_too():
+    """gunicorn SIGKILLs a worker past its timeout; the worker's child must not live on, holding memory."""
+    code = ("import time; from engine.sandbox import SandboxEngine; "
+            "print(SandboxEngine().child_pid(), flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    _wait_gone(child)
 
 
 def _wait_gone(pid: int, timeout: float = 20) -> None:
