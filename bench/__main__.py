@@ -138,14 +138,14 @@ def render(results: dict, sections: tuple[str, ...]) -> str:
     if "service" in sections:
         s = results["service"]
         lines += [f"\nService (gunicorn, {s['workers']} workers, loopback; closed-loop clients, no think time)",
-                  f"  {'clients':>7} {'endpoint':13} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+                  f"  {'clients':>7} {'endpoint':17} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
                   f"{'/disc p50':>9} {'by round':>11} {'cpu ms':>6} {'/disc cpu':>9} {'errors':>6}"]
         for clients, level in s["levels"].items():
             for name, row in level.items():
                 ratio, cpu_ratio = row.get("p50_over_discovery"), row.get("cpu_over_discovery")
                 rounds = row.get("p50_over_discovery_rounds")
                 spread = f"{min(rounds)}-{max(rounds)}" if rounds else ""
-                lines.append(f"  {clients:>7} {name:13} {row['rps']:>7} {row['p50_ms']:>7} {row['p90_ms']:>7} "
+                lines.append(f"  {clients:>7} {name:17} {row['rps']:>7} {row['p50_ms']:>7} {row['p90_ms']:>7} "
                              f"{row['p99_ms']:>7} {ratio if ratio is not None else '':>9} {spread:>11} "
                              f"{row.get('worker_cpu_ms', ''):>6} {cpu_ratio if cpu_ratio is not None else '':>9} "
                              f"{row['errors']:>6}")

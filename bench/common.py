@@ -1,14 +1,15 @@
 """What the bench sections share: paths, percentiles, worker RSS, request bodies, and the real server.
 
 The server is started the way an operator starts it (`cdsrules serve`, default worker count) on loopback, with a
-fresh SQLite store in a temporary folder. Request bodies carry full prefetch, built from the same patient record
-the webhook tests use, so no FHIR fallback happens during a measurement.
+fresh SQLite store in a temporary folder. Request bodies carry full prefetch, so no FHIR fallback happens during a
+measurement: built from the patient record the webhook tests use, or from a generated cohort (`cohort_bodies`).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
 RESULTS = ROOT / "bench" / "results.json"
 PATIENT = "p1"
+COHORT_PATIENTS, COHORT_SEED = 24, 7  # one block of the generator's scenarios: every one at least once
 
 
 # --- numbers ----------------------------------------------------------------------------------
@@ -137,6 +139,51 @@ def hook_body(hook: str, today: dt.date, platelet_history: int = 2, drafts: int 
                                   "entry": [{"resource": d} for d in draft_orders(today, drafts)]}
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
             "prefetch": prefetch(record(today, platelet_history))}
+
+
+def cohort_bodies(hook: str, today: dt.date, patients: int = COHORT_PATIENTS) -> list[dict]:
+    """Requests for `hook` about a generated cohort: each patient on each of the dates where a protocol decision
+    changes (screening, start, titration reviews, stop, out of scope), the record as it stood that day, moved in
+    time so that the day is `today` (the server evaluates on the real date)."""
+    from engine.cohort import generate_cohort, resources_as_of
+    from tests.conftest import hetrombopag_order
+
+    bodies = []
+    for patient in generate_cohort(patients, COHORT_SEED):
+        pid = next(r["id"] for r in patient.resources if r["resourceType"] == "Patient")
+        for day in patient.evaluation_dates:
+            resources = _moved(resources_as_of(patient.resources, day), today - day, pid)
+            context: dict = {"userId": "Practitioner/dr1", "patientId": pid}
+            if hook != "patient-view":
+                order = hetrombopag_order("draft-1", pid, 5, "draft", today)
+                context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
+                                          "entry": [{"resource": order}]}
+            bodies.append({"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
+                           "prefetch": prefetch(resources, pid)})
+    return bodies
+
+
+_DAY = re.compile(r'"(\d{4}-\d{2}-\d{2})')
+
+
+def _moved(resources: list[dict], by: dt.timedelta, pid: str) -> list[dict]:
+    """Every date shifted by `by` (ages and intervals keep), and the links to the patient as an EHR's server
+    writes them (the cohort's Bundles link by urn:uuid, as a transaction does)."""
+    text = json.dumps(resources).replace(f'"urn:uuid:{pid}"', f'"Patient/{pid}"')
+    return json.loads(_DAY.sub(lambda m: '"' + (dt.date.fromisoformat(m[1]) + by).isoformat(), text))
+
+
+class RoundRobin:
+    """Bodies sent in turn, each with a fresh hookInstance."""
+
+    def __init__(self, bodies: list[dict]):
+        self.templates = [BodyTemplate(b) for b in bodies]
+        self._next = 0
+
+    def render(self) -> bytes:
+        template = self.templates[self._next % len(self.templates)]
+        self._next += 1
+        return template.render()
 
 
 class BodyTemplate:

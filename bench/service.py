@@ -1,5 +1,7 @@
 """Service: the real server under 1, 10 and 50 concurrent clients; order-sign and patient-view with full
-prefetch, and discovery on the same server in the same run as the framework floor.
+prefetch for one patient, order-sign about a generated cohort (each patient on each day where a decision changes,
+in turn: every path of the service, records of 9 to 58 KB), and discovery on the same server in the same run as the
+framework floor.
 
 Each level runs the three endpoints in four interleaved rounds, so a burst of noise on this shared 2-core machine
 lands on all of them alike; the ratio hook / discovery (p50) is computed within the level, over all rounds, and
@@ -12,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 
 from bench import load
-from bench.common import BodyTemplate, Server, cpu_seconds, hook_body
+from bench.common import BodyTemplate, RoundRobin, Server, cohort_bodies, cpu_seconds, hook_body
 
 LEVELS = (1, 10, 50)
 ROUNDS = 4  # per level, the endpoints take turns this many times
 SERVICES = {"order-sign": "hetrombopag-order-sign", "patient-view": "hetrombopag-patient-view"}
+COHORT = "order-sign cohort"  # order-sign about many patients on many days, in turn (bench.common.cohort_bodies)
 
 
 def targets(today: dt.date) -> list[load.Target]:
@@ -24,6 +27,8 @@ def targets(today: dt.date) -> list[load.Target]:
     for hook, service_id in SERVICES.items():
         template = BodyTemplate(hook_body(hook, today))
         found.append(load.Target(hook, f"/cds-services/{service_id}", template.render))
+    cohort = RoundRobin(cohort_bodies("order-sign", today))
+    found.append(load.Target(COHORT, f"/cds-services/{SERVICES['order-sign']}", cohort.render))
     return found
 
 
@@ -56,7 +61,7 @@ def run(quick: bool = False) -> dict:
             for name, row in level.items():
                 row["worker_cpu_ms"] = round(1000 * cpu[name] / max(1, row["requests"] + row["errors"]), 2)
             floor, floor_cpu = level["discovery"]["p50_ms"], level["discovery"]["worker_cpu_ms"]
-            for hook in SERVICES:
+            for hook in (t.name for t in endpoints if t.name != "discovery"):
                 level[hook]["p50_over_discovery"] = round(level[hook]["p50_ms"] / floor, 2) if floor else None
                 level[hook]["cpu_over_discovery"] = round(level[hook]["worker_cpu_ms"] / floor_cpu, 2) \
                     if floor_cpu else None
@@ -70,4 +75,6 @@ def run(quick: bool = False) -> dict:
 
 
 def _sizes(today: dt.date) -> dict:
-    return {hook: BodyTemplate(hook_body(hook, today)).size for hook in SERVICES}
+    sizes = {hook: BodyTemplate(hook_body(hook, today)).size for hook in SERVICES}
+    cohort = RoundRobin(cohort_bodies("order-sign", today)).templates
+    return {**sizes, f"{COHORT} (mean)": round(sum(t.size for t in cohort) / len(cohort))}
