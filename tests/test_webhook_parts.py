@@ -117,6 +117,11 @@ def test_nesting_depth_read_from_bytes_equals_the_depth_of_the_tree(value, ascii
     assert _depth_exceeds(value, 3) == (_tree_depth(value) > 3)
 
 
+def test_nesting_depth_never_loops_on_brackets_that_do_not_balance():
+    with pytest.raises(ValueError):
+        nesting_depth(b'{"a": [[1]}')
+
+
 def _every_request_fixture() -> list[Path]:
     return sorted(p for p in EXTERNAL.rglob("*.json")
                   if isinstance(json.loads(p.read_text()), dict) and "hook" in json.loads(p.read_text()))

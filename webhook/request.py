@@ -7,7 +7,6 @@ further down sees them. A dose is never guessed: normalising only moves the dose
 """
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -92,8 +91,8 @@ def _inline_refs(node: object, definitions: dict) -> object:
 MAX_JSON_DEPTH = 64  # FHIR resources nest about 10 deep; far deeper is an attack on our recursion
 MAX_RESOURCES = 10_000  # draft orders plus prefetched resources in one request
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEP = [1 if byte in b"[{" else -1 if byte in b"]}" else 0 for byte in range(256)]
+_NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
+_SQUARE = bytes.maketrans(b"{}", b"[]")  # for depth, an object is an array
 
 
 def load_json(body: bytes) -> object:
@@ -115,12 +114,24 @@ def nesting_depth(valid_json: bytes) -> int:
     """How deep the arrays and objects of a valid UTF-8 JSON text nest, read from its bytes in C-level steps (a
     walk of the parsed tree cost a quarter of a request's parsing).
 
-    Escaped backslashes, then escaped quotes, are dropped; every quote left opens or closes a string, so splitting
-    on quotes leaves the text outside strings at the even places; its brackets are counted."""
-    unescaped = valid_json.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside_strings = b"".join(unescaped.split(b'"')[0::2])
-    brackets = outside_strings.translate(None, _NOT_BRACKETS)
-    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+    Escaped backslashes, then escaped quotes, are dropped; then all but quotes and brackets. Every quote left opens
+    or closes a string: where no string holds a bracket, each string is now two adjacent quotes, which go in one
+    pass; otherwise splitting on the quotes keeps the text outside strings at the even places. Each pass over what
+    is left takes away the innermost pairs of brackets, so the number of passes is the depth."""
+    if b"\\" in valid_json:
+        valid_json = valid_json.replace(b"\\\\", b"").replace(b'\\"', b"")
+    tokens = valid_json.translate(None, _NOT_QUOTES_OR_BRACKETS)
+    brackets = tokens.replace(b'""', b"")
+    if b'"' in brackets:  # a string holds a bracket
+        brackets = b"".join(tokens.split(b'"')[0::2])
+    brackets = brackets.translate(_SQUARE)
+    depth = 0
+    while brackets:
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):  # unbalanced, so not valid JSON after all: never loop on it
+            raise ValueError("unbalanced brackets")
+        brackets, depth = inner, depth + 1
+    return depth
 
 
 def _depth_exceeds(document: object, limit: int) -> bool:
