@@ -18,12 +18,10 @@ def test_the_stages_timed_are_those_of_a_real_order_sign_call():
 def test_the_cohort_bodies_take_every_path_of_the_service(tmp_path):
     """The cohort row is only worth its name if its calls are answered and meet the protocol's phases."""
     import datetime as dt
-    import logging
 
     from bench.common import RULES, cohort_bodies
     from webhook import create_app
 
-    logging.getLogger("webhook.hooks").setLevel(logging.WARNING)
     client = create_app({"RULES_DIR": str(RULES), "DB_URL": f"sqlite:///{tmp_path / 'store.db'}"}).test_client()
     topics, quiet = set(), 0
     for body in cohort_bodies("order-sign", dt.date.today()):
