@@ -308,7 +308,8 @@ def _check_consequences(rule: Rule, path: tuple, ruleset: Ruleset, doc: Document
         elif d.kind == "table":
             table, input_fact = d.source
             if table not in ruleset.tables:
-                errors.append(doc.error(where + ("table",), f"unknown table '{table}'{_suggest(table, ruleset.tables)}"))
+                errors.append(doc.error(where + ("table",),
+                                        f"unknown table '{table}'{_suggest(table, ruleset.tables)}"))
             _need_fact(input_fact, ruleset, doc, where + ("input",), errors)
             if facts.get(input_fact) and facts[input_fact] not in NUMERIC:
                 errors.append(doc.error(where + ("input",), f"a table looks up a number; '{input_fact}' is "

@@ -258,7 +258,8 @@ def cmd_reload(args) -> int:
     (rules / versions.RELOAD_MARKER).write_text(dt.datetime.now(dt.timezone.utc).isoformat() + "\n", encoding="utf-8")
     if catalog is not None:
         today = dt.date.today()
-        in_effect = [f"{i}@{catalog.select(i, today).version}" for i in catalog.served_ids() if catalog.select(i, today)]
+        in_effect = [f"{i}@{catalog.select(i, today).version}" for i in catalog.served_ids()
+                     if catalog.select(i, today)]
         print(f"reload requested; in effect today: {', '.join(in_effect) or 'none'}")
     return verdict
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import random
@@ -178,7 +179,8 @@ def generate_cohort(n: int, seed: int, start: date = DEFAULT_START) -> list[Coho
     rng = random.Random(seed)
     scenarios = _scenario_plan(n, rng)
     seeds = [rng.getrandbits(64) for _ in range(n)]
-    return [_patient(i + 1, scenario, random.Random(s), start) for i, (scenario, s) in enumerate(zip(scenarios, seeds))]
+    return [_patient(i + 1, scenario, random.Random(s), start)
+            for i, (scenario, s) in enumerate(zip(scenarios, seeds, strict=True))]
 
 
 def _scenario_plan(n: int, rng: random.Random) -> list[str]:
@@ -253,7 +255,7 @@ def _age_years(scenario: str, rng: random.Random) -> float:
 
 def _weight_for_age(age_years: float, rng: random.Random) -> float:
     """Median weight for age, a little under (after intensive therapy), with noise."""
-    for (a0, w0), (a1, w1) in zip(_GROWTH, _GROWTH[1:]):
+    for (a0, w0), (a1, w1) in itertools.pairwise(_GROWTH):
         if a0 <= age_years <= a1:
             median = w0 + (w1 - w0) * (age_years - a0) / (a1 - a0)
             break

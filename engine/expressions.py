@@ -1,7 +1,7 @@
 """A small, safe arithmetic language for derived facts: `min(current_daily_dose_mg + dose_step_mg, max_daily_dose_mg)`.
 
-Only numbers, names (facts and parameters), + - * / % (remainder), unary minus and a fixed list of functions are allowed;
-anything else is rejected when the ruleset is loaded, so nothing unexpected is ever executed.
+Only numbers, names (facts and parameters), + - * / % (remainder), unary minus and a fixed list of functions are
+allowed; anything else is rejected when the ruleset is loaded, so nothing unexpected is ever executed.
 """
 from __future__ import annotations
 

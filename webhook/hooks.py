@@ -119,7 +119,8 @@ def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest,
         missing=evaluation.missing if evaluation else {},
         fired_rules=evaluation.fired_rules if evaluation else [],
         decisions=[decision_summary(d) for d in evaluation.decisions] if evaluation else [],
-        cards=[{"uuid": c["uuid"], "topic": t, "rule_id": decided_by.get(t)} for c, t in zip(cards, topics)],
+        cards=[{"uuid": c["uuid"], "topic": t, "rule_id": decided_by.get(t)}
+               for c, t in zip(cards, topics, strict=True)],
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
     state.store.add_audit(record)

@@ -128,7 +128,7 @@ def _read_cohort(folder: Path) -> list[CohortPatient]:
     index = json.loads((folder / cohort.INDEX_FILE).read_text(encoding="utf-8"))["patients"]
     return [CohortPatient(case.name, case.description, case.resources,
                           dt.date.fromisoformat(entry["transplant_date"]), case.evaluation_dates)
-            for case, entry in zip(cohort.read_cohort(folder), index)]
+            for case, entry in zip(cohort.read_cohort(folder), index, strict=True)]
 
 
 def _stamp(rules_dir: Path) -> tuple:

@@ -76,7 +76,8 @@ def parse_bundle(text: str, what: str) -> list[dict]:
     try:
         resources = fhir.resources_from(json.loads(text))
     except json.JSONDecodeError as error:
-        raise ScenarioError(f"the {what} is not JSON: {error.msg} at line {error.lineno}, column {error.colno}")
+        raise ScenarioError(f"the {what} is not JSON: {error.msg} at line {error.lineno}, column {error.colno}") \
+            from None
     if not resources:
         raise ScenarioError(f"the {what} holds no FHIR resources (expected a Bundle, a resource or a list)")
     return resources
@@ -131,9 +132,11 @@ def scenario_from_form(info: VersionInfo, form) -> Scenario:
         patient = workbench().patient(form.get("patient", ""))
         if patient is None:
             raise ScenarioError("choose a cohort patient")
-        resources, facts, date, label = patient.resources, {}, patient.dates[0], f"{patient.name}: {patient.description}"
+        resources, facts, date = patient.resources, {}, patient.dates[0]
+        label = f"{patient.name}: {patient.description}"
     else:
-        resources, facts, date, label = parse_bundle(form.get("bundle", ""), "pasted Bundle"), {}, today(), "pasted Bundle"
+        resources, facts, date = parse_bundle(form.get("bundle", ""), "pasted Bundle"), {}, today()
+        label = "pasted Bundle"
     date = parse_date(form.get("date"), date)
     return Scenario(label, resources, facts, date, hook, _drafts(ruleset, form, case_drafts))
 

@@ -7,6 +7,7 @@ Geometry is computed here and nowhere else; pages only place the returned markup
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -124,7 +125,7 @@ def coverage_problems(table: Table, low: float, high: float) -> tuple[list[Segme
     bounds = sorted({p for b in table.bands for p in (b.low, b.high) if p is not None and low <= p <= high}
                     | {low, high})
     probes: list[tuple[float, Segment]] = [(p, Segment(p, p)) for p in bounds]
-    probes += [((a + b) / 2, Segment(a, b)) for a, b in zip(bounds, bounds[1:])]
+    probes += [((a + b) / 2, Segment(a, b)) for a, b in itertools.pairwise(bounds)]
     gaps, overlaps = [], []
     for x, segment in probes:
         if not domain.contains(x):
@@ -185,7 +186,7 @@ def table_chart(table: Table, ruleset: Ruleset | None = None, width: int = 900) 
     parts: list[Markup] = []
     gaps, overlaps = coverage_problems(table, low, high)
     parts += [_problem(x, s, top, axis_y, "gap") for s in gaps]
-    for band, lane in zip(table.bands, lanes):
+    for band, lane in zip(table.bands, lanes, strict=True):
         parts.append(_band(band, x, low, high, top + lane * lane_height, lane_height - 8,
                            outputs.index(repr(band.output)) % PALETTE_SIZE,
                            band_output(band, ruleset, table.output_unit)))
