@@ -4,8 +4,9 @@ durable-rules cannot unregister a ruleset: every version it has seen stays in th
 hetrombopag), so a pharmacist checking draft after draft would grow the server without bound. A draft is also
 untrusted input to a C core, and if it ever crashed that core, the worker serving order-sign would go down with it.
 So these evaluations run in a child process, started with spawn (the parent may run threads), which is replaced
-once it has held `versions_per_child` versions. A child that dies fails the one evaluation it was running with an
-EvaluationError that says so; the next evaluation starts a new child.
+once it has held `versions_per_child` versions, and stopped after `idle_seconds` without use. A child that dies
+fails the one evaluation it was running with an EvaluationError that says so; the next evaluation starts a new
+child.
 
 `SandboxEngine.evaluate` has `Engine.evaluate`'s signature, so run_tests, simulate and behavioural_impact take it
 as they take an Engine. Spawn imports the parent's main module in the child: entry points keep their work under
@@ -28,15 +29,19 @@ from .model import Evaluation, Ruleset
 from .runtime import Engine
 
 VERSIONS_PER_CHILD = 32  # about 45 MB of registered versions at most, before the child is replaced
+IDLE_SECONDS = 600.0  # a child unused this long is stopped: the workbench is used now and then, not all day
 PARENT_CHECK_SECONDS = 1.0
 
 
 class SandboxEngine:
-    def __init__(self, versions_per_child: int = VERSIONS_PER_CHILD) -> None:
+    def __init__(self, versions_per_child: int = VERSIONS_PER_CHILD, idle_seconds: float = IDLE_SECONDS) -> None:
         self.versions_per_child = versions_per_child
+        self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._sent: set[str] = set()  # the versions sent to the current child, which keeps them
+        self._last_used = 0.0
+        self._reaper: threading.Thread | None = None  # stops an idle child
 
     def evaluate(self, ruleset: Ruleset, facts: dict[str, Any], evaluation_date: dt.date | str,
                  hook: str | None = None, reasons: dict[str, str] | None = None) -> Evaluation:
@@ -67,13 +72,32 @@ class SandboxEngine:
     def _submit(self, name: str | None, call: Callable[[bool], tuple]) -> tuple[ProcessPoolExecutor, Future]:
         """Submit call(first_time) to the child; a child found dead is replaced first (its pool refuses work)."""
         with self._lock:
+            self._last_used = time.monotonic()
             for _attempt in range(2):
                 executor, first_time = self._executor_for(name)
+                if self._reaper is None:
+                    self._reaper = threading.Thread(target=self._reap_when_idle, name="sandbox-idle", daemon=True)
+                    self._reaper.start()
                 try:
                     return executor, executor.submit(*call(first_time))
                 except BrokenProcessPool:
                     self._executor, self._sent = None, set()
             raise EvaluationError("the engine process could not be started")
+
+    def _reap_when_idle(self) -> None:
+        """Stop the child once it has gone `idle_seconds` without use: its memory goes back to the system, and the
+        next evaluation starts a new child."""
+        while True:
+            with self._lock:
+                if self._executor is None:
+                    self._reaper = None
+                    return
+                idle = time.monotonic() - self._last_used
+                if idle >= self.idle_seconds:
+                    self._executor.shutdown(wait=False)  # anything still queued completes first
+                    self._executor, self._sent, self._reaper = None, set(), None
+                    return
+            time.sleep(self.idle_seconds - idle)
 
     def _executor_for(self, name: str | None) -> tuple[ProcessPoolExecutor, bool]:
         """The child's pool, replaced first if `name` would be one version too many; and whether the child has

@@ -97,6 +97,17 @@ def test_a_child_whose_parent_is_killed_outright_exits_too():
     _wait_gone(child)
 
 
+def test_an_idle_child_is_stopped_and_the_next_evaluation_starts_another(hetrombopag):
+    sandbox = SandboxEngine(idle_seconds=0.5)
+    try:
+        first = sandbox.child_pid()
+        _wait_gone(first)
+        assert all(r.passed for r in run_tests(hetrombopag, sandbox))
+        assert sandbox.child_pid() != first
+    finally:
+        sandbox.close()
+
+
 def _wait_gone(pid: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
