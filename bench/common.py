@@ -93,17 +93,10 @@ def templates() -> dict[str, str]:
 
 def prefetch(resources: list[dict], patient: str = PATIENT) -> dict:
     """Each template answered from `resources`, as an EHR fills prefetch (every match, no `_count` cut)."""
-    from tests.fhir_server import FhirServer
+    from tests.conftest import prefetch_for
+    from tests.fhir_server import FhirData
 
-    server = FhirServer(resources)
-    try:
-        answered = {}
-        for key, template in templates().items():
-            status, body = server.answer("/fhir/" + template.replace("{{context.patientId}}", patient))
-            answered[key] = body if status == 200 else None
-        return answered
-    finally:
-        server._server.server_close()  # constructed only to answer in-process; never started
+    return prefetch_for(templates(), FhirData(resources), patient)
 
 
 def record(today: dt.date, platelet_history: int = 2) -> list[dict]:
@@ -118,27 +111,32 @@ def record(today: dt.date, platelet_history: int = 2) -> list[dict]:
     return resources
 
 
-def draft_orders(today: dt.date, count: int = 1) -> list[dict]:
+def draft_orders(today: dt.date, count: int = 1, patient: str = PATIENT) -> list[dict]:
     """One hetrombopag draft and `count - 1` drafts for other drugs (a full order basket)."""
     from tests.conftest import hetrombopag_order
 
-    drafts = [hetrombopag_order("draft-1", PATIENT, 5, "draft", today)]
+    drafts = [hetrombopag_order("draft-1", patient, 5, "draft", today)]
     for n in range(count - 1):
         drafts.append({"resourceType": "MedicationRequest", "id": f"other-{n}", "status": "draft", "intent": "order",
                        "medicationCodeableConcept": {"text": f"Other medicine {n} 10 mg tablets"},
-                       "subject": {"reference": f"Patient/{PATIENT}"}, "authoredOn": today.isoformat(),
+                       "subject": {"reference": f"Patient/{patient}"}, "authoredOn": today.isoformat(),
                        "dosageInstruction": [{"text": "10 mg orally once daily"}]})
     return drafts
 
 
 def hook_body(hook: str, today: dt.date, platelet_history: int = 2, drafts: int = 1) -> dict:
     """A full CDS Hooks request for `hook`, prefetch filled."""
-    context: dict = {"userId": "Practitioner/dr1", "patientId": PATIENT}
+    return _request(hook, PATIENT, draft_orders(today, drafts), record(today, platelet_history))
+
+
+def _request(hook: str, patient: str, drafts: list[dict], resources: list[dict]) -> dict:
+    """A CDS Hooks request about `patient`: the drafts as draftOrders (order hooks), `resources` as prefetch."""
+    context: dict = {"userId": "Practitioner/dr1", "patientId": patient}
     if hook != "patient-view":
         context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
-                                  "entry": [{"resource": d} for d in draft_orders(today, drafts)]}
+                                  "entry": [{"resource": d} for d in drafts]}
     return {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
-            "prefetch": prefetch(record(today, platelet_history))}
+            "prefetch": prefetch(resources, patient)}
 
 
 def cohort_bodies(hook: str, today: dt.date, patients: int = COHORT_PATIENTS) -> list[dict]:
@@ -146,20 +144,13 @@ def cohort_bodies(hook: str, today: dt.date, patients: int = COHORT_PATIENTS) ->
     changes (screening, start, titration reviews, stop, out of scope), the record as it stood that day, moved in
     time so that the day is `today` (the server evaluates on the real date)."""
     from engine.cohort import generate_cohort, resources_as_of
-    from tests.conftest import hetrombopag_order
 
     bodies = []
     for patient in generate_cohort(patients, COHORT_SEED):
         pid = next(r["id"] for r in patient.resources if r["resourceType"] == "Patient")
         for day in patient.evaluation_dates:
             resources = _moved(resources_as_of(patient.resources, day), today - day, pid)
-            context: dict = {"userId": "Practitioner/dr1", "patientId": pid}
-            if hook != "patient-view":
-                order = hetrombopag_order("draft-1", pid, 5, "draft", today)
-                context["draftOrders"] = {"resourceType": "Bundle", "type": "collection",
-                                          "entry": [{"resource": order}]}
-            bodies.append({"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
-                           "prefetch": prefetch(resources, pid)})
+            bodies.append(_request(hook, pid, draft_orders(today, 1, pid), resources))
     return bodies
 
 
@@ -178,6 +169,7 @@ class RoundRobin:
 
     def __init__(self, bodies: list[dict]):
         self.templates = [BodyTemplate(b) for b in bodies]
+        self.size = round(sum(t.size for t in self.templates) / len(self.templates))  # the mean
         self._next = 0
 
     def render(self) -> bytes:

@@ -22,20 +22,21 @@ SERVICES = {"order-sign": "hetrombopag-order-sign", "patient-view": "hetrombopag
 COHORT = "order-sign cohort"  # order-sign about many patients on many days, in turn (bench.common.cohort_bodies)
 
 
-def targets(today: dt.date) -> list[load.Target]:
+def targets(today: dt.date) -> tuple[list[load.Target], dict[str, int]]:
+    """The endpoints in the order they take turns, and the size in bytes of each one's request (a mean for the
+    cohort)."""
+    bodies = {hook: (service_id, BodyTemplate(hook_body(hook, today))) for hook, service_id in SERVICES.items()}
+    bodies[COHORT] = SERVICES["order-sign"], RoundRobin(cohort_bodies("order-sign", today))
     found = [load.Target("discovery", "/cds-services")]
-    for hook, service_id in SERVICES.items():
-        template = BodyTemplate(hook_body(hook, today))
-        found.append(load.Target(hook, f"/cds-services/{service_id}", template.render))
-    cohort = RoundRobin(cohort_bodies("order-sign", today))
-    found.append(load.Target(COHORT, f"/cds-services/{SERVICES['order-sign']}", cohort.render))
-    return found
+    found += [load.Target(name, f"/cds-services/{service_id}", body.render)
+              for name, (service_id, body) in bodies.items()]
+    return found, {name: body.size for name, (_, body) in bodies.items()}
 
 
 def run(quick: bool = False) -> dict:
     today = dt.date.today()  # the server evaluates on the real date
     per_level = {1: 60, 10: 200, 50: 300} if quick else {1: 500, 10: 2000, 50: 3000}
-    endpoints = targets(today)
+    endpoints, request_bytes = targets(today)
     levels = {}
     with Server() as server:
         for target in endpoints:  # warm-up: every worker compiles caches, opens its DB connection
@@ -70,11 +71,6 @@ def run(quick: bool = False) -> dict:
                                                             if r.get(hook) and r.get("discovery")]
             levels[str(clients)] = level
         rss_after = server.worker_rss_kb()
-    return {"workers": len(rss_before), "levels": levels, "request_bytes": _sizes(today),
+    return {"workers": len(rss_before), "levels": levels, "request_bytes": request_bytes,
             "worker_rss_kb": {"after_warmup": rss_before, "after_run": rss_after}}
 
-
-def _sizes(today: dt.date) -> dict:
-    sizes = {hook: BodyTemplate(hook_body(hook, today)).size for hook in SERVICES}
-    cohort = RoundRobin(cohort_bodies("order-sign", today)).templates
-    return {**sizes, f"{COHORT} (mean)": round(sum(t.size for t in cohort) / len(cohort))}

@@ -20,7 +20,7 @@ import yaml
 from hypothesis import settings
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.fhir_server import FhirServer
+from tests.fhir_server import FhirData, FhirServer
 
 # The suite is reproducible: generated examples are the same every run, so CI never fails by the luck of a draw.
 # `make soak` (HYPOTHESIS_PROFILE=explore) draws fresh examples to find what the fixed ones miss.
@@ -250,7 +250,7 @@ def order_sign_request(patient: str, drafts: list[dict], **extra) -> dict:
                                         "entry": [{"resource": d} for d in drafts]}}, **extra}
 
 
-def prefetch_for(templates: dict[str, str], server: FhirServer, patient: str) -> dict:
+def prefetch_for(templates: dict[str, str], server: FhirData, patient: str) -> dict:
     """What an EHR sends: each template's tokens filled and the query answered from its own FHIR data."""
     prefetch = {}
     for key, template in templates.items():

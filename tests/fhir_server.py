@@ -12,11 +12,36 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
-class FhirServer:
+class FhirData:
+    """The resources and how reads and searches are answered from them, without a server (to fill prefetch)."""
+
     def __init__(self, resources: list[dict] | None = None):
         self.resources = list(resources or [])
-        self.requests: list[dict] = []
         self.fail_types: set[str] = set()  # resource types answered with 500
+
+    def answer(self, path: str) -> tuple[int, dict]:
+        parts = urlsplit(path)
+        segments = [s for s in parts.path.removeprefix("/fhir").split("/") if s]
+        if not segments:
+            return 404, _outcome("not-found", "no resource type")
+        kind = segments[0]
+        if kind in self.fail_types:
+            return 500, _outcome("exception", "failing on purpose")
+        if len(segments) == 2:
+            found = [r for r in self.resources if r["resourceType"] == kind and r.get("id") == segments[1]]
+            return (200, found[0]) if found else (404, _outcome("not-found", f"{kind}/{segments[1]}"))
+        query = parse_qs(parts.query)
+        matches = [r for r in self.resources if r["resourceType"] == kind and _matches(r, query)]
+        return 200, {"resourceType": "Bundle", "type": "searchset", "total": len(matches),
+                     "entry": [{"resource": r} for r in matches]}
+
+
+class FhirServer(FhirData):
+    """FhirData served over HTTP on loopback, recording every request."""
+
+    def __init__(self, resources: list[dict] | None = None):
+        super().__init__(resources)
+        self.requests: list[dict] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -39,24 +64,6 @@ class FhirServer:
         self.fail_types.clear()
         if resources is not None:
             self.resources = list(resources)
-
-    # --- answering ----------------------------------------------------------------------
-
-    def answer(self, path: str) -> tuple[int, dict]:
-        parts = urlsplit(path)
-        segments = [s for s in parts.path.removeprefix("/fhir").split("/") if s]
-        if not segments:
-            return 404, _outcome("not-found", "no resource type")
-        kind = segments[0]
-        if kind in self.fail_types:
-            return 500, _outcome("exception", "failing on purpose")
-        if len(segments) == 2:
-            found = [r for r in self.resources if r["resourceType"] == kind and r.get("id") == segments[1]]
-            return (200, found[0]) if found else (404, _outcome("not-found", f"{kind}/{segments[1]}"))
-        query = parse_qs(parts.query)
-        matches = [r for r in self.resources if r["resourceType"] == kind and _matches(r, query)]
-        return 200, {"resourceType": "Bundle", "type": "searchset", "total": len(matches),
-                     "entry": [{"resource": r} for r in matches]}
 
     def _handler(self):
         server = self
