@@ -13,8 +13,8 @@ from flask import Flask
 
 from engine import cohort, fhir, runtime
 from engine.loader import load_ruleset
-from engine.runtime import Engine
 from engine.model import Band, Table
+from engine.runtime import Engine
 from engine.simulate import simulate
 from webhook.cards import max_daily_dose
 from webhook.store import AuditRecord, Store

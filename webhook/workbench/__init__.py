@@ -15,8 +15,8 @@ from typing import Any
 
 from flask import Flask
 
-from webhook.workbench import access
 from engine.sandbox import SandboxEngine
+from webhook.workbench import access
 from webhook.workbench.context import Workbench
 from webhook.workbench.views import bp
 
