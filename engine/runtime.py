@@ -8,6 +8,13 @@ is asserted to the core, and the actions it starts are run here, one after the o
 are computed by `_Run.fire`, and an exception there is raised to the caller, never swallowed. durable's own action
 loop does the same work with a closure, a promise, a clock reading and JSON round trips per action, which
 measured 60% of an evaluation.
+
+Every session is opened by a document that fires the runtime's own opening rule (`SESSION_OPENER`) before any
+protocol fact is asserted. The core's `createStateNode` leaves a session's action context (`context.messages`,
+`context.stateFact`) as whatever memory its state pool held, and `deleteStateNode` frees those pointers; only
+starting an action sets them, and completing it sets them to NULL. A session in which no action ever started was
+therefore freed with garbage pointers: the first evaluation that fired nothing in a fresh process aborted it. Once
+the opener's action has run and completed, the context is defined and `delete_state` is safe, whatever fires later.
 """
 from __future__ import annotations
 
@@ -48,6 +55,11 @@ _REGISTERED: dict[str, tuple[CompiledRuleset, int]] = {}  # content-addressed en
 _BY_OBJECT: dict[int, tuple[Ruleset, CompiledRuleset, int]] = {}  # by loaded object, to skip hashing per call
 _SESSIONS = itertools.count(1)
 
+# The runtime's own rule, registered beside every version's rules: it matches only the opening document, which no
+# protocol rule can match (theirs test `stratum`), and its name is not a valid rule id (ids are lower-case slugs).
+SESSION_OPENER = "_session_open"
+_OPENER_PATTERN = {"m": {"session": "open"}}
+
 
 def _host() -> _QuietHost:
     global _HOST
@@ -72,7 +84,9 @@ class Engine:
             if found is None:
                 compiled = compile_ruleset(ruleset, _never_called)
                 # set_rulesets mutates what it is given: hand it a copy.
-                _host().set_rulesets({compiled.engine_name: copy.deepcopy(compiled.definition)})
+                definition = {**copy.deepcopy(compiled.definition),
+                              SESSION_OPENER: {"all": [_OPENER_PATTERN], "run": _never_called(None)}}
+                _host().set_rulesets({compiled.engine_name: definition})
                 found = compiled, _host().get_ruleset(compiled.engine_name)._handle
                 _REGISTERED[compiled.engine_name] = found
             _BY_OBJECT[id(ruleset)] = (ruleset, *found)  # holds the object, so its id is not reused
@@ -93,14 +107,28 @@ class Engine:
 
 def _run_strata(compiled: CompiledRuleset, handle: int, run: "_Run") -> None:
     sid = f"e{next(_SESSIONS)}"
+    _open_session(handle, sid, run)
     try:
         for stratum in range(compiled.stratum_count):
             _run_stratum(handle, run.engine_document(stratum, sid), run, stratum)
     finally:
-        try:
-            core.delete_state(handle, sid)
-        except Exception:  # noqa: BLE001 - a session that never started has nothing to delete
-            pass
+        core.delete_state(handle, sid)
+
+
+def _open_session(handle: int, sid: str, run: "_Run") -> None:
+    """Create the session and run the opener's action through the core, so its action context is defined.
+
+    If opening fails, the session is left in the core rather than deleted: deleting it could free garbage pointers
+    (see the module docstring), and one leaked session is the lesser harm."""
+    try:
+        result, state_handle = core.assert_fact(handle, json.dumps({"id": "open", "sid": sid, "session": "open"}))
+        started = core.start_action_for_state(handle, state_handle) if result == _HANDLED else None
+    except Exception as exc:  # the C core's own error type
+        raise EvaluationError(f"the engine could not open a session for {run.ruleset.ref}: {exc}") from None
+    if started is None or _first_key(started[1]) != SESSION_OPENER:
+        raise EvaluationError(f"the engine did not open a session for {run.ruleset.ref} (code {result})")
+    if core.complete_and_start_action(handle, state_handle) is not None:
+        raise EvaluationError(f"the engine started a protocol rule on the opening document of {run.ruleset.ref}")
 
 
 def _run_stratum(handle: int, document: dict, run: "_Run", stratum: int) -> None:
@@ -146,11 +174,12 @@ def _abandon(handle: int, state_handle: int) -> None:
         pass
 
 
-def _never_called(rule: Rule):
+def _never_called(rule: Rule | None):
     """The action durable-rules registers for `rule`: its Python action loop is not used (see above)."""
+    name = SESSION_OPENER if rule is None else rule.id
 
     def action(c) -> None:
-        raise EvaluationError(f"rule '{rule.id}' was run by durable-rules' own action loop")
+        raise EvaluationError(f"rule '{name}' was run by durable-rules' own action loop")
 
     return action
 
