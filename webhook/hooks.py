@@ -1,7 +1,7 @@
 """Discovery and service calls: the path of one decision, top to bottom.
 
 request -> (order hooks: is our drug in the draft orders? if not, no cards) -> prefetch or FHIR fallback ->
-engine.fhir facts -> engine evaluation -> cards -> audit record -> response.
+the patient's own resources, each once (engine.record) -> engine.fhir facts -> engine evaluation -> cards -> audit record -> response.
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from flask import Blueprint, current_app, request
 from engine import fhir
 from engine.audit import decision_summary
 from engine.model import Evaluation, Ruleset
+from engine.record import OtherPatientError, Record, own_record
 from webhook import metrics
 from webhook.auth import current_issuer
 from webhook.cards import build_cards
+from webhook.outcome import precondition_failed
 from webhook.prefetch import gather, is_safe_fetch_target
 from webhook.privacy import pseudonym
 from webhook.request import HookRequest, normalise_resource, parse_hook_request
@@ -65,12 +67,13 @@ def answer(service: Service, ruleset: Ruleset, hook_request: HookRequest,
            today: dt.date) -> tuple[list[dict], Evaluation | None]:
     """The cards for one call, and the evaluation behind them (None when nothing was evaluated)."""
     state = runtime()
-    orders = list(hook_request.draft_orders)
+    orders = _own(list(hook_request.draft_orders), hook_request, "draft order").resources
     if hook_request.is_order_hook and not fhir.draft_orders_mention(state.mapping, ruleset.medication.get("concept"),
                                                                       orders):
         return [], None  # an order hook about other drugs: nothing to say, nothing fetched
     gathered = gather(service.prefetch, hook_request, state.fetcher, _may_fetch_from)
-    resources = [normalise_resource(r) for payload in gathered.payloads.values() for r in fhir.resources_from(payload)]
+    sent = [normalise_resource(r) for payload in gathered.payloads.values() for r in fhir.resources_from(payload)]
+    resources = _own(sent, hook_request, "resource").resources
     extraction = fhir.extract_facts(state.mapping, resources, today,
                                     draft_orders=orders if hook_request.is_order_hook else None,
                                     supplied=gathered.supplied)
@@ -78,6 +81,22 @@ def answer(service: Service, ruleset: Ruleset, hook_request: HookRequest,
                                        reasons=extraction.problems)
     known_orders = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
     return build_cards(evaluation, ruleset, hook_request.patient_id, orders, known_orders), evaluation
+
+
+def _own(resources: list[dict], hook_request: HookRequest, kind: str) -> Record:
+    """Only the patient's own resources, each once (engine.record); 412 if the Patient itself is another's."""
+    try:
+        record = own_record(resources, hook_request.patient_id)
+    except OtherPatientError as exc:
+        raise precondition_failed(f"The record sent is not this patient's: {exc}.") from None
+    if record.other_patients:
+        log.warning("hookInstance=%s patient=%s: %d %s(s) about another patient or none ignored (%s)",
+                    hook_request.hook_instance, pseudonym(hook_request.patient_id), len(record.other_patients), kind,
+                    ", ".join(record.other_patients[:5]))
+    if record.conflicting:
+        log.warning("hookInstance=%s patient=%s: copies of %s differ and none is newer; both ignored",
+                    hook_request.hook_instance, pseudonym(hook_request.patient_id), ", ".join(record.conflicting[:5]))
+    return record
 
 
 def _may_fetch_from(url: str) -> bool:
