@@ -15,6 +15,7 @@ import yaml
 
 from . import diff, versions
 from .audit import add_audit_command
+from .certainty import evaluate_bounded
 from .cohort import add_cohort_command
 from .errors import EvaluationError, RulesetErrors
 from .explain import explain_ruleset, format_evaluation
@@ -178,13 +179,15 @@ def cmd_evaluate(args) -> int:
     ruleset = load_ruleset(args.ruleset)
     date = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
     reasons: dict[str, str] = {}
+    possible: dict = {}
     if args.facts:
         facts = yaml.safe_load(Path(args.facts).read_text(encoding="utf-8")) or {}
         if not isinstance(facts, dict):
             raise ValueError(f"{args.facts}: facts must be a mapping of fact name to value")
     else:
-        facts, reasons = _facts_from_fhir(ruleset, args, date)
-    evaluation = Engine().evaluate(ruleset, facts, date, args.hook, reasons)
+        extraction = _facts_from_fhir(ruleset, args, date)
+        facts, reasons, possible = extraction.facts, extraction.problems, extraction.possible
+    evaluation = evaluate_bounded(Engine(), ruleset, facts, possible, date, args.hook, reasons)
     if args.json:
         print(json.dumps(asdict(evaluation), indent=2, default=str))
     else:
@@ -192,7 +195,7 @@ def cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
-def _facts_from_fhir(ruleset, args, date) -> tuple[dict, dict]:
+def _facts_from_fhir(ruleset, args, date):
     from . import fhir
     from .testing import find_site_mapping
 
@@ -201,8 +204,7 @@ def _facts_from_fhir(ruleset, args, date) -> tuple[dict, dict]:
     drafts = None
     if args.draft_orders:
         drafts = fhir.resources_from(json.loads(Path(args.draft_orders).read_text(encoding="utf-8")))
-    extraction = fhir.extract_facts(mapping, resources, date, draft_orders=drafts, supplied=WHOLE_RECORD)
-    return extraction.facts, extraction.problems
+    return fhir.extract_facts(mapping, resources, date, draft_orders=drafts, supplied=WHOLE_RECORD)
 
 
 def cmd_explain(args) -> int:

@@ -12,12 +12,13 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from . import units
+from .uncertain import Possible, days
 from .document import read_document, schema_errors
 from .errors import RulesetError, RulesetErrors
 
@@ -26,6 +27,7 @@ PATIENT_TOKEN = "{{context.patientId}}"
 # Prefetch keys for the non-Observation queries; observation concepts may not take these names.
 RESERVED_PREFETCH_KEYS = ("patient", "conditions", "procedures", "medications")
 _NO_TIME = datetime.min
+_BOUNDS = ("<", "<=", ">", ">=")  # Quantity.comparator values that bound a result ("ad" does not)
 
 # "0-40", "0.0 - 40.0 <unit>", "<40", "<= 40", "≤40": the high number, then an optional unit.
 _RANGE_TEXT = re.compile(
@@ -175,6 +177,7 @@ class Extraction:
     facts: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
+    possible: dict[str, Possible] = field(default_factory=dict)  # facts the record gives only within bounds
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -430,7 +433,9 @@ class When:
     """A FHIR date or dateTime: an instant to sort by, and the calendar day as the source wrote it."""
 
     instant: datetime
-    day: str  # YYYY-MM-DD
+    day: str  # YYYY-MM-DD; for a partial date, its first day
+    last: str | None = None  # for a partial date ("2025", "2025-03"), its last day
+    written: str = ""  # as the record wrote it
 
 
 @dataclass(frozen=True)
@@ -460,6 +465,27 @@ def _when(value: Any) -> When | None:
         except (ValueError, OverflowError):
             pass  # an unreadable time of day still leaves a usable day
     return When(instant, day.isoformat())
+
+
+_PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
+
+
+def _when_or_partial(value: Any) -> When | None:
+    """A full date or dateTime as `_when` reads it, or a year or year-month as the span of days it may be."""
+    full = _when(value)
+    if full is not None or not isinstance(value, str):
+        return full
+    match = _PARTIAL_DATE.match(value)
+    if match is None:
+        return None
+    year, month = int(match.group(1)), match.group(2)
+    try:
+        first = date(year, int(month) if month else 1, 1)
+    except ValueError:
+        return None
+    last = date(year, 12, 31) if month is None else (
+        date(year + (first.month == 12), first.month % 12 + 1, 1) - timedelta(days=1))
+    return When(datetime(first.year, first.month, first.day), first.isoformat(), last.isoformat(), value)
 
 
 def _first_when(*values: Any) -> When | None:
@@ -564,9 +590,17 @@ def _put(out: Extraction, fact: str | None, value: Any, source: str) -> None:
         out.problems.pop(fact, None)
 
 
+def _put_possible(out: Extraction, fact: str | None, possible: Possible, source: str) -> None:
+    if fact:
+        out.facts.pop(fact, None)
+        out.possible[fact] = possible
+        out.sources[fact] = source
+        out.problems.pop(fact, None)
+
+
 def _problem(out: Extraction, fact: str | None, message: str) -> None:
     """Record why a fact is missing; a fact that has a value keeps it and gets no problem."""
-    if fact and fact not in out.facts:
+    if fact and fact not in out.facts and fact not in out.possible:
         out.problems[fact] = message
 
 
@@ -637,30 +671,44 @@ def extract_facts(mapping: SiteMapping, resources: list[dict], evaluation_date: 
 @dataclass(frozen=True)
 class _Context:
     today: date
-    birth: date | None
+    birth: tuple[date, date] | None  # the earliest and latest birth date the record allows
     limit: int
 
 
 # --- Patient ------------------------------------------------------------------------------------
 
 
-def _extract_patient(mapping: SiteMapping, patients: list[dict], today: date, out: Extraction) -> date | None:
-    """Birth date and age in completed years; the birth date is returned for age-dependent ULNs."""
+def _extract_patient(mapping: SiteMapping, patients: list[dict], today: date,
+                     out: Extraction) -> tuple[date, date] | None:
+    """Birth date and age in completed years; the span of possible birth dates is returned for age-dependent ULNs.
+
+    A partial birthDate ("2016", "2016-10") still gives the age where every day it allows gives the same age."""
     if not patients:
         return None
     patient, facts = patients[0], (mapping.birth_date_fact, mapping.age_fact)
     written = patient.get("birthDate")
-    birth = _when(written)
+    birth = _when_or_partial(written)
     if birth is None or birth.day > today.isoformat():
-        reason = "no birthDate" if written is None else f"birthDate {written!r} is not a full past date"
+        reason = "no birthDate" if written is None else f"birthDate {written!r} is not a past date"
         for fact in facts:
             _problem(out, fact, f"{reason} ({_ref(patient)})")
         return None
-    born = date.fromisoformat(birth.day)
-    _put(out, mapping.birth_date_fact, birth.day, f"{_ref(patient)} birthDate {written}")
-    _put(out, mapping.age_fact, _completed(born, today, "years"),
-         f"completed years from birthDate {birth.day} ({_ref(patient)}) to {today}")
-    return born
+    first = date.fromisoformat(birth.day)
+    last = min(date.fromisoformat(birth.last or birth.day), today)
+    source = f"{_ref(patient)} birthDate {written}"
+    why = f"birthDate '{written}' is partial ({_ref(patient)})"
+    if first == last:
+        _put(out, mapping.birth_date_fact, birth.day, source)
+    else:
+        _put_possible(out, mapping.birth_date_fact, Possible(str(written), why, days(first, last)), source)
+    oldest, youngest = _completed(first, today, "years"), _completed(last, today, "years")
+    ages = f"completed years from birthDate {written} ({_ref(patient)}) to {today}"
+    if oldest == youngest:
+        _put(out, mapping.age_fact, oldest, ages)
+    else:
+        _put_possible(out, mapping.age_fact, Possible(" or ".join(map(str, range(youngest, oldest + 1))), why,
+                                                      tuple(range(youngest, oldest + 1))), ages)
+    return first, last
 
 
 # --- Observations -------------------------------------------------------------------------------
@@ -674,6 +722,16 @@ class _Reading:
     factor: float
     unit: str | None
     text: str
+    comparator: str | None = None  # "<", "<=", ">", ">=": the value is a bound, not the result
+
+    def possible(self, observation: dict) -> Possible:
+        """A bounded result as the interval it allows, e.g. '<20' -> [unbounded, 20)."""
+        closed, below = self.comparator in ("<=", ">="), self.comparator in ("<", "<=")
+        shown = f"{self.comparator}{units.show(self.value)}"
+        why = f"the result is written '{self.text}', a bound ({_ref(observation)})"
+        if below:
+            return Possible(shown, why, high=self.value, high_closed=closed)
+        return Possible(shown, why, low=self.value, low_closed=closed)
 
 
 def _effective(observation: dict) -> When | None:
@@ -705,7 +763,10 @@ def _extract_observation(mapping: SiteMapping, concept: ObservationConcept, foun
             notes.insert(0, reading)
             break
         source = f"{_ref(item.resource)} {item.code} {item.when.day}: {reading.text}"
-        _put(out, concept.value_fact, reading.value, source)
+        if reading.comparator:
+            _put_possible(out, concept.value_fact, reading.possible(item.resource), source)
+        else:
+            _put(out, concept.value_fact, reading.value, source)
         _put(out, concept.date_fact, item.when.day, source)
         if concept.uln:
             _extract_uln(mapping, concept, item.resource, reading, ctx, out)
@@ -730,18 +791,19 @@ def _read_quantity(table: units.UnitTable, observation: dict) -> _Reading | str 
         return None
     if not _is_number(quantity.get("value")):
         return None
-    if quantity.get("comparator"):
-        written = f"{quantity['comparator']}{quantity['value']}"
-        return f"the value is '{written}', not an exact number ({_ref(observation)})"
+    comparator = quantity.get("comparator")
+    if comparator is not None and comparator not in _BOUNDS:
+        written = f"{comparator}{quantity['value']}"
+        return f"the value is '{written}', not a number or a bound ({_ref(observation)})"
     unit, factor = units.quantity_unit(table, quantity)
     if factor is None:
         shown = f"unit '{unit}'" if unit else "a value without a unit"
         return f"{shown} cannot be converted to {table.canonical} ({_ref(observation)})"
     value = units.convert(quantity["value"], factor)
-    text = f"{units.show(quantity['value'])} {unit}"
+    text = f"{comparator or ''}{units.show(quantity['value'])} {unit}"
     if unit != table.canonical:
-        text += f" -> {units.show(value)} {table.canonical}"
-    return _Reading(value, factor, unit, text)
+        text += f" -> {comparator or ''}{units.show(value)} {table.canonical}"
+    return _Reading(value, factor, unit, text, comparator)
 
 
 def _read_score(score: Score, observation: dict) -> _Reading | str | None:
@@ -822,8 +884,8 @@ def _age_within(mapping: SiteMapping, age: Any, ctx: _Context) -> bool:
             continue
         written = (_text(quantity.get("code")), _text(quantity.get("unit")))
         unit = next((mapping.age_units[u] for u in written if u in mapping.age_units), None)
-        if unit is None or not inside(_completed(ctx.birth, ctx.today, unit), quantity["value"]):
-            return False
+        if unit is None or not all(inside(_completed(b, ctx.today, unit), quantity["value"]) for b in ctx.birth):
+            return False  # a range applies only if it holds for every birth date the record allows
     return True
 
 
@@ -866,10 +928,16 @@ def _uln_from_table(concept: ObservationConcept, ctx: _Context) -> _Uln | str:
         return f"no usable reference range on the result and no site table for {concept.name}"
     if ctx.birth is None:
         return "no usable reference range on the result, and no birth date to choose a site-table age band"
-    age = _completed(ctx.birth, ctx.today, "years")
-    band = next((b for b in spec.bands if b.low <= age < b.high), None)
+    ages = sorted({_completed(b, ctx.today, "years") for b in ctx.birth})
+    bands = {id(band): band for band in (next((b for b in spec.bands if b.low <= age < b.high), None)
+                                          for age in ages)}
+    if len(bands) > 1:
+        return (f"no usable reference range on the result, and the partial birth date leaves age "
+                f"{' or '.join(map(str, ages))}, in different bands of site table '{spec.table}'")
+    band = next(iter(bands.values()))
     if band is None:
-        return f"no usable reference range on the result, and site table '{spec.table}' has no band for age {age}"
+        return (f"no usable reference range on the result, and site table '{spec.table}' has no band for age "
+                f"{' or '.join(map(str, ages))}")
     value = band.values[spec.column]
     return _Uln(value, f"site table, {band.label}",
                 f"site table '{spec.table}', {band.label}: {units.show(value)} {concept.units.canonical}")
@@ -883,8 +951,12 @@ def _converted(value: float, unit: str | None, canonical: str) -> str:
 
 
 def _onset(condition: dict) -> When | None:
-    return _first_when(condition.get("onsetDateTime"), _get(condition, "onsetPeriod", "start"),
-                       condition.get("recordedDate"))
+    for value in (condition.get("onsetDateTime"), _get(condition, "onsetPeriod", "start"),
+                  condition.get("recordedDate")):
+        found = _when_or_partial(value)
+        if found is not None:
+            return found
+    return None
 
 
 def _extract_conditions(mapping: SiteMapping, conditions: list[dict], supplied: bool, ctx: _Context,
@@ -920,7 +992,7 @@ def _is_active(mapping: SiteMapping, condition: dict) -> bool:
 
 def _describe(item: _Found) -> str:
     status = sorted(_status_codes(item.resource.get("clinicalStatus")))
-    when = f" {item.when.day}" if item.when else ""
+    when = f" {item.when.written or item.when.day}" if item.when else ""
     return f"{_ref(item.resource)} {item.code}{when}" + (f" ({', '.join(status)})" if status else "")
 
 
@@ -929,18 +1001,38 @@ def _latest_date(out: Extraction, fact: str | None, past: list[_Found], future: 
     """The newest date among matches (they arrive newest first); say why when matches exist but none is dated."""
     dated = [f for f in past if f.when is not None]
     if dated:
-        _put(out, fact, dated[0].when.day, f"{_describe(dated[0])}: latest {what} of {len(past)} match(es)")
+        _put_latest(out, fact, dated, today, f"latest {what} of {len(past)} match(es)")
     elif past:
         _problem(out, fact, f"{_ref(past[0].resource)} matches but has no {what} date")
     elif future:
         _problem(out, fact, _future_note(future, today))
 
 
+def _put_latest(out: Extraction, fact: str | None, dated: list[_Found], today: date, what: str) -> None:
+    """The latest of the dates; where partial dates leave it open, every day it may be (engine.certainty)."""
+    first = max(f.when.day for f in dated)
+    last = min(max(f.when.last or f.when.day for f in dated), today.isoformat())
+    newest = max(dated, key=lambda f: (f.when.last or f.when.day, f.when.day))
+    if last <= first:
+        _put(out, fact, first, f"{_describe(newest)}: {what}")
+        return
+    partial = [f for f in dated if f.when.last is not None and f.when.last >= first]
+    alone = len(partial) == 1 and partial[0].when.day == first
+    why = "partial date " + ", ".join(f"'{f.when.written}' ({_ref(f.resource)})" for f in partial[:3])
+    _put_possible(out, fact, Possible(partial[0].when.written if alone else f"{first} to {last}", why,
+                                      days(date.fromisoformat(first), date.fromisoformat(last))),
+                  f"{_describe(newest)}: {what}")
+
+
 # --- Procedures ---------------------------------------------------------------------------------
 
 
 def _performed(procedure: dict) -> When | None:
-    return _first_when(procedure.get("performedDateTime"), _get(procedure, "performedPeriod", "start"))
+    for value in (procedure.get("performedDateTime"), _get(procedure, "performedPeriod", "start")):
+        found = _when_or_partial(value)
+        if found is not None:
+            return found
+    return None
 
 
 def _extract_procedures(mapping: SiteMapping, procedures: list[dict], supplied: bool, ctx: _Context,

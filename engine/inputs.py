@@ -12,6 +12,7 @@ from typing import Any
 from .errors import EvaluationError
 from .model import FactSpec, Ruleset
 from .templates import format_number
+from .uncertain import SHOWN_TYPES
 
 
 def prepare_inputs(ruleset: Ruleset, given: dict[str, Any], evaluation_date: dt.date, hook: str | None,
@@ -53,7 +54,9 @@ def coerce(spec: FactSpec, value: Any) -> Any:
             raise NotUsable(f"value {value!r} is not a finite number")
         if kind == "integer" and not float(value).is_integer():
             raise EvaluationError(f"fact '{spec.name}' must be a whole number, got {value!r}")
-        return int(value) if kind == "integer" else value
+        if kind == "integer":
+            return value if isinstance(value, int) else int(value)  # an int subclass (ShownInteger) is kept
+        return value
     if kind == "boolean" and isinstance(value, bool):
         return value
     if kind == "string" and isinstance(value, str):
@@ -102,6 +105,8 @@ def _screen(ruleset: Ruleset, spec: FactSpec, facts: dict, evaluation_date: dt.d
 
 
 def to_json_value(value: Any) -> Any:
+    if isinstance(value, SHOWN_TYPES):
+        return str(value)  # a bounded value, as the record wrote it
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     if isinstance(value, list):

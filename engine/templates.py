@@ -8,6 +8,8 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from .uncertain import SHOWN_TYPES
+
 # Names every template may use besides facts and parameters.
 TEMPLATE_GLOBALS = ("missing", "params", "ruleset", "evaluation_date", "band")
 
@@ -22,8 +24,8 @@ class NotAvailable(jinja2.Undefined):
 
 
 def format_number(value) -> str:
-    """2.5 -> '2.5', 5.0 -> '5', 0.123456 -> '0.12'; anything else as text."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """2.5 -> '2.5', 5.0 -> '5', 0.123456 -> '0.12'; anything else as text (a bounded value as written: '<20')."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or isinstance(value, SHOWN_TYPES):
         return str(value)
     if float(value).is_integer():
         return str(int(value))

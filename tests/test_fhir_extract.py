@@ -143,9 +143,29 @@ def test_leap_day_birthday_turns_a_year_older_on_first_march(mapping):
     assert extract(mapping, fx.patient("2008-02-29"), today=date(2026, 3, 1)).facts["age_years"] == 18
 
 
-def test_partial_birth_date_gives_no_age_and_says_why(mapping):
-    out = extract(mapping, fx.patient("2008"))
-    assert "age_years" not in out.facts and "2008" in out.problems["age_years"]
+def test_a_partial_birth_date_gives_the_ages_it_allows(mapping):
+    out = extract(mapping, fx.patient("2008"))  # on 2026-01-05: 17, or 18 if born by 5 January
+    assert "age_years" not in out.facts and "age_years" not in out.problems
+    assert out.possible["age_years"].values == (17, 18) and "'2008'" in out.possible["age_years"].why
+
+
+def test_a_partial_birth_date_that_decides_the_age_gives_it_exactly(mapping):
+    out = extract(mapping, fx.patient("2015-10"))
+    assert out.facts["age_years"] == 10 and "age_years" not in out.possible
+
+
+def test_a_partial_onset_gives_the_days_it_allows(mapping):
+    condition = fx.condition("42343007")  # heart failure
+    condition["onsetDateTime"] = "2025-03"
+    onset = extract(mapping, condition, supplied={"Condition"}).possible["heart_failure_onset"]
+    assert onset.shown == "2025-03" and len(onset.values) == 31 and onset.values[0] == date(2025, 3, 1)
+
+
+def test_an_exact_date_after_every_day_a_partial_one_allows_is_the_latest_exactly(mapping):
+    partial, exact = fx.condition("42343007", id="c1"), fx.condition("42343007", id="c2")
+    partial["onsetDateTime"], exact["onsetDateTime"] = "2025-03", "2025-04-02"
+    out = extract(mapping, partial, exact, supplied={"Condition"})
+    assert out.facts["heart_failure_onset"] == "2025-04-02" and "heart_failure_onset" not in out.possible
 
 
 # --- observations and units -----------------------------------------------------------------------------
@@ -195,10 +215,18 @@ def test_unconvertible_latest_value_does_not_fall_back_to_an_older_one(mapping):
     assert "platelets_10e9_l" not in out.facts and "mmol/L" in out.problems["platelets_10e9_l"]
 
 
-def test_value_with_a_comparator_is_not_read_as_exact(mapping):
+def test_value_with_a_comparator_is_a_bound_not_an_exact_value(mapping):
     result = fx.observation("777-3", None, valueQuantity={"value": 10, "comparator": "<", "unit": "10*9/L"})
     out = extract(mapping, result)
-    assert "platelets_10e9_l" not in out.facts and "'<10'" in out.problems["platelets_10e9_l"]
+    assert "platelets_10e9_l" not in out.facts
+    bound = out.possible["platelets_10e9_l"]
+    assert (bound.shown, bound.low, bound.high, bound.high_closed) == ("<10", None, 10, False)
+
+
+def test_a_comparator_that_is_not_a_bound_is_not_read(mapping):
+    result = fx.observation("777-3", None, valueQuantity={"value": 10, "comparator": "ad", "unit": "10*9/L"})
+    out = extract(mapping, result)
+    assert "platelets_10e9_l" not in out.possible and "'ad10'" in out.problems["platelets_10e9_l"]
 
 
 def test_latest_result_by_effective_date_wins(mapping):

@@ -15,6 +15,7 @@ from flask import Blueprint, current_app, request
 
 from engine import fhir
 from engine.audit import decision_summary
+from engine.certainty import evaluate_bounded
 from engine.model import Evaluation, Ruleset
 from engine.record import OtherPatientError, Record, own_record
 from webhook import metrics
@@ -77,8 +78,8 @@ def answer(service: Service, ruleset: Ruleset, hook_request: HookRequest,
     extraction = fhir.extract_facts(state.mapping, resources, today,
                                     draft_orders=orders if hook_request.is_order_hook else None,
                                     supplied=gathered.supplied)
-    evaluation = state.engine.evaluate(ruleset, extraction.facts, today, hook=hook_request.hook,
-                                       reasons=extraction.problems)
+    evaluation = evaluate_bounded(state.engine, ruleset, extraction.facts, extraction.possible, today,
+                                  hook_request.hook, extraction.problems)
     known_orders = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
     return build_cards(evaluation, ruleset, hook_request.patient_id, orders, known_orders), evaluation
 

@@ -13,6 +13,7 @@ from typing import Any
 from flask import render_template, request
 
 from engine import fhir
+from engine.certainty import evaluate_bounded
 from engine.cohort import resources_as_of
 from engine.errors import EvaluationError
 from engine.model import Evaluation, Ruleset
@@ -171,11 +172,12 @@ def evaluate(info: VersionInfo, scenario: Scenario) -> Outcome:
         extraction = fhir.extract_facts(mapping, record, scenario.date, draft_orders=drafts if order_hook else None,
                                         supplied=WHOLE_RECORD)
         facts, problems, sources = {**extraction.facts, **scenario.facts}, extraction.problems, extraction.sources
+        possible = extraction.possible
         known = [r for r in record if r.get("resourceType") == "MedicationRequest"]
         patient_id = next((r.get("id") for r in record if r.get("resourceType") == "Patient" and r.get("id")),
                           DEFAULT_PATIENT)
     else:
-        patient_id, facts, problems, sources = DEFAULT_PATIENT, dict(scenario.facts), {}, {}
+        patient_id, facts, problems, sources, possible = DEFAULT_PATIENT, dict(scenario.facts), {}, {}, {}
         known, written_drafts = orders_from_facts(ruleset, mapping, facts, patient_id, scenario.date)
         if drafts:
             draft_facts = fhir.extract_facts(mapping, [], scenario.date, draft_orders=drafts)
@@ -184,7 +186,8 @@ def evaluate(info: VersionInfo, scenario: Scenario) -> Outcome:
         else:
             drafts = written_drafts if order_hook else []
     try:
-        evaluation = workbench().engine.evaluate(ruleset, facts, scenario.date, scenario.hook, problems)
+        evaluation = evaluate_bounded(workbench().engine, ruleset, facts, possible, scenario.date, scenario.hook,
+                                      problems)
     except EvaluationError as error:
         raise ScenarioError(f"the evaluation failed: {error}") from None
     cards = build_cards(evaluation, ruleset, patient_id, drafts, known)
