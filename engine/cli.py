@@ -18,6 +18,7 @@ from .audit import add_audit_command
 from .certainty import evaluate_bounded
 from .cohort import add_cohort_command
 from .errors import EvaluationError, RulesetErrors
+from .examples import add_examples_command
 from .explain import explain_ruleset, format_evaluation
 from .loader import load_ruleset, ruleset_files, site_for
 from .runtime import Engine
@@ -115,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_cohort_command(sub)
     add_audit_command(sub)
+    add_examples_command(sub)
     return parser
 
 
