@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/python -m pytest -q
 
+# The example requests are written for today first, so the README's call shows the protocol at work.
 serve: install
+	$(BIN)/cdsrules examples
 	$(BIN)/cdsrules serve --rules rules --no-auth --workbench
 
 bench: install

@@ -4,14 +4,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shlex
 import subprocess
-from pathlib import Path
+from urllib.parse import urlsplit
 
+import requests
 from fhir.resources.R4B import get_fhir_model_class
 
 from engine import fhir
 from engine.examples import DEFAULT_TEMPLATES, request_for, shift_dates
-from tests.conftest import REPO, RULES_DIR, build_app
+from tests.conftest import REPO, RULES_DIR, build_app, cdsrules_command, running_server
 
 TEMPLATES = REPO / DEFAULT_TEMPLATES
 MAPPING = fhir.load_site_mapping(RULES_DIR / "site" / "fhir-r4.yaml")
@@ -113,3 +115,45 @@ def suggested_doses(card: dict) -> list[float]:
             for suggestion in card.get("suggestions", []) for action in suggestion["actions"]
             for instruction in action.get("resource", {}).get("dosageInstruction", [])
             for dose in instruction.get("doseAndRate", [])]
+
+
+# --- the README's first call ----------------------------------------------------------------------
+
+
+def readme_call(readme: str) -> tuple[str, dict[str, str], str]:
+    """The README's curl line: the URL path it posts to, its headers and the file it sends."""
+    line = next(line for line in readme.replace("\\\n", " ").splitlines() if line.startswith("curl "))
+    words = shlex.split(line)
+    headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
+    body = next(words[i + 1] for i, word in enumerate(words) if word == "-d").removeprefix("@")
+    url = next(word for word in words if word.startswith("http"))
+    return urlsplit(url).path, headers, body
+
+
+def readme_dose_claim(readme: str) -> tuple[float, float, float]:
+    """What the README says the call answers: platelets, the current daily dose and the advised one."""
+    claim = re.search(r"platelets ([\d.]+) x 10\^9/L on ([\d.]+) mg at a two-weekly review\) the service advises "
+                      r"([\d.]+) mg and suggests the changed draft order", " ".join(readme.split()))
+    assert claim, "the README no longer says what its call answers"
+    return tuple(float(number) for number in claim.groups())
+
+
+def test_the_readmes_call_advises_the_dose_it_describes_today(tmp_path):
+    readme = (REPO / "README.md").read_text()
+    path, headers, body = readme_call(readme)
+    platelets, current, advised = readme_dose_claim(readme)
+    serve_recipe = re.search(r"^serve:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), re.M).group(1)
+    assert "cdsrules examples\n" in serve_recipe  # `make serve` writes the requests for today before serving
+    subprocess.run(cdsrules_command() + ["examples", "--out", str(tmp_path / "examples")], cwd=REPO, check=True,
+                   capture_output=True, timeout=60)
+    request = (tmp_path / body).read_bytes()  # the README's path, relative to where the examples were written
+    draft = json.loads(request)["context"]["draftOrders"]["entry"][0]["resource"]
+    with running_server(tmp_path, "--no-auth") as server:
+        response = requests.post(server.base_url + path, data=request, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    [card] = [card for card in response.json()["cards"] if suggested_doses(card)]
+    figures = {float(number) for number in re.findall(r"\d+(?:\.\d+)?", card["summary"])}
+    assert {platelets, current, advised} <= figures, card["summary"]
+    [action] = [action for suggestion in card["suggestions"] for action in suggestion["actions"]]
+    assert action["type"] == "update" and action["resource"]["id"] == draft["id"]  # the draft order, changed
+    assert suggested_doses(card) == [advised]
