@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 import uuid
 
@@ -135,6 +136,16 @@ def test_unknown_issuer_and_unknown_kid_are_refused(secured, signer):
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": BASE + DISCOVERY, "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}
     assert_refused(call(secured, jwt.encode(claims, key, algorithm="ES384", headers={"kid": "nope"})))
+
+
+def test_the_log_says_why_a_token_is_refused(secured, signer, caplog):
+    with caplog.at_level(logging.INFO, logger="webhook.auth"):
+        assert_refused(call(secured, signer.token(BASE + DISCOVERY, iss="https://other.example")))
+        assert_refused(call(secured, signer.token(BASE + SERVICE)))  # minted for another path
+    reasons = [r.getMessage() for r in caplog.records if r.name == "webhook.auth"]
+    assert len(reasons) == 2
+    assert "issuer 'https://other.example' not trusted" in reasons[0]
+    assert "InvalidAudienceError: Audience doesn't match" in reasons[1]
 
 
 def test_a_replayed_jti_is_refused(secured, signer):

@@ -4,8 +4,8 @@ Each allowlisted issuer has its JWKS (a file, or a URL fetched and cached) and o
 fhirServer URLs it may name. A token passes when: the algorithm is ES384 or RS384 (our allowlist, never the
 token's choice), the signature verifies with the issuer's key named by `kid`, `aud` is our configured base URL
 plus the path called, `exp`/`nbf`/`iat` hold within 60 s, and the `jti` was not seen before (kept in the store
-until the token expires, so the check holds across worker processes). Any failure is a 401 with no detail;
-the token itself is never logged.
+until the token expires, so the check holds across worker processes). Any failure is a 401 with no detail; the
+log says why (never the token itself).
 """
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ class AuthConfigError(ValueError):
     """The auth configuration file is missing or invalid."""
 
 
+class TokenRefused(Exception):
+    """Why a token is refused: for the log, never for the caller."""
+
+
 @dataclass(frozen=True)
 class Issuer:
     iss: str
@@ -62,8 +66,8 @@ class Authenticator:
         token = _bearer_token(authorization)
         try:
             issuer, claims = self._decode(token, self.base_url + path)
-        except (jwt.PyJWTError, KeyError, ValueError, TypeError) as error:
-            log.info("JWT refused for %s: %s", path, type(error).__name__)
+        except (TokenRefused, jwt.PyJWTError, KeyError, ValueError, TypeError) as error:
+            log.info("JWT refused for %s: %s: %s", path, type(error).__name__, error)
             raise unauthorized() from None
         if issuer.tenants is not None and claims.get("tenant") not in issuer.tenants:
             log.info("JWT refused for %s: tenant not allowed for issuer %s", path, issuer.iss)
@@ -73,14 +77,18 @@ class Authenticator:
 
     def _decode(self, token: str, audience: str) -> tuple[Issuer, dict]:
         header = jwt.get_unverified_header(token)
-        algorithm = header.get("alg")
+        algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:
-            raise ValueError("algorithm not allowed")
-        unverified = jwt.decode(token, options={"verify_signature": False})
-        issuer = self.issuers[unverified.get("iss")]
-        key = issuer.key_for(header["kid"], header.get("jku"))
+            raise TokenRefused(f"algorithm {algorithm!r} not allowed")
+        if not isinstance(kid, str):
+            raise TokenRefused("no kid in the header")
+        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        issuer = self.issuers.get(iss)
+        if issuer is None:
+            raise TokenRefused(f"issuer {iss!r} not trusted")
+        key = issuer.key_for(kid, header.get("jku"))
         if key.key_type != ALGORITHMS[algorithm]:
-            raise ValueError("key type does not fit the algorithm")
+            raise TokenRefused(f"a {key.key_type} key cannot verify {algorithm}")
         claims = jwt.decode(
             token,
             key.key,
@@ -95,6 +103,7 @@ class Authenticator:
     def _check_replay(self, issuer: Issuer, claims: dict, path: str) -> None:
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti:
+            log.info("JWT refused for %s: jti is not a non-empty string", path)
             raise unauthorized()
         try:
             fresh = self.store.remember_jti(issuer.iss, jti, int(claims["exp"]) + LEEWAY_SECONDS)
@@ -161,16 +170,26 @@ def _key_source(entry: dict, base: Path) -> Callable[[str, str | None], Any]:
             keys = jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
         except (OSError, jwt.PyJWTError, ValueError) as error:
             raise AuthConfigError(f"{path}: not a usable JWKS: {error}") from None
-        configured = keys.__getitem__
+        configured = _file_key_lookup(keys, path.name)
 
     def key_for(kid: str, jku: str | None) -> Any:
         if jku is None:
             return configured(kid)
         if jku not in allowed_jku:
-            raise ValueError("jku not on the allowlist")
+            raise TokenRefused(f"jku {jku!r} not on the allowlist")
         return allowed_jku[jku].get_signing_key(kid)
 
     return key_for
+
+
+def _file_key_lookup(keys: jwt.PyJWKSet, name: str) -> Callable[[str], Any]:
+    def key(kid: str) -> Any:
+        try:
+            return keys[kid]
+        except KeyError:
+            raise TokenRefused(f"kid {kid!r} not in {name}") from None
+
+    return key
 
 
 def _jwks_client(url: str) -> jwt.PyJWKClient:
