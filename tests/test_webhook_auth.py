@@ -101,6 +101,16 @@ def test_a_required_claim_missing_is_refused(secured, signer, claim):
     assert_refused(call(secured, signer.token(BASE + DISCOVERY, **{claim: None})))
 
 
+@pytest.mark.parametrize("claim,as_json", [("exp", str), ("iat", str), ("nbf", str), ("nbf", bool)])
+def test_a_time_claim_that_is_not_a_json_number_is_refused(secured, signer, claim, as_json):
+    now = int(time.time())
+    times = {"iat": now, "exp": now + 60, "nbf": now}
+    times[claim] = as_json(times[claim])  # "1796234583" or true
+    assert_refused(call(secured, signer.token(BASE + DISCOVERY, **times)))
+    fractional = signer.token(BASE + DISCOVERY, iat=now + 0.5, exp=now + 60.5, nbf=now - 0.5)
+    assert call(secured, fractional).status_code == 200  # any JSON number will do
+
+
 def test_alg_none_is_refused(secured):
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": BASE + DISCOVERY, "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}

@@ -3,9 +3,9 @@
 Each allowlisted issuer has its JWKS (a file, or a URL fetched and cached) and optionally the tenants and the
 fhirServer URLs it may name. A token passes when: the algorithm is ES384 or RS384 (our allowlist, never the
 token's choice), the signature verifies with the issuer's key named by `kid`, `aud` is our configured base URL
-plus the path called, `exp`/`nbf`/`iat` hold within 60 s, and the `jti` was not seen before (kept in the store
-until the token expires, so the check holds across worker processes). Any failure is a 401 with no detail; the
-log says why (never the token itself).
+plus the path called, `exp`/`nbf`/`iat` are JSON numbers and hold within 60 s, and the `jti` was not seen before
+(kept in the store until the token expires, so the check holds across worker processes). Any failure is a 401
+with no detail; the log says why (never the token itself).
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = {"ES384": "EC", "RS384": "RSA"}  # allowed algorithm -> the key type it needs
 LEEWAY_SECONDS = 60
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
+TIME_CLAIMS = ("exp", "iat", "nbf")
 # Health checks, metrics and the API description need no token (keep /metrics off the public network);
 # the workbench has its own credential (webhook/workbench).
 PUBLIC_BLUEPRINTS = {"health", "openapi", "metrics", "workbench"}
@@ -98,6 +99,7 @@ class Authenticator:
             leeway=LEEWAY_SECONDS,
             options={"require": REQUIRED_CLAIMS},
         )
+        _check_times(claims)
         return issuer, claims
 
     def _check_replay(self, issuer: Issuer, claims: dict, path: str) -> None:
@@ -113,6 +115,13 @@ class Authenticator:
         if not fresh:
             log.info("JWT refused for %s: jti replayed (issuer %s)", path, issuer.iss)
             raise unauthorized()
+
+
+def _check_times(claims: dict) -> None:
+    """exp, iat and nbf must be JSON numbers: PyJWT alone also takes a string such as "1700000000", or true."""
+    for name in TIME_CLAIMS:
+        if name in claims and type(claims[name]) not in (int, float):
+            raise TokenRefused(f"{name} is not a JSON number: {claims[name]!r}")
 
 
 def _bearer_token(authorization: str | None) -> str:
