@@ -88,8 +88,27 @@ def test_wrong_audience_is_refused(secured, signer):
 
 def test_expired_token_is_refused_beyond_the_leeway(secured, signer):
     now = int(time.time())
-    assert_refused(call(secured, signer.token(BASE + DISCOVERY, iat=now - 600, exp=now - 61)))
-    assert call(secured, signer.token(BASE + DISCOVERY, iat=now - 600, exp=now - 30)).status_code == 200
+    assert_refused(call(secured, signer.token(BASE + DISCOVERY, iat=now - 300, exp=now - 61)))
+    assert call(secured, signer.token(BASE + DISCOVERY, iat=now - 300, exp=now - 30)).status_code == 200
+
+
+def test_a_token_living_longer_than_five_minutes_is_refused(secured, signer, caplog):
+    now = int(time.time())
+    assert call(secured, signer.token(BASE + DISCOVERY, iat=now, exp=now + 300)).status_code == 200
+    with caplog.at_level(logging.INFO, logger="webhook.auth"):
+        assert_refused(call(secured, signer.token(BASE + DISCOVERY, iat=now, exp=now + 301)))
+        assert_refused(call(secured, signer.token(BASE + DISCOVERY, iat=now - 3600, exp=now + 10 * 365 * 86400)))
+        assert_refused(call(secured, signer.token(BASE + DISCOVERY, iat=now + 30, exp=now + 20)))  # exp before iat
+    assert "lifetime exp - iat of 301 s is not within 1..300 s" in caplog.text
+
+
+def test_the_maximum_lifetime_is_a_setting(make_app, signer, tmp_path):
+    config = write_auth_config(tmp_path, signer, BASE, [])
+    config.write_text(config.read_text() + "max_token_lifetime_seconds: 3600\n")
+    client = make_app(AUTH_CONFIG=str(config)).test_client()
+    now = int(time.time())
+    assert call(client, signer.token(BASE + DISCOVERY, iat=now, exp=now + 3600)).status_code == 200
+    assert_refused(call(client, signer.token(BASE + DISCOVERY, iat=now, exp=now + 3601)))
 
 
 def test_not_yet_valid_token_is_refused(secured, signer):

@@ -141,7 +141,7 @@ def test_tokens_over_http(ehr, live_server):
     now = int(time.time())
     assert ehr.get("/cds-services", token=None).status_code == 401
     assert ehr.get("/cds-services", token=ehr.signer.token(live_server.base_url + "/other")).status_code == 401
-    expired = ehr.signer.token(live_server.base_url + "/cds-services", iat=now - 900, exp=now - 300)
+    expired = ehr.signer.token(live_server.base_url + "/cds-services", iat=now - 600, exp=now - 300)
     assert ehr.get("/cds-services", token=expired).status_code == 401
     unsigned = ".".join(part for part in ehr.signer.token(live_server.base_url + "/cds-services").split(".")[:2])
     none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"  # {"alg":"none","typ":"JWT"}

@@ -3,8 +3,9 @@
 Each allowlisted issuer has its JWKS (a file, or a URL fetched and cached) and optionally the tenants and the
 fhirServer URLs it may name. A token passes when: the algorithm is ES384 or RS384 (our allowlist, never the
 token's choice), the signature verifies with the issuer's key named by `kid`, `aud` is our configured base URL
-plus the path called, `exp`/`nbf`/`iat` are JSON numbers and hold within 60 s, and the `jti` was not seen before
-(kept in the store until the token expires, so the check holds across worker processes). Any failure is a 401
+plus the path called, `exp`/`nbf`/`iat` are JSON numbers and hold within 60 s, `exp - iat` is at most the maximum
+lifetime, and the `jti` was not seen before (kept in the store until the token expires, so the check holds across
+worker processes). Any failure is a 401
 with no detail; the log says why (never the token itself).
 """
 from __future__ import annotations
@@ -31,6 +32,11 @@ ALGORITHMS = {"ES384": "EC", "RS384": "RSA"}  # allowed algorithm -> the key typ
 LEEWAY_SECONDS = 60
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 TIME_CLAIMS = ("exp", "iat", "nbf")
+# CDS Hooks 2.0, "Trusting CDS Clients", makes exp and iat REQUIRED numbers of seconds since the Epoch but bounds
+# exp - iat nowhere (its own example token is valid for over three years). The default bound is the one SMART
+# Backend Services sets on its authentication JWTs, exp "no more than five minutes in the future"; the auth
+# config's max_token_lifetime_seconds changes it.
+DEFAULT_MAX_LIFETIME_SECONDS = 300
 # Health checks, metrics and the API description need no token (keep /metrics off the public network);
 # the workbench has its own credential (webhook/workbench).
 PUBLIC_BLUEPRINTS = {"health", "openapi", "metrics", "workbench"}
@@ -57,10 +63,12 @@ class Issuer:
 
 
 class Authenticator:
-    def __init__(self, base_url: str, issuers: dict[str, Issuer], store: Store):
+    def __init__(self, base_url: str, issuers: dict[str, Issuer], store: Store,
+                 max_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS):
         self.base_url = base_url.rstrip("/")
         self.issuers = issuers
         self.store = store
+        self.max_lifetime = max_lifetime
 
     def verify(self, authorization: str | None, path: str) -> Issuer:
         """The issuer of a valid bearer token for `path`, or a 401 HookError."""
@@ -99,7 +107,7 @@ class Authenticator:
             leeway=LEEWAY_SECONDS,
             options={"require": REQUIRED_CLAIMS},
         )
-        _check_times(claims)
+        _check_times(claims, self.max_lifetime)
         return issuer, claims
 
     def _check_replay(self, issuer: Issuer, claims: dict, path: str) -> None:
@@ -117,11 +125,15 @@ class Authenticator:
             raise unauthorized()
 
 
-def _check_times(claims: dict) -> None:
-    """exp, iat and nbf must be JSON numbers: PyJWT alone also takes a string such as "1700000000", or true."""
+def _check_times(claims: dict, max_lifetime: int) -> None:
+    """exp, iat and nbf must be JSON numbers (PyJWT alone also takes a string such as "1700000000", or true), and
+    the token may live at most max_lifetime seconds from iat to exp."""
     for name in TIME_CLAIMS:
         if name in claims and type(claims[name]) not in (int, float):
             raise TokenRefused(f"{name} is not a JSON number: {claims[name]!r}")
+    lifetime = claims["exp"] - claims["iat"]
+    if not 0 < lifetime <= max_lifetime:
+        raise TokenRefused(f"lifetime exp - iat of {lifetime} s is not within 1..{max_lifetime} s")
 
 
 def _bearer_token(authorization: str | None) -> str:
@@ -164,7 +176,8 @@ def load_authenticator(path: str, store: Store) -> Authenticator:
             tenants=frozenset(tenants) if tenants is not None else None,
             fhir_servers=tuple(entry.get("fhir_servers", ())),
         )
-    return Authenticator(config["base_url"], issuers, store)
+    max_lifetime = config.get("max_token_lifetime_seconds", DEFAULT_MAX_LIFETIME_SECONDS)
+    return Authenticator(config["base_url"], issuers, store, max_lifetime)
 
 
 def _key_source(entry: dict, base: Path) -> Callable[[str, str | None], Any]:
