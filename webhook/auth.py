@@ -5,13 +5,15 @@ fhirServer URLs it may name. A token passes when: the algorithm is ES384 or RS38
 token's choice), the signature verifies with the issuer's key named by `kid`, `aud` is our configured base URL
 plus the path called, `exp`/`nbf`/`iat` are JSON numbers and hold within 60 s, `exp - iat` is at most the maximum
 lifetime, and the `jti` was not seen before (kept in the store until the token expires, so the check holds across
-worker processes). Any failure is a 401
-with no detail; the log says why (never the token itself).
+worker processes). Any failure is a 401 with no detail; the log says why (never the token itself).
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -40,6 +42,11 @@ DEFAULT_MAX_LIFETIME_SECONDS = 300
 # Health checks, metrics and the API description need no token (keep /metrics off the public network);
 # the workbench has its own credential (webhook/workbench).
 PUBLIC_BLUEPRINTS = {"health", "openapi", "metrics", "workbench"}
+# Keys from a JWKS URL, per URL and worker process (RemoteJwks):
+JWKS_FETCH_TIMEOUT_SECONDS = 2  # per connect and per read
+JWKS_REFRESH_SECONDS = 300  # keys older than this are fetched again: rotated and withdrawn keys are seen
+JWKS_MIN_INTERVAL_SECONDS = 30  # never two fetches closer than this, whatever kids tokens name
+JWKS_MAX_BACKOFF_SECONDS = 300  # after failed fetches in a row the interval doubles up to this
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "auth-config.schema.json"
 
 
@@ -182,10 +189,9 @@ def load_authenticator(path: str, store: Store) -> Authenticator:
 
 def _key_source(entry: dict, base: Path) -> Callable[[str, str | None], Any]:
     """Keys by kid from the issuer's JWKS; a token's `jku` is used only when it is on the issuer's allowlist."""
-    allowed_jku = {url: _jwks_client(url) for url in entry.get("jku_allowlist", ())}
+    allowed_jku = {url: RemoteJwks(url) for url in entry.get("jku_allowlist", ())}
     if "jwks_url" in entry:
-        client = _jwks_client(entry["jwks_url"])
-        configured = client.get_signing_key
+        configured = RemoteJwks(entry["jwks_url"]).key
     else:
         path = base / entry["jwks_file"]
         try:
@@ -199,7 +205,7 @@ def _key_source(entry: dict, base: Path) -> Callable[[str, str | None], Any]:
             return configured(kid)
         if jku not in allowed_jku:
             raise TokenRefused(f"jku {jku!r} not on the allowlist")
-        return allowed_jku[jku].get_signing_key(kid)
+        return allowed_jku[jku].key(kid)
 
     return key_for
 
@@ -214,8 +220,59 @@ def _file_key_lookup(keys: jwt.PyJWKSet, name: str) -> Callable[[str], Any]:
     return key
 
 
-def _jwks_client(url: str) -> jwt.PyJWKClient:
-    return jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+class RemoteJwks:
+    """The keys at a JWKS URL, fetched by PyJWKClient (a short timeout, no redirects) and cached here, because
+    PyJWKClient's own cache neither backs off after a failed fetch nor answers a cached key while it fetches.
+
+    A kid not in the cache, or keys older than JWKS_REFRESH_SECONDS, make a fetch, but never within
+    JWKS_MIN_INTERVAL_SECONDS of the last one (longer after failures): made-up kids or a failing endpoint cannot
+    make us fetch more often, and the last good keys stay in use. The lock is this URL's alone, is not taken for a
+    cached key, and is waited for at most JWKS_FETCH_TIMEOUT_SECONDS: a slow endpoint delays no other issuer.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self._client = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=JWKS_FETCH_TIMEOUT_SECONDS)
+        self._keys: dict[str, Any] = {}  # kid -> PyJWK, replaced whole by each good fetch
+        self._fetched_at = -math.inf  # time.monotonic() of the last good fetch
+        self._next_fetch_at = -math.inf
+        self._failures = 0  # failed fetches in a row
+        self._lock = threading.Lock()
+
+    def key(self, kid: str) -> Any:
+        if (kid not in self._keys or self._stale()) and self._lock.acquire(timeout=JWKS_FETCH_TIMEOUT_SECONDS):
+            try:
+                self._fetch_if_allowed()
+            finally:
+                self._lock.release()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise TokenRefused(f"kid {kid!r} not in the JWKS at {self.url}") from None
+
+    def _stale(self) -> bool:
+        return time.monotonic() - self._fetched_at >= JWKS_REFRESH_SECONDS
+
+    def _fetch_if_allowed(self) -> None:
+        if time.monotonic() < self._next_fetch_at:
+            return
+        try:
+            keys = self._client.get_jwk_set(refresh=True).keys
+        except (jwt.PyJWTError, OSError, ValueError) as error:  # unreachable, an HTTP error, not a JWKS
+            self._failures += 1
+            wait = backoff_seconds(self._failures)
+            self._next_fetch_at = time.monotonic() + wait
+            log.warning("JWKS fetch from %s failed (%s); no new try for %d s", self.url, error, wait)
+            return
+        self._keys = {key.key_id: key for key in keys if key.key_id and key.public_key_use in ("sig", None)}
+        self._failures = 0
+        self._fetched_at = time.monotonic()
+        self._next_fetch_at = self._fetched_at + JWKS_MIN_INTERVAL_SECONDS
+
+
+def backoff_seconds(failures: int) -> float:
+    """The wait for the next fetch after `failures` failed ones in a row: the minimum interval, doubling."""
+    return min(JWKS_MIN_INTERVAL_SECONDS * 2 ** (failures - 1), JWKS_MAX_BACKOFF_SECONDS)
 
 
 # --- wiring -------------------------------------------------------------------------------
