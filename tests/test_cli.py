@@ -71,6 +71,20 @@ def test_serve_refuses_without_an_auth_choice():
     assert result.returncode == 2 and "--no-auth" in result.stderr
 
 
+def test_serve_refuses_a_weak_key_in_the_auth_config(tmp_path):
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    public = jwt.algorithms.RSAAlgorithm.to_jwk(rsa.generate_private_key(65537, 1024).public_key(), as_dict=True)
+    (tmp_path / "ehr.jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "short"}]}))
+    (tmp_path / "auth.yaml").write_text(
+        "base_url: https://cds.example\nissuers:\n  - iss: https://ehr.example\n    jwks_file: ehr.jwks.json\n")
+    result = run("serve", "--auth-config", tmp_path / "auth.yaml", "--port", "1",
+                 "--db", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    assert result.returncode == 2
+    assert "key 'short' is refused: an RSA key of 1024 bits" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_validate_checks_input_facts_against_the_site_mapping(tmp_path):
     import shutil
     shutil.copytree(ROOT / "rules" / "site", tmp_path / "site")

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -217,6 +218,23 @@ def test_with_auth_only_allowlisted_fhir_servers_are_fetched_from(secured, signe
     response = call(secured, signer.token(BASE + SERVICE), SERVICE, allowed)
     assert response.status_code == 200
     assert fhir.requests and all(r["headers"]["Authorization"] == f"Bearer {TOKEN}" for r in fhir.requests)
+
+
+@pytest.mark.parametrize("weak_key,to_jwk,problem", [
+    (lambda: rsa.generate_private_key(public_exponent=65537, key_size=1024), jwt.algorithms.RSAAlgorithm.to_jwk,
+     "an RSA key of 1024 bits (at least 2048 needed)"),
+    (lambda: ec.generate_private_key(ec.SECP256R1()), jwt.algorithms.ECAlgorithm.to_jwk,
+     "an EC key on secp256r1 (ES384 needs P-384)"),
+], ids=["rsa-1024", "ec-p256"])
+def test_a_weak_key_in_a_jwks_file_stops_the_app(make_app, tmp_path, weak_key, to_jwk, problem):
+    from webhook.auth import AuthConfigError
+
+    public = json.loads(to_jwk(weak_key().public_key()))
+    (tmp_path / "weak.jwks.json").write_text(json.dumps({"keys": [{**public, "kid": "weak-1"}]}))
+    (tmp_path / "auth.yaml").write_text(
+        f"base_url: {BASE}\nissuers:\n  - iss: {ISSUER}\n    jwks_file: weak.jwks.json\n")
+    with pytest.raises(AuthConfigError, match=re.escape(f"key 'weak-1' is refused: {problem}")):
+        make_app(AUTH_CONFIG=str(tmp_path / "auth.yaml"))
 
 
 def test_a_bad_auth_config_stops_the_app(make_app, tmp_path):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import warnings
 
 import jwt
 import pytest
 import yaml
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.conftest import ISSUER, Signer
 from tests.jwks_server import JwksServer, write_loopback_certificate
@@ -33,8 +34,8 @@ def start_jwks_server(certificate, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))  # the service trusts the loopback certificate
     servers: list[JwksServer] = []
 
-    def start(signer: Signer) -> JwksServer:
-        servers.append(JwksServer(certificate, signer.jwks()).start())
+    def start(jwks: dict) -> JwksServer:
+        servers.append(JwksServer(certificate, jwks).start())
         return servers[-1]
 
     yield start
@@ -53,15 +54,18 @@ def status(client, token: str) -> int:
     return client.get(DISCOVERY, headers={"Authorization": f"Bearer {token}"}).status_code
 
 
-def token_with_a_made_up_kid(iss: str) -> str:
+def claims(iss: str = ISSUER) -> dict:
     now = int(time.time())
-    claims = {"iss": iss, "aud": BASE + DISCOVERY, "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}
-    return jwt.encode(claims, ec.generate_private_key(ec.SECP384R1()), algorithm="ES384",
+    return {"iss": iss, "aud": BASE + DISCOVERY, "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}
+
+
+def token_with_a_made_up_kid(iss: str) -> str:
+    return jwt.encode(claims(iss), ec.generate_private_key(ec.SECP384R1()), algorithm="ES384",
                       headers={"kid": str(uuid.uuid4())})
 
 
 def test_keys_are_fetched_once_and_made_up_kids_fetch_nothing_more(make_app, tmp_path, signer, start_jwks_server):
-    server = start_jwks_server(signer)
+    server = start_jwks_server(signer.jwks())
     client = client_for(make_app, tmp_path, {ISSUER: server.url})
     assert status(client, signer.token(BASE + DISCOVERY)) == 200
     for _ in range(20):
@@ -71,7 +75,7 @@ def test_keys_are_fetched_once_and_made_up_kids_fetch_nothing_more(make_app, tmp
 
 
 def test_a_failing_jwks_endpoint_is_not_asked_again_at_once(make_app, tmp_path, signer, start_jwks_server, caplog):
-    server = start_jwks_server(signer)
+    server = start_jwks_server(signer.jwks())
     server.mode = "fail"
     client = client_for(make_app, tmp_path, {ISSUER: server.url})
     for _ in range(10):
@@ -87,7 +91,7 @@ def test_a_failing_jwks_endpoint_is_not_asked_again_at_once(make_app, tmp_path, 
 def test_a_slow_jwks_endpoint_holds_up_one_call_then_none(make_app, tmp_path, signer, start_jwks_server):
     """As in a worker with one thread: calls one after another."""
     signer_b = Signer()
-    slow, fine = start_jwks_server(signer), start_jwks_server(signer_b)
+    slow, fine = start_jwks_server(signer.jwks()), start_jwks_server(signer_b.jwks())
     slow.mode = "hold"
     client = client_for(make_app, tmp_path, {ISSUER: slow.url, ISSUER_B: fine.url})
     for _ in range(5):
@@ -100,7 +104,7 @@ def test_a_slow_jwks_endpoint_holds_up_one_call_then_none(make_app, tmp_path, si
 def test_issuer_b_is_answered_while_a_call_waits_for_issuer_a_keys(make_app, tmp_path, signer, start_jwks_server):
     """As in a worker with threads: a fetch under way for issuer A holds no lock that issuer B's calls need."""
     signer_b = Signer()
-    slow, fine = start_jwks_server(signer), start_jwks_server(signer_b)
+    slow, fine = start_jwks_server(signer.jwks()), start_jwks_server(signer_b.jwks())
     client = client_for(make_app, tmp_path, {ISSUER: slow.url, ISSUER_B: fine.url})
     assert status(client, signer_b.token(BASE + DISCOVERY, iss=ISSUER_B)) == 200  # B's keys are cached
     slow.mode = "hold"
@@ -114,6 +118,20 @@ def test_issuer_b_is_answered_while_a_call_waits_for_issuer_a_keys(make_app, tmp
     assert answers == [200, 200, 200]
     assert still_waiting, "issuer B's calls were answered only once issuer A's fetch was over"
     assert fine.hits == 1
+
+
+def test_a_weak_key_at_a_jwks_url_is_left_out(make_app, tmp_path, signer, start_jwks_server, caplog):
+    short = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    public = jwt.algorithms.RSAAlgorithm.to_jwk(short.public_key(), as_dict=True)
+    jwks = signer.jwks()
+    jwks["keys"].append({**public, "kid": "short", "alg": "RS384"})
+    client = client_for(make_app, tmp_path, {ISSUER: start_jwks_server(jwks).url})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)  # PyJWT warns as it signs: that is the point
+        weak_token = jwt.encode(claims(), short, algorithm="RS384", headers={"kid": "short"})
+    assert status(client, weak_token) == 401
+    assert status(client, signer.token(BASE + DISCOVERY)) == 200
+    assert "key 'short' left out: an RSA key of 1024 bits" in caplog.text
 
 
 def test_the_back_off_doubles_from_the_minimum_interval_to_its_cap():

@@ -2,10 +2,11 @@
 
 Each allowlisted issuer has its JWKS (a file, or a URL fetched and cached) and optionally the tenants and the
 fhirServer URLs it may name. A token passes when: the algorithm is ES384 or RS384 (our allowlist, never the
-token's choice), the signature verifies with the issuer's key named by `kid`, `aud` is our configured base URL
-plus the path called, `exp`/`nbf`/`iat` are JSON numbers and hold within 60 s, `exp - iat` is at most the maximum
-lifetime, and the `jti` was not seen before (kept in the store until the token expires, so the check holds across
-worker processes). Any failure is a 401 with no detail; the log says why (never the token itself).
+token's choice), the signature verifies with the issuer's key named by `kid` (RSA keys of at least 2048 bits, EC
+keys on P-384: weaker keys are refused when the JWKS is read), `aud` is our configured base URL plus the path
+called, `exp`/`nbf`/`iat` are JSON numbers and hold within 60 s, `exp - iat` is at most the maximum lifetime, and
+the `jti` was not seen before (kept in the store until the token expires, so the check holds across worker
+processes). Any failure is a 401 with no detail; the log says why (never the token itself).
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ ALGORITHMS = {"ES384": "EC", "RS384": "RSA"}  # allowed algorithm -> the key typ
 LEEWAY_SECONDS = 60
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 TIME_CLAIMS = ("exp", "iat", "nbf")
+MIN_RSA_BITS = 2048  # NIST SP 800-131A; also the floor of PyJWT's enforce_minimum_key_length
+ES384_CURVE = "secp384r1"  # P-384: ES384 is ECDSA on this curve only (RFC 7518, section 3.4)
 # CDS Hooks 2.0, "Trusting CDS Clients", makes exp and iat REQUIRED numbers of seconds since the Epoch but bounds
 # exp - iat nowhere (its own example token is valid for over three years). The default bound is the one SMART
 # Backend Services sets on its authentication JWTs, exp "no more than five minutes in the future"; the auth
@@ -112,7 +115,7 @@ class Authenticator:
             audience=audience,
             issuer=issuer.iss,
             leeway=LEEWAY_SECONDS,
-            options={"require": REQUIRED_CLAIMS},
+            options={"require": REQUIRED_CLAIMS, "enforce_minimum_key_length": True},
         )
         _check_times(claims, self.max_lifetime)
         return issuer, claims
@@ -171,9 +174,19 @@ def read_config(path: str) -> dict:
     return config
 
 
+def check_config(path: str) -> None:
+    """Raise AuthConfigError for what would stop every worker: the config itself, a JWKS file or a key in it."""
+    _issuers(read_config(path), Path(path).resolve().parent)
+
+
 def load_authenticator(path: str, store: Store) -> Authenticator:
     config = read_config(path)
-    base = Path(path).resolve().parent
+    issuers = _issuers(config, Path(path).resolve().parent)
+    max_lifetime = config.get("max_token_lifetime_seconds", DEFAULT_MAX_LIFETIME_SECONDS)
+    return Authenticator(config["base_url"], issuers, store, max_lifetime)
+
+
+def _issuers(config: dict, base: Path) -> dict[str, Issuer]:
     issuers = {}
     for entry in config["issuers"]:
         tenants = entry.get("tenants")
@@ -183,8 +196,7 @@ def load_authenticator(path: str, store: Store) -> Authenticator:
             tenants=frozenset(tenants) if tenants is not None else None,
             fhir_servers=tuple(entry.get("fhir_servers", ())),
         )
-    max_lifetime = config.get("max_token_lifetime_seconds", DEFAULT_MAX_LIFETIME_SECONDS)
-    return Authenticator(config["base_url"], issuers, store, max_lifetime)
+    return issuers
 
 
 def _key_source(entry: dict, base: Path) -> Callable[[str, str | None], Any]:
@@ -193,12 +205,7 @@ def _key_source(entry: dict, base: Path) -> Callable[[str, str | None], Any]:
     if "jwks_url" in entry:
         configured = RemoteJwks(entry["jwks_url"]).key
     else:
-        path = base / entry["jwks_file"]
-        try:
-            keys = jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
-        except (OSError, jwt.PyJWTError, ValueError) as error:
-            raise AuthConfigError(f"{path}: not a usable JWKS: {error}") from None
-        configured = _file_key_lookup(keys, path.name)
+        configured = _file_keys(base / entry["jwks_file"])
 
     def key_for(kid: str, jku: str | None) -> Any:
         if jku is None:
@@ -210,14 +217,32 @@ def _key_source(entry: dict, base: Path) -> Callable[[str, str | None], Any]:
     return key_for
 
 
-def _file_key_lookup(keys: jwt.PyJWKSet, name: str) -> Callable[[str], Any]:
+def _file_keys(path: Path) -> Callable[[str], Any]:
+    """The keys of a jwks_file by kid; a weak one is an error at start."""
+    try:
+        keys = jwt.PyJWKSet.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, jwt.PyJWTError, ValueError) as error:
+        raise AuthConfigError(f"{path}: not a usable JWKS: {error}") from None
+    for key in keys.keys:
+        if problem := key_problem(key):
+            raise AuthConfigError(f"{path}: key {key.key_id!r} is refused: {problem}")
+
     def key(kid: str) -> Any:
         try:
             return keys[kid]
         except KeyError:
-            raise TokenRefused(f"kid {kid!r} not in {name}") from None
+            raise TokenRefused(f"kid {kid!r} not in {path.name}") from None
 
     return key
+
+
+def key_problem(key: jwt.PyJWK) -> str | None:
+    """Why a key is too weak to verify our tokens, or None."""
+    if key.key_type == "RSA" and key.key.key_size < MIN_RSA_BITS:
+        return f"an RSA key of {key.key.key_size} bits (at least {MIN_RSA_BITS} needed)"
+    if key.key_type == "EC" and key.key.curve.name != ES384_CURVE:
+        return f"an EC key on {key.key.curve.name} (ES384 needs P-384)"
+    return None
 
 
 class RemoteJwks:
@@ -250,6 +275,17 @@ class RemoteJwks:
         except KeyError:
             raise TokenRefused(f"kid {kid!r} not in the JWKS at {self.url}") from None
 
+    def _strong_signing_keys(self, keys: list[jwt.PyJWK]) -> dict[str, Any]:
+        usable = {}
+        for key in keys:
+            if not key.key_id or key.public_key_use not in ("sig", None):
+                continue
+            if problem := key_problem(key):
+                log.warning("JWKS at %s: key %r left out: %s", self.url, key.key_id, problem)
+            else:
+                usable[key.key_id] = key
+        return usable
+
     def _stale(self) -> bool:
         return time.monotonic() - self._fetched_at >= JWKS_REFRESH_SECONDS
 
@@ -264,7 +300,7 @@ class RemoteJwks:
             self._next_fetch_at = time.monotonic() + wait
             log.warning("JWKS fetch from %s failed (%s); no new try for %d s", self.url, error, wait)
             return
-        self._keys = {key.key_id: key for key in keys if key.key_id and key.public_key_use in ("sig", None)}
+        self._keys = self._strong_signing_keys(keys)
         self._failures = 0
         self._fetched_at = time.monotonic()
         self._next_fetch_at = self._fetched_at + JWKS_MIN_INTERVAL_SECONDS

@@ -21,7 +21,7 @@ from engine.errors import RulesetErrors
 from engine.versions import load_catalog
 from webhook import SITE_MAPPING, check_medications, create_app
 from webhook import metrics, privacy
-from webhook.auth import AuthConfigError, read_config
+from webhook.auth import AuthConfigError, check_config
 from webhook.services import released_rulesets
 from webhook.store import Store, StoreError
 
@@ -99,7 +99,7 @@ def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) ->
         return f"no released ruleset under {rules_dir} (drafts are not served; see `cdsrules release`)"
     if auth_config:
         try:
-            read_config(auth_config)
+            check_config(auth_config)
         except AuthConfigError as error:
             return str(error)
     # The schema is created or upgraded here, once, before any worker starts (workers migrate again on start,
