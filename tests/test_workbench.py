@@ -84,7 +84,9 @@ def test_with_authentication_a_workbench_section_is_required(tmp_path):
 
 def test_token_by_header_or_login_cookie(tmp_path):
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
-    client = make_app(tmp_path, auth={"workbench": {"token_sha256": digest}}).test_client()
+    (tmp_path / "session.secret").write_text("a-secret-that-signs-login-cookies-for-tests\n")
+    client = make_app(tmp_path, auth={"workbench": {"token_sha256": digest,
+                                                    "session_secret_file": "session.secret"}}).test_client()
     assert client.get("/workbench/outcomes").status_code == 401
     page = client.get("/workbench/outcomes", headers={"Accept": "text/html"})
     assert page.status_code == 302 and "/workbench/login" in page.headers["Location"]

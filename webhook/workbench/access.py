@@ -6,22 +6,32 @@ auth config's `workbench:` section names the credential: `token_sha256` (the sha
 `trusted_header` (a header such as X-Forwarded-User set by a reverse proxy that has authenticated the user; believed
 only from `trusted_proxies`, default loopback). With authentication on and no `workbench:` section, the workbench
 refuses to start rather than open without a credential.
+
+Login cookies are signed with the secret in `session_secret_file` (required with `token_sha256`), never with
+anything the config itself holds: whoever reads the config must not be able to mint a session. The secret is a file
+the operator provides, rather than one drawn at start (which would differ between gunicorn workers and instances)
+or kept in the store (where every reader of the audit database, its backups and replicas would hold it too): one
+file, mounted beside the JWKS, serves every worker of every instance. Replacing it logs everybody out.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import ipaddress
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from flask import Response, redirect, request, url_for
 
 COOKIE = "cdsrules_workbench"
-COOKIE_SECONDS = 8 * 3600
+COOKIE_SECONDS = 8 * 3600  # the session length: no cookie is valid for longer
+CLOCK_SKEW_SECONDS = 60  # a cookie issued by another instance whose clock runs a little ahead
+MIN_SECRET_BYTES = 32
 LOOPBACK = ("127.0.0.1", "::1")
+_COOKIE_FORMAT = re.compile(r"([0-9]{1,12})\.([0-9]{1,12})\.([0-9a-f]{64})")
 
 
 class WorkbenchConfigError(ValueError):
@@ -34,6 +44,7 @@ class AccessPolicy:
     token_sha256: str | None = None
     trusted_header: str | None = None
     trusted_proxies: tuple[str, ...] = LOOPBACK
+    session_secret: bytes | None = field(default=None, repr=False)  # signs login cookies
 
     @property
     def has_token(self) -> bool:
@@ -56,6 +67,7 @@ def policy_from(auth_config: str | None) -> AccessPolicy:
 
 
 def _policy(source: str, section: dict) -> AccessPolicy:
+    """Checked here as well as by the schema: the workbench can be mounted on an app without the JWT layer."""
     token = section.get("token_sha256")
     header = section.get("trusted_header")
     proxies = section.get("trusted_proxies", list(LOOPBACK))
@@ -68,7 +80,24 @@ def _policy(source: str, section: dict) -> AccessPolicy:
         raise WorkbenchConfigError(f"{source}: workbench needs token_sha256 or trusted_header")
     if not isinstance(proxies, list) or not all(_is_address(p) for p in proxies):
         raise WorkbenchConfigError(f"{source}: workbench.trusted_proxies must be a list of IP addresses")
-    return AccessPolicy(False, token.lower() if token else None, header, tuple(proxies))
+    secret = _session_secret(source, section.get("session_secret_file")) if token is not None else None
+    return AccessPolicy(False, token.lower() if token else None, header, tuple(proxies), secret)
+
+
+def _session_secret(source: str, name: object) -> bytes:
+    """The cookie signing key from its file (relative to the auth config); at least 32 bytes."""
+    if not isinstance(name, str) or not name:
+        raise WorkbenchConfigError(f"{source}: workbench.token_sha256 needs workbench.session_secret_file, a file "
+                                   "holding the secret that signs login cookies (e.g. `openssl rand -hex 32 > FILE`)")
+    path = Path(source).resolve().parent / name
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as error:
+        raise WorkbenchConfigError(f"{source}: workbench.session_secret_file: cannot read {path}: {error}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise WorkbenchConfigError(f"{source}: workbench.session_secret_file: {path} holds {len(secret)} bytes; "
+                                   f"at least {MIN_SECRET_BYTES} are needed (e.g. `openssl rand -hex 32 > FILE`)")
+    return secret
 
 
 def _is_address(value: object) -> bool:
@@ -117,23 +146,33 @@ def token_matches(policy: AccessPolicy, token: str | None) -> bool:
     return hmac.compare_digest(digest, policy.token_sha256)
 
 
-def _signature(policy: AccessPolicy, expires: int) -> str:
-    """Signed with the token's hash, so changing the token logs everybody out."""
-    return hmac.new(bytes.fromhex(policy.token_sha256), f"workbench:{expires}".encode(), "sha256").hexdigest()
+def _signature(policy: AccessPolicy, issued: int, expires: int) -> str:
+    """Signed with the server secret; the token's hash is signed too, so changing the token logs everybody out."""
+    message = f"workbench-session:{issued}:{expires}:{policy.token_sha256}".encode()
+    return hmac.new(policy.session_secret, message, "sha256").hexdigest()
 
 
 def cookie_value(policy: AccessPolicy, now: float | None = None) -> str:
-    expires = int(now if now is not None else time.time()) + COOKIE_SECONDS
-    return f"{expires}.{_signature(policy, expires)}"
+    """A new session's cookie, valid for one session length."""
+    issued = int(now if now is not None else time.time())
+    return session_cookie(policy, issued, issued + COOKIE_SECONDS)
+
+
+def session_cookie(policy: AccessPolicy, issued: int, expires: int) -> str:
+    """`issued.expires.signature`, in whole seconds since the epoch."""
+    return f"{issued}.{expires}.{_signature(policy, issued, expires)}"
 
 
 def cookie_valid(policy: AccessPolicy, value: str | None, now: float | None = None) -> bool:
-    if not value or not policy.token_sha256:
+    """Signed with our secret, issued by now, not expired, and never longer than one session."""
+    match = _COOKIE_FORMAT.fullmatch(value or "")
+    if match is None or not policy.token_sha256 or not policy.session_secret:
         return False
-    expires, _, signature = value.partition(".")
-    if not expires.isdigit() or int(expires) < (now if now is not None else time.time()):
+    issued, expires = int(match[1]), int(match[2])
+    now = now if now is not None else time.time()
+    if issued > now + CLOCK_SKEW_SECONDS or expires <= now or expires - issued > COOKIE_SECONDS:
         return False
-    return hmac.compare_digest(signature, _signature(policy, int(expires)))
+    return hmac.compare_digest(match[3], _signature(policy, issued, expires))
 
 
 def refuse(policy: AccessPolicy) -> Response:

@@ -1,0 +1,95 @@
+"""Who may reach the workbench, and how that holds against forged sessions, guessing, DNS rebinding and
+cross-site requests; through the real Flask app."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from webhook.auth import AuthConfigError, read_config
+from webhook.workbench import access
+from webhook.workbench.access import COOKIE, WorkbenchConfigError
+from tests.test_workbench import TOKEN, make_app
+
+DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()
+TEN_YEARS = 10 * 365 * 86400
+
+
+def write_secret(directory: Path, secret: str = "s3cret-" * 8) -> str:
+    (directory / "session.secret").write_text(secret + "\n")
+    return "session.secret"
+
+
+def token_app(directory: Path, **workbench):
+    section = {"token_sha256": DIGEST, "session_secret_file": write_secret(directory), **workbench}
+    return make_app(directory, auth={"workbench": section})
+
+
+def cookie_client(app, value: str):
+    client = app.test_client()
+    client.set_cookie(COOKIE, value, path="/workbench")
+    return client
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+def test_a_cookie_computed_from_the_config_alone_is_refused(tmp_path):
+    """The config holds the token's hash: a cookie keyed with it, as sessions once were, opens nothing."""
+    app = token_app(tmp_path)
+    now = int(time.time())
+    expires = now + TEN_YEARS
+    old_style = f"{expires}." + hmac.new(bytes.fromhex(DIGEST), f"workbench:{expires}".encode(), "sha256").hexdigest()
+    message = f"workbench-session:{now}:{expires}:{DIGEST}".encode()
+    new_style = f"{now}.{expires}." + hmac.new(bytes.fromhex(DIGEST), message, "sha256").hexdigest()
+    for forged in (old_style, new_style):
+        assert cookie_client(app, forged).get("/workbench/outcomes").status_code == 401
+
+
+def test_a_cookie_longer_than_one_session_is_refused_even_when_signed(tmp_path):
+    app = token_app(tmp_path)
+    policy = app.extensions["cdsrules.workbench.access"]
+    now = int(time.time())
+    assert cookie_client(app, access.cookie_value(policy)).get("/workbench/outcomes").status_code == 200
+    too_long = access.session_cookie(policy, now, now + TEN_YEARS)
+    issued_later = access.session_cookie(policy, now + 3600, now + 3600 + access.COOKIE_SECONDS)
+    expired = access.session_cookie(policy, now - access.COOKIE_SECONDS - 1, now - 1)
+    for refused in (too_long, issued_later, expired, too_long + "é"):
+        assert cookie_client(app, refused).get("/workbench/outcomes").status_code == 401
+
+
+def test_a_cookie_signed_with_another_secret_is_refused(tmp_path):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir(), theirs.mkdir()
+    app = token_app(ours)
+    other = make_app(theirs, auth={"workbench": {"token_sha256": DIGEST,
+                                                 "session_secret_file": write_secret(theirs, "x" * 64)}})
+    foreign = access.cookie_value(other.extensions["cdsrules.workbench.access"])
+    assert cookie_client(other, foreign).get("/workbench/outcomes").status_code == 200
+    assert cookie_client(app, foreign).get("/workbench/outcomes").status_code == 401
+
+
+def test_a_token_needs_a_session_secret_file_of_32_bytes(tmp_path):
+    with pytest.raises(WorkbenchConfigError, match="session_secret_file"):
+        make_app(tmp_path, auth={"workbench": {"token_sha256": DIGEST}})
+    with pytest.raises(WorkbenchConfigError, match="at least 32"):
+        make_app(tmp_path, auth={"workbench": {"token_sha256": DIGEST,
+                                               "session_secret_file": write_secret(tmp_path, "short")}})
+    with pytest.raises(WorkbenchConfigError, match="cannot read"):
+        make_app(tmp_path, auth={"workbench": {"token_sha256": DIGEST, "session_secret_file": "missing.secret"}})
+
+
+def test_the_schema_asks_for_the_session_secret_with_a_token(tmp_path):
+    config = {"base_url": "https://cds.example", "issuers": [{"iss": "x", "jwks_url": "https://x.example/jwks"}],
+              "workbench": {"token_sha256": DIGEST}}
+    path = tmp_path / "auth.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(AuthConfigError, match="session_secret_file"):
+        read_config(str(path))
+    config["workbench"]["session_secret_file"] = "session.secret"
+    path.write_text(yaml.safe_dump(config))
+    assert read_config(str(path))["workbench"]["session_secret_file"] == "session.secret"
