@@ -93,3 +93,23 @@ def test_the_schema_asks_for_the_session_secret_with_a_token(tmp_path):
     config["workbench"]["session_secret_file"] = "session.secret"
     path.write_text(yaml.safe_dump(config))
     assert read_config(str(path))["workbench"]["session_secret_file"] == "session.secret"
+
+
+# --- the login form -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["/workbench/outcomes\r\nSet-Cookie: x=1", "/workbench/\nx", "/workbench/\x00",
+                                    "/workbench/\x7f", "/workbench/\u2028", "/workbench/\t"])
+def test_a_next_with_control_characters_goes_to_the_start_page(tmp_path, target):
+    client = token_app(tmp_path).test_client()
+    assert client.get("/workbench/login", query_string={"next": target}).status_code == 200
+    login = client.post("/workbench/login", data={"token": TOKEN, "next": target})
+    assert login.status_code == 302 and login.headers["Location"] == "/workbench/"
+    assert "x=1" not in login.headers.getlist("Set-Cookie")[0]
+
+
+def test_a_next_inside_the_workbench_is_kept(tmp_path):
+    client = token_app(tmp_path).test_client()
+    for target in ("/workbench/outcomes?since=2026-01-01", "/workbench/rulesets/hetrombopag/1.0.0", "/workbench/é"):
+        login = client.post("/workbench/login", data={"token": TOKEN, "next": target})
+        assert login.status_code == 302 and login.headers["Location"].startswith("/workbench/")

@@ -192,7 +192,8 @@ def refuse(policy: AccessPolicy) -> Response:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path inside the workbench, never another site (no open redirect)."""
-    if target and target.startswith("/workbench/") and not target.startswith("//") and "\\" not in target:
+    """Only a path inside the workbench, never another site (no open redirect) nor a header break (CR/LF)."""
+    if (target and target.startswith("/workbench/") and not target.startswith("//") and "\\" not in target
+            and target.isprintable()):
         return target
     return url_for("workbench.rulesets")
