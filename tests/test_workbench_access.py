@@ -13,6 +13,7 @@ import yaml
 from webhook.auth import AuthConfigError, read_config
 from webhook.workbench import access
 from webhook.workbench.access import COOKIE, WorkbenchConfigError
+from webhook.workbench.throttle import FREE_FAILURES, MAX_ADDRESSES, MAX_WAIT_SECONDS, Throttle
 from tests.test_workbench import TOKEN, make_app
 
 DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()
@@ -113,3 +114,55 @@ def test_a_next_inside_the_workbench_is_kept(tmp_path):
     for target in ("/workbench/outcomes?since=2026-01-01", "/workbench/rulesets/hetrombopag/1.0.0", "/workbench/é"):
         login = client.post("/workbench/login", data={"token": TOKEN, "next": target})
         assert login.status_code == 302 and login.headers["Location"].startswith("/workbench/")
+
+
+# --- guessing the token ---------------------------------------------------------------------------
+
+
+def test_a_burst_of_wrong_tokens_is_throttled_after_a_few(tmp_path):
+    client = token_app(tmp_path).test_client()
+    statuses = [client.post("/workbench/login", data={"token": f"guess-{n}"}).status_code for n in range(200)]
+    assert statuses[:FREE_FAILURES] == [401] * FREE_FAILURES
+    assert set(statuses[FREE_FAILURES:]) == {429}
+
+
+def test_a_throttled_address_waits_even_with_the_right_token_then_gets_in(tmp_path):
+    client = token_app(tmp_path).test_client()
+    for n in range(FREE_FAILURES):
+        assert client.post("/workbench/login", data={"token": f"guess-{n}"}).status_code == 401
+    waiting = client.post("/workbench/login", data={"token": TOKEN})
+    assert waiting.status_code == 429 and waiting.headers["Retry-After"] == "1"
+    assert "try again later" in waiting.get_data(as_text=True)
+    bearer = client.get("/workbench/outcomes", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert bearer.status_code == 429  # a bearer token is a guess too
+    elsewhere = {"REMOTE_ADDR": "127.0.0.2"}
+    assert client.post("/workbench/login", data={"token": "x"}, environ_base=elsewhere).status_code == 401
+    time.sleep(1.1)
+    assert client.post("/workbench/login", data={"token": TOKEN}).status_code == 302
+    assert client.post("/workbench/login", data={"token": "typo"}).status_code == 401  # cleared by the right one
+
+
+def test_the_wait_doubles_up_to_a_limit_and_is_forgotten_after_an_hour():
+    now = [1000.0]
+    throttle = Throttle(clock=lambda: now[0])
+    for _ in range(FREE_FAILURES):
+        assert throttle.wait_seconds("a") == 0
+        throttle.failed("a")
+    waits = []
+    for _ in range(12):
+        waits.append(throttle.wait_seconds("a"))
+        now[0] += waits[-1]
+        throttle.failed("a")
+    assert waits[:4] == [1, 2, 4, 8] and max(waits) == MAX_WAIT_SECONDS
+    now[0] += 3601
+    assert throttle.wait_seconds("a") == 0
+
+
+def test_the_throttle_remembers_a_bounded_number_of_addresses_the_oldest_forgotten():
+    throttle = Throttle()
+    for _ in range(FREE_FAILURES + 1):
+        throttle.failed("oldest")
+    assert throttle.wait_seconds("oldest") > 0
+    for n in range(MAX_ADDRESSES):
+        throttle.failed(f"address-{n}")
+    assert throttle.wait_seconds("oldest") == 0

@@ -18,6 +18,7 @@ from flask import Flask
 from engine.sandbox import SandboxEngine
 from webhook.workbench import access
 from webhook.workbench.context import Workbench
+from webhook.workbench.throttle import Throttle
 from webhook.workbench.views import bp
 
 # The pages add their routes to `bp` when imported.
@@ -36,6 +37,7 @@ def register_workbench(app: Flask, settings: dict[str, Any]) -> None:
         cohort_dir=Path(settings["WORKBENCH_COHORT"]) if settings.get("WORKBENCH_COHORT") else None,
     )
     app.extensions["cdsrules.workbench.access"] = policy
+    app.extensions["cdsrules.workbench.throttle"] = Throttle()  # per process: see throttle.py
     app.register_blueprint(bp)
 
 

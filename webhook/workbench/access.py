@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from pathlib import Path
 
 import yaml
 from flask import Response, redirect, request, url_for
+from werkzeug.exceptions import TooManyRequests
+
+from webhook.workbench.throttle import Throttle
 
 COOKIE = "cdsrules_workbench"
 COOKIE_SECONDS = 8 * 3600  # the session length: no cookie is valid for longer
@@ -111,7 +115,7 @@ def _is_address(value: object) -> bool:
 # --- checking a request -------------------------------------------------------------------------
 
 
-def who(policy: AccessPolicy) -> str | None:
+def who(policy: AccessPolicy, throttle: Throttle) -> str | None:
     """Who is asking, if they may: a user name, 'token' or 'loopback'; None if not allowed."""
     if policy.open_on_loopback:
         return "loopback" if _is_loopback(request.remote_addr) else None
@@ -120,7 +124,8 @@ def who(policy: AccessPolicy) -> str | None:
         if user:
             return user
     if policy.has_token:
-        if token_matches(policy, _bearer(request.headers.get("Authorization"))):
+        bearer = _bearer(request.headers.get("Authorization"))
+        if bearer is not None and token_accepted(policy, throttle, bearer):
             return "token"
         if cookie_valid(policy, request.cookies.get(COOKIE)):
             return "token"
@@ -137,6 +142,20 @@ def _is_loopback(address: str | None) -> bool:
 def _bearer(header: str | None) -> str | None:
     scheme, _, token = (header or "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def token_accepted(policy: AccessPolicy, throttle: Throttle, token: str | None) -> bool:
+    """Whether this is the workbench token; a 429 while the caller's address waits after wrong ones."""
+    address = request.remote_addr or "unknown"
+    wait = throttle.wait_seconds(address)
+    if wait > 0:
+        raise TooManyRequests("Too many wrong workbench tokens from this address; try again later.",
+                              retry_after=math.ceil(wait))
+    if token_matches(policy, token):
+        throttle.succeeded(address)
+        return True
+    throttle.failed(address)
+    return False
 
 
 def token_matches(policy: AccessPolicy, token: str | None) -> bool:

@@ -16,6 +16,7 @@ from engine.templates import format_number
 from webhook.workbench import access
 from webhook.workbench.context import Snapshot, VersionInfo, Workbench
 from webhook.workbench.markdown import render_markdown
+from webhook.workbench.throttle import Throttle
 
 bp = Blueprint("workbench", __name__, url_prefix="/workbench", template_folder="templates",
                static_folder="static", static_url_path="/static")
@@ -40,6 +41,10 @@ def policy() -> access.AccessPolicy:
     return current_app.extensions["cdsrules.workbench.access"]
 
 
+def throttle() -> Throttle:
+    return current_app.extensions["cdsrules.workbench.throttle"]
+
+
 def snapshot() -> Snapshot:
     return workbench().snapshot()
 
@@ -52,7 +57,7 @@ def today() -> dt.date:
 def _check_access() -> Response | None:
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    user = access.who(policy())
+    user = access.who(policy(), throttle())
     if user is None:
         return access.refuse(policy())
     g.workbench_user = user
@@ -67,8 +72,12 @@ def _headers(response: Response) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _error_page(error: HTTPException) -> tuple[str, int]:
-    return render_template("error.html", error=error), error.code or 500
+def _error_page(error: HTTPException) -> Response:
+    response = Response(render_template("error.html", error=error), status=error.code or 500)
+    for name, value in error.get_headers():  # e.g. Retry-After, Allow
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 @bp.app_template_filter("num")
@@ -117,7 +126,7 @@ def login() -> Response | str:
     target = access.safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("login.html", next=target, failed=False)
-    if not access.token_matches(rule, request.form.get("token")):
+    if not access.token_accepted(rule, throttle(), request.form.get("token")):
         return Response(render_template("login.html", next=target, failed=True), status=401)
     response = redirect(target)
     response.set_cookie(access.COOKIE, access.cookie_value(rule), max_age=access.COOKIE_SECONDS, path="/workbench",
