@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="threads per worker (default 1); more overlap calls that wait on FHIR fallback fetches")
     p.add_argument("--workbench", action="store_true", help="serve the pharmacist workbench")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name callers may use besides localhost (repeatable; DNS rebinding protection)")
     auth = p.add_mutually_exclusive_group()
     auth.add_argument("--no-auth", action="store_true", help="development only: accept calls without a JWT")
     auth.add_argument("--auth-config", metavar="FILE", help="YAML: base_url and trusted issuers")
@@ -277,7 +279,7 @@ def cmd_serve(args) -> int:
 
     return serve(rules_dir=args.rules, host=args.host, port=args.port, db_url=args.db, workers=args.workers,
                  auth_config=None if args.no_auth else args.auth_config, workbench=args.workbench,
-                 threads=args.threads)
+                 threads=args.threads, allowed_hosts=args.allowed_host)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ TODAY = dt.date(2026, 3, 19)
 TOKEN = "workbench-token-for-tests"
 
 
-def make_app(tmp_path: Path, auth: dict | None = None) -> Flask:
+def make_app(tmp_path: Path, auth: dict | None = None, **extra) -> Flask:
     """A bare app with only the workbench: access is tested without the service's JWT layer."""
-    settings = {"RULES_DIR": str(RULES), "DB_URL": f"sqlite:///{tmp_path / 'wb.db'}", "CLOCK": lambda: TODAY}
+    settings = {"RULES_DIR": str(RULES), "DB_URL": f"sqlite:///{tmp_path / 'wb.db'}", "CLOCK": lambda: TODAY, **extra}
     if auth is not None:
         path = tmp_path / "auth.yaml"
         path.write_text(yaml.safe_dump({"base_url": "https://cds.example", "issuers": [], **auth}))

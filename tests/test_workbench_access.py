@@ -166,3 +166,32 @@ def test_the_throttle_remembers_a_bounded_number_of_addresses_the_oldest_forgott
     for n in range(MAX_ADDRESSES):
         throttle.failed(f"address-{n}")
     assert throttle.wait_seconds("oldest") == 0
+
+
+# --- DNS rebinding --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8080", "127.0.0.1:5000", "[::1]:8080", "LocalHost",
+                                  "cds.test:8443"])
+def test_without_authentication_loopback_and_allowed_names_are_served(tmp_path, host):
+    client = make_app(tmp_path, ALLOWED_HOSTS=["cds.test"]).test_client()
+    assert client.get("/workbench/outcomes", headers={"Host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8080", "localhost.attacker.example",
+                                  "127.0.0.1.nip.io", "bad host", "[::1"])
+def test_without_authentication_another_host_name_is_refused(tmp_path, host):
+    client = make_app(tmp_path).test_client()
+    for response in (client.get("/workbench/outcomes", headers={"Host": host}),
+                     client.post("/workbench/check", data={"text": "id: x"}, headers={"Host": host})):
+        assert response.status_code == 421
+        assert "DNS rebinding" in response.get_data(as_text=True)
+    assert client.get("/workbench/login", headers={"Host": host}).status_code == 421
+
+
+def test_with_authentication_the_base_url_host_is_served(tmp_path):
+    client = token_app(tmp_path).test_client()  # base_url https://cds.example
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/workbench/outcomes", headers={**bearer, "Host": "cds.example"}).status_code == 200
+    assert client.get("/workbench/outcomes", headers={**bearer, "Host": "127.0.0.1:8080"}).status_code == 200
+    assert client.get("/workbench/outcomes", headers={**bearer, "Host": "attacker.example"}).status_code == 421

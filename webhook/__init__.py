@@ -7,7 +7,8 @@ in a ruleset's releases.yaml) are never served.
 Config keys: RULES_DIR (default "rules"), DB_URL (default "sqlite:///var/cdsrules.db"), AUTH_CONFIG (a path, or
 None for no authentication), MAX_CONTENT_LENGTH (bytes, default 5 MiB), FHIR_TIMEOUT (seconds, default 3),
 FHIR_SERVERS (without auth: the fhirServer URLs we may fetch from; None = any), CLOCK (a callable returning
-today's date; default `datetime.date.today`), WORKBENCH (serve the pharmacist workbench under /workbench/).
+today's date; default `datetime.date.today`), WORKBENCH (serve the pharmacist workbench under /workbench/),
+ALLOWED_HOSTS (host names answered besides loopback's; see webhook/hosts.py).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from engine import fhir
 from engine.model import Ruleset
 from engine.runtime import Engine
 from engine.versions import RELOAD_MARKER, Catalog, load_catalog
-from webhook import auth, feedback, health, hooks, openapi, outcome
+from webhook import auth, feedback, health, hooks, hosts, openapi, outcome
 from webhook.metrics import register_metrics
 from webhook.outcome import not_found
 from webhook.prefetch import Fetcher
@@ -42,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "FHIR_SERVERS": None,
     "CLOCK": dt.date.today,
     "WORKBENCH": False,
+    "ALLOWED_HOSTS": (),
 }
 SITE_MAPPING = Path("site") / "fhir-r4.yaml"
 log = logging.getLogger(__name__)
@@ -162,6 +164,8 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.extensions["cdsrules"] = state
     register_metrics(app)  # first, so its timing covers the reload check and auth as well
+    if authenticator is None:  # then only loopback stands between a web page and us: refuse DNS rebinding
+        hosts.guard(app, hosts.Hosts.allowing(settings["ALLOWED_HOSTS"]))
     app.before_request(state.reload_if_asked)
     CORS(app, resources={r"/cds-services*": {"origins": "*"}}, allow_headers=["Authorization", "Content-Type"],
          methods=["GET", "POST", "OPTIONS"], max_age=600)

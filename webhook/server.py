@@ -22,6 +22,7 @@ from engine.versions import load_catalog
 from webhook import SITE_MAPPING, check_medications, create_app
 from webhook import metrics, privacy
 from webhook.auth import AuthConfigError, check_config
+from webhook.hosts import host_name
 from webhook.services import released_rulesets
 from webhook.store import Store, StoreError
 
@@ -114,16 +115,22 @@ def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) ->
     return None
 
 
+def check_allowed_hosts(names: list[str]) -> str | None:
+    bad = [name for name in names if host_name(name) is None]
+    return f"--allowed-host {bad[0]!r} is not a host name" if bad else None
+
+
 def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None, auth_config: str | None,
-          workbench: bool = False, threads: int = 1) -> int:
+          workbench: bool = False, threads: int = 1, allowed_hosts: list[str] | None = None) -> int:
     """Run the service under gunicorn until stopped; the exit code."""
     if auth_config is None:
         sys.stderr.write(NO_AUTH_WARNING)
-    problem = check_configuration(rules_dir, db_url, auth_config)
+    problem = check_allowed_hosts(allowed_hosts or []) or check_configuration(rules_dir, db_url, auth_config)
     if problem:
         sys.stderr.write(f"cdsrules serve: {problem}\n")
         return 2
-    app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config}
+    app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config,
+                  "ALLOWED_HOSTS": tuple(allowed_hosts or ())}
     if workbench:
         app_config["WORKBENCH"] = True
     options = {**gunicorn_options(host, port, workers or default_workers(), threads),

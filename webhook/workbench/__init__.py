@@ -27,7 +27,7 @@ from webhook.workbench import compare, drafts, outcomes, patients, rulesets, tim
 
 def register_workbench(app: Flask, settings: dict[str, Any]) -> None:
     """Mount the workbench on an app built by `create_app`; raises WorkbenchConfigError when it cannot be secured."""
-    policy = access.policy_from(settings.get("AUTH_CONFIG"))
+    policy = access.policy_from(settings.get("AUTH_CONFIG"), settings.get("ALLOWED_HOSTS", ()))
     runtime = app.extensions.get("cdsrules")
     app.extensions["cdsrules.workbench"] = Workbench(
         rules_dir=Path(settings.get("RULES_DIR", "rules")),

@@ -21,6 +21,7 @@ import ipaddress
 import math
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import yaml
 from flask import Response, redirect, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
+from webhook.hosts import Hosts
 from webhook.workbench.throttle import Throttle
 
 COOKIE = "cdsrules_workbench"
@@ -45,6 +47,7 @@ class WorkbenchConfigError(ValueError):
 @dataclass(frozen=True)
 class AccessPolicy:
     open_on_loopback: bool  # no authentication configured: loopback callers only
+    hosts: Hosts  # the Host names answered (DNS rebinding)
     token_sha256: str | None = None
     trusted_header: str | None = None
     trusted_proxies: tuple[str, ...] = LOOPBACK
@@ -55,10 +58,10 @@ class AccessPolicy:
         return self.token_sha256 is not None
 
 
-def policy_from(auth_config: str | None) -> AccessPolicy:
-    """The policy for a server's auth config path (None: authentication off)."""
+def policy_from(auth_config: str | None, allowed_hosts: Iterable[str] = ()) -> AccessPolicy:
+    """The policy for a server's auth config path (None: authentication off) and its extra host names."""
     if not auth_config:
-        return AccessPolicy(open_on_loopback=True)
+        return AccessPolicy(open_on_loopback=True, hosts=Hosts.allowing(allowed_hosts))
     try:
         config = yaml.safe_load(Path(auth_config).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as error:
@@ -67,10 +70,12 @@ def policy_from(auth_config: str | None) -> AccessPolicy:
     if not isinstance(section, dict):
         raise WorkbenchConfigError(f"{auth_config}: --workbench with authentication needs a 'workbench:' section "
                                    "with token_sha256 and/or trusted_header")
-    return _policy(auth_config, section)
+    base_url = config.get("base_url")
+    hosts = Hosts.allowing(allowed_hosts, base_url if isinstance(base_url, str) else None)
+    return _policy(auth_config, section, hosts)
 
 
-def _policy(source: str, section: dict) -> AccessPolicy:
+def _policy(source: str, section: dict, hosts: Hosts) -> AccessPolicy:
     """Checked here as well as by the schema: the workbench can be mounted on an app without the JWT layer."""
     token = section.get("token_sha256")
     header = section.get("trusted_header")
@@ -85,7 +90,7 @@ def _policy(source: str, section: dict) -> AccessPolicy:
     if not isinstance(proxies, list) or not all(_is_address(p) for p in proxies):
         raise WorkbenchConfigError(f"{source}: workbench.trusted_proxies must be a list of IP addresses")
     secret = _session_secret(source, section.get("session_secret_file")) if token is not None else None
-    return AccessPolicy(False, token.lower() if token else None, header, tuple(proxies), secret)
+    return AccessPolicy(False, hosts, token.lower() if token else None, header, tuple(proxies), secret)
 
 
 def _session_secret(source: str, name: object) -> bytes:

@@ -9,10 +9,11 @@ import datetime as dt
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from engine.templates import format_number
+from webhook import hosts
 from webhook.workbench import access
 from webhook.workbench.context import Snapshot, VersionInfo, Workbench
 from webhook.workbench.markdown import render_markdown
@@ -55,6 +56,9 @@ def today() -> dt.date:
 
 @bp.before_request
 def _check_access() -> Response | None:
+    wrong_host = hosts.wrong_host(policy().hosts)
+    if wrong_host:
+        abort(421, description=wrong_host)
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     user = access.who(policy(), throttle())
@@ -146,8 +150,6 @@ def logout() -> Response:
 
 def find_version(ruleset_id: str, version: str) -> VersionInfo:
     """A version that exists and loads, or a 404 page saying which."""
-    from flask import abort
-
     info = snapshot().find(ruleset_id, version)
     if info is None:
         abort(404, description=f"No version {version} of ruleset '{ruleset_id}' under the rules directory.")
