@@ -195,3 +195,41 @@ def test_with_authentication_the_base_url_host_is_served(tmp_path):
     assert client.get("/workbench/outcomes", headers={**bearer, "Host": "cds.example"}).status_code == 200
     assert client.get("/workbench/outcomes", headers={**bearer, "Host": "127.0.0.1:8080"}).status_code == 200
     assert client.get("/workbench/outcomes", headers={**bearer, "Host": "attacker.example"}).status_code == 421
+
+
+# --- cross-site requests --------------------------------------------------------------------------
+
+FOREIGN = [{"Origin": "https://attacker.example"}, {"Origin": "null"}, {"Origin": "http://localhost.attacker.example"},
+           {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"}]
+OURS = [{}, {"Origin": "http://localhost"}, {"Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "none"}]
+
+
+@pytest.mark.parametrize("headers", FOREIGN)
+def test_a_post_from_another_site_is_refused(tmp_path, headers):
+    client = make_app(tmp_path).test_client()
+    response = client.post("/workbench/check", data={"text": "id: x\n"}, headers=headers)
+    assert response.status_code == 403 and "Refused" in response.get_data(as_text=True)
+    assert client.post("/workbench/check.json", json={"text": "id: x\n"}, headers=headers).status_code == 403
+
+
+@pytest.mark.parametrize("headers", OURS)
+def test_a_post_from_our_own_pages_or_no_browser_is_served(tmp_path, headers):
+    client = make_app(tmp_path).test_client()
+    assert client.post("/workbench/check", data={"text": "id: x\n"}, headers=headers).status_code == 200
+
+
+def test_another_site_may_link_to_a_page(tmp_path):
+    client = make_app(tmp_path).test_client()
+    for headers in FOREIGN:
+        assert client.get("/workbench/outcomes", headers=headers).status_code == 200
+
+
+def test_another_site_cannot_log_the_user_in_or_out(tmp_path):
+    client = token_app(tmp_path).test_client()
+    forged = client.post("/workbench/login", data={"token": TOKEN}, headers={"Origin": "https://attacker.example"})
+    assert forged.status_code == 403 and "Set-Cookie" not in forged.headers
+    ours = client.post("/workbench/login", data={"token": TOKEN}, headers={"Origin": "https://cds.example"})
+    assert ours.status_code == 302 and "Set-Cookie" in ours.headers
+    assert client.post("/workbench/logout", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert client.get("/workbench/outcomes").status_code == 200  # still logged in

@@ -1,11 +1,17 @@
-"""Which host names the service answers to.
+"""Which host names the service answers to, and which browser requests may change something.
 
-A page on any web site can make its visitor's browser talk to a server on loopback by DNS rebinding: the page's
-own name is made to resolve to 127.0.0.1, so its scripts may read our answers, but the browser still sends
-`Host: attacker.example`. Without authentication nothing else stands in the way, so the service answers only
-loopback names (localhost, 127.0.0.1, [::1], with any port), the names given with `--allowed-host`, and with
-authentication the host of the auth config's base_url. Without authentication every request is checked; with it,
-the workbench is (the service's tokens are bound to base_url already). Others get 421.
+A page on any web site can make its visitor's browser talk to a server on loopback: by DNS rebinding (the page's
+own name is made to resolve to 127.0.0.1, so its scripts may read our answers; the browser still sends
+`Host: attacker.example`), or by a cross-site form or fetch POST. Without authentication nothing else stands in
+the way, so:
+
+- Host: only loopback names (localhost, 127.0.0.1, [::1], with any port), the names given with `--allowed-host`,
+  and with authentication the host of the auth config's base_url. Without authentication every request is checked;
+  with it, the workbench is (the service's tokens are bound to base_url already). Others get 421.
+- Cross-site: a request with `Sec-Fetch-Site: cross-site`, or with an `Origin` whose host is not one of those names,
+  was sent by another site's page; the workbench refuses such requests when they would change something (403). A
+  page on another port of an allowed host counts as ours: it is already on this machine, or on our site. A request
+  with neither header does not come from a web page (an EHR's server, curl) and passes.
 """
 from __future__ import annotations
 
@@ -44,6 +50,14 @@ class Hosts:
         """A Host header on the list; a request without one (HTTP/1.0) is no browser's and passes."""
         return authority is None or host_name(authority) in self.names
 
+    def allows_origin(self, origin: str) -> bool:
+        """An Origin header (scheme://host[:port]) that names an allowed host."""
+        try:
+            authority = urlsplit(origin).netloc
+        except ValueError:
+            return False
+        return bool(authority) and self.allows_host(authority)  # "null" and other opaque origins are refused
+
 
 def wrong_host(hosts: Hosts) -> str | None:
     """Why this request's Host is not answered; None if it is."""
@@ -52,6 +66,16 @@ def wrong_host(hosts: Hosts) -> str | None:
         return None
     return (f"This server does not answer to the host name '{authority[:100]}' (a protection against DNS "
             "rebinding): call it as localhost or 127.0.0.1, or allow the name with `cdsrules serve --allowed-host`.")
+
+
+def cross_site(hosts: Hosts) -> str | None:
+    """Why this request looks sent by another site's page through the user's browser; None if it does not."""
+    if request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+        return "Refused: the browser says another site sent this request (Sec-Fetch-Site: cross-site)."
+    origin = request.headers.get("Origin")
+    if origin is not None and not hosts.allows_origin(origin):
+        return f"Refused: requests from the origin '{origin[:100]}' may not change anything here."
+    return None
 
 
 def guard(app: Flask, hosts: Hosts) -> None:

@@ -23,6 +23,7 @@ bp = Blueprint("workbench", __name__, url_prefix="/workbench", template_folder="
                static_folder="static", static_url_path="/static")
 
 PUBLIC_ENDPOINTS = {"workbench.login", "workbench.static"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}  # change nothing, so another site may link to them
 SECURITY_HEADERS = {
     # Nothing is fetched from anywhere but this server; inline SVG needs no source.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -59,6 +60,9 @@ def _check_access() -> Response | None:
     wrong_host = hosts.wrong_host(policy().hosts)
     if wrong_host:
         abort(421, description=wrong_host)
+    forged = hosts.cross_site(policy().hosts) if request.method not in SAFE_METHODS else None
+    if forged:
+        abort(403, description=forged)  # another site's page posting through the user's browser
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     user = access.who(policy(), throttle())
