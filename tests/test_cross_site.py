@@ -1,8 +1,10 @@
 """Web pages acting through a browser against the service without authentication: DNS rebinding (a foreign Host),
-in-process and over real gunicorn."""
+in-process and over real gunicorn, and cross-site feedback."""
 from __future__ import annotations
 
+import json
 import subprocess
+import uuid
 
 import pytest
 import requests
@@ -61,3 +63,52 @@ def test_a_bad_allowed_host_stops_serve_with_a_message():
     result = subprocess.run(cdsrules_command() + ["serve", "--no-auth", "--port", "1", "--allowed-host", "a/b"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--allowed-host 'a/b' is not a host name" in result.stderr
+
+
+# --- feedback from another site's page --------------------------------------------------------------
+
+FEEDBACK = f"{DISCOVERY}/hetrombopag-patient-view/feedback"
+
+
+def feedback(card: str) -> dict:
+    return {"feedback": [{"card": card, "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"}]}
+
+
+def stored_cards(client) -> set[str]:
+    return {row["card"] for row in client.application.extensions["cdsrules"].store.feedback_rows()}
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://attacker.example"}, {"Sec-Fetch-Site": "cross-site"},
+                                     {"Origin": "null"}])
+def test_feedback_from_another_sites_page_is_refused(client, headers):
+    card = str(uuid.uuid4())
+    for content_type in ("application/json", "text/plain"):
+        response = client.post(FEEDBACK, data=json.dumps(feedback(card)), content_type=content_type, headers=headers)
+        assert response.status_code == 403
+        assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert card not in stored_cards(client)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          None])
+def test_feedback_that_is_not_json_is_415(client, content_type):
+    card = str(uuid.uuid4())
+    response = client.post(FEEDBACK, data=json.dumps(feedback(card)), content_type=content_type)
+    assert response.status_code == 415 and response.get_json()["issue"][0]["code"] == "not-supported"
+    assert card not in stored_cards(client)
+
+
+@pytest.mark.parametrize("headers", [{}, {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "same-site"}])
+def test_feedback_from_an_ehr_server_or_a_local_page_is_stored(client, headers):
+    card = str(uuid.uuid4())
+    assert client.post(FEEDBACK, json=feedback(card), headers=headers).status_code == 200
+    assert card in stored_cards(client)
+
+
+def test_hook_services_keep_cors_for_ehr_browsers(client):
+    origin = {"Origin": "https://ehr.example"}
+    preflight = client.options(FEEDBACK, headers={**origin, "Access-Control-Request-Method": "POST",
+                                                  "Access-Control-Request-Headers": "content-type"})
+    assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] in ("*", origin["Origin"])
+    discovery = client.get(DISCOVERY, headers={**origin, "Sec-Fetch-Site": "cross-site"})
+    assert discovery.status_code == 200 and "Access-Control-Allow-Origin" in discovery.headers

@@ -9,7 +9,8 @@ the way, so:
   and with authentication the host of the auth config's base_url. Without authentication every request is checked;
   with it, the workbench is (the service's tokens are bound to base_url already). Others get 421.
 - Cross-site: a request with `Sec-Fetch-Site: cross-site`, or with an `Origin` whose host is not one of those names,
-  was sent by another site's page; the workbench refuses such requests when they would change something (403). A
+  was sent by another site's page; the workbench refuses such requests when they would change something, and so
+  does feedback without authentication (403). A
   page on another port of an allowed host counts as ours: it is already on this machine, or on our site. A request
   with neither header does not come from a web page (an EHR's server, curl) and passes.
 """
@@ -80,13 +81,13 @@ def cross_site(hosts: Hosts) -> str | None:
 
 def guard(app: Flask, hosts: Hosts) -> None:
     """Without authentication, answer only requests that name an allowed host."""
-    app.extensions["cdsrules.hosts.guard"] = hosts
+    app.extensions["cdsrules.hosts"] = hosts
     app.before_request(_check_host)
 
 
 def _check_host() -> None:
     if request.blueprint == "workbench":
         return  # the workbench checks for itself and answers with a page
-    problem = wrong_host(current_app.extensions["cdsrules.hosts.guard"])
+    problem = wrong_host(current_app.extensions["cdsrules.hosts"])
     if problem:
         raise HookError(421, problem, code="forbidden")

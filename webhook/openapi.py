@@ -104,6 +104,9 @@ def openapi_document() -> str:
                 "requestBody": json_body("#/components/schemas/feedbackRequest"),
                 "responses": {"200": {"description": "Stored (idempotent).",
                                       "content": {"application/json": {"schema": {"type": "object"}}}},
+                              "403": {**_OUTCOME, "description": "Without authentication: sent by another "
+                                                                 "site's page (Origin, Sec-Fetch-Site)."},
+                              "415": {**_OUTCOME, "description": "Without authentication: a body not sent as JSON."},
                               **_ERRORS}}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "Up."}}}},
             "/readyz": {"get": {"summary": "Readiness", "responses": {
