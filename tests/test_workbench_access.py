@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.conftest import cdsrules_command
 from webhook.auth import AuthConfigError, read_config
 from webhook.workbench import access
 from webhook.workbench.access import COOKIE, WorkbenchConfigError
@@ -94,6 +96,18 @@ def test_the_schema_asks_for_the_session_secret_with_a_token(tmp_path):
     config["workbench"]["session_secret_file"] = "session.secret"
     path.write_text(yaml.safe_dump(config))
     assert read_config(str(path))["workbench"]["session_secret_file"] == "session.secret"
+
+
+def test_serve_with_an_unreadable_session_secret_stops_with_a_message(tmp_path):
+    config = {"base_url": "https://cds.example", "issuers": [{"iss": "x", "jwks_url": "https://x.example/jwks"}],
+              "workbench": {"token_sha256": DIGEST, "session_secret_file": "missing.secret"}}
+    (tmp_path / "auth.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(cdsrules_command() + ["serve", "--workbench", "--port", "1", "--auth-config",
+                                                  str(tmp_path / "auth.yaml"), "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "session_secret_file: cannot read" in result.stderr
+    assert "Traceback" not in result.stderr
+
 
 
 # --- the login form -------------------------------------------------------------------------------

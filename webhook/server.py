@@ -120,12 +120,24 @@ def check_allowed_hosts(names: list[str]) -> str | None:
     return f"--allowed-host {bad[0]!r} is not a host name" if bad else None
 
 
+def check_workbench(auth_config: str | None) -> str | None:
+    """What would stop every worker from mounting the workbench (its credential, its session secret)."""
+    from webhook.workbench.access import WorkbenchConfigError, policy_from
+
+    try:
+        policy_from(auth_config)
+    except WorkbenchConfigError as error:
+        return str(error)
+    return None
+
+
 def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None, auth_config: str | None,
           workbench: bool = False, threads: int = 1, allowed_hosts: list[str] | None = None) -> int:
     """Run the service under gunicorn until stopped; the exit code."""
     if auth_config is None:
         sys.stderr.write(NO_AUTH_WARNING)
-    problem = check_allowed_hosts(allowed_hosts or []) or check_configuration(rules_dir, db_url, auth_config)
+    problem = (check_allowed_hosts(allowed_hosts or []) or check_configuration(rules_dir, db_url, auth_config)
+               or (check_workbench(auth_config) if workbench else None))
     if problem:
         sys.stderr.write(f"cdsrules serve: {problem}\n")
         return 2
