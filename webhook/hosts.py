@@ -10,9 +10,9 @@ the way, so:
   with it, the workbench is (the service's tokens are bound to base_url already). Others get 421.
 - Cross-site: a request with `Sec-Fetch-Site: cross-site`, or with an `Origin` whose host is not one of those names,
   was sent by another site's page; the workbench refuses such requests when they would change something, and so
-  does feedback without authentication (403). A
-  page on another port of an allowed host counts as ours: it is already on this machine, or on our site. A request
-  with neither header does not come from a web page (an EHR's server, curl) and passes.
+  does feedback without authentication (403). A page on another port of an allowed host counts as ours: it is
+  already on this machine, or on our site. A request with neither header does not come from a web page (an EHR's
+  server, curl) and passes.
 """
 from __future__ import annotations
 
@@ -43,8 +43,9 @@ class Hosts:
     def allowing(cls, extra: Iterable[str] = (), base_url: str | None = None) -> Hosts:
         """Loopback, the extra names, and the host of base_url."""
         names = set(LOOPBACK_NAMES) | {name for name in map(host_name, extra) if name}
-        if base_url and urlsplit(base_url).hostname:
-            names.add(urlsplit(base_url).hostname)
+        base_host = urlsplit(base_url).hostname if base_url else None
+        if base_host:
+            names.add(base_host)
         return cls(frozenset(names))
 
     def allows_host(self, authority: str | None) -> bool:

@@ -57,6 +57,7 @@ def today() -> dt.date:
 
 @bp.before_request
 def _check_access() -> Response | None:
+    """The Host, then (for changes) that no other site sent it, then the credential."""
     wrong_host = hosts.wrong_host(policy().hosts)
     if wrong_host:
         abort(421, description=wrong_host)
