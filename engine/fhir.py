@@ -119,6 +119,7 @@ class ObservationConcept:
     units: units.UnitTable | None  # None for a score
     score: Score | None
     uln: UlnSpec | None
+    statuses: frozenset[str]  # result statuses its decisions may use
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class SiteMapping:
     birth_date_fact: str | None
     age_fact: str | None
     age_units: Mapping[str, str]
-    observation_statuses: frozenset[str]
+    ignored_statuses: frozenset[str]  # results as if they did not exist (entered-in-error, cancelled)
     range_types: frozenset[str]
     observations: Mapping[str, ObservationConcept]
     observation_codes: CodeIndex
@@ -211,9 +212,10 @@ def _build(file: str, data: dict) -> SiteMapping:
         birth_date_fact=data["patient"].get("birth_date_fact"),
         age_fact=data["patient"].get("age_fact"),
         age_units=_frozen(data.get("age_units", {})),
-        observation_statuses=frozenset(data["observation_rules"]["statuses"]),
+        ignored_statuses=frozenset(data["observation_rules"].get("ignored_statuses", [])),
         range_types=frozenset(data["observation_rules"].get("reference_range_types", [])),
-        observations=_frozen({name: _observation(name, spec, tables) for name, spec in observations.items()}),
+        observations=_frozen({name: _observation(name, spec, tables, data["observation_rules"]["statuses"])
+                              for name, spec in observations.items()}),
         observation_codes=_code_index(systems, observations),
         observation_search=_frozen({name: _search_tokens(systems, spec) for name, spec in observations.items()}),
         excluded_verification=frozenset(data["condition_rules"]["excluded_verification"]),
@@ -237,14 +239,15 @@ def _frozen(mapping: Mapping) -> Mapping:
     return MappingProxyType(dict(mapping))
 
 
-def _observation(name: str, spec: dict, tables: dict) -> ObservationConcept:
+def _observation(name: str, spec: dict, tables: dict, statuses: list[str]) -> ObservationConcept:
     table = (units.unit_table(spec["unit"], spec["conversions"], spec.get("aliases"))
              if "unit" in spec else None)
     score = spec.get("score")
     return ObservationConcept(
         name=name, value_fact=spec["value_fact"], date_fact=spec["date_fact"], units=table,
         score=Score(score["min"], score["max"], _frozen(score.get("answers", {}))) if score else None,
-        uln=_uln(spec["uln"], tables) if "uln" in spec else None)
+        uln=_uln(spec["uln"], tables) if "uln" in spec else None,
+        statuses=frozenset(spec.get("statuses", statuses)))
 
 
 def _uln(spec: dict, tables: dict) -> UlnSpec:
@@ -741,7 +744,7 @@ def _effective(observation: dict) -> When | None:
 
 def _extract_observations(mapping: SiteMapping, observations: list[dict], ctx: _Context, out: Extraction) -> None:
     found = _collect(mapping.observation_codes, observations, _effective,
-                     lambda o: _text(o.get("status")) in mapping.observation_statuses)
+                     lambda o: isinstance(o.get("status"), str) and o["status"] not in mapping.ignored_statuses)
     for concept in mapping.observations.values():
         _extract_observation(mapping, concept, _recent(found.get(concept.name, []), ctx.limit), ctx, out)
 
@@ -756,6 +759,9 @@ def _extract_observation(mapping: SiteMapping, concept: ObservationConcept, foun
     for item in past:
         if item.when is None:
             continue  # undated results sort last, so nothing dated comes after them
+        if item.resource["status"] not in concept.statuses:
+            notes.insert(0, _status_note(concept, item))
+            break  # a newer result the site does not decide on: an older one must not decide instead
         reading = _read_observation(concept, item.resource)
         if reading is None:
             continue  # no value (dataAbsentReason): the previous result is still the latest known
@@ -774,6 +780,11 @@ def _extract_observation(mapping: SiteMapping, concept: ObservationConcept, foun
     if notes:
         _problem(out, concept.value_fact, "; ".join(notes))
         _problem(out, concept.date_fact, "; ".join(notes))
+
+
+def _status_note(concept: ObservationConcept, item: _Found) -> str:
+    return (f"the latest result ({_ref(item.resource)}, {item.when.day}) is {item.resource['status']}; "
+            f"the site decides on {concept.name} results that are {', '.join(sorted(concept.statuses))}")
 
 
 def _read_observation(concept: ObservationConcept, observation: dict) -> _Reading | str | None:

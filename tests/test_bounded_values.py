@@ -1,13 +1,15 @@
-"""Partial dates and results written as bounds, through the real server: decided where every value the record
-allows decides the same, and said on the card where it does not; never a dose from a guess."""
+"""Partial dates, results written as bounds and results not yet final, through the real server: decided where every
+value the record allows decides the same, and said on the card where it does not; never a dose from a guess."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 
 import pytest
 import requests
 
-from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for, running_server
+from tests.conftest import (RULES_DIR, hetrombopag_order, order_sign_request, patient_record, prefetch_for,
+                            running_server)
 from tests.fhir_server import FhirData
 
 pytestmark = pytest.mark.timeout(120)
@@ -109,3 +111,26 @@ def test_a_partial_onset_across_the_exclusion_window_suggests_no_order(server):
                   draft_mg=2.5)
     assert found and doses(found) == []
     assert all("Not decided for certain" in c["detail"] and f"'{onset}'" in c["detail"] for c in found)
+
+
+def test_a_newer_preliminary_count_decides_nothing_and_an_older_final_one_not_in_its_place(server):
+    """Before, a preliminary 110 stopped therapy; an older final count must not decide instead of it either."""
+    record = patient_record(TODAY, platelets=110)
+    next(r for r in record if r["id"] == "plt1")["status"] = "preliminary"
+    found = cards(server, record)
+    assert topics(found) == ["data-missing"] and doses(found) == []
+    assert "is preliminary" in found[0]["detail"] and "final" in found[0]["detail"]
+
+
+def test_a_site_may_let_its_decisions_use_preliminary_results(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    site = rules / "site" / "fhir-r4.yaml"
+    site.write_text(site.read_text().replace("statuses: [final, amended, corrected]\n",
+                                             "statuses: [final, amended, corrected, preliminary]\n", 1))
+    record = patient_record(TODAY, platelets=110)
+    next(r for r in record if r["id"] == "plt1")["status"] = "preliminary"
+    with running_server(tmp_path, "--no-auth", "--workers", "1", "--rules", str(rules)) as live:
+        live.prefetch = next(s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
+                             if s["hook"] == "order-sign")["prefetch"]
+        assert topics(cards(live, record)) == ["stop-platelets"]
