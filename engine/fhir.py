@@ -136,6 +136,7 @@ class MedicationConcept:
     patterns: tuple[str, ...]  # casefolded
     dose: units.UnitTable | None
     facts: Mapping[str, str]
+    order_coding: tuple[Mapping[str, str], ...] = ()  # FHIR Codings for suggested orders (system as a URI)
 
 
 @dataclass(frozen=True, repr=False)
@@ -229,7 +230,7 @@ def _build(file: str, data: dict) -> SiteMapping:
         history_statuses=frozenset(data["medication_rules"]["history_statuses"]),
         current_statuses=frozenset(data["medication_rules"]["current_statuses"]),
         periods_per_day=_frozen(data["medication_rules"]["periods_per_day"]),
-        medications=_frozen({name: _medication(name, spec) for name, spec in medications.items()}),
+        medications=_frozen({name: _medication(name, spec, systems) for name, spec in medications.items()}),
         medication_codes=_code_index(systems, {n: s for n, s in medications.items() if "codes" in s}),
         fact_types=_frozen({name: kind for _, name, kind in _declared_facts(data)}),
     )
@@ -262,11 +263,12 @@ def _band(band: dict, columns: Mapping[str, str]) -> AgeBand:
     return AgeBand(low, high, label, _frozen({column: float(band[column]) for column in columns}))
 
 
-def _medication(name: str, spec: dict) -> MedicationConcept:
+def _medication(name: str, spec: dict, systems: dict) -> MedicationConcept:
     dose = spec.get("dose")
     table = units.unit_table(dose["unit"], dose["conversions"], dose.get("aliases")) if dose else None
     patterns = tuple(p.casefold() for p in spec.get("name_patterns", ()))
-    return MedicationConcept(name, patterns, table, _frozen(spec["facts"]))
+    coding = tuple(_frozen({**c, "system": systems[c["system"]]["uris"][0]}) for c in spec.get("order_coding", ()))
+    return MedicationConcept(name, patterns, table, _frozen(spec["facts"]), coding)
 
 
 def _normalise(code: str, ignore_dots: bool, ignore_case: bool) -> str:
@@ -350,6 +352,10 @@ def _check_systems(data: dict) -> Iterator[tuple[tuple, str]]:
                 if section == "observations" and code_set.get("prefix"):
                     yield ((section, name, "codes", i, "prefix"),
                            "observations cannot use prefix codes: a FHIR search cannot express them")
+            for i, coding in enumerate(spec.get("order_coding", ())):
+                if coding["system"] not in data["systems"]:
+                    yield ((section, name, "order_coding", i, "system"),
+                           f"unknown code system '{coding['system']}'; define it under `systems`")
 
 
 def _check_units(data: dict) -> Iterator[tuple[tuple, str]]:

@@ -1,16 +1,20 @@
 """An evaluation's decisions -> CDS Hooks cards, with whole FHIR R4 MedicationRequests as suggestions.
 
 One card per decision topic. Each card says which rule and ruleset version decided (a footer line and the
-`cdsrules.provenance` extension) and, from the trace, the values and thresholds the rule compared. A suggestion
-creates a new order, updates the draft order (same id) with the new dose, or updates the active order to
-`status: stopped`. A suggestion whose order cannot be found, or whose daily dose is not a positive number within the
-ruleset's maximum, is left out; the card stays. Nothing empty (null, "", [], {}) is ever emitted.
+`cdsrules.provenance` extension) and, from the trace, the values and thresholds the rule compared; its source links
+to the protocol's public record. A suggestion creates a new order (with the site's medication coding, dose, route,
+frequency, start date, authoredOn and requester: an order a pharmacy system can take), updates the draft order
+(same id) with the new dose, or updates the active order to `status: stopped`. A suggestion whose order cannot be
+found, whose daily dose is not a positive number within the ruleset's maximum, or that would leave the order as it
+is, is left out; the card stays. Nothing empty (null, "", [], {}) is ever emitted.
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from engine.model import Decision, Evaluation, Firing, Ruleset, Suggestion
 
@@ -19,17 +23,27 @@ UCUM = "http://unitsofmeasure.org"
 _OPERATORS = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "in": "in"}
 
 
-def build_cards(evaluation: Evaluation, ruleset: Ruleset, patient_id: str,
-                draft_orders: list[dict], known_orders: list[dict]) -> list[dict]:
+@dataclass(frozen=True)
+class OrderContext:
+    """What a new order carries besides its dose: the site's medication coding and who orders it, when."""
+
+    coding: tuple[Mapping[str, str], ...] = ()  # from the site mapping's medication `order_coding`
+    requester: str | None = None  # context.userId, e.g. "Practitioner/123"
+    authored: dt.date | None = None  # the evaluation date: the order is written today and starts today
+
+
+def build_cards(evaluation: Evaluation, ruleset: Ruleset, patient_id: str, draft_orders: list[dict],
+                known_orders: list[dict], order: OrderContext | None = None) -> list[dict]:
     """Cards for the decisions, each topic once; `known_orders` are the MedicationRequests fetched or prefetched."""
     firings = {f.rule_id: f for f in evaluation.trace}
+    order = order or OrderContext(authored=dt.date.fromisoformat(evaluation.evaluation_date))
     cards, topics = [], set()
     for decision in evaluation.decisions:
         if decision.topic in topics:
             continue
         topics.add(decision.topic)
         card = _card(decision, ruleset, evaluation, firings.get(decision.rule_id))
-        suggestion = _suggestion(decision.suggestion, ruleset, patient_id, draft_orders, known_orders)
+        suggestion = _suggestion(decision.suggestion, ruleset, patient_id, draft_orders, known_orders, order)
         if suggestion:
             card["suggestions"] = [suggestion]
             card["selectionBehavior"] = "at-most-one"
@@ -45,6 +59,7 @@ def _card(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: 
         "indicator": decision.indicator,
         "source": {
             "label": ruleset.title,
+            "url": _protocol_url(ruleset),
             "topic": {"system": ruleset.topic_system, "code": decision.topic, "display": topic_display(decision.topic)},
         },
         "overrideReasons": [_override_reason(c) for c in decision.override_reasons if c.get("code")],
@@ -57,6 +72,12 @@ def _card(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: 
             }
         },
     }
+
+
+def _protocol_url(ruleset: Ruleset) -> str | None:
+    """The protocol's public record, from the ruleset's metadata; only an absolute http(s) URL is a link."""
+    url = (ruleset.metadata.get("protocol") or {}).get("url")
+    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
 
 
 def shorten(text: str, limit: int = SUMMARY_LIMIT) -> str:
@@ -137,30 +158,32 @@ def _link(link: dict) -> dict:
 # --- suggestions ----------------------------------------------------------------------------
 
 
-def _suggestion(suggestion: Suggestion | None, ruleset: Ruleset, patient_id: str,
-                draft_orders: list[dict], known_orders: list[dict]) -> dict | None:
+def _suggestion(suggestion: Suggestion | None, ruleset: Ruleset, patient_id: str, draft_orders: list[dict],
+                known_orders: list[dict], order: OrderContext) -> dict | None:
     if suggestion is None:
         return None
     if suggestion.action in ("create", "update") and not dose_allowed(suggestion.daily_dose, ruleset):
         return None
-    action = _action(suggestion, ruleset, patient_id, draft_orders, known_orders)
+    action = _action(suggestion, ruleset, patient_id, draft_orders, known_orders, order)
     if action is None:
         return None
     return {"label": shorten(suggestion.label, 200), "uuid": str(uuid.uuid4()), "isRecommended": True,
             "actions": [action]}
 
 
-def _action(suggestion: Suggestion, ruleset: Ruleset, patient_id: str,
-            draft_orders: list[dict], known_orders: list[dict]) -> dict | None:
+def _action(suggestion: Suggestion, ruleset: Ruleset, patient_id: str, draft_orders: list[dict],
+            known_orders: list[dict], context: OrderContext) -> dict | None:
     if suggestion.action == "create":
-        resource = new_order(ruleset, patient_id, suggestion.daily_dose)
+        resource = new_order(ruleset, patient_id, suggestion.daily_dose, context)
         return {"type": "create", "description": suggestion.label, "resource": resource}
     if suggestion.action == "update":  # the draft being entered, else (patient-view) the active order
         order = _find(suggestion.order_id, draft_orders) or _find(suggestion.order_id, known_orders)
         if order is None:
             return None
-        return {"type": "update", "description": suggestion.label,
-                "resource": with_dose(order, ruleset, suggestion.daily_dose)}
+        changed = with_dose(order, ruleset, suggestion.daily_dose)
+        if _same_dosing(order, changed):
+            return None  # the order already says this: a suggestion that changes nothing is noise
+        return {"type": "update", "description": suggestion.label, "resource": changed}
     if suggestion.action == "stop":
         active = _find(suggestion.order_id, known_orders) or _find(suggestion.order_id, draft_orders)
         if active is None:
@@ -198,19 +221,46 @@ def _find(order_id: str | None, orders: list[dict]) -> dict | None:
     return None
 
 
-def new_order(ruleset: Ruleset, patient_id: str, daily_dose: float) -> dict:
-    medication = ruleset.medication
+def new_order(ruleset: Ruleset, patient_id: str, daily_dose: float, context: OrderContext | None = None) -> dict:
+    """A draft MedicationRequest for the daily dose, starting on the day it is authored."""
+    medication, context = ruleset.medication, context or OrderContext()
+    instruction = dosage(ruleset, daily_dose)
+    if context.authored:
+        instruction["timing"]["repeat"]["boundsPeriod"] = {"start": context.authored.isoformat()}
     return {
         "resourceType": "MedicationRequest",
         "status": "draft",
         "intent": "order",
         "medicationCodeableConcept": {
-            "coding": [dict(c) for c in medication.get("coding") or []],
+            "coding": [dict(c) for c in context.coding or medication.get("coding") or []],
             "text": medication.get("display") or ruleset.id,
         },
         "subject": {"reference": f"Patient/{patient_id}"},
-        "dosageInstruction": [dosage(ruleset, daily_dose)],
+        "authoredOn": context.authored.isoformat() if context.authored else None,
+        "requester": {"reference": context.requester} if _is_requester(context.requester) else None,
+        "dosageInstruction": [instruction],
     }
+
+
+def _is_requester(reference: str | None) -> bool:
+    """context.userId names a Practitioner or PractitionerRole (a patient or relative may use the EHR too)."""
+    return isinstance(reference, str) and reference.startswith(("Practitioner/", "PractitionerRole/"))
+
+
+def _same_dosing(order: dict, changed: dict) -> bool:
+    """Whether the changed order doses as the order does: the same dose per administration, unit and timing."""
+    def dosing(resource: dict) -> tuple:
+        instruction = (resource.get("dosageInstruction") or [{}])[0]
+        if not isinstance(instruction, dict):
+            return ()
+        rates = instruction.get("doseAndRate") or [{}]
+        quantity = rates[0].get("doseQuantity") if isinstance(rates[0], dict) else None
+        repeat = (instruction.get("timing") or {}).get("repeat") or {}
+        quantity = quantity if isinstance(quantity, dict) else {}
+        return (quantity.get("value"), quantity.get("code") or quantity.get("unit"), repeat.get("frequency"),
+                repeat.get("period"), repeat.get("periodUnit"))
+    before = dosing(order)
+    return bool(before) and before[0] is not None and before == dosing(changed)
 
 
 def with_dose(order: dict, ruleset: Ruleset, daily_dose: float) -> dict:

@@ -20,7 +20,7 @@ from engine.model import Evaluation, Ruleset
 from engine.record import OtherPatientError, Record, own_record
 from webhook import metrics
 from webhook.auth import current_issuer
-from webhook.cards import build_cards
+from webhook.cards import OrderContext, build_cards
 from webhook.outcome import precondition_failed
 from webhook.prefetch import gather, is_safe_fetch_target
 from webhook.privacy import pseudonym
@@ -81,7 +81,9 @@ def answer(service: Service, ruleset: Ruleset, hook_request: HookRequest,
     evaluation = evaluate_bounded(state.engine, ruleset, extraction.facts, extraction.possible, today,
                                   hook_request.hook, extraction.problems)
     known_orders = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
-    return build_cards(evaluation, ruleset, hook_request.patient_id, orders, known_orders), evaluation
+    medication = state.mapping.medications.get(ruleset.medication.get("concept"))
+    order = OrderContext(medication.order_coding if medication else (), hook_request.context.get("userId"), today)
+    return build_cards(evaluation, ruleset, hook_request.patient_id, orders, known_orders, order), evaluation
 
 
 def _own(resources: list[dict], hook_request: HookRequest, kind: str) -> Record:

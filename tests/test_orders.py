@@ -1,0 +1,82 @@
+"""Suggested orders a pharmacy system can take, through the real server: the site's medication coding, dose, route,
+frequency, start date, authoredOn and requester, valid R4; a source that links to the protocol; and no suggestion
+that would leave the order as it is."""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+import requests
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+
+from engine import fhir
+from tests.conftest import RULES_DIR, hetrombopag_order, order_sign_request, patient_record, prefetch_for, running_server
+from tests.fhir_server import FhirData
+
+pytestmark = pytest.mark.timeout(120)
+TODAY = dt.date.today()  # the server evaluates on the real date
+MAPPING = fhir.load_site_mapping(RULES_DIR / "site" / "fhir-r4.yaml")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("orders"), "--no-auth", "--workers", "1") as live:
+        live.services = {s["hook"]: s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]}
+        yield live
+
+
+def call(server, hook: str, context: dict, record: list[dict]) -> list[dict]:
+    service = server.services[hook]
+    body = {"hook": hook, "hookInstance": str(uuid.uuid4()), "context": context,
+            "prefetch": prefetch_for(service["prefetch"], FhirData(record), "p1")}
+    response = requests.post(f"{server.base_url}/cds-services/{service['id']}", json=body, timeout=20)
+    assert response.status_code == 200, response.text
+    return response.json()["cards"]
+
+
+def test_a_start_order_carries_what_a_pharmacy_system_needs(server):
+    cards = call(server, "patient-view", {"userId": "Practitioner/dr1", "patientId": "p1"},
+                 patient_record(TODAY, on_therapy=False))
+    (card,) = [c for c in cards if c["source"]["topic"]["code"] == "start-dose"]
+    action = card["suggestions"][0]["actions"][0]
+    order = action["resource"]
+    MedicationRequest.model_validate(order)
+    expected = [dict(c) for c in MAPPING.medications["hetrombopag"].order_coding]
+    assert order["medicationCodeableConcept"]["coding"] == expected
+    assert order["authoredOn"] == TODAY.isoformat() and order["requester"] == {"reference": "Practitioner/dr1"}
+    instruction = order["dosageInstruction"][0]
+    assert instruction["timing"]["repeat"]["boundsPeriod"]["start"] == TODAY.isoformat()
+    assert instruction["timing"]["repeat"]["frequency"] == 1 and instruction["route"]["coding"][0]["code"]
+    assert instruction["doseAndRate"][0]["doseQuantity"] == {"value": 5, "unit": "mg", "system":
+                                                             "http://unitsofmeasure.org", "code": "mg"}
+    # The order we suggest is recognised as ours when it comes back as a draft.
+    assert fhir.draft_orders_mention(MAPPING, "hetrombopag", [order])
+
+
+def test_a_requester_that_is_not_a_practitioner_is_left_out(server):
+    cards = call(server, "patient-view", {"userId": "Patient/p1", "patientId": "p1"},
+                 patient_record(TODAY, on_therapy=False))
+    (card,) = [c for c in cards if c["source"]["topic"]["code"] == "start-dose"]
+    assert "requester" not in card["suggestions"][0]["actions"][0]["resource"]
+
+
+def test_every_card_links_to_the_protocols_public_record(server):
+    draft = hetrombopag_order("draft-1", "p1", 10, "draft", TODAY)
+    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.services["order-sign"]["prefetch"],
+                                                                    FhirData(patient_record(TODAY, platelets=40)), "p1"))
+    response = requests.post(f"{server.base_url}/cds-services/hetrombopag-order-sign", json=body, timeout=20)
+    cards = response.json()["cards"]
+    assert cards and all(c["source"]["url"] == "https://clinicaltrials.gov/study/NCT06818916" for c in cards)
+
+
+def test_no_card_suggests_the_dose_the_draft_already_holds(server):
+    """On 5 mg at a review with platelets 40 the protocol steps up to 7.5 mg: a 7.5 mg draft needs no change."""
+    draft = hetrombopag_order("draft-1", "p1", 7.5, "draft", TODAY)
+    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.services["order-sign"]["prefetch"],
+                                                                    FhirData(patient_record(TODAY, platelets=40)), "p1"))
+    response = requests.post(f"{server.base_url}/cds-services/hetrombopag-order-sign", json=body, timeout=20)
+    cards = response.json()["cards"]
+    suggested = [a["resource"] for c in cards for s in c.get("suggestions", []) for a in s["actions"]
+                 if a["type"] == "update" and a["resource"].get("id") == "draft-1"]
+    assert all(r["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] != 7.5 for r in suggested)
