@@ -34,7 +34,7 @@ from .expressions import ExpressionError
 from .inputs import prepare_inputs, to_json_value
 from .model import (Comparison, Decision, Derivation, Evaluation, Exists, FactRef, Firing, Missing,
                     ParamRef, Rule, Ruleset, Suggestion)
-from .templates import render
+from .templates import Markdown, render, render_plain
 
 SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
 
@@ -263,12 +263,13 @@ class _Run:
         for band in table.bands:
             if band.contains(x):
                 output = band.output
-                return (self.ruleset.param(output.name) if isinstance(output, ParamRef) else output), band.text
+                value = self.ruleset.param(output.name) if isinstance(output, ParamRef) else output
+                return value, Markdown(band.text)  # the row as the ruleset writes it, e.g. "(20, inf)"
         raise ExpressionError(f"{x} is outside every row of table '{table_name}'")
 
     def _decide(self, rule: Rule) -> Decision:
         template, context = rule.decide, self._context()
-        summary = render(template.summary, context)
+        summary = render_plain(template.summary, context)
         if len(summary) > SUMMARY_LIMIT:
             summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
         detail = render(template.detail, context)
@@ -293,7 +294,7 @@ class _Run:
         limit = self.ruleset.param(limit_name)
         if dose is not None and dose > limit:
             return None, f"the computed daily dose {dose} exceeds the maximum {limit} ('{limit_name}')."
-        label = render(template.label, context)
+        label = render_plain(template.label, context)
         return Suggestion(template.action, label, dose, None if order_id is None else str(order_id)), None
 
     # --- explanation ---

@@ -1,7 +1,14 @@
-"""Card text templates: Jinja2 in its sandbox, with names checked when the ruleset loads."""
+"""Card text templates: Jinja2 in its sandbox, with names checked when the ruleset loads.
+
+A card's detail is markdown, and the values a template inserts come from patient data: each one is escaped for
+CommonMark on the way in, so a unit or id that reads `**URGENT** [log in](https://evil.example)` shows as written
+instead of as bold text and a link. The template's own text keeps its markdown. Summaries and suggestion labels
+are plain text (CDS Hooks) and insert values as they are.
+"""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from functools import lru_cache
 
 import jinja2
@@ -13,6 +20,14 @@ from .uncertain import SHOWN_TYPES
 # Names every template may use besides facts and parameters.
 TEMPLATE_GLOBALS = ("missing", "params", "ruleset", "evaluation_date", "band")
 
+# Inline markup: escaped wherever it appears in a value. An underscore between two letters or digits cannot open
+# or close emphasis (CommonMark's flanking rules), so `liver_window_days` stays as it is.
+_INLINE_MARKUP = re.compile(r"[\\`*\[\]<>&|~#!]|(?<![^\W_])_|_(?![^\W_])")
+# What makes a block of a value that begins a line: a bullet or setext underline (not the sign of a number), an
+# ordered-list marker (`1.` or `1)` followed by a space), or the end of one after a number inserted just before.
+_BLOCK_START = re.compile(r"^([-+=.)])(?![0-9])")
+_ORDERED_START = re.compile(r"^([0-9]{1,9})([.)])(?=\s|$)")
+
 
 class NotAvailable(jinja2.Undefined):
     """A fact without a value renders visibly instead of failing the card."""
@@ -21,6 +36,25 @@ class NotAvailable(jinja2.Undefined):
         return "(not available)"
 
     __html__ = __str__
+
+
+class Markdown(str):
+    """Text that is markdown already (an appended line, a table row as the ruleset writes it): inserted as is."""
+
+
+def escape_markdown(value: object) -> str:
+    """The value as CommonMark text that renders exactly as written: no emphasis, link, image, raw HTML or block.
+
+    Line breaks and runs of spaces become one space: a value cannot break a line, indent a code block or end in a
+    hard line break."""
+    text = " ".join(str(value).split())
+    text = _INLINE_MARKUP.sub(r"\\\g<0>", text)
+    text = _BLOCK_START.sub(r"\\\1", text)
+    return _ORDERED_START.sub(r"\1\\\2", text)
+
+
+def _inserted(value: object) -> str:
+    return value if isinstance(value, Markdown) else escape_markdown(value)
 
 
 def format_number(value) -> str:
@@ -36,19 +70,26 @@ def format_date(value) -> str:
     return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
 
 
-_ENV = SandboxedEnvironment(undefined=NotAvailable, autoescape=False, keep_trailing_newline=False)
-_ENV.filters["num"] = format_number
-_ENV.filters["date"] = format_date
+def _environment(**options) -> SandboxedEnvironment:
+    environment = SandboxedEnvironment(undefined=NotAvailable, autoescape=False, keep_trailing_newline=False,
+                                       **options)
+    environment.filters["num"] = format_number
+    environment.filters["date"] = format_date
+    return environment
+
+
+_MARKDOWN_ENV = _environment(finalize=_inserted)
+_PLAIN_ENV = _environment()
 
 
 @lru_cache(maxsize=4096)
-def compile_template(text: str) -> jinja2.Template:
-    return _ENV.from_string(text)
+def _compiled(text: str, markdown: bool) -> jinja2.Template:
+    return (_MARKDOWN_ENV if markdown else _PLAIN_ENV).from_string(text)
 
 
 @lru_cache(maxsize=4096)
 def _template_names(text: str) -> frozenset[str]:
-    return frozenset(meta.find_undeclared_variables(_ENV.parse(text)))
+    return frozenset(meta.find_undeclared_variables(_PLAIN_ENV.parse(text)))
 
 
 def template_names(text: str) -> set[str]:
@@ -56,8 +97,17 @@ def template_names(text: str) -> set[str]:
     return set(_template_names(text))
 
 
-def render(text: str, context: dict) -> str:
+def _used(text: str, context: dict) -> dict:
     """Only the names the template reads are handed to Jinja, which copies what it is given (all the facts and
     parameters of a ruleset, for the two or three a summary reads)."""
-    used = {name: context[name] for name in _template_names(text) if name in context}
-    return compile_template(text).render(used).strip()
+    return {name: context[name] for name in _template_names(text) if name in context}
+
+
+def render(text: str, context: dict) -> Markdown:
+    """Markdown (a card detail, an appended line): every inserted value escaped."""
+    return Markdown(_compiled(text, True).render(_used(text, context)).strip())
+
+
+def render_plain(text: str, context: dict) -> str:
+    """Plain text (a summary, a suggestion label): values inserted as they are."""
+    return _compiled(text, False).render(_used(text, context)).strip()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from engine.model import Decision, Evaluation, Firing, Ruleset, Suggestion
+from engine.templates import escape_markdown
 
 SUMMARY_LIMIT = 139  # CDS Hooks: under 140 characters
 UCUM = "http://unitsofmeasure.org"
@@ -116,7 +117,8 @@ def _basis(firing: Firing, ruleset: Ruleset, evaluation: Evaluation) -> list[str
         measured = isinstance(c.actual, (int, float)) and not isinstance(c.actual, bool)
         if c.op in ("exists", "missing") or not (measured or c.threshold_ref):
             continue
-        lines.append(f"`{c.fact}` is {_value(c.actual)}{_observed(c.fact, ruleset, evaluation)}; the rule checks "
+        actual = escape_markdown(c.actual) if isinstance(c.actual, str) else _value(c.actual)  # a text from data
+        lines.append(f"`{c.fact}` is {actual}{_observed(c.fact, ruleset, evaluation)}; the rule checks "
                      f"{_OPERATORS.get(c.op, c.op)} {_value(c.threshold)}{_threshold_source(c.threshold_ref, ruleset)}")
     return lines
 
