@@ -32,6 +32,9 @@ _BOUNDS = ("<", "<=", ">", ">=")  # Quantity.comparator values that bound a resu
 # "0-40", "0.0 - 40.0 <unit>", "<40", "<= 40", "≤40": the high number, then an optional unit.
 _RANGE_TEXT = re.compile(
     r"^\s*(?:\d+(?:\.\d+)?\s*(?:-|–|—|~|to)\s*|(?:<=|≤|<)\s*)(\d+(?:\.\d+)?)\s*(.*?)\s*$", re.IGNORECASE)
+# FHIR R4's id datatype. An id that breaks it is malformed data: it names no resource in card texts and is never
+# the order a suggestion changes.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -535,8 +538,14 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def is_fhir_id(value: Any) -> bool:
+    return isinstance(value, str) and _FHIR_ID.fullmatch(value) is not None
+
+
 def _ref(resource: dict) -> str:
-    return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"
+    ident = resource.get("id")
+    shown = ident if is_fhir_id(ident) else "?" if ident is None else "(invalid id)"
+    return f"{resource.get('resourceType', '?')}/{shown}"
 
 
 def _is_number(value: Any) -> bool:
@@ -1177,9 +1186,11 @@ def _current_order(mapping: SiteMapping, concept: MedicationConcept, orders: lis
     if current is None:
         return
     ref = _ref(current.resource)
-    if isinstance(current.resource.get("id"), str):
+    if is_fhir_id(current.resource.get("id")):
         _put(out, concept.facts.get("active_order_id"), current.resource["id"],
              f"{ref} status {current.resource['status']}")
+    else:
+        _problem(out, concept.facts.get("active_order_id"), f"{ref}, the active order, has no valid FHIR id")
     if isinstance(current.dose, str):
         _problem(out, concept.facts.get("current_daily_dose"), current.dose)
     else:
@@ -1218,8 +1229,10 @@ def _extract_drafts(mapping: SiteMapping, drafts: list[dict], out: Extraction) -
             continue
         draft, ref = mine[0], _ref(mine[0])
         note = f" (first of {len(mine)} matching draft orders)" if len(mine) > 1 else ""
-        if isinstance(draft.get("id"), str):
+        if is_fhir_id(draft.get("id")):
             _put(out, facts.get("draft_order_id"), draft["id"], ref + note)
+        else:
+            _problem(out, facts.get("draft_order_id"), f"{ref}, the draft order, has no valid FHIR id{note}")
         dose = _order_dose(mapping, concept, draft)
         if isinstance(dose, str):
             _problem(out, facts.get("draft_daily_dose"), dose)

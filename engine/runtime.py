@@ -34,7 +34,7 @@ from .expressions import ExpressionError
 from .inputs import prepare_inputs, to_json_value
 from .model import (Comparison, Decision, Derivation, Evaluation, Exists, FactRef, Firing, Missing,
                     ParamRef, Rule, Ruleset, Suggestion)
-from .templates import Markdown, render, render_plain
+from .templates import Markdown, escape_markdown, render, render_plain
 
 SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
 
@@ -289,7 +289,9 @@ class _Run:
         if template.dose_fact and dose is None:
             return None, f"the dose ('{template.dose_fact}') could not be determined."
         if template.order_fact and order_id is None:
-            return None, f"the order to change ('{template.order_fact}') was not found."
+            why = self.missing.get(template.order_fact)
+            return None, (f"the order to change ('{template.order_fact}') was not found"
+                          + (f": {escape_markdown(why)}." if why else "."))
         limit_name = self.ruleset.medication["max_daily_dose"]["param"]
         limit = self.ruleset.param(limit_name)
         if dose is not None and dose > limit:

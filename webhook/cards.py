@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from engine.fhir import is_fhir_id
 from engine.model import Decision, Evaluation, Firing, Ruleset, Suggestion
 from engine.templates import escape_markdown
 
@@ -217,6 +218,8 @@ def _find(order_id: str | None, orders: list[dict]) -> dict | None:
     if not order_id:
         return None
     wanted = order_id.removeprefix("MedicationRequest/")
+    if not is_fhir_id(wanted):
+        return None
     for order in orders:
         if order.get("resourceType") == "MedicationRequest" and order.get("id") == wanted:
             return order
