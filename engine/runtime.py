@@ -34,7 +34,7 @@ from .expressions import ExpressionError
 from .inputs import prepare_inputs, to_json_value
 from .model import (Comparison, Decision, Derivation, Evaluation, Exists, FactRef, Firing, Missing,
                     ParamRef, Rule, Ruleset, Suggestion)
-from .templates import Markdown, escape_markdown, render, render_plain
+from .templates import Markdown, TextTooLong, escape_markdown, render, render_plain
 
 SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
 
@@ -206,6 +206,12 @@ class _Run:
         return document
 
     def fire(self, rule: Rule) -> None:
+        try:
+            self._fire(rule)
+        except TextTooLong as error:
+            raise EvaluationError(f"rule '{rule.id}': {error}; card texts are capped") from None
+
+    def _fire(self, rule: Rule) -> None:
         # durable-rules runs an action once per matching branch of an `any`: one firing is the meaning.
         if rule.id in self._fired:
             return

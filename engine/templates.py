@@ -4,10 +4,15 @@ A card's detail is markdown, and the values a template inserts come from patient
 CommonMark on the way in, so a unit or id that reads `**URGENT** [log in](https://evil.example)` shows as written
 instead of as bold text and a link. The template's own text keeps its markdown. Summaries and suggestion labels
 are plain text (CDS Hooks) and insert values as they are.
+
+Every text is capped: rendering stops with TextTooLong as soon as a text passes TEXT_LIMIT characters, and a
+repetition (`'x' * n`) or power that alone would pass it is refused before it runs. One inserted value longer than
+VALUE_LIMIT is cut there, marked with an ellipsis, so long data cannot by itself push a card past the cap.
 """
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from functools import lru_cache
 
@@ -19,6 +24,9 @@ from .uncertain import SHOWN_TYPES
 
 # Names every template may use besides facts and parameters.
 TEMPLATE_GLOBALS = ("missing", "params", "ruleset", "evaluation_date", "band")
+
+TEXT_LIMIT = 10_000  # characters in one rendered text: a card detail, an appended line, a summary, a label
+VALUE_LIMIT = 500  # characters of one inserted value
 
 # Inline markup: escaped wherever it appears in a value. An underscore between two letters or digits cannot open
 # or close emphasis (CommonMark's flanking rules), so `liver_window_days` stays as it is.
@@ -53,8 +61,17 @@ def escape_markdown(value: object) -> str:
     return _ORDERED_START.sub(r"\1\\\2", text)
 
 
+class TextTooLong(jinja2.TemplateRuntimeError):
+    """A card text that would pass TEXT_LIMIT: stopped, never built."""
+
+
+def _shown(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= VALUE_LIMIT else text[:VALUE_LIMIT] + "…"
+
+
 def _inserted(value: object) -> str:
-    return value if isinstance(value, Markdown) else escape_markdown(value)
+    return value if isinstance(value, Markdown) else escape_markdown(_shown(value))
 
 
 def format_number(value) -> str:
@@ -70,8 +87,28 @@ def format_date(value) -> str:
     return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
 
 
+def _result_size(operator: str, left: object, right: object) -> float:
+    """How long `left * right` (a repeated text or list) or `left ** right` (in digits) would be; 0 otherwise."""
+    if operator == "*":
+        for sequence, times in ((left, right), (right, left)):
+            if isinstance(sequence, (str, list, tuple)) and isinstance(times, int):
+                return len(sequence) * times
+    if operator == "**" and all(isinstance(n, int) for n in (left, right)) and right > 0 and abs(left) > 1:
+        return right * math.log10(abs(left))
+    return 0
+
+
+class _CardTextEnvironment(SandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator: str, left, right):
+        if _result_size(operator, left, right) > TEXT_LIMIT:
+            raise TextTooLong(f"'{operator}' would build more than {TEXT_LIMIT:,} characters")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment(**options) -> SandboxedEnvironment:
-    environment = SandboxedEnvironment(undefined=NotAvailable, autoescape=False, keep_trailing_newline=False,
+    environment = _CardTextEnvironment(undefined=NotAvailable, autoescape=False, keep_trailing_newline=False,
                                        **options)
     environment.filters["num"] = format_number
     environment.filters["date"] = format_date
@@ -79,7 +116,7 @@ def _environment(**options) -> SandboxedEnvironment:
 
 
 _MARKDOWN_ENV = _environment(finalize=_inserted)
-_PLAIN_ENV = _environment()
+_PLAIN_ENV = _environment(finalize=_shown)
 
 
 @lru_cache(maxsize=4096)
@@ -103,11 +140,22 @@ def _used(text: str, context: dict) -> dict:
     return {name: context[name] for name in _template_names(text) if name in context}
 
 
+def _capped(text: str, context: dict, markdown: bool) -> str:
+    """The text rendered piece by piece, stopped as soon as it passes TEXT_LIMIT."""
+    pieces, size = [], 0
+    for piece in _compiled(text, markdown).generate(_used(text, context)):
+        size += len(piece)
+        if size > TEXT_LIMIT:
+            raise TextTooLong(f"the text {text[:60]!r} renders more than {TEXT_LIMIT:,} characters")
+        pieces.append(piece)
+    return "".join(pieces).strip()
+
+
 def render(text: str, context: dict) -> Markdown:
     """Markdown (a card detail, an appended line): every inserted value escaped."""
-    return Markdown(_compiled(text, True).render(_used(text, context)).strip())
+    return Markdown(_capped(text, context, markdown=True))
 
 
 def render_plain(text: str, context: dict) -> str:
     """Plain text (a summary, a suggestion label): values inserted as they are."""
-    return _compiled(text, False).render(_used(text, context)).strip()
+    return _capped(text, context, markdown=False)
