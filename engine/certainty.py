@@ -21,7 +21,7 @@ from .checks import condition_leaves
 from .expressions import parse_expression
 from .model import Compare, Decision, Evaluation, FactRef, ParamRef, Ruleset
 from .runtime import SUMMARY_LIMIT
-from .templates import format_number
+from .templates import escape_markdown, format_number
 from .uncertain import Possible, shown
 
 MAX_EVALUATIONS = 512  # beyond this, the bounded facts are treated as missing rather than tried one by one
@@ -160,7 +160,8 @@ def _not_decided(ruleset: Ruleset, evaluation: Evaluation, results: list[Evaluat
                  undecided: list[Possible]) -> Evaluation:
     fired = [set(r.fired_rules) for r in results]
     contested = sorted(set.union(*fired) - set.intersection(*fired))
-    note = (f"**Not decided for certain:** {'; '.join(_undecided_reason(p) for p in undecided)}. "
+    reasons = "; ".join(escape_markdown(_undecided_reason(p)) for p in undecided)  # they quote the record
+    note = (f"**Not decided for certain:** {reasons}. "
             f"Rule(s) {', '.join(f'`{r}`' for r in contested)} hold for some of these values and not for others. "
             f"No order is suggested until the record is exact.")
     decisions = [dataclasses.replace(d, detail=f"{d.detail}\n\n{note}", suggestion=None)
