@@ -1,16 +1,22 @@
 """Reload without downtime: a release picked up by the running server under load; a broken set refused."""
 import datetime as dt
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
 
 from engine import versions
 from tests.conftest import REPO, cdsrules_command, patient_record, running_server
+from tests.helpers import edited, without_uuids
+from webhook import check_rules
+from webhook.known_good import KnownGood, RulesRefused
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,3 +82,114 @@ def run_under_load(base, rules_copy, tmp_path, fhir, today):
     assert len(statuses) > 20 and set(statuses) == {200}
     assert versions_seen == {"1.0.0", "1.1.0"}
     assert "rules reload refused" in (tmp_path / "server.log").read_text()
+
+
+# --- the known-good set ------------------------------------------------------------------------
+
+
+def test_the_known_good_set_is_the_copy_that_loaded_not_the_folder_as_it_is_now(rules_copy, tmp_path):
+    kept = KnownGood(tmp_path / "kept")
+    released = rules_copy / "hetrombopag" / "1.0.0.yaml"
+    original = released.read_text()
+    kept.load_and_keep(rules_copy, 1.0, check_rules)
+    released.write_text(original + "# edited after release\n")
+    with pytest.raises(RulesRefused) as refused:
+        kept.load_and_keep(rules_copy, 2.0, check_rules)
+    assert f"{released}:0:0: at (document): released file was modified" in str(refused.value)  # as on disk
+    (catalog, _), marker = kept.load_last(check_rules)
+    assert marker == 1.0 and catalog.rulesets["hetrombopag"].rulesets["1.0.0"].source_text == original
+    assert not list((tmp_path / "kept" / "staging").iterdir())  # the refused copy is gone
+
+
+def test_a_kept_set_changed_afterwards_is_not_loaded(rules_copy, tmp_path):
+    kept = KnownGood(tmp_path / "kept")
+    kept.load_and_keep(rules_copy, 1.0, check_rules)
+    (copy,) = (tmp_path / "kept" / "kept").iterdir()
+    (copy / "hetrombopag" / "1.0.0.tests.yaml").write_text("tests: []\n")  # outside the release hash
+    assert kept.load_last(check_rules) is None
+
+
+def test_a_set_for_an_earlier_reload_never_replaces_a_later_one(rules_copy, tmp_path):
+    kept = KnownGood(tmp_path / "kept")
+    kept.load_and_keep(rules_copy, 2.0, check_rules)
+    kept.load_and_keep(rules_copy, 1.0, check_rules)  # a slow load of an earlier reload, done last
+    assert kept.load_last(check_rules)[1] == 2.0
+    assert len(list((tmp_path / "kept" / "kept").iterdir())) == 1  # one copy kept, the others removed
+
+
+# --- a worker started after the files changed serves the last good set -------------------------
+
+
+def test_a_worker_started_after_a_refused_reload_serves_the_last_good_set(rules_copy, tmp_path, fhir):
+    """A tampered release, refused by `cdsrules reload`; then every worker is killed with SIGKILL, one at a time.
+
+    The replacements must serve the last set that loaded (1.1.0, reloaded after the start), not the tampered file,
+    and the master must live on."""
+    today = dt.date.today()
+    fhir.reset(patient_record(today, platelets=20))
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    with running_server(tmp_path, "--rules", str(rules_copy), "--no-auth", "--workers", "2",
+                        env={"TMPDIR": str(temporary)}) as server:
+        released = rules_copy / "hetrombopag" / "1.1.0.yaml"
+        versions.release(released, today, "Protocol committee")
+        assert reload(rules_copy).returncode == 0
+        assert wait_for(lambda r: r["rulesets"] == ["hetrombopag@1.1.0"] and "reloadError" not in r, server.base_url)
+        expected = hook_cards(server.base_url, fhir)
+        assert expected and {card_version(c) for c in expected} == {"1.1.0"}
+
+        released.write_text(edited(released.read_text(), "value: 7.5\n", "value: 15\n"))  # a doubled dose cap
+        refused = reload(rules_copy)
+        assert refused.returncode == 1 and "released file was modified" in refused.stderr
+        assert wait_for(lambda r: "released file was modified" in r.get("reloadError", ""), server.base_url)
+
+        for worker in worker_pids(server):  # one at a time: its peer keeps serving meanwhile
+            os.kill(worker, signal.SIGKILL)
+            wait_until_replaced(server, worker)
+        for _ in range(6):  # every worker now started after the tampering
+            assert hook_cards(server.base_url, fhir) == expected
+        readiness = requests.get(server.base_url + "/readyz", timeout=5).json()
+        assert readiness["rulesets"] == ["hetrombopag@1.1.0"]
+        assert "released file was modified" in readiness["reloadError"]
+        assert server.process.poll() is None, server.log()
+        assert len(list(temporary.glob("cdsrules-rules-*"))) == 1  # where the master keeps the last good set
+    assert not list(temporary.glob("cdsrules-rules-*"))  # removed when the server stopped
+
+
+def reload(rules: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cdsrules_command() + ["reload", "--rules", str(rules)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def hook_cards(base: str, fhir) -> list[dict]:
+    """The cards of one patient-view call on a new connection, without their random uuids."""
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": fhir.url,
+            "context": {"userId": "Practitioner/dr1", "patientId": "p1"}}
+    answer = requests.post(base + "/cds-services/hetrombopag-patient-view", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return without_uuids(answer.json()["cards"])
+
+
+def card_version(card: dict) -> str:
+    return card["extension"]["cdsrules.provenance"]["version"]
+
+
+def worker_pids(server) -> list[int]:
+    pid = server.process.pid
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def wait_until_replaced(server, dead: int, count: int = 2, timeout: float = 20) -> None:
+    """The master has `count` workers again, `dead` not among them; fails at once if the master exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, f"the master exited:\n{server.log()}"
+        workers = worker_pids(server)
+        if len(workers) == count and dead not in workers:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"workers {worker_pids(server)}, not {count} without {dead}")
+

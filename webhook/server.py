@@ -3,7 +3,8 @@
 durable-rules gains nothing from threads and must be called under one lock, so we scale by worker processes. The
 app is not preloaded: each worker builds its own app (and engine) after the fork. Everything that can be wrong with
 the configuration is checked in the master first, so a bad ruleset stops `serve` with a message instead of a
-crash-looping worker pool.
+crash-looping worker pool. The master keeps the set it checked as the known-good one (webhook.known_good) that every
+worker, a replacement too, starts from.
 """
 from __future__ import annotations
 
@@ -16,13 +17,10 @@ from gunicorn.app.base import BaseApplication
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine import fhir
-from engine.errors import RulesetErrors
-from engine.versions import load_catalog
-from webhook import SITE_MAPPING, check_medications, create_app
+from webhook import check_rules, create_app, reload_marker
 from webhook import metrics, privacy
 from webhook.auth import AuthConfigError, read_config
-from webhook.services import released_rulesets
+from webhook.known_good import KnownGood, RulesRefused
 from webhook.store import Store, StoreError
 
 NO_AUTH_WARNING = (
@@ -87,16 +85,9 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int = 1) -> di
 
 
 def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) -> str | None:
-    """What would stop every worker from starting, as a message; None if all is well."""
-    try:
-        rulesets = released_rulesets(load_catalog(rules_dir))
-        check_medications(rulesets, fhir.load_site_mapping(Path(rules_dir) / SITE_MAPPING))
-    except (RulesetErrors, fhir.MappingError) as error:
-        return f"the rules in {rules_dir} are invalid:\n{error}"
-    except (OSError, ValueError) as error:
-        return f"cannot load the rules in {rules_dir}: {error}"
-    if not rulesets:
-        return f"no released ruleset under {rules_dir} (drafts are not served; see `cdsrules release`)"
+    """What would stop every worker from starting, as a message; None if all is well. The rules are not in it."""
+    if not Path(rules_dir).is_dir():
+        return f"--rules {rules_dir} is not a folder"
     if auth_config:
         try:
             read_config(auth_config)
@@ -114,6 +105,17 @@ def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) ->
     return None
 
 
+def keep_rules_at_start(rules_dir: str, known_good: KnownGood) -> str | None:
+    """Check the rules and keep them as the known-good set; what is wrong with them, as a message, or None."""
+    try:
+        catalog, _ = known_good.load_and_keep(Path(rules_dir), reload_marker(Path(rules_dir)), check_rules)
+    except RulesRefused as refused:
+        return f"the rules in {rules_dir} are refused:\n{refused}"
+    if not catalog.served_ids():
+        return f"no released ruleset under {rules_dir} (drafts are not served; see `cdsrules release`)"
+    return None
+
+
 def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None, auth_config: str | None,
           workbench: bool = False, threads: int = 1) -> int:
     """Run the service under gunicorn until stopped; the exit code."""
@@ -123,13 +125,23 @@ def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None
     if problem:
         sys.stderr.write(f"cdsrules serve: {problem}\n")
         return 2
-    app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config}
-    if workbench:
-        app_config["WORKBENCH"] = True
-    options = {**gunicorn_options(host, port, workers or default_workers(), threads),
-               **metrics.gunicorn_hooks()}  # multiprocess /metrics
-    privacy.ensure_key()  # one log pseudonym key for all workers
-    _Gunicorn(app_config, options).run()
+    known_good, master = KnownGood.create(), os.getpid()
+    try:
+        problem = keep_rules_at_start(rules_dir, known_good)
+        if problem:
+            sys.stderr.write(f"cdsrules serve: {problem}\n")
+            return 2
+        app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config,
+                      "KNOWN_GOOD_DIR": str(known_good.root)}
+        if workbench:
+            app_config["WORKBENCH"] = True
+        options = {**gunicorn_options(host, port, workers or default_workers(), threads),
+                   **metrics.gunicorn_hooks()}  # multiprocess /metrics
+        privacy.ensure_key()  # one log pseudonym key for all workers
+        _Gunicorn(app_config, options).run()
+    finally:
+        if os.getpid() == master:  # a worker leaves through here too (gunicorn forks inside run())
+            known_good.remove()
     return 0
 
 
