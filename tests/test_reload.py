@@ -1,4 +1,5 @@
-"""Reload without downtime: a release picked up by the running server under load; a broken set refused."""
+"""Reload without downtime: a release picked up by the running server under load; a broken set refused; a worker
+started after a refused reload serves the last good set; and no rules problem stops the server."""
 import datetime as dt
 import os
 import shutil
@@ -193,3 +194,60 @@ def wait_until_replaced(server, dead: int, count: int = 2, timeout: float = 20) 
         time.sleep(0.1)
     raise AssertionError(f"workers {worker_pids(server)}, not {count} without {dead}")
 
+
+# --- no rules problem stops the server ---------------------------------------------------------
+
+
+def _tamper_release(rules: Path) -> None:
+    released = rules / "hetrombopag" / "1.0.0.yaml"
+    released.write_text(released.read_text() + "# edited after release\n")
+
+
+def _break_yaml(rules: Path) -> None:
+    (rules / "hetrombopag" / "1.1.0.yaml").write_text("ruleset: hetrombopag\nrules: [unclosed\n")
+
+
+def _remove_site_mapping(rules: Path) -> None:
+    (rules / "site" / "fhir-r4.yaml").unlink()
+
+
+BREAKAGES = {"tampered release": (_tamper_release, "released file was modified"),
+             "bad YAML": (_break_yaml, "YAML syntax error"),
+             "missing site mapping": (_remove_site_mapping, "fhir-r4.yaml:0:0: at (document): cannot read the file")}
+
+
+@pytest.mark.parametrize("breakage", BREAKAGES)
+def test_a_server_started_with_broken_rules_stays_up_and_serves_once_they_are_fixed(breakage, rules_copy, tmp_path,
+                                                                                     fhir):
+    today = dt.date.today()
+    fhir.reset(patient_record(today, platelets=20))
+    good = tmp_path / "good"
+    shutil.copytree(rules_copy, good)
+    spoil, reason = BREAKAGES[breakage]
+    spoil(rules_copy)
+    with running_server(tmp_path, "--rules", str(rules_copy), "--no-auth", "--workers", "2",
+                        ready="/healthz") as server:
+        assert_not_ready(server.base_url, reason)
+        worker = worker_pids(server)[0]
+        os.kill(worker, signal.SIGKILL)
+        wait_until_replaced(server, worker)
+        assert_not_ready(server.base_url, reason)  # whichever worker answers, the replacement too
+
+        shutil.copytree(good, rules_copy, dirs_exist_ok=True)
+        assert reload(rules_copy).returncode == 0
+        assert wait_for(lambda r: r.get("rulesets") == ["hetrombopag@1.0.0"], server.base_url)
+        assert {card_version(c) for c in hook_cards(server.base_url, fhir)} == {"1.0.0"}
+        assert server.process.poll() is None, server.log()
+    assert reason in server.log()  # serve said what is wrong with the rules when it started
+
+
+def assert_not_ready(base: str, reason: str) -> None:
+    """Every worker says why in /readyz, and a hook call gets 503: OperationOutcome bodies, never a 500."""
+    for _ in range(6):
+        readiness = requests.get(base + "/readyz", timeout=10)
+        assert readiness.status_code == 503 and readiness.json()["resourceType"] == "OperationOutcome"
+        assert reason in readiness.json()["issue"][0]["diagnostics"]
+        call = requests.post(base + "/cds-services/hetrombopag-patient-view", timeout=10,
+                             json={"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
+                                   "context": {"userId": "Practitioner/dr1", "patientId": "p1"}})
+        assert call.status_code == 503 and call.json()["issue"][0]["code"] == "transient"

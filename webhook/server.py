@@ -1,10 +1,10 @@
 """The production server: the app factory under gunicorn, one engine per worker process.
 
 durable-rules gains nothing from threads and must be called under one lock, so we scale by worker processes. The
-app is not preloaded: each worker builds its own app (and engine) after the fork. Everything that can be wrong with
-the configuration is checked in the master first, so a bad ruleset stops `serve` with a message instead of a
-crash-looping worker pool. The master keeps the set it checked as the known-good one (webhook.known_good) that every
-worker, a replacement too, starts from.
+app is not preloaded: each worker builds its own app (and engine) after the fork. A bad auth config or store stops
+`serve` with a message before any worker starts. A rules problem never stops it: the master checks the rules and
+keeps the set as the known-good one (webhook.known_good) that every worker, a replacement too, starts from; with no
+good set, the workers come up answering 503 until `cdsrules reload` brings one.
 """
 from __future__ import annotations
 
@@ -129,8 +129,8 @@ def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None
     try:
         problem = keep_rules_at_start(rules_dir, known_good)
         if problem:
-            sys.stderr.write(f"cdsrules serve: {problem}\n")
-            return 2
+            sys.stderr.write(f"cdsrules serve: {problem}\nServing no rules (503, /readyz says why) until a good set "
+                             f"is in place and `cdsrules reload --rules {rules_dir}` is run.\n")
         app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config,
                       "KNOWN_GOOD_DIR": str(known_good.root)}
         if workbench:
