@@ -118,6 +118,15 @@ def test_a_set_for_an_earlier_reload_never_replaces_a_later_one(rules_copy, tmp_
     assert len(list((tmp_path / "kept" / "kept").iterdir())) == 1  # one copy kept, the others removed
 
 
+def test_an_unreadable_record_is_as_if_nothing_were_kept(rules_copy, tmp_path):
+    kept = KnownGood(tmp_path / "kept")
+    kept.load_and_keep(rules_copy, 1.0, check_rules)
+    (tmp_path / "kept" / "current.json").write_text("{not json")
+    assert kept.load_last(check_rules) is None
+    catalog, _ = kept.load_and_keep(rules_copy, 2.0, check_rules)  # loads, and is kept in its place
+    assert catalog.served_ids() == ["hetrombopag"] and kept.load_last(check_rules)[1] == 2.0
+
+
 # --- a worker started after the files changed serves the last good set -------------------------
 
 

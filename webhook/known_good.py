@@ -78,8 +78,8 @@ class KnownGood:
         if staging is not None:
             try:
                 self._keep(KeptSet(staging, tree_sha256(staging), marker))
-            except OSError as error:  # the set serves here all the same; workers started later load the older one
-                log.error("the loaded rule set could not be kept for workers started later: %s", error)
+            except Exception as error:  # noqa: BLE001 - the set serves here all the same; later workers load the older
+                log.error("the loaded rule set could not be kept for workers started later: %s", describe(error))
         return loaded
 
     def load_last(self, load: Callable[[Path], T]) -> tuple[T, float] | None:
@@ -120,9 +120,12 @@ class KnownGood:
     def _current(self) -> KeptSet | None:
         try:
             record = json.loads((self.root / CURRENT).read_text(encoding="utf-8"))
+            return KeptSet(self.root / KEPT / record["folder"], record["sha256"], float(record["marker"]))
         except FileNotFoundError:
             return None
-        return KeptSet(self.root / KEPT / record["folder"], record["sha256"], record["marker"])
+        except (OSError, ValueError, TypeError, KeyError) as error:  # unreadable: as if none were kept
+            log.error("the record of the known-good rule set is unreadable, ignored: %s", describe(error))
+            return None
 
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
