@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from engine import versions
-from tests.conftest import REPO, cdsrules_command, patient_record, running_server
+from tests.conftest import REPO, cdsrules_command, free_port, patient_record, running_server, write_auth_config
 from tests.helpers import edited, without_uuids
 from webhook import check_rules
 from webhook.known_good import KnownGood, RulesRefused
@@ -260,3 +260,30 @@ def assert_not_ready(base: str, reason: str) -> None:
                              json={"hook": "patient-view", "hookInstance": str(uuid.uuid4()),
                                    "context": {"userId": "Practitioner/dr1", "patientId": "p1"}})
         assert call.status_code == 503 and call.json()["issue"][0]["code"] == "transient"
+
+
+# --- nor does any other problem at a worker's start -------------------------------------------
+
+
+def test_a_worker_that_cannot_start_is_tried_again_and_the_master_lives_on(tmp_path, signer, fhir):
+    """The auth config broken after the start: a replacement worker cannot build its app. gunicorn's master shuts
+    down on a worker's boot-error exit; here it must keep starting workers until one can."""
+    port = free_port()
+    auth = write_auth_config(tmp_path, signer, f"http://127.0.0.1:{port}", [fhir.url])
+    good = auth.read_text()
+    with running_server(tmp_path, "--workers", "2", "--auth-config", str(auth), port=port) as server:
+        auth.write_text("issuers: 5\n")
+        first, second = worker_pids(server)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while server.log().count("this worker cannot start") < 2 and time.monotonic() < deadline:
+            assert server.process.poll() is None, f"the master exited:\n{server.log()}"
+            time.sleep(0.2)
+        assert server.log().count("this worker cannot start") >= 2 and "AuthConfigError" in server.log()
+        assert requests.get(server.base_url + "/readyz", timeout=10).status_code == 200  # its peer serves
+
+        auth.write_text(good)
+        os.kill(second, signal.SIGKILL)
+        wait_until_replaced(server, second)
+        assert wait_for(lambda r: r.get("status") == "ready", server.base_url)  # only new workers are left
+        assert server.process.poll() is None, server.log()

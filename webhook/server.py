@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
@@ -29,6 +30,9 @@ NO_AUTH_WARNING = (
 )
 
 
+RETRY_PAUSE = 2.0  # seconds before a worker that cannot start exits
+
+
 class _Gunicorn(BaseApplication):
     def __init__(self, app_config: dict, options: dict):
         self.app_config = app_config
@@ -40,12 +44,21 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        """Runs in each worker, after the fork; our log lines go where gunicorn's go."""
+        """Runs in each worker, after the fork; our log lines go where gunicorn's go.
+
+        An exception from here would end the worker with gunicorn's boot-error code, on which the master shuts
+        the whole server down. So a worker that cannot build its app (a config file broken since the start, the
+        store away) exits with code 1 after a pause instead, and the master starts another."""
         ours = logging.getLogger("webhook")
         ours.handlers = logging.getLogger("gunicorn.error").handlers
         ours.setLevel(logging.INFO)
         ours.propagate = False
-        return create_app(self.app_config)
+        try:
+            return create_app(self.app_config)
+        except Exception:  # noqa: BLE001 - whatever it is, the master must live on
+            ours.exception("this worker cannot start; another is started in %g s", RETRY_PAUSE)
+            time.sleep(RETRY_PAUSE)  # so that a lasting problem does not make the master spin
+            sys.exit(1)
 
 
 HEARTBEAT_DIR = "/dev/shm"
