@@ -287,3 +287,12 @@ def test_a_worker_that_cannot_start_is_tried_again_and_the_master_lives_on(tmp_p
         wait_until_replaced(server, second)
         assert wait_for(lambda r: r.get("status") == "ready", server.base_url)  # only new workers are left
         assert server.process.poll() is None, server.log()
+
+
+def test_serve_refuses_a_workbench_it_cannot_secure_before_any_worker_starts(tmp_path, signer, fhir):
+    """A config problem known at the start still stops `serve` at once, with its reason (workers would only retry)."""
+    auth = write_auth_config(tmp_path, signer, "http://127.0.0.1:8080", [fhir.url])  # no workbench: section
+    result = subprocess.run(cdsrules_command() + ["serve", "--workbench", "--auth-config", str(auth),
+                                                  "--port", str(free_port()), "--db", f"sqlite:///{tmp_path / 'db'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "needs a 'workbench:' section" in result.stderr

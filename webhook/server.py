@@ -97,7 +97,7 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int = 1) -> di
     }
 
 
-def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) -> str | None:
+def check_configuration(rules_dir: str, db_url: str, auth_config: str | None, workbench: bool = False) -> str | None:
     """What would stop every worker from starting, as a message; None if all is well. The rules are not in it."""
     if not Path(rules_dir).is_dir():
         return f"--rules {rules_dir} is not a folder"
@@ -105,6 +105,13 @@ def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) ->
         try:
             read_config(auth_config)
         except AuthConfigError as error:
+            return str(error)
+    if workbench:
+        from webhook.workbench.access import WorkbenchConfigError, policy_from
+
+        try:
+            policy_from(auth_config)
+        except WorkbenchConfigError as error:
             return str(error)
     # The schema is created or upgraded here, once, before any worker starts (workers migrate again on start,
     # which is then a no-op); the master's connections are closed so that no forked worker inherits one.
@@ -134,7 +141,7 @@ def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None
     """Run the service under gunicorn until stopped; the exit code."""
     if auth_config is None:
         sys.stderr.write(NO_AUTH_WARNING)
-    problem = check_configuration(rules_dir, db_url, auth_config)
+    problem = check_configuration(rules_dir, db_url, auth_config, workbench)
     if problem:
         sys.stderr.write(f"cdsrules serve: {problem}\n")
         return 2
