@@ -52,6 +52,8 @@ class KeptSet:
 
 
 class KnownGood:
+    """The known-good set kept under `root`, shared by the master and its workers; None: nothing is kept."""
+
     def __init__(self, root: Path | None):
         self.root = root
 

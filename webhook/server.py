@@ -1,10 +1,10 @@
 """The production server: the app factory under gunicorn, one engine per worker process.
 
 durable-rules gains nothing from threads and must be called under one lock, so we scale by worker processes. The
-app is not preloaded: each worker builds its own app (and engine) after the fork. A bad auth config or store stops
-`serve` with a message before any worker starts. A rules problem never stops it: the master checks the rules and
-keeps the set as the known-good one (webhook.known_good) that every worker, a replacement too, starts from; with no
-good set, the workers come up answering 503 until `cdsrules reload` brings one.
+app is not preloaded: each worker builds its own app (and engine) after the fork. A bad auth config, workbench
+credential or store stops `serve` with a message before any worker starts. A rules problem never stops it: the
+master checks the rules and keeps the set as the known-good one (webhook.known_good) that every worker, a
+replacement too, starts from; with no good set, the workers come up answering 503 until `cdsrules reload` brings one.
 """
 from __future__ import annotations
 
@@ -98,7 +98,9 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int = 1) -> di
 
 
 def check_configuration(rules_dir: str, db_url: str, auth_config: str | None, workbench: bool = False) -> str | None:
-    """What would stop every worker from starting, as a message; None if all is well. The rules are not in it."""
+    """What would stop every worker from starting, as a message; None if all is well.
+
+    Not the rules: a rules problem never stops the server (keep_rules_at_start)."""
     if not Path(rules_dir).is_dir():
         return f"--rules {rules_dir} is not a folder"
     if auth_config:
