@@ -143,8 +143,10 @@ class LiveServer:
 
 @contextlib.contextmanager
 def running_server(directory: Path, *arguments: str, env: dict | None = None, db_path: Path | None = None,
-                   port: int | None = None):
-    """`cdsrules serve ARGUMENTS` on a loopback port, ready, and stopped afterwards: as an operator starts it."""
+                   port: int | None = None, ready: str = "/readyz"):
+    """`cdsrules serve ARGUMENTS` on a loopback port, ready, and stopped afterwards: as an operator starts it.
+
+    Ready: `ready` answers 200 (/healthz for a server that is up but not ready)."""
     port = port or free_port()
     db_path = db_path or directory / "var" / "cds.db"
     log_path = directory / "server.log"
@@ -158,7 +160,7 @@ def running_server(directory: Path, *arguments: str, env: dict | None = None, db
                                    env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     server = LiveServer(f"http://127.0.0.1:{port}", process, log_path, db_path)
     try:
-        _wait_ready(server)
+        _wait_ready(server, ready)
         yield server
     finally:
         process.terminate()
@@ -178,13 +180,13 @@ def live_server(tmp_path_factory, signer, fhir_server):
         yield server
 
 
-def _wait_ready(server: LiveServer, timeout: float = 30) -> None:
+def _wait_ready(server: LiveServer, path: str = "/readyz", timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"the server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if requests.get(f"{server.base_url}/readyz", timeout=1).status_code == 200:
+            if requests.get(f"{server.base_url}{path}", timeout=1).status_code == 200:
                 return
         except requests.RequestException:
             pass

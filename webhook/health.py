@@ -1,6 +1,7 @@
 """Liveness and readiness for load balancers and orchestrators; no token needed.
 
-`/healthz`: the process answers. `/readyz`: rulesets are loaded and the store answers.
+`/healthz`: the process answers. `/readyz`: rulesets are loaded and the store answers; when no good set could be
+loaded, 503 with the reason.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def healthz() -> dict:
 @bp.get("/readyz")
 def readyz() -> dict:
     state = current_app.extensions["cdsrules"]
+    if state.active is None:
+        raise HookError(503, f"No rule set is loaded: {state.reload_error}")
     if not state.services:
         raise HookError(503, "No CDS service is loaded.")
     if not state.store.ping():

@@ -42,7 +42,7 @@ def runtime() -> "Runtime":
 
 @bp.get("/cds-services")
 def discovery() -> dict:
-    return {"services": [s.discovery() for s in runtime().services.values()]}
+    return {"services": [s.discovery() for s in runtime().require_rules().services.values()]}
 
 
 @bp.post("/cds-services/<service_id>")

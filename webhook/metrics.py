@@ -86,7 +86,8 @@ class _Metrics:
             if active is not self._seen_active:
                 self._set_released(self._seen_active, 0)
                 self._set_released(active, 1)
-                self.loaded_at.set(_timestamp(active.loaded_at))
+                if active is not None:  # None: no good set loaded in this worker
+                    self.loaded_at.set(_timestamp(active.loaded_at))
             self.reload_failed.set(1 if error else 0)
             self._seen_active, self._seen_error = active, error
 

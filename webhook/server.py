@@ -1,35 +1,37 @@
 """The production server: the app factory under gunicorn, one engine per worker process.
 
 durable-rules gains nothing from threads and must be called under one lock, so we scale by worker processes. The
-app is not preloaded: each worker builds its own app (and engine) after the fork. Everything that can be wrong with
-the configuration is checked in the master first, so a bad ruleset stops `serve` with a message instead of a
-crash-looping worker pool.
+app is not preloaded: each worker builds its own app (and engine) after the fork. A bad auth config, workbench
+credential or store stops `serve` with a message before any worker starts. A rules problem never stops it: the
+master checks the rules and keeps the set as the known-good one (webhook.known_good) that every worker, a
+replacement too, starts from; with no good set, the workers come up answering 503 until `cdsrules reload` brings one.
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from gunicorn.app.base import BaseApplication
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine import fhir
-from engine.errors import RulesetErrors
-from engine.versions import load_catalog
-from webhook import SITE_MAPPING, check_medications, create_app
+from webhook import check_rules, create_app, reload_marker
 from webhook import metrics, privacy
 from webhook.auth import AuthConfigError, check_config
 from webhook.hosts import host_name
-from webhook.services import released_rulesets
+from webhook.known_good import KnownGood, RulesRefused
 from webhook.store import Store, StoreError
 
 NO_AUTH_WARNING = (
     "WARNING: authentication is OFF (--no-auth). Any caller can use this service and make it fetch from any "
     "fhirServer. Use this only on a development machine; in production pass --auth-config FILE.\n"
 )
+
+
+RETRY_PAUSE = 2.0  # seconds before a worker that cannot start exits
 
 
 class _Gunicorn(BaseApplication):
@@ -43,12 +45,21 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        """Runs in each worker, after the fork; our log lines go where gunicorn's go."""
+        """Runs in each worker, after the fork; our log lines go where gunicorn's go.
+
+        An exception from here would end the worker with gunicorn's boot-error code, on which the master shuts
+        the whole server down. So a worker that cannot build its app (a config file broken since the start, the
+        store away) exits with code 1 after a pause instead, and the master starts another."""
         ours = logging.getLogger("webhook")
         ours.handlers = logging.getLogger("gunicorn.error").handlers
         ours.setLevel(logging.INFO)
         ours.propagate = False
-        return create_app(self.app_config)
+        try:
+            return create_app(self.app_config)
+        except Exception:  # noqa: BLE001 - whatever it is, the master must live on
+            ours.exception("this worker cannot start; another is started in %g s", RETRY_PAUSE)
+            time.sleep(RETRY_PAUSE)  # so that a lasting problem does not make the master spin
+            sys.exit(1)
 
 
 HEARTBEAT_DIR = "/dev/shm"
@@ -87,21 +98,23 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int = 1) -> di
     }
 
 
-def check_configuration(rules_dir: str, db_url: str, auth_config: str | None) -> str | None:
-    """What would stop every worker from starting, as a message; None if all is well."""
-    try:
-        rulesets = released_rulesets(load_catalog(rules_dir))
-        check_medications(rulesets, fhir.load_site_mapping(Path(rules_dir) / SITE_MAPPING))
-    except (RulesetErrors, fhir.MappingError) as error:
-        return f"the rules in {rules_dir} are invalid:\n{error}"
-    except (OSError, ValueError) as error:
-        return f"cannot load the rules in {rules_dir}: {error}"
-    if not rulesets:
-        return f"no released ruleset under {rules_dir} (drafts are not served; see `cdsrules release`)"
+def check_configuration(rules_dir: str, db_url: str, auth_config: str | None, workbench: bool = False) -> str | None:
+    """What would stop every worker from starting, as a message; None if all is well.
+
+    Not the rules: a rules problem never stops the server (keep_rules_at_start)."""
+    if not Path(rules_dir).is_dir():
+        return f"--rules {rules_dir} is not a folder"
     if auth_config:
         try:
             check_config(auth_config)
         except AuthConfigError as error:
+            return str(error)
+    if workbench:
+        from webhook.workbench.access import WorkbenchConfigError, policy_from
+
+        try:
+            policy_from(auth_config)
+        except WorkbenchConfigError as error:
             return str(error)
     # The schema is created or upgraded here, once, before any worker starts (workers migrate again on start,
     # which is then a no-op); the master's connections are closed so that no forked worker inherits one.
@@ -120,14 +133,14 @@ def check_allowed_hosts(names: list[str]) -> str | None:
     return f"--allowed-host {bad[0]!r} is not a host name" if bad else None
 
 
-def check_workbench(auth_config: str | None) -> str | None:
-    """What would stop every worker from mounting the workbench (its credential, its session secret)."""
-    from webhook.workbench.access import WorkbenchConfigError, policy_from
-
+def keep_rules_at_start(rules_dir: str, known_good: KnownGood) -> str | None:
+    """Check the rules and keep them as the known-good set; what is wrong with them, as a message, or None."""
     try:
-        policy_from(auth_config)
-    except WorkbenchConfigError as error:
-        return str(error)
+        catalog, _ = known_good.load_and_keep(Path(rules_dir), reload_marker(Path(rules_dir)), check_rules)
+    except RulesRefused as refused:
+        return f"the rules in {rules_dir} are refused:\n{refused}"
+    if not catalog.served_ids():
+        return f"no released ruleset under {rules_dir} (drafts are not served; see `cdsrules release`)"
     return None
 
 
@@ -136,19 +149,27 @@ def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None
     """Run the service under gunicorn until stopped; the exit code."""
     if auth_config is None:
         sys.stderr.write(NO_AUTH_WARNING)
-    problem = (check_allowed_hosts(allowed_hosts or []) or check_configuration(rules_dir, db_url, auth_config)
-               or (check_workbench(auth_config) if workbench else None))
+    problem = check_allowed_hosts(allowed_hosts or []) or check_configuration(rules_dir, db_url, auth_config, workbench)
     if problem:
         sys.stderr.write(f"cdsrules serve: {problem}\n")
         return 2
-    app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config,
-                  "ALLOWED_HOSTS": tuple(allowed_hosts or ())}
-    if workbench:
-        app_config["WORKBENCH"] = True
-    options = {**gunicorn_options(host, port, workers or default_workers(), threads),
-               **metrics.gunicorn_hooks()}  # multiprocess /metrics
-    privacy.ensure_key()  # one log pseudonym key for all workers
-    _Gunicorn(app_config, options).run()
+    known_good, master = KnownGood.create(), os.getpid()
+    try:
+        problem = keep_rules_at_start(rules_dir, known_good)
+        if problem:
+            sys.stderr.write(f"cdsrules serve: {problem}\nServing no rules (503, /readyz says why) until a good set "
+                             f"is in place and `cdsrules reload --rules {rules_dir}` is run.\n")
+        app_config = {"RULES_DIR": rules_dir, "DB_URL": db_url, "AUTH_CONFIG": auth_config,
+                      "KNOWN_GOOD_DIR": str(known_good.root), "ALLOWED_HOSTS": tuple(allowed_hosts or ())}
+        if workbench:
+            app_config["WORKBENCH"] = True
+        options = {**gunicorn_options(host, port, workers or default_workers(), threads),
+                   **metrics.gunicorn_hooks()}  # multiprocess /metrics
+        privacy.ensure_key()  # one log pseudonym key for all workers
+        _Gunicorn(app_config, options).run()
+    finally:
+        if os.getpid() == master:  # a worker leaves through here too (gunicorn forks inside run())
+            known_good.remove()
     return 0
 
 
