@@ -268,14 +268,15 @@ def test_suggestions_carry_whole_medication_requests(client, fhir):
     assert stops and stops[0]["type"] == "update" and stops[0]["resource"]["id"] == "mr-active"
 
 
-def test_an_audit_failure_does_not_fail_the_hook(make_app):
+def test_an_audit_failure_is_a_503_and_counted(make_app):
     app = make_app()
     client = app.test_client()
     store = app.extensions["cdsrules"].store
     with store.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE audit")
     body = order_sign_request("p1", [])
-    assert post(client, "/cds-services/hetrombopag-order-sign", body) == (200, {"cards": []})
+    status, answer = post(client, "/cds-services/hetrombopag-order-sign", body)
+    assert status == 503 and answer["resourceType"] == "OperationOutcome"
     assert store.audit_failures == 1
     assert client.get("/readyz").get_json()["auditFailures"] == 1
 

@@ -19,6 +19,7 @@ from engine.model import Evaluation, Ruleset
 from webhook import metrics
 from webhook.auth import current_issuer
 from webhook.cards import build_cards
+from webhook.outcome import HookError
 from webhook.prefetch import gather, is_safe_fetch_target
 from webhook.privacy import pseudonym
 from webhook.request import HookRequest, normalise_resource, parse_hook_request
@@ -96,7 +97,10 @@ def _may_fetch_from(url: str) -> bool:
 
 def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest, cards: list[dict],
            evaluation: Evaluation | None, started: float) -> None:
-    """Record the call before it is answered: what was decided, from which facts, by which exact rules."""
+    """Record the call before it is answered: what was decided, from which facts, by which exact rules.
+
+    A call whose record cannot be written is not answered (503): advice given without its record would be
+    advice no one can account for later."""
     state = runtime()
     versions = state.catalog.rulesets.get(ruleset.id) if ruleset else None
     release = versions.releases.get(ruleset.version) if versions else None
@@ -123,7 +127,8 @@ def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest,
                for c, t in zip(cards, topics, strict=True)],
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
-    state.store.add_audit(record)
+    if not state.store.add_audit(record):
+        raise HookError(503, "The decision could not be recorded, so it is not given; please try again.")
     log.info("%s %s@%s hookInstance=%s decision=%s patient=%s rules=%s cards=%s %.1f ms", service.id,
              record.ruleset, record.version, hook_request.hook_instance, record.decision_id,
              pseudonym(hook_request.patient_id), ",".join(record.fired_rules) or "-", ",".join(topics) or "-",
