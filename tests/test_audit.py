@@ -99,6 +99,20 @@ def test_a_hook_call_leaves_a_complete_audit_record(audited):
     assert store.audit_record(cards[0]["uuid"])["decision_id"] == record["decision_id"]
 
 
+def test_a_hook_instance_too_long_for_its_column_is_400_and_one_that_fits_is_recorded(audit_app, fhir_server):
+    """PostgreSQL refuses a string longer than its column: the request schema refuses it first, with a reason."""
+    client = audit_app.test_client()
+    fhir_server.reset(patient_record(TODAY, platelets=40))
+    body = {"hook": "patient-view", "fhirServer": fhir_server.url, "context": {"patientId": "p1"}}
+    too_long = client.post("/cds-services/hetrombopag-patient-view", json={**body, "hookInstance": "h" * 201})
+    assert too_long.status_code == 400 and "hookInstance" in too_long.get_json()["issue"][0]["diagnostics"]
+    fits = "h" * 199 + uuid.uuid4().hex[:1]
+    answer = client.post("/cds-services/hetrombopag-patient-view", json={**body, "hookInstance": fits})
+    assert answer.status_code == 200 and answer.get_json()["cards"]
+    store = audit_app.extensions["cdsrules"].store
+    assert [r["hook_instance"] for r in store.audit_rows()].count(fits) == 1
+
+
 def test_export_as_json_lines_and_csv(audited, store_url, capsys):
     _, record, _ = audited
     assert audit_cli("audit", "export", "--db", store_url) == 0

@@ -4,6 +4,7 @@ is killed with SIGKILL under load."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,8 @@ from tests.conftest import REPO, RULES_DIR, _wait_ready, LiveServer, cdsrules_co
     hetrombopag_order, order_sign_request, patient_record, prefetch_for
 from tests.fhir_server import FhirServer
 from tests.store_backends import store_url  # noqa: F401 - a fixture
-from webhook.store import AuditRecord, Store, StoreError, alembic_config, metadata
+from webhook.store import AuditRecord, Store, StoreError, alembic_config, audit, audit_card, feedback, metadata, \
+    seen_jti
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,6 +54,38 @@ def test_migrations_make_the_schema_the_code_expects_and_upgrading_again_changes
     store.create_tables()
     assert store.schema_revision() == "0001"
     assert len(store.feedback_rows()) == 1, "upgrading again keeps the rows"
+
+
+def _schema_at(name: str, *path: str) -> dict:
+    node = json.loads((REPO / "schemas" / f"{name}.schema.json").read_text())
+    for key in path:
+        node = node[key]
+    return node
+
+
+_FEEDBACK_ITEM = ("$defs", "feedbackRequest", "properties", "feedback", "items", "properties")
+# Every string that reaches a column, from where it is checked: a request, a ruleset or the auth config.
+_LIMITED = [
+    (_schema_at("cds-request", "properties", "hookInstance"), audit.c.hook_instance, 0),
+    (_schema_at("cds-request", "$defs", "id"), audit.c.patient_id, 0),
+    (_schema_at("cds-request", *_FEEDBACK_ITEM, "card"), feedback.c.card, 0),
+    (_schema_at("cds-request", *_FEEDBACK_ITEM, "card"), audit_card.c.card_uuid, 0),  # looked up by it
+    (_schema_at("cds-request", *_FEEDBACK_ITEM, "outcomeTimestamp"), feedback.c.outcome_timestamp, 0),
+    (_schema_at("ruleset", "properties", "id"), audit.c.ruleset, 0),
+    (_schema_at("ruleset", "properties", "id"), audit.c.service, len("-order-select")),  # <ruleset>-<hook>
+    (_schema_at("ruleset", "properties", "version"), audit.c.version, 0),
+    (_schema_at("ruleset", "$defs", "decision", "properties", "topic"), audit_card.c.topic, 0),
+    (_schema_at("ruleset", "$defs", "rule", "properties", "id"), audit_card.c.rule_id, 0),
+    (_schema_at("auth-config", "properties", "issuers", "items", "properties", "iss"), seen_jti.c.issuer, 0),
+]
+
+
+@pytest.mark.parametrize("schema,column,added", _LIMITED, ids=[str(column) for _, column, _ in _LIMITED])
+def test_every_string_that_reaches_a_column_is_limited_to_fit_it(schema, column, added):
+    """A value too long for its column is refused where it comes in (400 for a request), never lost in the store
+    (PostgreSQL refuses a string longer than its VARCHAR; SQLite keeps it)."""
+    assert "maxLength" in schema, f"nothing limits what goes into {column}"
+    assert schema["maxLength"] + added <= column.type.length
 
 
 def test_workers_starting_together_migrate_once(store_url):
