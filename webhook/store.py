@@ -11,14 +11,16 @@ only a killed process (NORMAL would, and is cheaper, but an audit trail must not
 fsync cost about 0.3 ms per commit on our CI machine). PostgreSQL commits per request with its default
 `synchronous_commit=on`.
 
-Feedback is idempotent (a unique key over service, card, outcome and timestamp); a `jti` is kept until its token
-expires, which makes the replay check hold across worker processes and instances sharing the store.
+Feedback is idempotent (a unique key over service, card, outcome and timestamp); a `jti` is kept (as its sha256,
+so that an id of any length fits) until its token expires, which makes the replay check hold across worker
+processes and instances sharing the store.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -118,9 +121,9 @@ seen_jti = Table(
     "jti",
     metadata,
     Column("issuer", String(500), nullable=False),
-    Column("jti", String(500), nullable=False),
-    Column("expires_at", Integer, nullable=False, index=True),
-    PrimaryKeyConstraint("issuer", "jti"),
+    Column("jti_sha256", String(64), nullable=False),  # the token's jti may be of any length; its digest is not
+    Column("expires_at", BigInteger, nullable=False, index=True),  # 64 bits: tokens outlive 2038
+    PrimaryKeyConstraint("issuer", "jti_sha256"),
 )
 
 _JSON_COLUMNS = ("facts", "missing", "fired_rules", "decisions", "cards")
@@ -291,9 +294,9 @@ class Store:
 
     # --- schema -------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest migration; a no-op when it is there. Safe when several processes start
-        at once (PostgreSQL: an advisory lock in migrations/env.py; SQLite: BEGIN IMMEDIATE)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration (or to `revision`); a no-op when it is there. Safe when several
+        processes start at once (PostgreSQL: an advisory lock in migrations/env.py; SQLite: BEGIN IMMEDIATE)."""
         from alembic import command
 
         engine = make_engine(self.url, explicit_transactions=True)
@@ -302,7 +305,7 @@ class Store:
             with _MIGRATING, engine.begin() as connection:
                 config = alembic_config(self.url)
                 config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
         finally:
             engine.dispose()
 
@@ -459,7 +462,8 @@ class Store:
         """Record a token id until it expires; False if it was seen before (a replay)."""
         try:
             with self._turn(), self.engine.begin() as connection:
-                connection.execute(insert(seen_jti), {"issuer": issuer, "jti": jti, "expires_at": expires_at})
+                connection.execute(insert(seen_jti), {"issuer": issuer, "jti_sha256": _sha256(jti),
+                                                      "expires_at": min(expires_at, _LATEST_EXPIRY)})
         except IntegrityError:
             return False
         self._forget_expired_jti()
@@ -472,6 +476,13 @@ class Store:
                 connection.execute(delete(seen_jti).where(seen_jti.c.expires_at < int(time.time())))
         except OperationalError as error:
             log.info("expired jti cleanup skipped: %s", type(error).__name__)
+
+
+_LATEST_EXPIRY = 2**63 - 1  # a token's exp may be any number; a BIGINT holds up to this
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()  # a JSON string may hold a lone surrogate
 
 
 def _iso(value: str | dt.date) -> str:
