@@ -131,6 +131,27 @@ def test_schema_violation_is_400(client, body):
     assert status == 400 and "schema" in outcome["issue"][0]["diagnostics"]
 
 
+@pytest.mark.parametrize("path,body", [
+    ("/cds-services/hetrombopag-order-sign",
+     b'{"hook": "order-sign", "hookInstance": "\\ud800", "context": {"patientId": "p1", "draftOrders": []}}'),
+    ("/cds-services/hetrombopag-order-sign",  # the same surrogate as raw bytes, which json.loads lets through
+     b'{"hook": "order-sign", "hookInstance": "\xed\xa0\x80", "context": {"patientId": "p1", "draftOrders": []}}'),
+    ("/cds-services/hetrombopag-order-sign/feedback",
+     b'{"feedback": [{"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-06-02T10:00:00Z",'
+     b' "overrideReason": {"userComment": "\\udfff"}}]}'),
+])
+def test_a_string_that_is_not_unicode_text_is_400(client, path, body):
+    """A lone surrogate is valid JSON but cannot be stored or logged as UTF-8: refused, never a 500."""
+    status, outcome = post(client, path, body)
+    assert status == 400 and "surrogate" in outcome["issue"][0]["diagnostics"]
+
+
+def test_a_surrogate_pair_is_text(client):
+    body = (b'{"hook": "order-sign", "hookInstance": "\\ud83d\\ude00",'
+            b' "context": {"patientId": "p1", "draftOrders": []}}')
+    assert post(client, "/cds-services/hetrombopag-order-sign", body) == (200, {"cards": []})
+
+
 def test_unknown_service_is_404(client):
     assert post(client, "/cds-services/no-such-service", order_sign_request("p1", []))[0] == 404
     assert post(client, "/cds-services/no-such-service/feedback", {"feedback": []})[0] == 404

@@ -8,6 +8,7 @@ further down sees them. A dose is never guessed: normalising only moves the dose
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -91,6 +92,8 @@ def _inline_refs(node: object, definitions: dict) -> object:
 MAX_JSON_DEPTH = 64  # FHIR resources nest about 10 deep; far deeper is an attack on our recursion
 MAX_RESOURCES = 10_000  # draft orders plus prefetched resources in one request
 
+# A surrogate as a JSON escape, or as the UTF-8-style bytes json.loads lets through (it decodes "surrogatepass").
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
 _SQUARE = bytes.maketrans(b"{}", b"[]")  # for depth, an object is an array
 
@@ -107,7 +110,20 @@ def load_json(body: bytes) -> object:
         too_deep = _depth_exceeds(document, MAX_JSON_DEPTH)
     if too_deep:
         raise bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    if (json.detect_encoding(body) != "utf-8" or _SURROGATE.search(body)) and _holds_lone_surrogate(document):
+        raise bad_request("The request body holds a string that is not Unicode text (a lone surrogate, such as "
+                          "\\ud800).")
     return document
+
+
+def _holds_lone_surrogate(document: object) -> bool:
+    """A lone surrogate parses as JSON but cannot be stored or logged as UTF-8: refused here, not failing there.
+    Only bodies in which _SURROGATE finds one (or not in UTF-8) are checked; a paired escape passes."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def nesting_depth(valid_json: bytes) -> int:
