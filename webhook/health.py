@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app
 
+from webhook import metrics
 from webhook.outcome import HookError
 
 bp = Blueprint("health", __name__)
@@ -25,7 +26,7 @@ def readyz() -> dict:
         raise HookError(503, "The store does not answer.")
     rulesets = sorted({s.ruleset.ref for s in state.services.values()})
     body = {"status": "ready", "rulesets": rulesets, "services": len(state.services),
-            "rulesLoadedAt": state.active.loaded_at, "auditFailures": state.store.audit_failures}
+            "rulesLoadedAt": state.active.loaded_at, "auditFailures": metrics.audit_failures()}
     if state.reload_error:
         body["reloadError"] = state.reload_error  # the last good set keeps serving
     return body

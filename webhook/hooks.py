@@ -128,6 +128,7 @@ def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
     if not state.store.add_audit(record):
+        metrics.count_audit_failure()
         raise HookError(503, "The decision could not be recorded, so it is not given; please try again.")
     log.info("%s %s@%s hookInstance=%s decision=%s patient=%s rules=%s cards=%s %.1f ms", service.id,
              record.ruleset, record.version, hook_request.hook_instance, record.decision_id,

@@ -285,8 +285,6 @@ class Store:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        self.audit_failures = 0  # audit writes lost in this process; see /readyz
-        self._lock = threading.Lock()
         self._turn = _write_queue(url)
         dialect = self.engine.dialect
         self._insert_audit = _DriverInsert(audit, (*_AUDIT_FIELDS, "created_at"), dialect)
@@ -366,7 +364,7 @@ class Store:
     # --- audit --------------------------------------------------------------------------
 
     def add_audit(self, record: AuditRecord) -> bool:
-        """Write the audit record of one hook call; a failure is logged and counted, never raised."""
+        """Write the audit record of one hook call; False if it could not be (logged, never raised)."""
         created_at = _now()
         # Shallow: the JSON columns are serialised below anyway, so asdict's deep copy would be wasted work.
         row = {name: getattr(record, name) for name in _AUDIT_FIELDS}
@@ -384,8 +382,6 @@ class Store:
                     self._insert_audit_card.run(connection, cards)
             return True
         except SQLAlchemyError as error:
-            with self._lock:
-                self.audit_failures += 1
             log.error("audit write failed for hookInstance %s (%s@%s): %s", record.hook_instance,
                       record.ruleset, record.version, type(error).__name__)
             return False
