@@ -294,7 +294,8 @@ def _wait_for_workers(pid: int, count: int, gone: int | None = None, timeout: fl
 
 
 class Load:
-    """A few clients sending hook calls and feedback; remembers what was acknowledged with 200."""
+    """A few clients sending hook calls and feedback on the cards those calls issued; remembers what was
+    acknowledged with 200."""
 
     def __init__(self, base_url: str, bodies: dict[str, dict], total: int):
         self.base_url, self.bodies, self.total = base_url, bodies, total
@@ -302,37 +303,40 @@ class Load:
         self.acknowledged_calls: set[str] = set()
         self.acknowledged_cards: set[str] = set()
         self.failures = 0
+        self._issued: list[str] = []  # cards issued in acknowledged calls, not yet sent feedback
         self._lock = threading.Lock()
 
-    def _next(self) -> int | None:
+    def _next(self) -> tuple[int, str | None] | None:
+        """The next request's number, and the card to send feedback on (None: a hook call)."""
         with self._lock:
             if self.sent >= self.total:
                 return None
             self.sent += 1
-            return self.sent
+            card = self._issued.pop() if self.sent % 2 == 0 and self._issued else None
+            return self.sent, card
 
     def client(self) -> None:
         session = requests.Session()
-        while (n := self._next()) is not None:
-            if n % 2:
-                service_id, body = "hetrombopag-order-sign", {**self.bodies["order-sign"],
-                                                              "hookInstance": str(uuid.uuid4())}
-                path, key = f"/cds-services/{service_id}", body["hookInstance"]
+        while (turn := self._next()) is not None:
+            _, card = turn
+            if card is None:
+                body = {**self.bodies["order-sign"], "hookInstance": str(uuid.uuid4())}
+                path, key = "/cds-services/hetrombopag-order-sign", body["hookInstance"]
             else:
-                key = str(uuid.uuid4())
-                path = "/cds-services/hetrombopag-order-sign/feedback"
-                body = {"feedback": [{"card": key, "outcome": "accepted",
+                path, key = "/cds-services/hetrombopag-order-sign/feedback", card
+                body = {"feedback": [{"card": card, "outcome": "accepted",
                                       "outcomeTimestamp": "2026-06-02T10:00:00Z"}]}
             try:
-                status = session.post(self.base_url + path, json=body, timeout=10).status_code
+                response = session.post(self.base_url + path, json=body, timeout=10)
             except requests.RequestException:
-                status = None
+                response = None
                 session = requests.Session()
             with self._lock:
-                if status != 200:
+                if response is None or response.status_code != 200:
                     self.failures += 1
-                elif n % 2:
+                elif card is None:
                     self.acknowledged_calls.add(key)
+                    self._issued += [c["uuid"] for c in response.json()["cards"]]
                 else:
                     self.acknowledged_cards.add(key)
         session.close()

@@ -305,10 +305,23 @@ def test_an_audit_failure_is_a_503_and_counted(make_app):
 # --- feedback -----------------------------------------------------------------------------------
 
 
-def test_feedback_is_stored_once(client, app):
+def issued_card(client, fhir, service_id: str) -> str:
+    """The uuid of a card the service issued in a call just made (feedback is taken only for those)."""
+    fhir.reset(patient_record(TODAY, platelets=40))
+    hook = service_id.removeprefix("hetrombopag-")
+    draft = hetrombopag_order("draft-1", "p1", 5, "draft", TODAY)
+    body = {**order_sign_request("p1", [draft], fhirServer=fhir.url), "hook": hook}
+    if hook == "patient-view":
+        body["context"] = {"patientId": "p1"}
+    status, answer = post(client, f"/cds-services/{service_id}", body)
+    assert status == 200 and answer["cards"]
+    return answer["cards"][0]["uuid"]
+
+
+def test_feedback_is_stored_once(client, app, fhir):
     feedback = json.loads((EXTERNAL / "hl7-cds-hooks-2.0.1/feedback-accepted.json").read_text())
     item = feedback["feedback"][0]
-    item["card"] = str(uuid.uuid4())
+    item["card"] = issued_card(client, fhir, "hetrombopag-order-sign")
     for _ in range(2):
         response = client.post("/cds-services/hetrombopag-order-sign/feedback", json=feedback)
         assert response.status_code == 200 and response.get_json() == {}
@@ -318,8 +331,9 @@ def test_feedback_is_stored_once(client, app):
 
 
 @pytest.mark.parametrize("name", ["feedback-overridden.json", "feedback-overridden-with-reason.json"])
-def test_feedback_examples_are_accepted(client, name):
+def test_feedback_examples_are_accepted(client, fhir, name):
     feedback = json.loads((EXTERNAL / "hl7-cds-hooks-2.0.1" / name).read_text())
+    feedback["feedback"][0]["card"] = issued_card(client, fhir, "hetrombopag-patient-view")
     assert post(client, "/cds-services/hetrombopag-patient-view/feedback", feedback)[0] == 200
 
 

@@ -1,5 +1,7 @@
 """Feedback on cards: `POST /cds-services/<id>/feedback`, stored idempotently.
 
+Feedback is taken only for cards the service itself issued (the audit keeps every card shown, with its service):
+anything else is a 404 naming the card, and nothing of that request is stored.
 The same feedback (service, card, outcome, outcomeTimestamp) may arrive more than once; it is stored once.
 The spec defines no response body: we answer 200 with `{}`.
 """
@@ -8,8 +10,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook.outcome import HookError
+from webhook.outcome import HookError, not_found
 from webhook.request import load_json, validate
+from webhook.store import Store
 
 bp = Blueprint("feedback", __name__)
 
@@ -21,8 +24,17 @@ def receive(service_id: str) -> dict:
     document = load_json(request.get_data(cache=False))
     validate(document, "feedbackRequest")
     try:
+        _refuse_cards_not_issued(state.store, service.id, [item["card"] for item in document["feedback"]])
         for item in document["feedback"]:
             state.store.add_feedback(service.id, item)
     except SQLAlchemyError:
         raise HookError(503, "Feedback could not be stored; please send it again.") from None
     return {}
+
+
+def _refuse_cards_not_issued(store: Store, service_id: str, cards: list[str]) -> None:
+    issued_by = store.card_issuers(cards)
+    for card in cards:
+        if issued_by.get(card) != service_id:
+            raise not_found(f"The service '{service_id}' issued no card '{card}'; feedback is taken only for "
+                            "the cards a service issued.")

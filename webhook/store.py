@@ -354,6 +354,12 @@ class Store:
         except IntegrityError:
             return False
 
+    def card_issuers(self, card_uuids: list[str]) -> dict[str, str]:
+        """The service that issued each of these cards, for the cards the audit holds."""
+        query = select(audit_card.c.card_uuid, audit_card.c.service).where(audit_card.c.card_uuid.in_(card_uuids))
+        with self.engine.connect() as connection:
+            return {card: service for card, service in connection.execute(query)}
+
     def feedback_rows(self, service: str | None = None) -> list[dict]:
         query = select(feedback).order_by(feedback.c.id)
         if service:
