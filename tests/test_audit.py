@@ -119,6 +119,16 @@ def test_feedback_is_taken_only_for_cards_the_service_issued(audited, audit_app)
     assert [r["service"] for r in store.feedback_rows() if r["card"] == card] == ["hetrombopag-order-sign"]
 
 
+@pytest.mark.parametrize("timestamp", ["yesterday", "2026-06-02T10:00:00", "2026-06-02", "2026-02-30T10:00:00Z"])
+def test_an_outcome_timestamp_that_is_not_a_fhir_instant_is_400(audited, audit_app, timestamp):
+    store, _, cards = audited
+    feedback = {"feedback": [{"card": cards[0]["uuid"], "outcome": "accepted", "outcomeTimestamp": timestamp}]}
+    answer = audit_app.test_client().post("/cds-services/hetrombopag-order-sign/feedback", json=feedback)
+    assert answer.status_code == 400
+    assert "feedback/0/outcomeTimestamp" in answer.get_json()["issue"][0]["diagnostics"]
+    assert [r for r in store.feedback_rows() if r["card"] == cards[0]["uuid"]] == []
+
+
 def test_a_hook_instance_too_long_for_its_column_is_400_and_one_that_fits_is_recorded(audit_app, fhir_server):
     """PostgreSQL refuses a string longer than its column: the request schema refuses it first, with a reason."""
     client = audit_app.test_client()

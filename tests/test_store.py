@@ -19,7 +19,7 @@ import requests
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect
 
 from tests.conftest import REPO, RULES_DIR, _wait_ready, LiveServer, cdsrules_command, free_port, \
     hetrombopag_order, order_sign_request, patient_record, prefetch_for
@@ -70,7 +70,7 @@ _LIMITED = [
     (_schema_at("cds-request", "$defs", "id"), audit.c.patient_id, 0),
     (_schema_at("cds-request", *_FEEDBACK_ITEM, "card"), feedback.c.card, 0),
     (_schema_at("cds-request", *_FEEDBACK_ITEM, "card"), audit_card.c.card_uuid, 0),  # looked up by it
-    (_schema_at("cds-request", *_FEEDBACK_ITEM, "outcomeTimestamp"), feedback.c.outcome_timestamp, 0),
+    (_schema_at("cds-request", "$defs", "instant"), feedback.c.outcome_timestamp, 0),  # stored in UTC: shorter
     (_schema_at("ruleset", "properties", "id"), audit.c.ruleset, 0),
     (_schema_at("ruleset", "properties", "id"), audit.c.service, len("-order-select")),  # <ruleset>-<hook>
     (_schema_at("ruleset", "properties", "version"), audit.c.version, 0),
@@ -178,6 +178,55 @@ def test_feedback_is_stored_once(store_url):
     assert store.add_feedback("svc", item) is False
     assert store.add_feedback("svc", {**item, "outcomeTimestamp": "2026-06-02T10:00:01Z"}) is True
     assert [r["card"] for r in store.feedback_rows("svc")] == ["c1", "c1"]
+
+
+def test_one_instant_written_with_different_offsets_is_one_feedback(store_url):
+    store = Store(store_url)
+    store.migrate()
+    item = {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"}
+    assert store.add_feedback("svc", item) is True
+    for same in ("2026-06-02T10:00:00+00:00", "2026-06-02T12:00:00+02:00", "2026-06-02T10:00:00.000-00:00"):
+        assert store.add_feedback("svc", {**item, "outcomeTimestamp": same}) is False, same
+    assert [r["outcome_timestamp"] for r in store.feedback_rows()] == ["2026-06-02T10:00:00.000000Z"]
+
+
+def _insert_feedback_as_sent(store: Store, rows: list[tuple[str, str, str]]) -> None:
+    """Feedback rows as the store kept them before timestamps were put in UTC: (card, outcome, timestamp)."""
+    with store.engine.begin() as connection:
+        connection.execute(insert(feedback), [
+            {"service": "svc", "card": card, "outcome": outcome, "outcome_timestamp": timestamp,
+             "received_at": "2026-06-02T10:00:00.000+00:00"} for card, outcome, timestamp in rows])
+
+
+def test_upgrading_puts_feedback_timestamps_in_utc_and_keeps_one_row_per_instant(store_url):
+    store = Store(store_url)
+    store.migrate("0002")
+    _insert_feedback_as_sent(store, [
+        ("c1", "accepted", "2026-06-02T10:00:00Z"), ("c1", "accepted", "2026-06-02T12:00:00+02:00"),
+        ("c1", "overridden", "2026-06-02T10:00:00+00:00"),
+        ("c2", "accepted", "2026-06-02T10:00:00Z"), ("c2", "accepted", "2026-06-02T10:00:00.000000Z"),
+        ("c3", "accepted", "yesterday")])
+    first = min(r["id"] for r in store.feedback_rows())
+    store.migrate()
+    rows = store.feedback_rows()
+    assert [(r["card"], r["outcome"], r["outcome_timestamp"]) for r in rows] == [
+        ("c1", "accepted", "2026-06-02T10:00:00.000000Z"), ("c1", "overridden", "2026-06-02T10:00:00.000000Z"),
+        ("c2", "accepted", "2026-06-02T10:00:00.000000Z"), ("c3", "accepted", "yesterday")]
+    assert rows[0]["id"] == first, "of rows naming one instant, the first received is kept"
+
+
+def test_the_latest_outcome_is_the_latest_instant_whatever_its_offset(store_url):
+    store = Store(store_url)
+    store.migrate()
+    assert store.add_audit(_record([{"uuid": "card-a", "topic": "titration", "rule_id": "raise-dose"},
+                                    {"uuid": "card-b", "topic": "titration", "rule_id": "raise-dose"}]))
+    # card-a: overridden at 09:00 UTC, after it was accepted at 08:30 UTC (written +02:00, so later as text)
+    for outcome, timestamp in (("accepted", "2026-06-02T10:30:00+02:00"), ("overridden", "2026-06-02T09:00:00Z")):
+        store.add_feedback("svc", {"card": "card-a", "outcome": outcome, "outcomeTimestamp": timestamp})
+    # card-b: accepted at 06:00 UTC in a row kept as sent, then overridden at 07:00 UTC
+    _insert_feedback_as_sent(store, [("card-b", "accepted", "2026-06-02T11:00:00+05:00")])
+    store.add_feedback("svc", {"card": "card-b", "outcome": "overridden", "outcomeTimestamp": "2026-06-02T07:00:00Z"})
+    assert store.outcome_summary()["totals"] == {"shown": 2, "accepted": 0, "overridden": 2, "no_feedback": 0}
 
 
 def test_a_jti_seen_by_one_worker_is_a_replay_for_another(store_url):

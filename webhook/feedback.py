@@ -2,7 +2,8 @@
 
 Feedback is taken only for cards the service itself issued (the audit keeps every card shown, with its service):
 anything else is a 404 naming the card, and nothing of that request is stored.
-The same feedback (service, card, outcome, outcomeTimestamp) may arrive more than once; it is stored once.
+The same feedback (service, card, outcome, outcomeTimestamp) may arrive more than once; it is stored once, the
+timestamp must be a FHIR instant and is kept in UTC, so the same instant written with another offset is the same.
 The spec defines no response body: we answer 200 with `{}`.
 """
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
-from webhook.outcome import HookError, not_found
+from webhook.outcome import HookError, bad_request, not_found
 from webhook.request import load_json, validate
-from webhook.store import Store
+from webhook.store import Store, utc_instant
 
 bp = Blueprint("feedback", __name__)
 
@@ -23,6 +24,7 @@ def receive(service_id: str) -> dict:
     service = state.service(service_id)
     document = load_json(request.get_data(cache=False))
     validate(document, "feedbackRequest")
+    _refuse_timestamps_that_are_not_instants(document["feedback"])
     try:
         _refuse_cards_not_issued(state.store, service.id, [item["card"] for item in document["feedback"]])
         for item in document["feedback"]:
@@ -30,6 +32,15 @@ def receive(service_id: str) -> dict:
     except SQLAlchemyError:
         raise HookError(503, "Feedback could not be stored; please send it again.") from None
     return {}
+
+
+def _refuse_timestamps_that_are_not_instants(items: list[dict]) -> None:
+    """The schema checks the form of each outcomeTimestamp; this, that it names a real instant (not 30 February)."""
+    for index, item in enumerate(items):
+        try:
+            utc_instant(item["outcomeTimestamp"])
+        except ValueError as error:
+            raise bad_request(f"feedback/{index}/outcomeTimestamp is not a FHIR instant: {error}") from None
 
 
 def _refuse_cards_not_issued(store: Store, service_id: str, cards: list[str]) -> None:

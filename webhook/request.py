@@ -172,6 +172,8 @@ def validate(document: object, definition: str | None = None) -> None:
         return
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
     message = error.message if len(error.message) <= 200 else f"fails the '{error.validator}' rule"
+    if len(error.message) > 200 and "description" in error.schema:
+        message += f" ({error.schema['description']})"
     if "fhirAuthorization" in error.absolute_path:
         message = f"fails the '{error.validator}' rule"
     raise bad_request(f"The request does not match the CDS Hooks request schema at {where}: {message}")

@@ -11,7 +11,8 @@ only a killed process (NORMAL would, and is cheaper, but an audit trail must not
 fsync cost about 0.3 ms per commit on our CI machine). PostgreSQL commits per request with its default
 `synchronous_commit=on`.
 
-Feedback is idempotent (a unique key over service, card, outcome and timestamp); a `jti` is kept (as its sha256,
+Feedback is idempotent (a unique key over service, card, outcome and timestamp, the timestamp in UTC so that one
+instant written with different offsets is one key); a `jti` is kept (as its sha256,
 so that an id of any length fits) until its token expires, which makes the replay check hold across worker
 processes and instances sharing the store.
 """
@@ -337,12 +338,13 @@ class Store:
     # --- feedback -----------------------------------------------------------------------
 
     def add_feedback(self, service: str, item: dict) -> bool:
-        """Store one feedback item; False if the same feedback was stored before."""
+        """Store one feedback item; False if the same feedback was stored before. ValueError if its
+        outcomeTimestamp is not an instant with a time zone."""
         row = {
             "service": service,
             "card": item["card"],
             "outcome": item["outcome"],
-            "outcome_timestamp": item["outcomeTimestamp"],
+            "outcome_timestamp": utc_instant(item["outcomeTimestamp"]),
             "accepted_suggestions": _json_or_none([s.get("id") for s in item.get("acceptedSuggestions") or []]),
             "override_reason": _json_or_none(item.get("overrideReason")),
             "received_at": _now(),
@@ -418,7 +420,8 @@ class Store:
                         ruleset: str | None = None) -> dict:
         """Cards shown and what became of them, from the audit joined with feedback on the card uuid.
 
-        A card's outcome is its latest feedback (by outcomeTimestamp): "accepted", "overridden", or "no feedback".
+        A card's outcome is its latest feedback (by the instant of outcomeTimestamp, then by arrival): "accepted",
+        "overridden", or "no feedback".
         `since`/`until` (dates or ISO timestamps, UTC, both included) bound when the card was shown. Returns:
 
             {"since": str | None, "until": str | None, "ruleset": str | None,
@@ -435,8 +438,7 @@ class Store:
         query = (select(audit_card.c.card_uuid, audit_card.c.topic, audit_card.c.rule_id, audit_card.c.created_at,
                         feedback.c.outcome, feedback.c.outcome_timestamp, feedback.c.override_reason, feedback.c.id)
                  .select_from(audit_card.outerjoin(feedback, feedback.c.card == audit_card.c.card_uuid))
-                 .order_by(audit_card.c.created_at, audit_card.c.card_uuid, feedback.c.outcome_timestamp,
-                           feedback.c.id))
+                 .order_by(audit_card.c.created_at, audit_card.c.card_uuid, feedback.c.id))
         if since is not None:
             query = query.where(audit_card.c.created_at >= _iso(since))
         if until is not None:
@@ -453,9 +455,13 @@ class Store:
             for row in connection.execute(query):
                 card = cards.setdefault(row.card_uuid, {"topic": row.topic, "rule_id": row.rule_id,
                                                         "day": row.created_at[:10], "outcome": None,
-                                                        "override": None})
-                if row.outcome is not None:  # rows come oldest feedback first: the last one wins
+                                                        "override": None, "latest": None})
+                if row.outcome is None:
+                    continue
+                latest = (_sortable_instant(row.outcome_timestamp), row.id)
+                if card["latest"] is None or latest > card["latest"]:
                     card["outcome"], card["override"] = row.outcome, _loads(row.override_reason)
+                    card["latest"] = latest
         return _summarise(cards, since, until, ruleset)
 
     # --- JWT ids ------------------------------------------------------------------------
@@ -478,6 +484,27 @@ class Store:
                 connection.execute(delete(seen_jti).where(seen_jti.c.expires_at < int(time.time())))
         except OperationalError as error:
             log.info("expired jti cleanup skipped: %s", type(error).__name__)
+
+
+def utc_instant(value: str) -> str:
+    """An instant with a time zone as UTC to the microsecond (`2026-06-02T10:00:00.000000Z`): one instant, however
+    written, is one text, and such texts sort in time order. ValueError if `value` is no such instant."""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError(f"{value!r} has no time zone")
+        return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00, before the first UTC instant Python can hold
+        raise ValueError(f"{value!r} is out of range") from None
+
+
+def _sortable_instant(value: str) -> str:
+    """For choosing the latest outcome by time; a timestamp stored before they were checked and that is not an
+    instant counts as the oldest."""
+    try:
+        return utc_instant(value)
+    except (TypeError, ValueError):
+        return ""
 
 
 _LATEST_EXPIRY = 2**63 - 1  # a token's exp may be any number; a BIGINT holds up to this
