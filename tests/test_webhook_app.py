@@ -125,6 +125,9 @@ def test_malformed_json_is_400(client):
     {"hook": "order-sign", "hookInstance": "h1", "context": {"patientId": "p1", "draftOrders": []},
      "fhirAuthorization": {"access_token": "t", "token_type": "Bearer"}},  # no fhirServer
     ["not", "an", "object"],
+    {"hook": "order-sign", "hookInstance": "h1\n2026-06-02 [INFO] forged", "context": {"patientId": "p1",
+                                                                                  "draftOrders": []}},
+    {"hook": "order-sign", "hookInstance": "h1\u2028forged", "context": {"patientId": "p1", "draftOrders": []}},
 ])
 def test_schema_violation_is_400(client, body):
     status, outcome = post(client, "/cds-services/hetrombopag-order-sign", body)

@@ -137,6 +137,17 @@ def test_errors_over_http(ehr, live_server):
     assert response.status_code == 413
 
 
+def test_no_request_value_starts_a_log_line_of_its_own(live_server):
+    """A newline in a value that is logged (here the path, by a refused token) is written as an escape."""
+    marker = f"forged-{uuid.uuid4().hex[:8]}"
+    response = requests.get(f"{live_server.base_url}/cds-services%0A{marker}%0D%0A{marker}",
+                            headers={"Authorization": "Bearer not.a.token"}, timeout=10)
+    assert response.status_code == 401
+    time.sleep(0.3)  # let the log flush
+    lines = [line for line in live_server.log().splitlines() if marker in line]
+    assert lines and not any(line.startswith(marker) for line in lines), lines
+
+
 def test_tokens_over_http(ehr, live_server):
     now = int(time.time())
     assert ehr.get("/cds-services", token=None).status_code == 401

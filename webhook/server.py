@@ -45,6 +45,9 @@ class _Gunicorn(BaseApplication):
         """Runs in each worker, after the fork; our log lines go where gunicorn's go."""
         ours = logging.getLogger("webhook")
         ours.handlers = logging.getLogger("gunicorn.error").handlers
+        for handler in ours.handlers:  # no request value in a log line can start a line of its own
+            if not any(isinstance(f, privacy.EscapeControlCharacters) for f in handler.filters):
+                handler.addFilter(privacy.EscapeControlCharacters())
         ours.setLevel(logging.INFO)
         ours.propagate = False
         return create_app(self.app_config)
