@@ -8,11 +8,11 @@ The spec defines no response body: we answer 200 with `{}`.
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from webhook.outcome import HookError, bad_request, not_found
-from webhook.request import load_json, validate
+from webhook.request import load_json, read_body, validate
 from webhook.store import Store, utc_instant
 
 bp = Blueprint("feedback", __name__)
@@ -22,7 +22,7 @@ bp = Blueprint("feedback", __name__)
 def receive(service_id: str) -> dict:
     state = current_app.extensions["cdsrules"]
     service = state.service(service_id)
-    document = load_json(request.get_data(cache=False))
+    document = load_json(read_body())
     validate(document, "feedbackRequest")
     _refuse_timestamps_that_are_not_instants(document["feedback"])
     try:

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app
 
 from engine import fhir
 from engine.audit import decision_summary
@@ -22,7 +22,7 @@ from webhook.cards import build_cards
 from webhook.outcome import HookError
 from webhook.prefetch import gather, is_safe_fetch_target
 from webhook.privacy import pseudonym
-from webhook.request import HookRequest, normalise_resource, parse_hook_request
+from webhook.request import HookRequest, normalise_resource, parse_hook_request, read_body
 from webhook.services import Service
 from webhook.store import AuditRecord
 
@@ -48,7 +48,7 @@ def call(service_id: str) -> dict:
     started = time.perf_counter()
     state = runtime()
     service = state.service(service_id)
-    hook_request = parse_hook_request(request.get_data(cache=False), service.hook)
+    hook_request = parse_hook_request(read_body(), service.hook)
     today = state.clock()
     ruleset = state.catalog.select(service.ruleset.id, today)
     if ruleset is None:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import jsonschema
+from flask import request
 from jsonschema import Draft202012Validator
 
 from webhook.outcome import HookError, bad_request
@@ -96,6 +97,18 @@ MAX_RESOURCES = 10_000  # draft orders plus prefetched resources in one request
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
 _SQUARE = bytes.maketrans(b"{}", b"[]")  # for depth, an object is an array
+
+
+def read_body() -> bytes:
+    """The body of the request being handled; over MAX_CONTENT_LENGTH it is 413, whether its length was declared or
+    it came chunked. (Of a chunked body werkzeug reads up to the limit and returns that much, which then failed
+    as JSON cut short: a 400.)"""
+    body = request.get_data(cache=False)
+    limit = request.max_content_length
+    if (limit is not None and request.content_length is None and len(body) >= limit
+            and request.environ.get("wsgi.input_terminated") and request.environ["wsgi.input"].read(1)):
+        raise HookError(413, f"The request body is larger than {limit} bytes.")
+    return body
 
 
 def load_json(body: bytes) -> object:
