@@ -99,6 +99,50 @@ def test_a_hook_call_leaves_a_complete_audit_record(audited):
     assert store.audit_record(cards[0]["uuid"])["decision_id"] == record["decision_id"]
 
 
+def test_feedback_is_taken_only_for_cards_the_service_issued(audited, audit_app):
+    store, _, cards = audited
+    client = audit_app.test_client()
+    card, never_issued = cards[0]["uuid"], str(uuid.uuid4())
+
+    def send(service_id: str, *card_uuids: str):
+        items = [{"card": c, "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"} for c in card_uuids]
+        return client.post(f"/cds-services/{service_id}/feedback", json={"feedback": items})
+
+    for service_id, sent, refused in (("hetrombopag-patient-view", [card], card),  # another service's card
+                                      ("hetrombopag-order-sign", [card, never_issued], never_issued)):
+        answer = send(service_id, *sent)
+        assert answer.status_code == 404
+        assert answer.get_json()["resourceType"] == "OperationOutcome"
+        assert refused in answer.get_json()["issue"][0]["diagnostics"]
+    assert [r for r in store.feedback_rows() if r["card"] in (card, never_issued)] == [], "none of it is kept"
+    assert send("hetrombopag-order-sign", card).status_code == 200
+    assert [r["service"] for r in store.feedback_rows() if r["card"] == card] == ["hetrombopag-order-sign"]
+
+
+@pytest.mark.parametrize("timestamp", ["yesterday", "2026-06-02T10:00:00", "2026-06-02", "2026-02-30T10:00:00Z"])
+def test_an_outcome_timestamp_that_is_not_a_fhir_instant_is_400(audited, audit_app, timestamp):
+    store, _, cards = audited
+    feedback = {"feedback": [{"card": cards[0]["uuid"], "outcome": "accepted", "outcomeTimestamp": timestamp}]}
+    answer = audit_app.test_client().post("/cds-services/hetrombopag-order-sign/feedback", json=feedback)
+    assert answer.status_code == 400
+    assert "feedback/0/outcomeTimestamp" in answer.get_json()["issue"][0]["diagnostics"]
+    assert [r for r in store.feedback_rows() if r["card"] == cards[0]["uuid"]] == []
+
+
+def test_a_hook_instance_too_long_for_its_column_is_400_and_one_that_fits_is_recorded(audit_app, fhir_server):
+    """PostgreSQL refuses a string longer than its column: the request schema refuses it first, with a reason."""
+    client = audit_app.test_client()
+    fhir_server.reset(patient_record(TODAY, platelets=40))
+    body = {"hook": "patient-view", "fhirServer": fhir_server.url, "context": {"patientId": "p1"}}
+    too_long = client.post("/cds-services/hetrombopag-patient-view", json={**body, "hookInstance": "h" * 201})
+    assert too_long.status_code == 400 and "hookInstance" in too_long.get_json()["issue"][0]["diagnostics"]
+    fits = "h" * 199 + uuid.uuid4().hex[:1]
+    answer = client.post("/cds-services/hetrombopag-patient-view", json={**body, "hookInstance": fits})
+    assert answer.status_code == 200 and answer.get_json()["cards"]
+    store = audit_app.extensions["cdsrules"].store
+    assert [r["hook_instance"] for r in store.audit_rows()].count(fits) == 1
+
+
 def test_export_as_json_lines_and_csv(audited, store_url, capsys):
     _, record, _ = audited
     assert audit_cli("audit", "export", "--db", store_url) == 0

@@ -9,7 +9,7 @@ import uuid
 import pytest
 import requests
 
-from tests.conftest import build_app, cdsrules_command, running_server
+from tests.conftest import TODAY, build_app, cdsrules_command, patient_record, running_server
 
 pytestmark = pytest.mark.timeout(120)
 DISCOVERY = "/cds-services"
@@ -70,6 +70,15 @@ def test_a_bad_allowed_host_stops_serve_with_a_message():
 FEEDBACK = f"{DISCOVERY}/hetrombopag-patient-view/feedback"
 
 
+def issued_card(client, fhir) -> str:
+    """A card the patient-view service issued just now: feedback is taken only for those."""
+    fhir.reset(patient_record(TODAY, platelets=40))
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "fhirServer": fhir.url,
+            "context": {"userId": "Practitioner/dr1", "patientId": "p1"}}
+    answer = client.post(DISCOVERY + "/hetrombopag-patient-view", json=body).get_json()
+    return answer["cards"][0]["uuid"]
+
+
 def feedback(card: str) -> dict:
     return {"feedback": [{"card": card, "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"}]}
 
@@ -99,8 +108,8 @@ def test_feedback_that_is_not_json_is_415(client, content_type):
 
 
 @pytest.mark.parametrize("headers", [{}, {"Origin": "http://localhost:3000", "Sec-Fetch-Site": "same-site"}])
-def test_feedback_from_an_ehr_server_or_a_local_page_is_stored(client, headers):
-    card = str(uuid.uuid4())
+def test_feedback_from_an_ehr_server_or_a_local_page_is_stored(client, fhir, headers):
+    card = issued_card(client, fhir)
     assert client.post(FEEDBACK, json=feedback(card), headers=headers).status_code == 200
     assert card in stored_cards(client)
 

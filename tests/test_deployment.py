@@ -65,12 +65,16 @@ def test_a_token_used_on_one_instance_is_a_replay_on_the_other(instances, signer
     assert send(instances[1], signer, "GET", "/cds-services").status_code == 200  # a fresh token is fine
 
 
-def test_feedback_sent_to_both_instances_is_kept_once(instances, signer, module_store_url):  # noqa: F811
-    feedback = {"feedback": [{"card": "card-sent-twice", "outcome": "overridden",
+def test_feedback_sent_to_both_instances_is_kept_once(instances, signer, fhir, module_store_url):  # noqa: F811
+    today = dt.date.today()
+    fhir.reset(patient_record(today, platelets=40))
+    body = order_sign_request("p1", [hetrombopag_order("draft-1", "p1", 5, "draft", today)], fhirServer=fhir.url)
+    card = send(instances[0], signer, "POST", f"/cds-services/{SERVICE}", json=body).json()["cards"][0]["uuid"]
+    feedback = {"feedback": [{"card": card, "outcome": "overridden",
                               "outcomeTimestamp": "2026-06-02T10:00:00Z",
                               "overrideReason": {"reason": {"code": "patient-preference"}}}]}
     for instance in instances:  # an EHR retrying against whichever instance the balancer picks
         response = send(instance, signer, "POST", f"/cds-services/{SERVICE}/feedback", json=feedback)
         assert response.status_code == 200, response.text
-    rows = [r for r in Store(module_store_url).feedback_rows(SERVICE) if r["card"] == "card-sent-twice"]
+    rows = [r for r in Store(module_store_url).feedback_rows(SERVICE) if r["card"] == card]
     assert len(rows) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +99,22 @@ def test_counts_add_up_across_two_workers(server, fhir_server):
             assert total(samples, "cdsrules_decisions_total", service=SERVICE, topic=topic) == count
         assert total(samples, "cdsrules_rules_reload_failed") == 0
         assert total(samples, "cdsrules_ruleset_version_loaded", ruleset="hetrombopag", version="1.0.0") == 1
+
+
+def test_readyz_counts_the_audit_failures_of_every_worker(server, fhir_server):
+    """Whichever worker answers /readyz, auditFailures is the count of both (it was each worker's own)."""
+    with sqlite3.connect(server.db_path) as db:
+        db.execute("DROP TABLE audit")  # the store answers, but no audit write can land
+    body = order_sign_request("p1", [])
+    with ThreadPoolExecutor(4) as pool:  # one connection per call, several at once: both workers take some
+        statuses = list(pool.map(lambda _: requests.post(f"{server.base_url}/cds-services/{SERVICE}", timeout=10,
+                                                         json={**body, "hookInstance": str(uuid.uuid4())}
+                                                         ).status_code, range(12)))
+        assert statuses == [503] * 12
+        seen = list(pool.map(lambda _: requests.get(f"{server.base_url}/readyz", timeout=10).json()["auditFailures"],
+                             range(16)))
+    assert seen == [12] * 16
+    assert total(scrape(server.base_url), "cdsrules_audit_failures_total") == 12
 
 
 def test_a_dead_workers_counts_stay(server, fhir_server):

@@ -38,6 +38,22 @@ def wait_for(condition, base, timeout=20):
     return streak >= 8
 
 
+def test_readyz_names_the_files_of_a_refused_set_without_server_paths(rules_copy, make_app):
+    """/readyz is public even with auth on: a refused reload names its files within the rules folder."""
+    client = make_app(RULES_DIR=str(rules_copy)).test_client()
+    broken = rules_copy / "hetrombopag" / "1.2.0.yaml"
+    broken.write_text((rules_copy / "hetrombopag" / "1.1.0.yaml").read_text()
+                      .replace("version: 1.1.0", "version: 1.2.0").replace("{param: max_daily_dose_mg}",
+                                                                           "{param: max_dose}", 1))
+    (rules_copy / versions.RELOAD_MARKER).touch()
+    deadline = time.monotonic() + 5  # the marker is looked at once a second
+    while "reloadError" not in (body := client.get("/readyz").get_json()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    error = body["reloadError"]
+    assert "rules/hetrombopag/1.2.0.yaml" in error and "max_dose" in error
+    assert str(rules_copy.parent) not in error and "/tmp" not in error
+
+
 def test_reload_under_load_activates_a_release_and_refuses_a_broken_set(rules_copy, tmp_path, fhir):
     today = dt.date.today()
     fhir.reset(patient_record(today, platelets=20))

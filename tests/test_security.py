@@ -111,6 +111,16 @@ def test_patient_ids_in_logs_are_pseudonyms(tmp_path, fhir_server, caplog):
     assert not any("ZX81" in r.getMessage() for r in caplog.records)
 
 
+def test_log_records_are_made_printable_and_numbers_keep_their_format():
+    import logging
+
+    from webhook.privacy import EscapeControlCharacters
+    record = logging.LogRecord("webhook.test", logging.INFO, __file__, 1, "%s took %.1f ms (%d)",
+                               ("h1\r\nforged\u2028line\x1b[31m", 2.25, 7), None)
+    assert EscapeControlCharacters().filter(record)
+    assert record.getMessage() == "h1\\r\\nforged\\u2028line\\x1b[31m took 2.2 ms (7)"
+
+
 def test_too_many_resources_in_one_request_is_413(tmp_path, fhir_server):
     client = build_app(tmp_path, fhir_server).test_client()
     observation = {"resourceType": "Observation", "id": "o", "status": "final", "code": {"text": "x"}}

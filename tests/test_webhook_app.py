@@ -125,10 +125,34 @@ def test_malformed_json_is_400(client):
     {"hook": "order-sign", "hookInstance": "h1", "context": {"patientId": "p1", "draftOrders": []},
      "fhirAuthorization": {"access_token": "t", "token_type": "Bearer"}},  # no fhirServer
     ["not", "an", "object"],
+    {"hook": "order-sign", "hookInstance": "h1\n2026-06-02 [INFO] forged", "context": {"patientId": "p1",
+                                                                                  "draftOrders": []}},
+    {"hook": "order-sign", "hookInstance": "h1\u2028forged", "context": {"patientId": "p1", "draftOrders": []}},
 ])
 def test_schema_violation_is_400(client, body):
     status, outcome = post(client, "/cds-services/hetrombopag-order-sign", body)
     assert status == 400 and "schema" in outcome["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/cds-services/hetrombopag-order-sign",
+     b'{"hook": "order-sign", "hookInstance": "\\ud800", "context": {"patientId": "p1", "draftOrders": []}}'),
+    ("/cds-services/hetrombopag-order-sign",  # the same surrogate as raw bytes, which json.loads lets through
+     b'{"hook": "order-sign", "hookInstance": "\xed\xa0\x80", "context": {"patientId": "p1", "draftOrders": []}}'),
+    ("/cds-services/hetrombopag-order-sign/feedback",
+     b'{"feedback": [{"card": "c1", "outcome": "overridden", "outcomeTimestamp": "2026-06-02T10:00:00Z",'
+     b' "overrideReason": {"userComment": "\\udfff"}}]}'),
+])
+def test_a_string_that_is_not_unicode_text_is_400(client, path, body):
+    """A lone surrogate is valid JSON but cannot be stored or logged as UTF-8: refused, never a 500."""
+    status, outcome = post(client, path, body)
+    assert status == 400 and "surrogate" in outcome["issue"][0]["diagnostics"]
+
+
+def test_a_surrogate_pair_is_text(client):
+    body = (b'{"hook": "order-sign", "hookInstance": "\\ud83d\\ude00",'
+            b' "context": {"patientId": "p1", "draftOrders": []}}')
+    assert post(client, "/cds-services/hetrombopag-order-sign", body) == (200, {"cards": []})
 
 
 def test_unknown_service_is_404(client):
@@ -268,25 +292,39 @@ def test_suggestions_carry_whole_medication_requests(client, fhir):
     assert stops and stops[0]["type"] == "update" and stops[0]["resource"]["id"] == "mr-active"
 
 
-def test_an_audit_failure_does_not_fail_the_hook(make_app):
+def test_an_audit_failure_is_a_503_and_counted(make_app):
     app = make_app()
     client = app.test_client()
     store = app.extensions["cdsrules"].store
+    failures = client.get("/readyz").get_json()["auditFailures"]  # counted per process here, per server in serve
     with store.engine.begin() as connection:
         connection.exec_driver_sql("DROP TABLE audit")
     body = order_sign_request("p1", [])
-    assert post(client, "/cds-services/hetrombopag-order-sign", body) == (200, {"cards": []})
-    assert store.audit_failures == 1
-    assert client.get("/readyz").get_json()["auditFailures"] == 1
+    status, answer = post(client, "/cds-services/hetrombopag-order-sign", body)
+    assert status == 503 and answer["resourceType"] == "OperationOutcome"
+    assert client.get("/readyz").get_json()["auditFailures"] == failures + 1
 
 
 # --- feedback -----------------------------------------------------------------------------------
 
 
-def test_feedback_is_stored_once(client, app):
+def issued_card(client, fhir, service_id: str) -> str:
+    """The uuid of a card the service issued in a call just made (feedback is taken only for those)."""
+    fhir.reset(patient_record(TODAY, platelets=40))
+    hook = service_id.removeprefix("hetrombopag-")
+    draft = hetrombopag_order("draft-1", "p1", 5, "draft", TODAY)
+    body = {**order_sign_request("p1", [draft], fhirServer=fhir.url), "hook": hook}
+    if hook == "patient-view":
+        body["context"] = {"patientId": "p1"}
+    status, answer = post(client, f"/cds-services/{service_id}", body)
+    assert status == 200 and answer["cards"]
+    return answer["cards"][0]["uuid"]
+
+
+def test_feedback_is_stored_once(client, app, fhir):
     feedback = json.loads((EXTERNAL / "hl7-cds-hooks-2.0.1/feedback-accepted.json").read_text())
     item = feedback["feedback"][0]
-    item["card"] = str(uuid.uuid4())
+    item["card"] = issued_card(client, fhir, "hetrombopag-order-sign")
     for _ in range(2):
         response = client.post("/cds-services/hetrombopag-order-sign/feedback", json=feedback)
         assert response.status_code == 200 and response.get_json() == {}
@@ -296,8 +334,9 @@ def test_feedback_is_stored_once(client, app):
 
 
 @pytest.mark.parametrize("name", ["feedback-overridden.json", "feedback-overridden-with-reason.json"])
-def test_feedback_examples_are_accepted(client, name):
+def test_feedback_examples_are_accepted(client, fhir, name):
     feedback = json.loads((EXTERNAL / "hl7-cds-hooks-2.0.1" / name).read_text())
+    feedback["feedback"][0]["card"] = issued_card(client, fhir, "hetrombopag-patient-view")
     assert post(client, "/cds-services/hetrombopag-patient-view/feedback", feedback)[0] == 200
 
 

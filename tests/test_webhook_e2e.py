@@ -137,6 +137,37 @@ def test_errors_over_http(ehr, live_server):
     assert response.status_code == 413
 
 
+def test_a_chunked_body_over_the_limit_is_413_like_one_with_a_length(ehr, live_server):
+    path = "/cds-services/hetrombopag-order-sign"
+    limit = 5 * 1024 * 1024
+
+    def chunked(size: int) -> tuple[int, dict]:
+        start, end = b'{"hook": "order-sign", "pad": "', b'"}'
+        body = start + b"x" * (size - len(start) - len(end)) + end
+        headers = {"Authorization": f"Bearer {ehr.signer.token(live_server.base_url + path)}",
+                   "Content-Type": "application/json"}
+        response = requests.post(live_server.base_url + path, headers=headers, timeout=20,
+                                 data=(body[i:i + 65536] for i in range(0, size, 65536)))  # no Content-Length
+        return response.status_code, response.json()
+
+    for size in (limit + 1, 6 * 1024 * 1024):
+        status, outcome = chunked(size)
+        assert status == 413 and outcome["issue"][0]["code"] == "too-long", size
+    status, outcome = chunked(limit)  # at the limit: read whole, and judged as a request
+    assert status == 400 and "schema" in outcome["issue"][0]["diagnostics"]
+
+
+def test_no_request_value_starts_a_log_line_of_its_own(live_server):
+    """A newline in a value that is logged (here the path, by a refused token) is written as an escape."""
+    marker = f"forged-{uuid.uuid4().hex[:8]}"
+    response = requests.get(f"{live_server.base_url}/cds-services%0A{marker}%0D%0A{marker}",
+                            headers={"Authorization": "Bearer not.a.token"}, timeout=10)
+    assert response.status_code == 401
+    time.sleep(0.3)  # let the log flush
+    lines = [line for line in live_server.log().splitlines() if marker in line]
+    assert lines and not any(line.startswith(marker) for line in lines), lines
+
+
 def test_tokens_over_http(ehr, live_server):
     now = int(time.time())
     assert ehr.get("/cds-services", token=None).status_code == 401

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app
 
 from engine import fhir
 from engine.audit import decision_summary
@@ -21,10 +21,10 @@ from engine.record import OtherPatientError, Record, own_record
 from webhook import metrics
 from webhook.auth import current_issuer
 from webhook.cards import OrderContext, build_cards
-from webhook.outcome import precondition_failed
+from webhook.outcome import HookError, precondition_failed
 from webhook.prefetch import gather, is_safe_fetch_target
 from webhook.privacy import pseudonym
-from webhook.request import HookRequest, normalise_resource, parse_hook_request
+from webhook.request import HookRequest, normalise_resource, parse_hook_request, read_body
 from webhook.services import Service
 from webhook.store import AuditRecord
 
@@ -50,7 +50,7 @@ def call(service_id: str) -> dict:
     started = time.perf_counter()
     state = runtime()
     service = state.service(service_id)
-    hook_request = parse_hook_request(request.get_data(cache=False), service.hook)
+    hook_request = parse_hook_request(read_body(), service.hook)
     today = state.clock()
     ruleset = state.catalog.select(service.ruleset.id, today)
     if ruleset is None:
@@ -118,7 +118,10 @@ def _may_fetch_from(url: str) -> bool:
 
 def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest, cards: list[dict],
            evaluation: Evaluation | None, started: float) -> None:
-    """Record the call before it is answered: what was decided, from which facts, by which exact rules."""
+    """Record the call before it is answered: what was decided, from which facts, by which exact rules.
+
+    A call whose record cannot be written is not answered (503): advice given without its record would be
+    advice no one can account for later."""
     state = runtime()
     versions = state.catalog.rulesets.get(ruleset.id) if ruleset else None
     release = versions.releases.get(ruleset.version) if versions else None
@@ -145,7 +148,9 @@ def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest,
                for c, t in zip(cards, topics, strict=True)],
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
-    state.store.add_audit(record)
+    if not state.store.add_audit(record):
+        metrics.count_audit_failure()
+        raise HookError(503, "The decision could not be recorded, so it is not given; please try again.")
     log.info("%s %s@%s hookInstance=%s decision=%s patient=%s rules=%s cards=%s %.1f ms", service.id,
              record.ruleset, record.version, hook_request.hook_instance, record.decision_id,
              pseudonym(hook_request.patient_id), ",".join(record.fired_rules) or "-", ",".join(topics) or "-",

@@ -1,4 +1,5 @@
-"""Prometheus `/metrics`: request latency per service, decisions by topic and ruleset version, reload status.
+"""Prometheus `/metrics`: request latency per service, decisions by topic and ruleset version, reload status, and
+audit writes that failed (which /readyz reports too, summed over the workers).
 
 Correct with several gunicorn workers: `cdsrules serve` sets PROMETHEUS_MULTIPROC_DIR in the master before any
 worker starts (`gunicorn_hooks`), every worker writes its samples to files there, and a scrape, whichever worker
@@ -69,6 +70,9 @@ class _Metrics:
         self.reloads = Counter(
             "cdsrules_rules_reloads", "Reloads of the rule set seen by the workers, by result (ok, refused).",
             ["result"], registry=registry)
+        self.audit_failures = Counter(
+            "cdsrules_audit_failures", "Hook calls whose audit record could not be written (answered 503).",
+            registry=registry)
         self._seen_active: Any = None
         self._seen_error: str | None = None
         self._lock = threading.Lock()
@@ -169,6 +173,22 @@ def record_decisions(service_id: str, ruleset_ref: str | None, topics: Iterable[
     metrics.evaluations.labels(service_id, ruleset, version).inc()
     for topic in topics:
         metrics.decisions.labels(service_id, ruleset, version, topic).inc()
+
+
+def count_audit_failure() -> None:
+    _metrics().audit_failures.inc()
+
+
+def audit_failures() -> int:
+    """Audit writes that failed since the server started, in all its workers: the same whichever worker asks."""
+    metrics = _metrics()
+    if metrics.registry is not None:
+        return int(metrics.registry.get_sample_value("cdsrules_audit_failures_total") or 0)
+    from prometheus_client import multiprocess
+
+    counters = [str(f) for f in Path(os.environ[MULTIPROC_ENV]).glob("counter_*.db")]
+    return int(sum(sample.value for family in multiprocess.MultiProcessCollector.merge(counters)
+                   for sample in family.samples if sample.name == "cdsrules_audit_failures_total"))
 
 
 @bp.get("/metrics")

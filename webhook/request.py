@@ -8,11 +8,13 @@ further down sees them. A dose is never guessed: normalising only moves the dose
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import jsonschema
+from flask import request
 from jsonschema import Draft202012Validator
 
 from webhook.outcome import HookError, bad_request
@@ -91,8 +93,22 @@ def _inline_refs(node: object, definitions: dict) -> object:
 MAX_JSON_DEPTH = 64  # FHIR resources nest about 10 deep; far deeper is an attack on our recursion
 MAX_RESOURCES = 10_000  # draft orders plus prefetched resources in one request
 
+# A surrogate as a JSON escape, or as the UTF-8-style bytes json.loads lets through (it decodes "surrogatepass").
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
 _SQUARE = bytes.maketrans(b"{}", b"[]")  # for depth, an object is an array
+
+
+def read_body() -> bytes:
+    """The body of the request being handled; over MAX_CONTENT_LENGTH it is 413, whether its length was declared or
+    it came chunked. (Of a chunked body werkzeug reads up to the limit and returns that much, which then failed
+    as JSON cut short: a 400.)"""
+    body = request.get_data(cache=False)
+    limit = request.max_content_length
+    if (limit is not None and request.content_length is None and len(body) >= limit
+            and request.environ.get("wsgi.input_terminated") and request.environ["wsgi.input"].read(1)):
+        raise HookError(413, f"The request body is larger than {limit} bytes.")
+    return body
 
 
 def load_json(body: bytes) -> object:
@@ -107,7 +123,20 @@ def load_json(body: bytes) -> object:
         too_deep = _depth_exceeds(document, MAX_JSON_DEPTH)
     if too_deep:
         raise bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    if (json.detect_encoding(body) != "utf-8" or _SURROGATE.search(body)) and _holds_lone_surrogate(document):
+        raise bad_request("The request body holds a string that is not Unicode text (a lone surrogate, such as "
+                          "\\ud800).")
     return document
+
+
+def _holds_lone_surrogate(document: object) -> bool:
+    """A lone surrogate parses as JSON but cannot be stored or logged as UTF-8: refused here, not failing there.
+    Only bodies in which _SURROGATE finds one (or not in UTF-8) are checked; a paired escape passes."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def nesting_depth(valid_json: bytes) -> int:
@@ -156,6 +185,8 @@ def validate(document: object, definition: str | None = None) -> None:
         return
     where = "/".join(str(p) for p in error.absolute_path) or "(root)"
     message = error.message if len(error.message) <= 200 else f"fails the '{error.validator}' rule"
+    if len(error.message) > 200 and "description" in error.schema:
+        message += f" ({error.schema['description']})"
     if "fhirAuthorization" in error.absolute_path:
         message = f"fails the '{error.validator}' rule"
     raise bad_request(f"The request does not match the CDS Hooks request schema at {where}: {message}")

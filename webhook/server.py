@@ -52,6 +52,9 @@ class _Gunicorn(BaseApplication):
         store away) exits with code 1 after a pause instead, and the master starts another."""
         ours = logging.getLogger("webhook")
         ours.handlers = logging.getLogger("gunicorn.error").handlers
+        for handler in ours.handlers:  # no request value in a log line can start a line of its own
+            if not any(isinstance(f, privacy.EscapeControlCharacters) for f in handler.filters):
+                handler.addFilter(privacy.EscapeControlCharacters())
         ours.setLevel(logging.INFO)
         ours.propagate = False
         try:

@@ -11,14 +11,17 @@ only a killed process (NORMAL would, and is cheaper, but an audit trail must not
 fsync cost about 0.3 ms per commit on our CI machine). PostgreSQL commits per request with its default
 `synchronous_commit=on`.
 
-Feedback is idempotent (a unique key over service, card, outcome and timestamp); a `jti` is kept until its token
-expires, which makes the replay check hold across worker processes and instances sharing the store.
+Feedback is idempotent (a unique key over service, card, outcome and timestamp, the timestamp in UTC so that one
+instant written with different offsets is one key); a `jti` is kept (as its sha256,
+so that an id of any length fits) until its token expires, which makes the replay check hold across worker
+processes and instances sharing the store.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Float,
     Index,
@@ -118,9 +122,9 @@ seen_jti = Table(
     "jti",
     metadata,
     Column("issuer", String(500), nullable=False),
-    Column("jti", String(500), nullable=False),
-    Column("expires_at", Integer, nullable=False, index=True),
-    PrimaryKeyConstraint("issuer", "jti"),
+    Column("jti_sha256", String(64), nullable=False),  # the token's jti may be of any length; its digest is not
+    Column("expires_at", BigInteger, nullable=False, index=True),  # 64 bits: tokens outlive 2038
+    PrimaryKeyConstraint("issuer", "jti_sha256"),
 )
 
 _JSON_COLUMNS = ("facts", "missing", "fired_rules", "decisions", "cards")
@@ -282,8 +286,6 @@ class Store:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        self.audit_failures = 0  # audit writes lost in this process; see /readyz
-        self._lock = threading.Lock()
         self._turn = _write_queue(url)
         dialect = self.engine.dialect
         self._insert_audit = _DriverInsert(audit, (*_AUDIT_FIELDS, "created_at"), dialect)
@@ -291,9 +293,9 @@ class Store:
 
     # --- schema -------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest migration; a no-op when it is there. Safe when several processes start
-        at once (PostgreSQL: an advisory lock in migrations/env.py; SQLite: BEGIN IMMEDIATE)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration (or to `revision`); a no-op when it is there. Safe when several
+        processes start at once (PostgreSQL: an advisory lock in migrations/env.py; SQLite: BEGIN IMMEDIATE)."""
         from alembic import command
 
         engine = make_engine(self.url, explicit_transactions=True)
@@ -302,7 +304,7 @@ class Store:
             with _MIGRATING, engine.begin() as connection:
                 config = alembic_config(self.url)
                 config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
         finally:
             engine.dispose()
 
@@ -336,12 +338,13 @@ class Store:
     # --- feedback -----------------------------------------------------------------------
 
     def add_feedback(self, service: str, item: dict) -> bool:
-        """Store one feedback item; False if the same feedback was stored before."""
+        """Store one feedback item; False if the same feedback was stored before. ValueError if its
+        outcomeTimestamp is not an instant with a time zone."""
         row = {
             "service": service,
             "card": item["card"],
             "outcome": item["outcome"],
-            "outcome_timestamp": item["outcomeTimestamp"],
+            "outcome_timestamp": utc_instant(item["outcomeTimestamp"]),
             "accepted_suggestions": _json_or_none([s.get("id") for s in item.get("acceptedSuggestions") or []]),
             "override_reason": _json_or_none(item.get("overrideReason")),
             "received_at": _now(),
@@ -353,6 +356,12 @@ class Store:
         except IntegrityError:
             return False
 
+    def card_issuers(self, card_uuids: list[str]) -> dict[str, str]:
+        """The service that issued each of these cards, for the cards the audit holds."""
+        query = select(audit_card.c.card_uuid, audit_card.c.service).where(audit_card.c.card_uuid.in_(card_uuids))
+        with self.engine.connect() as connection:
+            return {card: service for card, service in connection.execute(query)}
+
     def feedback_rows(self, service: str | None = None) -> list[dict]:
         query = select(feedback).order_by(feedback.c.id)
         if service:
@@ -363,7 +372,7 @@ class Store:
     # --- audit --------------------------------------------------------------------------
 
     def add_audit(self, record: AuditRecord) -> bool:
-        """Write the audit record of one hook call; a failure is logged and counted, never raised."""
+        """Write the audit record of one hook call; False if it could not be (logged, never raised)."""
         created_at = _now()
         # Shallow: the JSON columns are serialised below anyway, so asdict's deep copy would be wasted work.
         row = {name: getattr(record, name) for name in _AUDIT_FIELDS}
@@ -381,8 +390,6 @@ class Store:
                     self._insert_audit_card.run(connection, cards)
             return True
         except SQLAlchemyError as error:
-            with self._lock:
-                self.audit_failures += 1
             log.error("audit write failed for hookInstance %s (%s@%s): %s", record.hook_instance,
                       record.ruleset, record.version, type(error).__name__)
             return False
@@ -413,7 +420,8 @@ class Store:
                         ruleset: str | None = None) -> dict:
         """Cards shown and what became of them, from the audit joined with feedback on the card uuid.
 
-        A card's outcome is its latest feedback (by outcomeTimestamp): "accepted", "overridden", or "no feedback".
+        A card's outcome is its latest feedback (by the instant of outcomeTimestamp, then by arrival): "accepted",
+        "overridden", or "no feedback".
         `since`/`until` (dates or ISO timestamps, UTC, both included) bound when the card was shown. Returns:
 
             {"since": str | None, "until": str | None, "ruleset": str | None,
@@ -430,8 +438,7 @@ class Store:
         query = (select(audit_card.c.card_uuid, audit_card.c.topic, audit_card.c.rule_id, audit_card.c.created_at,
                         feedback.c.outcome, feedback.c.outcome_timestamp, feedback.c.override_reason, feedback.c.id)
                  .select_from(audit_card.outerjoin(feedback, feedback.c.card == audit_card.c.card_uuid))
-                 .order_by(audit_card.c.created_at, audit_card.c.card_uuid, feedback.c.outcome_timestamp,
-                           feedback.c.id))
+                 .order_by(audit_card.c.created_at, audit_card.c.card_uuid, feedback.c.id))
         if since is not None:
             query = query.where(audit_card.c.created_at >= _iso(since))
         if until is not None:
@@ -448,9 +455,13 @@ class Store:
             for row in connection.execute(query):
                 card = cards.setdefault(row.card_uuid, {"topic": row.topic, "rule_id": row.rule_id,
                                                         "day": row.created_at[:10], "outcome": None,
-                                                        "override": None})
-                if row.outcome is not None:  # rows come oldest feedback first: the last one wins
+                                                        "override": None, "latest": None})
+                if row.outcome is None:
+                    continue
+                latest = (_sortable_instant(row.outcome_timestamp), row.id)
+                if card["latest"] is None or latest > card["latest"]:
                     card["outcome"], card["override"] = row.outcome, _loads(row.override_reason)
+                    card["latest"] = latest
         return _summarise(cards, since, until, ruleset)
 
     # --- JWT ids ------------------------------------------------------------------------
@@ -459,7 +470,8 @@ class Store:
         """Record a token id until it expires; False if it was seen before (a replay)."""
         try:
             with self._turn(), self.engine.begin() as connection:
-                connection.execute(insert(seen_jti), {"issuer": issuer, "jti": jti, "expires_at": expires_at})
+                connection.execute(insert(seen_jti), {"issuer": issuer, "jti_sha256": _sha256(jti),
+                                                      "expires_at": min(expires_at, _LATEST_EXPIRY)})
         except IntegrityError:
             return False
         self._forget_expired_jti()
@@ -472,6 +484,34 @@ class Store:
                 connection.execute(delete(seen_jti).where(seen_jti.c.expires_at < int(time.time())))
         except OperationalError as error:
             log.info("expired jti cleanup skipped: %s", type(error).__name__)
+
+
+def utc_instant(value: str) -> str:
+    """An instant with a time zone as UTC to the microsecond (`2026-06-02T10:00:00.000000Z`): one instant, however
+    written, is one text, and such texts sort in time order. ValueError if `value` is no such instant."""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError(f"{value!r} has no time zone")
+        return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00, before the first UTC instant Python can hold
+        raise ValueError(f"{value!r} is out of range") from None
+
+
+def _sortable_instant(value: str) -> str:
+    """For choosing the latest outcome by time; a timestamp stored before they were checked and that is not an
+    instant counts as the oldest."""
+    try:
+        return utc_instant(value)
+    except (TypeError, ValueError):
+        return ""
+
+
+_LATEST_EXPIRY = 2**63 - 1  # a token's exp may be any number; a BIGINT holds up to this
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()  # a JSON string may hold a lone surrogate
 
 
 def _iso(value: str | dt.date) -> str:
