@@ -66,7 +66,7 @@ def read_document(path: str | Path, text: str | None = None) -> Document:
         _screen(text, name)
         node = loader.get_single_node()
         if node is not None:  # marks first: constructing flattens merge keys (<<) into the nodes
-            _record_marks(node, (), doc, errors)
+            _record_marks(node, (), doc, errors, set())
         doc.data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -123,8 +123,14 @@ def _refused(name: str, event, reason: str) -> RulesetErrors:
     return RulesetErrors([RulesetError(name, mark.line + 1, mark.column + 1, (), reason)])
 
 
-def _record_marks(node, path: tuple, doc: Document, errors: list) -> None:
+def _record_marks(node, path: tuple, doc: Document, errors: list, walked: set[int]) -> None:
+    """Marks of every key and value. What aliases share is walked once, so a path inside an alias is located at
+    the alias's key, or else at what the alias names."""
     doc.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.CollectionNode):
+        if id(node) in walked:
+            return
+        walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set = set()
         for key_node, value_node in node.value:
@@ -133,11 +139,11 @@ def _record_marks(node, path: tuple, doc: Document, errors: list) -> None:
                 errors.append(RulesetError(doc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                            path + (key,), f"the key '{key}' is written twice in this mapping"))
             seen.add(key)
-            _record_marks(value_node, path + (key,), doc, errors)
+            _record_marks(value_node, path + (key,), doc, errors, walked)
             doc.marks[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_marks(item, path + (index,), doc, errors)
+            _record_marks(item, path + (index,), doc, errors, walked)
 
 
 @lru_cache(maxsize=None)
@@ -179,12 +185,18 @@ def _deepest(error):
     return error
 
 
-def _jsonable(data):
-    """YAML dates become ISO strings so the JSON Schema sees what a JSON client would send."""
+def _jsonable(data, done: dict[int, object] | None = None):
+    """YAML dates become ISO strings so the JSON Schema sees what a JSON client would send. What aliases share is
+    converted once (`done`: id of a mapping or list -> its conversion)."""
+    done = {} if done is None else done
+    if isinstance(data, (dict, list)) and id(data) in done:
+        return done[id(data)]
     if isinstance(data, dict):
-        return {str(k): _jsonable(v) for k, v in data.items()}
+        converted = done[id(data)] = {str(k): _jsonable(v, done) for k, v in data.items()}
+        return converted
     if isinstance(data, list):
-        return [_jsonable(v) for v in data]
+        converted = done[id(data)] = [_jsonable(v, done) for v in data]
+        return converted
     if hasattr(data, "isoformat"):
         return data.isoformat()
     return data
