@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from engine.document import MAX_ALIASES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_VALUES, read_document
+from engine.checks import compute_strata
 from engine.errors import RulesetErrors
 from engine.loader import load_ruleset
 from tests.helpers import DEMO, ROOT, demo_text, edited, line_of
@@ -202,3 +203,15 @@ def test_what_aliases_share_is_walked_once():
     doc = read_document("shared.yaml", text)
     assert len(doc.marks) < 100
     assert doc.locate(("e", 8, 8, 8, 8)) == (4, 4)  # inside an alias: at what it names
+
+
+def test_a_chain_of_1200_derivations_checks_fine():
+    """Written last rule first, so that placing each rule needs the whole chain after it."""
+    count = 1200
+    facts = "".join(f"  c{i}: {{type: number, description: step {i}, derived: {str(i > 0).lower()}}}\n"
+                    for i in range(count + 1))
+    rules = "".join(f"  - {{id: c{i}, explanation: step {i}, when: {{exists: c{i - 1}}}, "
+                    f"then: {{derive: {{c{i}: {{expr: \"c{i - 1} + 1\"}}}}}}}}\n" for i in range(count, 0, -1))
+    text = edited(edited(demo_text(), "\nfacts:\n", "\nfacts:\n" + facts), "\nrules:\n", "\nrules:\n" + rules)
+    strata = compute_strata(load_ruleset(DEMO, text))
+    assert strata["c1"] == 0 and strata[f"c{count}"] == count - 1
