@@ -243,6 +243,8 @@ def plain_message(error) -> str:
         return f"{_describe(value)} is not in the expected form" + _hint(error)
     if kind in ("minItems", "minProperties", "minLength"):
         return "must not be empty"
+    if kind == "maxItems":
+        return f"at most {expected:,} items are allowed here; this list has {len(value):,}"
     if kind == "maxProperties" and isinstance(value, dict) and "fact" in value:
         return "a comparison takes exactly one operator: eq, ne, gt, gte, lt, lte or in"
     if kind == "minProperties" or (kind == "maxProperties"):

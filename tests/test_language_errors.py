@@ -1,4 +1,5 @@
 """Every invalid ruleset is rejected with file, line, column, path and a plain reason."""
+import json
 import subprocess
 import sys
 
@@ -215,3 +216,13 @@ def test_a_chain_of_1200_derivations_checks_fine():
     text = edited(edited(demo_text(), "\nfacts:\n", "\nfacts:\n" + facts), "\nrules:\n", "\nrules:\n" + rules)
     strata = compute_strata(load_ruleset(DEMO, text))
     assert strata["c1"] == 0 and strata[f"c{count}"] == count - 1
+
+
+def test_a_table_of_10000_rows_is_refused_at_its_rows():
+    rows_limit = json.loads((ROOT / "schemas" / "ruleset.schema.json").read_text())["$defs"]["table"][
+        "properties"]["rows"]["maxItems"]
+    rows = "".join(f'      - {{band: "({i}, {i + 1}]", output: {{param: low_dose_mg}}}}\n' for i in range(10_000))
+    text = edited(demo_text(), '      - {band: "(0, 20]", output: {param: low_dose_mg}}\n', rows)
+    (error,) = errors_for(text)
+    assert error.path == ("tables", "start_dose_by_weight", "rows") and error.line == line_of(text, "    rows:")
+    assert error.message == f"at most {rows_limit:,} items are allowed here; this list has 10,001"
