@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,28 @@ def test_gaps_and_overlaps_are_found_including_single_points():
     assert overlaps == [svg.Segment(90, 100)]
     chart = svg.table_chart(_table((0, 50, True, False), (60, None, True, False)))
     assert 'class="problem gap"' in chart and "gap at 50 to 60" in chart
+
+
+def _calls_to_chart(rows: int) -> int:
+    """The function calls (Python and C) made while charting a table of `rows` adjacent rows."""
+    table = _table(*((i, i + 1, True, False) for i in range(rows)))
+    calls = 0
+
+    def count(_frame, event, _arg) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        svg.table_chart(table)
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_a_table_of_the_most_rows_allowed_charts_in_time_linear_in_its_rows():
+    """Counted, not timed: twice the rows take about twice the calls (n log n at worst), not four times."""
+    assert _calls_to_chart(500) / _calls_to_chart(250) < 2.3
 
 
 def test_svg_text_is_escaped():
