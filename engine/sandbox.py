@@ -8,7 +8,7 @@ once it has held `versions_per_child` versions, and stopped after `idle_seconds`
 fails the one evaluation it was running with an EvaluationError that says so; the next evaluation starts a new
 child. A draft's templates can loop for as long as they like, so each call has `time_limit` seconds: past it the
 child is killed and the caller gets an EvaluationError that says so. Calls are made one at a time, so the limit
-counts a call's own running time.
+counts a call's own running time, and the child runs at a lower priority than the server that answers the EHR.
 `run` runs any function in the child, within the same limit.
 
 `SandboxEngine.evaluate` has `Engine.evaluate`'s signature, so run_tests, simulate and behavioural_impact take it
@@ -35,6 +35,7 @@ VERSIONS_PER_CHILD = 32  # about 45 MB of registered versions at most, before th
 IDLE_SECONDS = 600.0  # a child unused this long is stopped: the workbench is used now and then, not all day
 TIME_LIMIT_SECONDS = 10.0  # per call: checking hetrombopag (load, checks, charts, 50 tests) takes about 1 s
 START_SECONDS = 60.0  # for a new child to start, on a busy machine
+CHILD_NICENESS = 10  # the child yields the CPU to the workers answering the EHR
 PARENT_CHECK_SECONDS = 1.0
 T = TypeVar("T")
 
@@ -145,7 +146,7 @@ def _started_pool() -> ProcessPoolExecutor:
     """A pool whose child has started (spawn and imports take a second or more), so that no call's time limit is
     spent on it."""
     executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
+                                   initializer=_start_child, initargs=(os.getpid(),))
     try:
         executor.submit(os.getpid).result(timeout=START_SECONDS)
     except (TimeoutError, BrokenProcessPool):
@@ -166,6 +167,11 @@ def _kill(executor: ProcessPoolExecutor) -> None:
 
 _ENGINE: Engine | None = None
 _RULESETS: dict[str, Ruleset] = {}
+
+
+def _start_child(parent: int) -> None:
+    os.nice(CHILD_NICENESS)
+    _exit_with_parent(parent)
 
 
 def child_engine() -> Engine:

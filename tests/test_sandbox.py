@@ -16,7 +16,7 @@ from engine import runtime
 from engine.errors import EvaluationError
 from engine.loader import load_ruleset
 from engine.runtime import Engine
-from engine.sandbox import SandboxEngine
+from engine.sandbox import CHILD_NICENESS, SandboxEngine
 from engine.testing import case_facts, run_tests
 
 pytestmark = pytest.mark.timeout(120)
@@ -135,3 +135,6 @@ def test_a_call_past_the_time_limit_stops_the_child_and_the_next_call_gets_a_new
     finally:
         sandbox.close()
 
+
+def test_the_child_yields_the_cpu_to_the_server(sandbox):
+    assert sandbox.run(os.nice, 0, doing="asking") == min(os.nice(0) + CHILD_NICENESS, 19)
