@@ -22,6 +22,7 @@ from webhook.store import AuditRecord, Store
 from webhook.workbench import register_workbench, svg
 from webhook.workbench.access import WorkbenchConfigError, policy_from
 from webhook.workbench.markdown import render_markdown
+from tests.helpers import slow_draft
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "rules"
@@ -171,6 +172,41 @@ def test_checking_drafts_leaves_the_servers_engine_as_it_was(client):
     assert set(runtime._REGISTERED) == before
 
 
+def test_a_draft_is_parsed_checked_and_charted_in_the_child_not_in_this_process(client):
+    client.get("/workbench/check")  # the rules directory's own files are read here, once
+    text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text() + "\n# edited\n"
+    done_here: list[str] = []
+
+    def watch(frame, event, _arg) -> None:
+        code = frame.f_code
+        if event == "call" and (code.co_name in ("check_ruleset", "table_chart", "run_tests")
+                                or code.co_name == "read_document" and frame.f_locals.get("text") is not None):
+            done_here.append(code.co_name)
+
+    sys.setprofile(watch)
+    try:
+        answer = client.post("/workbench/check.json", json={"text": text, "ruleset": "hetrombopag"}).get_json()
+    finally:
+        sys.setprofile(None)
+    assert answer["ok"] and answer["tests"]
+    assert done_here == []
+
+
+def test_a_draft_past_the_time_limit_is_stopped_and_the_next_one_is_checked(tmp_path):
+    app = make_app(tmp_path)
+    sandbox = app.extensions["cdsrules.workbench"].engine
+    sandbox.time_limit = 3.0
+    client = app.test_client()
+    try:
+        answer = client.post("/workbench/check.json", json={"text": slow_draft(), "ruleset": "hetrombopag"})
+        assert answer.status_code == 200 and not answer.get_json()["ok"]
+        assert answer.get_json()["errors"][0]["message"] == "checking the draft took longer than 3 s, so it was stopped"
+        text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
+        assert client.post("/workbench/check.json", json={"text": text, "ruleset": "hetrombopag"}).get_json()["ok"]
+    finally:
+        sandbox.close()
+
+
 def test_a_draft_may_not_read_files_outside_the_rules_directory(client):
     text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
     text += "\n  - name: sneaky\n    date: 2026-03-05\n    fhir: ../../../../etc/passwd\n    expect: {}\n"
@@ -295,3 +331,17 @@ def test_simulation_keeps_an_order_started_before_day_zero():
     days = simulate(ruleset, mapping, resources, dt.date(2026, 3, 18), days=2)
     assert days[0].dose_before == 2.5
     assert "stop-platelets" in days[1].topics and days[1].dose is None
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("id: x\nnested: " + "[" * 3000 + "]" * 3000 + "\n", "maximum nesting depth"),
+    ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcdefgh", "bcdefghi")),
+     "more than 200,000 values"),
+    ("# padding\n" * 120_000, "at most 1,048,576 are read"),
+], ids=["deep", "alias-bomb", "oversize"])
+def test_a_draft_too_large_to_check_is_refused_with_its_reason(client, text, reason):
+    answer = client.post("/workbench/check.json", json={"text": text, "ruleset": "hetrombopag"})
+    assert answer.status_code == 200
+    (error,) = answer.get_json()["errors"]
+    assert reason in error["message"]

@@ -81,7 +81,7 @@ class Workbench:
     """Per process: the rules directory, a cache of its snapshot, the engine, the store and the clock."""
 
     rules_dir: Path
-    engine: Engine | SandboxEngine
+    engine: SandboxEngine
     store: Any  # webhook.store.Store
     clock: Callable[[], dt.date]
     cohort_dir: Path | None = None

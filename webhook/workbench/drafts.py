@@ -4,22 +4,26 @@ The text is loaded as if it were `rules/<ruleset>/<its version>.yaml`, so the dr
 (its sibling tests file, the FHIR bundles its tests name, the site mapping). Every error is shown at its line in
 the text. Once the schema passes, the decision tables are drawn even if later checks fail, so a gap or an overlap
 is seen where it is.
+
+The whole check (parsing, checks, charts and tests) runs in the workbench's sandbox child, within its time limit:
+a draft is untrusted text, and nothing of it runs in the worker that answers the EHR.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from flask import jsonify, render_template, request
 from markupsafe import Markup
 
 from engine.document import Document, read_document, schema_errors
-from engine.errors import RulesetError, RulesetErrors
+from engine.errors import EvaluationError, RulesetError, RulesetErrors
 from engine.loader import RULESET_SCHEMA, build_ruleset, load_ruleset
 from engine.model import Ruleset
 from engine.runtime import Engine
+from engine.sandbox import child_engine
 from engine.testing import CaseResult, run_tests
 from webhook.workbench import svg
 from webhook.workbench.views import bp, chosen_version, snapshot, workbench
@@ -83,11 +87,24 @@ class DraftCheck:
 def draft_path(rules_dir: Path, ruleset_id: str, text: str) -> Path:
     """Where the text would live: its ruleset's folder, named by its version when that is a semantic version."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = read_document(DRAFT_NAME, text).data
+    except RulesetErrors:
         data = None
     version = str(data.get("version", "")) if isinstance(data, dict) else ""
     return rules_dir / ruleset_id / f"{version if _SEMVER.match(version) else DRAFT_NAME}.yaml"
+
+
+def check_in_child(text: str, ruleset_id: str, rules_dir: Path) -> DraftCheck:
+    """check_draft, as the sandbox's child runs it (with the child's engine)."""
+    path = draft_path(rules_dir, ruleset_id, text)
+    try:
+        return check_draft(text, path, rules_dir, child_engine())
+    except Exception as exc:  # a draft must never take the page down; say what happened instead
+        return not_checked(path, f"the draft could not be checked: {type(exc).__name__}: {exc}")
+
+
+def not_checked(path: Path, reason: str) -> DraftCheck:
+    return DraftCheck(path, [RulesetError(str(path), 0, 0, (), reason)], [], None, [], {})
 
 
 def check_draft(text: str, path: Path, rules_dir: Path, engine: Engine) -> DraftCheck:
@@ -149,7 +166,13 @@ def _run(text: str, ruleset_id: str) -> DraftCheck:
     folders = _folders()
     if ruleset_id not in folders:
         ruleset_id = folders[0] if folders else "draft"
-    return check_draft(text, draft_path(rules_dir, ruleset_id, text), rules_dir, workbench().engine)
+    # The child keeps the draft's version once its tests have run, as it keeps every version it evaluates.
+    version = "draft " + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    try:
+        return workbench().engine.run(check_in_child, text, ruleset_id, rules_dir, doing="checking the draft",
+                                      version=version)
+    except EvaluationError as error:
+        return not_checked(rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml", str(error))
 
 
 @bp.route("/check", methods=["GET", "POST"])
