@@ -345,3 +345,17 @@ def test_a_draft_too_large_to_check_is_refused_with_its_reason(client, text, rea
     assert answer.status_code == 200
     (error,) = answer.get_json()["errors"]
     assert reason in error["message"]
+
+
+def test_the_json_check_shows_paths_inside_the_rules_folder_only(client):
+    text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
+    missing_bundle = text + ("\n  - name: missing bundle\n    date: 2026-03-05\n    fhir: tests/gone.json\n"
+                             "    expect: {}\n")
+    unknown_key = text.replace("version: 1.1.0", "version: 1.1.0\nextra: 1")
+    for draft in (missing_bundle, unknown_key):
+        answer = client.post("/workbench/check.json", json={"text": draft, "ruleset": "hetrombopag"})
+        assert str(REPO) not in answer.get_data(as_text=True)
+        found = answer.get_json()
+        assert found["file"] == "hetrombopag/1.1.0.yaml"
+        assert {e["file"] for e in found["errors"]} <= {"hetrombopag/1.1.0.yaml"}
+        assert found["errors"] or "hetrombopag/tests/gone.json" in str(found["tests"])

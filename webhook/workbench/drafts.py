@@ -10,7 +10,9 @@ a draft is untrusted text, and nothing of it runs in the worker that answers the
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,12 +97,34 @@ def draft_path(rules_dir: Path, ruleset_id: str, text: str) -> Path:
 
 
 def check_in_child(text: str, ruleset_id: str, rules_dir: Path) -> DraftCheck:
-    """check_draft, as the sandbox's child runs it (with the child's engine)."""
-    path = draft_path(rules_dir, ruleset_id, text)
+    """check_draft, as the sandbox's child runs it (with the child's engine), as the caller is shown it."""
+    path = rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml"
     try:
-        return check_draft(text, path, rules_dir, child_engine())
+        path = draft_path(rules_dir, ruleset_id, text)
+        check = check_draft(text, path, rules_dir, child_engine())
     except Exception as exc:  # a draft must never take the page down; say what happened instead
-        return not_checked(path, f"the draft could not be checked: {type(exc).__name__}: {exc}")
+        check = not_checked(path, f"the draft could not be checked: {type(exc).__name__}: {exc}")
+    return as_shown(check, rules_dir)
+
+
+def as_shown(check: DraftCheck, rules_dir: Path) -> DraftCheck:
+    """The check with the rules folder's absolute path taken out of every file name and message: the caller sees
+    `hetrombopag/1.1.0.yaml`, not where the server keeps its files."""
+    roots = sorted({f"{rules_dir.resolve()}{os.sep}", f"{rules_dir.absolute()}{os.sep}"}, key=len, reverse=True)
+
+    def shown(text: str) -> str:
+        for root in roots:
+            text = text.replace(root, "")
+        return text
+
+    def error(e: RulesetError) -> RulesetError:
+        return dataclasses.replace(e, file=shown(e.file), message=shown(e.message))
+
+    for result in check.results:
+        result.differences = [shown(d) for d in result.differences]
+    return dataclasses.replace(check, path=Path(shown(str(check.path))), errors=[error(e) for e in check.errors],
+                               other_errors=[error(e) for e in check.other_errors],
+                               test_problem=shown(check.test_problem))
 
 
 def not_checked(path: Path, reason: str) -> DraftCheck:
@@ -172,7 +196,7 @@ def _run(text: str, ruleset_id: str) -> DraftCheck:
         return workbench().engine.run(check_in_child, text, ruleset_id, rules_dir, doing="checking the draft",
                                       version=version)
     except EvaluationError as error:
-        return not_checked(rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml", str(error))
+        return as_shown(not_checked(rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml", str(error)), rules_dir)
 
 
 @bp.route("/check", methods=["GET", "POST"])
