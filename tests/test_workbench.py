@@ -359,3 +359,15 @@ def test_the_json_check_shows_paths_inside_the_rules_folder_only(client):
         assert found["file"] == "hetrombopag/1.1.0.yaml"
         assert {e["file"] for e in found["errors"]} <= {"hetrombopag/1.1.0.yaml"}
         assert found["errors"] or "hetrombopag/tests/gone.json" in str(found["tests"])
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("bundle", [DEEP_JSON, "[" * 65 + "{}" + "]" * 65], ids=["100000-deep", "65-deep"])
+def test_a_pasted_bundle_nested_too_deep_is_a_400_that_says_so(client, bundle):
+    answer = client.post("/workbench/try", data={"version": "hetrombopag@1.0.0", "source": "bundle", "run": "1",
+                                                 "bundle": bundle})
+    assert answer.status_code == 400
+    assert "the pasted Bundle nests deeper than 64 levels" in answer.get_data(as_text=True)
+
