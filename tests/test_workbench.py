@@ -371,3 +371,10 @@ def test_a_pasted_bundle_nested_too_deep_is_a_400_that_says_so(client, bundle):
     assert answer.status_code == 400
     assert "the pasted Bundle nests deeper than 64 levels" in answer.get_data(as_text=True)
 
+
+@pytest.mark.parametrize("body", [DEEP_JSON, "{not json", '["text", "ruleset"]'], ids=["deep", "not-json", "list"])
+def test_the_json_check_refuses_a_body_it_cannot_read_with_a_400(client, body):
+    answer = client.post("/workbench/check.json", data=body, content_type="application/json")
+    assert answer.status_code == 400
+    outcome = answer.get_json()
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "invalid"

@@ -27,6 +27,8 @@ from engine.model import Ruleset
 from engine.runtime import Engine
 from engine.sandbox import child_engine
 from engine.testing import CaseResult, run_tests
+from webhook.outcome import HookError, operation_outcome
+from webhook.request import load_json
 from webhook.workbench import svg
 from webhook.workbench.views import bp, chosen_version, snapshot, workbench
 
@@ -213,7 +215,14 @@ def check() -> str:
 
 @bp.post("/check.json")
 def check_json():
-    """The same check for a script: body {"text": ..., "ruleset": ...}; answers errors and test results."""
-    body = request.get_json(silent=True) or {}
+    """The same check for a script: body {"text": ..., "ruleset": ...}; answers errors and test results. A body
+    that is not such an object (or nests too deep) is a 400 with an OperationOutcome, as the hooks answer."""
+    try:
+        body = load_json(request.get_data(cache=False))
+    except HookError as error:
+        return jsonify(operation_outcome(error.code, error.diagnostics)), error.status
+    if not isinstance(body, dict):
+        shape = 'The body must be a JSON object: {"text": ..., "ruleset": ...}.'
+        return jsonify(operation_outcome("invalid", shape)), 400
     result = _run(str(body.get("text", "")), str(body.get("ruleset", "")))
     return jsonify(result.as_dict())
