@@ -30,7 +30,7 @@ from engine.testing import CaseResult, run_tests
 from webhook.outcome import HookError, operation_outcome
 from webhook.request import load_json
 from webhook.workbench import svg
-from webhook.workbench.views import bp, chosen_version, snapshot, workbench
+from webhook.workbench.views import bp, chosen_version, sandbox, snapshot, workbench
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 DRAFT_NAME = "draft"  # the file stem when the text names no usable version
@@ -195,8 +195,7 @@ def _run(text: str, ruleset_id: str) -> DraftCheck:
     # The child keeps the draft's version once its tests have run, as it keeps every version it evaluates.
     version = "draft " + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     try:
-        return workbench().engine.run(check_in_child, text, ruleset_id, rules_dir, doing="checking the draft",
-                                      version=version)
+        return sandbox().run(check_in_child, text, ruleset_id, rules_dir, doing="checking the draft", version=version)
     except EvaluationError as error:
         return as_shown(not_checked(rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml", str(error)), rules_dir)
 

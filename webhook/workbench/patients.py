@@ -21,7 +21,8 @@ from engine.testing import WHOLE_RECORD
 from webhook.cards import build_cards
 from webhook.request import MAX_JSON_DEPTH, nesting_depth
 from webhook.workbench.context import VersionInfo
-from webhook.workbench.views import bp, chosen_version, parse_date, snapshot, today, version_choices, workbench
+from webhook.workbench.views import (bp, chosen_version, parse_date, sandbox, snapshot, today, version_choices,
+                                     workbench)
 
 ORDER_HOOKS = ("order-select", "order-sign", "medication-prescribe")
 DEFAULT_PATIENT = "example-patient"
@@ -192,7 +193,7 @@ def evaluate(info: VersionInfo, scenario: Scenario) -> Outcome:
         else:
             drafts = written_drafts if order_hook else []
     try:
-        evaluation = workbench().engine.evaluate(ruleset, facts, scenario.date, scenario.hook, problems)
+        evaluation = sandbox().evaluate(ruleset, facts, scenario.date, scenario.hook, problems)
     except EvaluationError as error:
         raise ScenarioError(f"the evaluation failed: {error}") from None
     cards = build_cards(evaluation, ruleset, patient_id, drafts, known)

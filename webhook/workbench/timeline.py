@@ -11,7 +11,7 @@ from engine.simulate import Day, simulate
 from webhook.cards import max_daily_dose
 from webhook.workbench import svg
 from webhook.workbench.patients import ScenarioError, parse_bundle
-from webhook.workbench.views import bp, chosen_version, parse_date, snapshot, version_choices, workbench
+from webhook.workbench.views import bp, chosen_version, parse_date, sandbox, snapshot, version_choices, workbench
 
 MAX_DAYS = 120
 
@@ -96,6 +96,6 @@ def _simulate(ruleset: Ruleset, form, patients) -> dict:
     count = min(max(int(form.get("days") or 50), 1), MAX_DAYS)
     measured = measured_facts(ruleset)
     fact = form.get("fact") if form.get("fact") in measured else (measured[0] if measured else None)
-    days = simulate(ruleset, mapping, resources, day0, count, engine=workbench().engine)
+    days = simulate(ruleset, mapping, resources, day0, count, engine=sandbox())
     return {"label": label, "day0": day0, "days": days, "fact": fact,
             "chart": chart(ruleset, days, fact, day0) if fact else None}
