@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,9 +31,9 @@ TODAY = dt.date(2026, 3, 19)
 TOKEN = "workbench-token-for-tests"
 
 
-def make_app(tmp_path: Path, auth: dict | None = None) -> Flask:
+def make_app(tmp_path: Path, auth: dict | None = None, rules: Path = RULES) -> Flask:
     """A bare app with only the workbench: access is tested without the service's JWT layer."""
-    settings = {"RULES_DIR": str(RULES), "DB_URL": f"sqlite:///{tmp_path / 'wb.db'}", "CLOCK": lambda: TODAY}
+    settings = {"RULES_DIR": str(rules), "DB_URL": f"sqlite:///{tmp_path / 'wb.db'}", "CLOCK": lambda: TODAY}
     if auth is not None:
         path = tmp_path / "auth.yaml"
         path.write_text(yaml.safe_dump({"base_url": "https://cds.example", "issuers": [], **auth}))
@@ -246,6 +247,21 @@ def test_timeline_and_compare_pages(client):
     assert "titration_action_by_platelets" in html and 'id="changed-cases"' in html
     text = client.get("/workbench/compare.md", query_string={"cohort": "0"}).get_data(as_text=True)
     assert text.startswith("# hetrombopag 1.0.0 → 1.1.0")
+
+
+def test_a_timeline_past_the_time_limit_says_so(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    (rules / "hetrombopag" / "1.2.0.yaml").write_text(slow_draft().replace("version: 1.1.0", "version: 1.2.0"))
+    app = make_app(tmp_path, rules=rules)
+    sandbox = app.extensions["cdsrules.workbench"].engine
+    sandbox.time_limit = 2.0
+    try:
+        page = app.test_client().get("/workbench/timeline", query_string={"version": "hetrombopag@1.2.0"})
+        assert page.status_code == 200
+        assert "evaluating hetrombopag@1.2.0 took longer than 2 s" in page.get_data(as_text=True)
+    finally:
+        sandbox.close()
 
 
 def test_outcomes_count_cards_feedback_and_reasons(client):

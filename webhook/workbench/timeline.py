@@ -6,6 +6,7 @@ import datetime as dt
 
 from flask import render_template, request
 
+from engine.errors import EvaluationError
 from engine.model import Ruleset
 from engine.simulate import Day, simulate
 from webhook.cards import max_daily_dose
@@ -72,7 +73,7 @@ def timeline() -> str:
     if info is not None:
         try:
             result = _simulate(info.ruleset, form, patients)
-        except (ScenarioError, ValueError) as error:
+        except (ScenarioError, EvaluationError, ValueError) as error:  # EvaluationError: e.g. past the time limit
             problem = str(error)
     facts = measured_facts(info.ruleset) if info else []
     return render_template("timeline.html", info=info, versions=version_choices(), form=form, patients=patients,
