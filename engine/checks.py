@@ -7,6 +7,7 @@ rules that can never fire, and the tests' own facts.
 from __future__ import annotations
 
 import difflib
+import graphlib
 from pathlib import Path
 
 import jinja2
@@ -437,30 +438,20 @@ class CycleError(ValueError):
 
 
 def compute_strata(ruleset: Ruleset) -> dict[str, int]:
-    """Each rule runs after every rule that sets a fact it reads; a cycle raises CycleError."""
-    writers: dict[str, list[Rule]] = {}
+    """Each rule runs after every rule that sets a fact it reads; a cycle raises CycleError. Without recursion, so
+    that a long chain of derivations is no deeper for Python than a short one."""
+    writers: dict[str, list[str]] = {}
     for rule in ruleset.rules:
         for fact in writes_of(rule):
-            writers.setdefault(fact, []).append(rule)
+            writers.setdefault(fact, []).append(rule.id)
+    needs = {rule.id: [w for fact in reads_of(rule, ruleset) for w in writers.get(fact, [])] for rule in ruleset.rules}
+    try:
+        order = list(graphlib.TopologicalSorter(needs).static_order())
+    except graphlib.CycleError as exc:
+        raise CycleError(list(reversed(exc.args[1]))) from None  # read as "this rule needs the next"
     strata: dict[str, int] = {}
-    visiting: list[str] = []
-
-    def stratum(rule: Rule) -> int:
-        if rule.id in strata:
-            return strata[rule.id]
-        if rule.id in visiting:
-            raise CycleError(visiting[visiting.index(rule.id):] + [rule.id])
-        visiting.append(rule.id)
-        level = 0
-        for fact in reads_of(rule, ruleset):
-            for writer in writers.get(fact, []):
-                level = max(level, stratum(writer) + 1)
-        visiting.pop()
-        strata[rule.id] = level
-        return level
-
-    for rule in ruleset.rules:
-        stratum(rule)
+    for rule_id in order:
+        strata[rule_id] = max((strata[w] + 1 for w in needs[rule_id]), default=0)
     return strata
 
 

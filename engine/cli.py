@@ -25,6 +25,7 @@ from .runtime import Engine
 from .testing import SITE_MAPPING, WHOLE_RECORD, run_tests
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+WORKBENCH_THREADS = 2  # per worker with --workbench: one may wait on a draft, one answers the EHR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default="sqlite:///var/cdsrules.db", metavar="URL")
     p.add_argument("--workers", type=int, default=None, help="gunicorn worker processes (default: two per core)")
     p.add_argument("--threads", type=int, default=1,
-                   help="threads per worker (default 1); more overlap calls that wait on FHIR fallback fetches")
+                   help=f"threads per worker (default 1, at least {WORKBENCH_THREADS} with --workbench); more overlap "
+                        "calls that wait on FHIR fallback fetches")
     p.add_argument("--workbench", action="store_true", help="serve the pharmacist workbench")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a host name callers may use besides localhost (repeatable; DNS rebinding protection)")
@@ -277,9 +279,10 @@ def cmd_serve(args) -> int:
         return EXIT_USAGE
     from webhook.server import serve  # the HTTP stack loads only when serving
 
+    threads = max(args.threads, WORKBENCH_THREADS) if args.workbench else args.threads
     return serve(rules_dir=args.rules, host=args.host, port=args.port, db_url=args.db, workers=args.workers,
                  auth_config=None if args.no_auth else args.auth_config, workbench=args.workbench,
-                 threads=args.threads, allowed_hosts=args.allowed_host)
+                 threads=threads, allowed_hosts=args.allowed_host)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,21 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
+from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
 
 from .errors import RulesetError, RulesetErrors
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 # libyaml's parser when PyYAML was built with it: the same nodes and marks, several times faster.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# What a document may hold, checked before anything walks it (the shipped rulesets: 64 KB, 11 levels, 52 aliases,
+# 6,000 values). Aliases are kept, since test cases share their facts with them (`<<: *eligible_20kg`), but an
+# alias stands for a whole copy of what it names, so the values are counted as if every alias were expanded.
+MAX_DOCUMENT_BYTES = 1024 * 1024
+MAX_NESTING = 32  # levels of mappings and lists
+MAX_ALIASES = 200
+MAX_VALUES = 200_000  # scalars, mappings and lists, each alias counted as what it names
 
 
 @dataclass
@@ -46,13 +55,18 @@ def read_document(path: str | Path, text: str | None = None) -> Document:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesetErrors([RulesetError(name, 0, 0, (), f"cannot read the file: {exc}")]) from None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise RulesetErrors([RulesetError(name, 0, 0, (), f"the document is {size:,} bytes; at most "
+                                                        f"{MAX_DOCUMENT_BYTES:,} are read")])
     loader = _LOADER(text)
     doc = Document(name, text, None)
     errors: list[RulesetError] = []
     try:
+        _screen(text, name)
         node = loader.get_single_node()
         if node is not None:  # marks first: constructing flattens merge keys (<<) into the nodes
-            _record_marks(node, (), doc, errors)
+            _record_marks(node, (), doc, errors, set())
         doc.data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -68,8 +82,55 @@ def read_document(path: str | Path, text: str | None = None) -> Document:
     return doc
 
 
-def _record_marks(node, path: tuple, doc: Document, errors: list) -> None:
+def _screen(text: str, name: str) -> None:
+    """Refuse, at its line, a document nested too deep or whose aliases stand for too much (a "billion laughs"
+    is a few hundred bytes): one pass over the parser's events, before any node is built."""
+    loader = _LOADER(text)
+    try:
+        values, aliases = 0, 0
+        named: dict[str, int] = {}  # anchor -> how many values it stands for
+        open_collections: list[tuple[str | None, int]] = []  # anchor, values counted before it began
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    raise _refused(name, event, f"more than {MAX_ALIASES} aliases (*name) in one document")
+                if any(anchor == event.anchor for anchor, _ in open_collections):
+                    raise _refused(name, event, f"the alias *{event.anchor} is inside what it names")
+                values += named.get(event.anchor, 1)  # an unknown anchor is reported when the nodes are built
+            elif isinstance(event, NodeEvent):
+                values += 1
+                if isinstance(event, CollectionStartEvent):
+                    open_collections.append((event.anchor, values - 1))
+                    if len(open_collections) > MAX_NESTING:
+                        raise _refused(name, event, f"lists and mappings nest deeper than {MAX_NESTING} levels")
+                elif event.anchor:
+                    named[event.anchor] = 1
+            elif isinstance(event, CollectionEndEvent):
+                anchor, before = open_collections.pop()
+                if anchor:
+                    named[anchor] = values - before
+            if values > MAX_VALUES:
+                raise _refused(name, event, f"the document holds more than {MAX_VALUES:,} values here, "
+                                            "counting each alias as a copy of what it names")
+    finally:
+        loader.dispose()
+
+
+def _refused(name: str, event, reason: str) -> RulesetErrors:
+    mark = event.start_mark
+    return RulesetErrors([RulesetError(name, mark.line + 1, mark.column + 1, (), reason)])
+
+
+def _record_marks(node, path: tuple, doc: Document, errors: list, walked: set[int]) -> None:
+    """Marks of every key and value. What aliases share is walked once, so a path inside an alias is located at
+    the alias's key, or else at what the alias names."""
     doc.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.CollectionNode):
+        if id(node) in walked:
+            return
+        walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set = set()
         for key_node, value_node in node.value:
@@ -78,11 +139,11 @@ def _record_marks(node, path: tuple, doc: Document, errors: list) -> None:
                 errors.append(RulesetError(doc.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1,
                                            path + (key,), f"the key '{key}' is written twice in this mapping"))
             seen.add(key)
-            _record_marks(value_node, path + (key,), doc, errors)
+            _record_marks(value_node, path + (key,), doc, errors, walked)
             doc.marks[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_marks(item, path + (index,), doc, errors)
+            _record_marks(item, path + (index,), doc, errors, walked)
 
 
 @lru_cache(maxsize=None)
@@ -124,12 +185,18 @@ def _deepest(error):
     return error
 
 
-def _jsonable(data):
-    """YAML dates become ISO strings so the JSON Schema sees what a JSON client would send."""
+def _jsonable(data, done: dict[int, object] | None = None):
+    """YAML dates become ISO strings so the JSON Schema sees what a JSON client would send. What aliases share is
+    converted once (`done`: id of a mapping or list -> its conversion)."""
+    done = {} if done is None else done
+    if isinstance(data, (dict, list)) and id(data) in done:
+        return done[id(data)]
     if isinstance(data, dict):
-        return {str(k): _jsonable(v) for k, v in data.items()}
+        converted = done[id(data)] = {str(k): _jsonable(v, done) for k, v in data.items()}
+        return converted
     if isinstance(data, list):
-        return [_jsonable(v) for v in data]
+        converted = done[id(data)] = [_jsonable(v, done) for v in data]
+        return converted
     if hasattr(data, "isoformat"):
         return data.isoformat()
     return data
@@ -176,6 +243,8 @@ def plain_message(error) -> str:
         return f"{_describe(value)} is not in the expected form" + _hint(error)
     if kind in ("minItems", "minProperties", "minLength"):
         return "must not be empty"
+    if kind == "maxItems":
+        return f"at most {expected:,} items are allowed here; this list has {len(value):,}"
     if kind == "maxProperties" and isinstance(value, dict) and "fact" in value:
         return "a comparison takes exactly one operator: eq, ne, gt, gte, lt, lte or in"
     if kind == "minProperties" or (kind == "maxProperties"):

@@ -6,7 +6,10 @@ untrusted input to a C core, and if it ever crashed that core, the worker servin
 So these evaluations run in a child process, started with spawn (the parent may run threads), which is replaced
 once it has held `versions_per_child` versions, and stopped after `idle_seconds` without use. A child that dies
 fails the one evaluation it was running with an EvaluationError that says so; the next evaluation starts a new
-child.
+child. A draft's templates can loop for as long as they like, so each call has `time_limit` seconds: past it the
+child is killed and the caller gets an EvaluationError that says so. Calls are made one at a time, so the limit
+counts a call's own running time, and the child runs at a lower priority than the server that answers the EHR.
+`run` runs any function in the child, within the same limit.
 
 `SandboxEngine.evaluate` has `Engine.evaluate`'s signature, so run_tests, simulate and behavioural_impact take it
 as they take an Engine. Spawn imports the parent's main module in the child: entry points keep their work under
@@ -21,7 +24,7 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from .compiler import engine_name
 from .errors import EvaluationError
@@ -30,14 +33,21 @@ from .runtime import Engine
 
 VERSIONS_PER_CHILD = 32  # about 45 MB of registered versions at most, before the child is replaced
 IDLE_SECONDS = 600.0  # a child unused this long is stopped: the workbench is used now and then, not all day
+TIME_LIMIT_SECONDS = 10.0  # per call: checking hetrombopag (load, checks, charts, 50 tests) takes about 1 s
+START_SECONDS = 60.0  # for a new child to start, on a busy machine
+CHILD_NICENESS = 10  # the child yields the CPU to the workers answering the EHR
 PARENT_CHECK_SECONDS = 1.0
+T = TypeVar("T")
 
 
 class SandboxEngine:
-    def __init__(self, versions_per_child: int = VERSIONS_PER_CHILD, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(self, versions_per_child: int = VERSIONS_PER_CHILD, idle_seconds: float = IDLE_SECONDS,
+                 time_limit: float = TIME_LIMIT_SECONDS) -> None:
         self.versions_per_child = versions_per_child
         self.idle_seconds = idle_seconds
+        self.time_limit = time_limit
         self._lock = threading.Lock()
+        self._one_call = threading.Lock()  # held for a whole call, so that its time limit is its own
         self._executor: ProcessPoolExecutor | None = None
         self._sent: set[str] = set()  # the versions sent to the current child, which keeps them
         self._last_used = 0.0
@@ -46,22 +56,36 @@ class SandboxEngine:
     def evaluate(self, ruleset: Ruleset, facts: dict[str, Any], evaluation_date: dt.date | str,
                  hook: str | None = None, reasons: dict[str, str] | None = None) -> Evaluation:
         name = engine_name(ruleset)
-        executor, future = self._submit(name, lambda first_time: (
+        return self._call(name, lambda first_time: (
             # The child keeps each version it is sent; the ruleset travels only the first time (137 KB pickled).
-            _evaluate, name, ruleset if first_time else None, facts, evaluation_date, hook, reasons))
-        return self._result(executor, future, f"evaluating {ruleset.ref}")
+            _evaluate, name, ruleset if first_time else None, facts, evaluation_date, hook, reasons),
+            f"evaluating {ruleset.ref}")
+
+    def run(self, function: Callable[..., T], *args: Any, doing: str, version: str | None = None) -> T:
+        """function(*args) in the child (a module-level function: it travels by name), within the time limit; `doing`
+        says what for errors ("checking the draft"). `version` names a ruleset version the call may register in the
+        child, which counts toward `versions_per_child`; functions use the child's engine through child_engine()."""
+        return self._call(version, lambda _first_time: (function, *args), doing)
 
     def child_pid(self) -> int:
         """The process id of the child that evaluates now (starting one if there is none)."""
-        return self._result(*self._submit(None, lambda _first_time: (os.getpid,)), "starting")
+        return self._call(None, lambda _first_time: (os.getpid,), "starting")
 
-    def _result(self, executor: ProcessPoolExecutor, future: Future, doing: str) -> Any:
-        try:
-            return future.result()
-        except BrokenProcessPool:
-            self._forget(executor)
-            raise EvaluationError(f"the engine process stopped while {doing}; the next evaluation starts a new "
-                                  "one") from None
+    def _call(self, name: str | None, call: Callable[[bool], tuple], doing: str) -> Any:
+        with self._one_call:
+            executor, future = self._submit(name, call)
+            try:
+                return future.result(timeout=self.time_limit)
+            except TimeoutError:
+                self._forget(executor)
+                _kill(executor)
+                raise EvaluationError(f"{doing} took longer than {self.time_limit:g} s, so it was stopped") from None
+            except BrokenProcessPool:
+                self._forget(executor)
+                raise EvaluationError(f"the engine process stopped while {doing}; the next evaluation starts a "
+                                      "new one") from None
+            finally:
+                self._last_used = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
@@ -92,9 +116,9 @@ class SandboxEngine:
                 if self._executor is None:
                     self._reaper = None
                     return
-                idle = time.monotonic() - self._last_used
+                idle = 0.0 if self._one_call.locked() else time.monotonic() - self._last_used  # not while in use
                 if idle >= self.idle_seconds:
-                    self._executor.shutdown(wait=False)  # anything still queued completes first
+                    self._executor.shutdown(wait=False)
                     self._executor, self._sent, self._reaper = None, set(), None
                     return
             time.sleep(self.idle_seconds - idle)
@@ -107,9 +131,7 @@ class SandboxEngine:
             self._executor.shutdown(wait=False)  # what it was given still completes; then its child exits
             self._executor = None
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                                 initializer=_exit_with_parent, initargs=(os.getpid(),))
-            self._sent = set()
+            self._executor, self._sent = _started_pool(), set()
         if new_version:
             self._sent.add(name)
         return self._executor, new_version
@@ -120,10 +142,44 @@ class SandboxEngine:
                 self._executor, self._sent = None, set()
 
 
+def _started_pool() -> ProcessPoolExecutor:
+    """A pool whose child has started (spawn and imports take a second or more), so that no call's time limit is
+    spent on it."""
+    executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_child, initargs=(os.getpid(),))
+    try:
+        executor.submit(os.getpid).result(timeout=START_SECONDS)
+    except (TimeoutError, BrokenProcessPool):
+        _kill(executor)
+        raise EvaluationError("the engine process could not be started") from None
+    return executor
+
+
+def _kill(executor: ProcessPoolExecutor) -> None:
+    """Stop the pool's child at once: a running call cannot be cancelled, and the pool has no public way to kill
+    its process before Python 3.14."""
+    for process in list((executor._processes or {}).values()):
+        process.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
 # --- in the child ---------------------------------------------------------------------------
 
 _ENGINE: Engine | None = None
 _RULESETS: dict[str, Ruleset] = {}
+
+
+def _start_child(parent: int) -> None:
+    os.nice(CHILD_NICENESS)
+    _exit_with_parent(parent)
+
+
+def child_engine() -> Engine:
+    """The child's own engine, for functions given to SandboxEngine.run."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = Engine()
+    return _ENGINE
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -140,9 +196,6 @@ def _exit_with_parent(parent: int) -> None:
 
 def _evaluate(name: str, ruleset: Ruleset | None, facts: dict[str, Any], evaluation_date: dt.date | str,
               hook: str | None, reasons: dict[str, str] | None) -> Evaluation:
-    global _ENGINE
     if ruleset is not None:
         _RULESETS[name] = ruleset
-    if _ENGINE is None:
-        _ENGINE = Engine()
-    return _ENGINE.evaluate(_RULESETS[name], facts, evaluation_date, hook, reasons)
+    return child_engine().evaluate(_RULESETS[name], facts, evaluation_date, hook, reasons)

@@ -48,3 +48,10 @@ def replace_at(document, path: tuple, value):
         target = target[key]
     target[path[-1]] = value
     return document
+
+
+def slow_draft() -> str:
+    """hetrombopag 1.1.0 whose start-dose summary loops 10^10 times before it says anything: its tests never end."""
+    text = (ROOT / "rules" / "hetrombopag" / "1.1.0.yaml").read_text(encoding="utf-8")
+    loops = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    return edited(text, '"Start hetrombopag {{', f'"{loops}Start hetrombopag {{{{')

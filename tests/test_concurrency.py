@@ -96,3 +96,45 @@ def test_concurrent_clients_get_exactly_the_sequential_answers(server):
     for thread in threads:
         thread.join()
     assert failures == [] and done[0] == CLIENTS * CALLS
+
+
+def test_a_hook_call_is_answered_at_once_while_drafts_are_slow(tmp_path):
+    """One worker, two drafts whose tests never end, then an order-sign call: the worker keeps a thread for the EHR
+    (one draft is checked until its time limit, the other is refused at once), and the call is answered as fast as
+    ever."""
+    import datetime as dt
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.sandbox import TIME_LIMIT_SECONDS
+    from tests.helpers import slow_draft
+
+    with running_server(tmp_path, "--no-auth", "--workbench", "--workers", "1") as live:
+        services = requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
+        service, body = scenarios(dt.date.today(), {s["id"]: list(s["prefetch"]) for s in services})[3]
+
+        def hook_call() -> tuple[int, float]:
+            started = time.monotonic()
+            answer = requests.post(f"{live.base_url}/cds-services/{service}", timeout=60,
+                                   json={**body, "hookInstance": str(uuid.uuid4())})
+            return answer.status_code, time.monotonic() - started
+
+        def check_draft() -> tuple[requests.Response, float]:
+            answer = requests.post(f"{live.base_url}/workbench/check.json", timeout=60,
+                                   json={"text": slow_draft(), "ruleset": "hetrombopag"})
+            return answer, time.monotonic()
+
+        assert hook_call()[0] == 200  # compiled and warm
+        with ThreadPoolExecutor(2) as pool:
+            drafts = [pool.submit(check_draft) for _ in range(2)]
+            time.sleep(1.5)  # both drafts are in
+            status, took = hook_call()
+            answered = time.monotonic()
+            checked = sorted((f.result() for f in drafts), key=lambda pair: pair[0].status_code)
+        assert status == 200 and took < 2.0, took
+        (ran, ran_until), (refused, _) = checked
+        assert ran.status_code == 200 and ran_until > answered  # the draft was still being checked
+        assert ran.json()["errors"][0]["message"] == (f"checking the draft took longer than {TIME_LIMIT_SECONDS:g} "
+                                                      "s, so it was stopped")
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+        assert refused.json()["issue"][0]["code"] == "transient"

@@ -1,9 +1,15 @@
 """Every invalid ruleset is rejected with file, line, column, path and a plain reason."""
+import json
+import subprocess
+import sys
+
 import pytest
 
+from engine.document import MAX_ALIASES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_VALUES, read_document
+from engine.checks import compute_strata
 from engine.errors import RulesetErrors
 from engine.loader import load_ruleset
-from tests.helpers import DEMO, demo_text, edited, line_of
+from tests.helpers import DEMO, ROOT, demo_text, edited, line_of
 
 
 def errors_for(text: str, path=DEMO):
@@ -138,3 +144,85 @@ def test_all_errors_are_listed_not_just_the_first():
     text = edited(demo_text(), "lt: {param: marker_low}", "lt: {param: marker_lwo}")
     text = edited(text, "gte: {param: marker_stop}", "gte: {param: marker_stpo}")
     assert len(errors_for(text)) == 2
+
+
+# --- documents too large to walk -------------------------------------------------------------------
+
+BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcdefgh", "bcdefghi"))
+
+
+def test_an_alias_bomb_is_refused_at_once_in_little_memory(tmp_path):
+    """Nine levels of nine aliases stand for 387 million values in 340 bytes."""
+    (tmp_path / "bomb.yaml").write_text(BOMB)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20))\n"
+            "from engine.errors import RulesetErrors; from engine.loader import load_ruleset\n"
+            "try: load_ruleset(sys.argv[1])\n"
+            "except RulesetErrors as e: print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bomb.yaml")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert "bomb.yaml:6:" in done.stdout and f"more than {MAX_VALUES:,} values" in done.stdout
+
+
+def test_too_many_aliases_are_refused_at_the_first_one_too_many():
+    text = "base: &base {x: 1}\nuses:\n" + "".join("  - *base\n" for _ in range(MAX_ALIASES + 1))
+    (error,) = errors_for(text)
+    assert error.line == MAX_ALIASES + 3 and f"more than {MAX_ALIASES} aliases" in error.message
+
+
+def test_an_alias_inside_what_it_names_is_refused():
+    (error,) = errors_for("loop: &loop [1, *loop]\n")
+    assert (error.line, error.column) == (1, 17) and "inside what it names" in error.message
+
+
+FLOW_900_DEEP = "id: x\nnested: " + "[" * 900 + "]" * 900 + "\n"  # libyaml itself stops at 1,000
+BLOCK_TOO_DEEP = "id: x\n" + "".join(" " * (2 * level) + f"k{level}:\n" for level in range(40)) + " " * 80 + "v\n"
+
+
+@pytest.mark.parametrize("text, line", [(FLOW_900_DEEP, 2), (BLOCK_TOO_DEEP, MAX_NESTING + 2)], ids=["flow", "block"])
+def test_deep_nesting_is_refused_at_its_line(text, line):
+    """The root mapping is the first level; in the block text, level n begins on line n + 1."""
+    (error,) = errors_for(text)
+    assert error.line == line and f"deeper than {MAX_NESTING} levels" in error.message
+
+
+def test_a_document_over_the_size_limit_is_refused_before_it_is_parsed():
+    text = demo_text() + "#" * MAX_DOCUMENT_BYTES
+    (error,) = errors_for(text)
+    assert error.file == str(DEMO) and f"at most {MAX_DOCUMENT_BYTES:,} are read" in error.message
+
+
+def test_aliases_within_the_limits_still_share_test_facts():
+    assert load_ruleset(ROOT / "rules" / "hetrombopag" / "1.0.0.yaml").tests[1]["facts"]["age_years"] == 6
+
+
+def test_what_aliases_share_is_walked_once():
+    """Five levels of nine aliases stand for 59,049 values; the marks are of the 50 nodes written."""
+    text = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(
+        f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcd", "bcde"))
+    doc = read_document("shared.yaml", text)
+    assert len(doc.marks) < 100
+    assert doc.locate(("e", 8, 8, 8, 8)) == (4, 4)  # inside an alias: at what it names
+
+
+def test_a_chain_of_1200_derivations_checks_fine():
+    """Written last rule first, so that placing each rule needs the whole chain after it."""
+    count = 1200
+    facts = "".join(f"  c{i}: {{type: number, description: step {i}, derived: {str(i > 0).lower()}}}\n"
+                    for i in range(count + 1))
+    rules = "".join(f"  - {{id: c{i}, explanation: step {i}, when: {{exists: c{i - 1}}}, "
+                    f"then: {{derive: {{c{i}: {{expr: \"c{i - 1} + 1\"}}}}}}}}\n" for i in range(count, 0, -1))
+    text = edited(edited(demo_text(), "\nfacts:\n", "\nfacts:\n" + facts), "\nrules:\n", "\nrules:\n" + rules)
+    strata = compute_strata(load_ruleset(DEMO, text))
+    assert strata["c1"] == 0 and strata[f"c{count}"] == count - 1
+
+
+def test_a_table_of_10000_rows_is_refused_at_its_rows():
+    rows_limit = json.loads((ROOT / "schemas" / "ruleset.schema.json").read_text())["$defs"]["table"][
+        "properties"]["rows"]["maxItems"]
+    rows = "".join(f'      - {{band: "({i}, {i + 1}]", output: {{param: low_dose_mg}}}}\n' for i in range(10_000))
+    text = edited(demo_text(), '      - {band: "(0, 20]", output: {param: low_dose_mg}}\n', rows)
+    (error,) = errors_for(text)
+    assert error.path == ("tables", "start_dose_by_weight", "rows") and error.line == line_of(text, "    rows:")
+    assert error.message == f"at most {rows_limit:,} items are allowed here; this list has 10,001"

@@ -16,7 +16,7 @@ from engine import runtime
 from engine.errors import EvaluationError
 from engine.loader import load_ruleset
 from engine.runtime import Engine
-from engine.sandbox import SandboxEngine
+from engine.sandbox import CHILD_NICENESS, SandboxEngine
 from engine.testing import case_facts, run_tests
 
 pytestmark = pytest.mark.timeout(120)
@@ -119,3 +119,22 @@ def _wait_gone(pid: int, timeout: float = 20) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"process {pid} is still running")
+
+
+def test_a_call_past_the_time_limit_stops_the_child_and_the_next_call_gets_a_new_one(hetrombopag):
+    sandbox = SandboxEngine(time_limit=1.0)
+    try:
+        first = sandbox.child_pid()
+        started = time.monotonic()
+        with pytest.raises(EvaluationError, match="sleeping took longer than 1 s"):
+            sandbox.run(time.sleep, 60, doing="sleeping")
+        assert time.monotonic() - started < 10
+        _wait_gone(first)
+        assert all(r.passed for r in run_tests(hetrombopag, sandbox))
+        assert sandbox.child_pid() != first
+    finally:
+        sandbox.close()
+
+
+def test_the_child_yields_the_cpu_to_the_server(sandbox):
+    assert sandbox.run(os.nice, 0, doing="asking") == min(os.nice(0) + CHILD_NICENESS, 19)

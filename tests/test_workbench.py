@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from webhook.store import AuditRecord, Store
 from webhook.workbench import register_workbench, svg
 from webhook.workbench.access import WorkbenchConfigError, policy_from
 from webhook.workbench.markdown import render_markdown
+from tests.helpers import slow_draft
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "rules"
@@ -28,9 +31,9 @@ TODAY = dt.date(2026, 3, 19)
 TOKEN = "workbench-token-for-tests"
 
 
-def make_app(tmp_path: Path, auth: dict | None = None, **extra) -> Flask:
+def make_app(tmp_path: Path, auth: dict | None = None, rules: Path = RULES, **extra) -> Flask:
     """A bare app with only the workbench: access is tested without the service's JWT layer."""
-    settings = {"RULES_DIR": str(RULES), "DB_URL": f"sqlite:///{tmp_path / 'wb.db'}", "CLOCK": lambda: TODAY, **extra}
+    settings = {"RULES_DIR": str(rules), "DB_URL": f"sqlite:///{tmp_path / 'wb.db'}", "CLOCK": lambda: TODAY, **extra}
     if auth is not None:
         path = tmp_path / "auth.yaml"
         path.write_text(yaml.safe_dump({"base_url": "https://cds.example", "issuers": [], **auth}))
@@ -172,6 +175,41 @@ def test_checking_drafts_leaves_the_servers_engine_as_it_was(client):
     assert set(runtime._REGISTERED) == before
 
 
+def test_a_draft_is_parsed_checked_and_charted_in_the_child_not_in_this_process(client):
+    client.get("/workbench/check")  # the rules directory's own files are read here, once
+    text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text() + "\n# edited\n"
+    done_here: list[str] = []
+
+    def watch(frame, event, _arg) -> None:
+        code = frame.f_code
+        if event == "call" and (code.co_name in ("check_ruleset", "table_chart", "run_tests")
+                                or code.co_name == "read_document" and frame.f_locals.get("text") is not None):
+            done_here.append(code.co_name)
+
+    sys.setprofile(watch)
+    try:
+        answer = client.post("/workbench/check.json", json={"text": text, "ruleset": "hetrombopag"}).get_json()
+    finally:
+        sys.setprofile(None)
+    assert answer["ok"] and answer["tests"]
+    assert done_here == []
+
+
+def test_a_draft_past_the_time_limit_is_stopped_and_the_next_one_is_checked(tmp_path):
+    app = make_app(tmp_path)
+    sandbox = app.extensions["cdsrules.workbench"].engine
+    sandbox.time_limit = 3.0
+    client = app.test_client()
+    try:
+        answer = client.post("/workbench/check.json", json={"text": slow_draft(), "ruleset": "hetrombopag"})
+        assert answer.status_code == 200 and not answer.get_json()["ok"]
+        assert answer.get_json()["errors"][0]["message"] == "checking the draft took longer than 3 s, so it was stopped"
+        text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
+        assert client.post("/workbench/check.json", json={"text": text, "ruleset": "hetrombopag"}).get_json()["ok"]
+    finally:
+        sandbox.close()
+
+
 def test_a_draft_may_not_read_files_outside_the_rules_directory(client):
     text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
     text += "\n  - name: sneaky\n    date: 2026-03-05\n    fhir: ../../../../etc/passwd\n    expect: {}\n"
@@ -213,6 +251,21 @@ def test_timeline_and_compare_pages(client):
     assert text.startswith("# hetrombopag 1.0.0 → 1.1.0")
 
 
+def test_a_timeline_past_the_time_limit_says_so(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    (rules / "hetrombopag" / "1.2.0.yaml").write_text(slow_draft().replace("version: 1.1.0", "version: 1.2.0"))
+    app = make_app(tmp_path, rules=rules)
+    sandbox = app.extensions["cdsrules.workbench"].engine
+    sandbox.time_limit = 2.0
+    try:
+        page = app.test_client().get("/workbench/timeline", query_string={"version": "hetrombopag@1.2.0"})
+        assert page.status_code == 200
+        assert "evaluating hetrombopag@1.2.0 took longer than 2 s" in page.get_data(as_text=True)
+    finally:
+        sandbox.close()
+
+
 def test_outcomes_count_cards_feedback_and_reasons(client):
     html = client.get("/workbench/outcomes").get_data(as_text=True)
     assert "<strong>3</strong> cards shown" in html and "<strong>1</strong> overridden (33%)" in html
@@ -235,6 +288,28 @@ def test_gaps_and_overlaps_are_found_including_single_points():
     assert overlaps == [svg.Segment(90, 100)]
     chart = svg.table_chart(_table((0, 50, True, False), (60, None, True, False)))
     assert 'class="problem gap"' in chart and "gap at 50 to 60" in chart
+
+
+def _calls_to_chart(rows: int) -> int:
+    """The function calls (Python and C) made while charting a table of `rows` adjacent rows."""
+    table = _table(*((i, i + 1, True, False) for i in range(rows)))
+    calls = 0
+
+    def count(_frame, event, _arg) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        svg.table_chart(table)
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_a_table_of_the_most_rows_allowed_charts_in_time_linear_in_its_rows():
+    """Counted, not timed: twice the rows take about twice the calls (n log n at worst), not four times."""
+    assert _calls_to_chart(500) / _calls_to_chart(250) < 2.3
 
 
 def test_svg_text_is_escaped():
@@ -274,3 +349,50 @@ def test_simulation_keeps_an_order_started_before_day_zero():
     days = simulate(ruleset, mapping, resources, dt.date(2026, 3, 18), days=2)
     assert days[0].dose_before == 2.5
     assert "stop-platelets" in days[1].topics and days[1].dose is None
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("id: x\nnested: " + "[" * 3000 + "]" * 3000 + "\n", "maximum nesting depth"),
+    ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcdefgh", "bcdefghi")),
+     "more than 200,000 values"),
+    ("# padding\n" * 120_000, "at most 1,048,576 are read"),
+], ids=["deep", "alias-bomb", "oversize"])
+def test_a_draft_too_large_to_check_is_refused_with_its_reason(client, text, reason):
+    answer = client.post("/workbench/check.json", json={"text": text, "ruleset": "hetrombopag"})
+    assert answer.status_code == 200
+    (error,) = answer.get_json()["errors"]
+    assert reason in error["message"]
+
+
+def test_the_json_check_shows_paths_inside_the_rules_folder_only(client):
+    text = (RULES / "hetrombopag" / "1.1.0.yaml").read_text()
+    missing_bundle = text + ("\n  - name: missing bundle\n    date: 2026-03-05\n    fhir: tests/gone.json\n"
+                             "    expect: {}\n")
+    unknown_key = text.replace("version: 1.1.0", "version: 1.1.0\nextra: 1")
+    for draft in (missing_bundle, unknown_key):
+        answer = client.post("/workbench/check.json", json={"text": draft, "ruleset": "hetrombopag"})
+        assert str(REPO) not in answer.get_data(as_text=True)
+        found = answer.get_json()
+        assert found["file"] == "hetrombopag/1.1.0.yaml"
+        assert {e["file"] for e in found["errors"]} <= {"hetrombopag/1.1.0.yaml"}
+        assert found["errors"] or "hetrombopag/tests/gone.json" in str(found["tests"])
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("bundle", [DEEP_JSON, "[" * 65 + "{}" + "]" * 65], ids=["100000-deep", "65-deep"])
+def test_a_pasted_bundle_nested_too_deep_is_a_400_that_says_so(client, bundle):
+    answer = client.post("/workbench/try", data={"version": "hetrombopag@1.0.0", "source": "bundle", "run": "1",
+                                                 "bundle": bundle})
+    assert answer.status_code == 400
+    assert "the pasted Bundle nests deeper than 64 levels" in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("body", [DEEP_JSON, "{not json", '["text", "ruleset"]'], ids=["deep", "not-json", "list"])
+def test_the_json_check_refuses_a_body_it_cannot_read_with_a_400(client, body):
+    answer = client.post("/workbench/check.json", data=body, content_type="application/json")
+    assert answer.status_code == 400
+    outcome = answer.get_json()
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "invalid"

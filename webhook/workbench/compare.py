@@ -10,7 +10,7 @@ from engine.diff import Case, VersionDiff, behavioural_impact, render_markdown, 
 from engine.testing import WHOLE_RECORD
 from webhook.workbench import svg
 from webhook.workbench.context import VersionInfo
-from webhook.workbench.views import bp, snapshot, workbench
+from webhook.workbench.views import bp, sandbox, snapshot, workbench
 
 
 def cohort_cases() -> list[Case]:
@@ -44,7 +44,7 @@ def _diff(old: VersionInfo, new: VersionInfo, with_cohort: bool) -> VersionDiff:
     a, b = old.ruleset, new.ruleset
     cases = test_cases(a, b) + (cohort_cases() if with_cohort else [])
     return VersionDiff(a.id, a.version, b.version, structural_changes(a, b),
-                       behavioural_impact(a, b, cases, workbench().engine))
+                       behavioural_impact(a, b, cases, sandbox()))
 
 
 @bp.get("/compare")

@@ -81,7 +81,7 @@ class Workbench:
     """Per process: the rules directory, a cache of its snapshot, the engine, the store and the clock."""
 
     rules_dir: Path
-    engine: Engine | SandboxEngine
+    engine: SandboxEngine
     store: Any  # webhook.store.Store
     clock: Callable[[], dt.date]
     cohort_dir: Path | None = None
@@ -89,6 +89,7 @@ class Workbench:
     _stamp: tuple = ()
     _cohort: list | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    sandbox_seat: threading.Lock = field(default_factory=threading.Lock)  # held by the request using the engine
 
     def snapshot(self) -> Snapshot:
         """The current snapshot; rebuilt only when a file under the rules directory changed."""

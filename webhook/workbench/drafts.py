@@ -4,25 +4,33 @@ The text is loaded as if it were `rules/<ruleset>/<its version>.yaml`, so the dr
 (its sibling tests file, the FHIR bundles its tests name, the site mapping). Every error is shown at its line in
 the text. Once the schema passes, the decision tables are drawn even if later checks fail, so a gap or an overlap
 is seen where it is.
+
+The whole check (parsing, checks, charts and tests) runs in the workbench's sandbox child, within its time limit:
+a draft is untrusted text, and nothing of it runs in the worker that answers the EHR.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from flask import jsonify, render_template, request
 from markupsafe import Markup
 
 from engine.document import Document, read_document, schema_errors
-from engine.errors import RulesetError, RulesetErrors
+from engine.errors import EvaluationError, RulesetError, RulesetErrors
 from engine.loader import RULESET_SCHEMA, build_ruleset, load_ruleset
 from engine.model import Ruleset
 from engine.runtime import Engine
+from engine.sandbox import child_engine
 from engine.testing import CaseResult, run_tests
+from webhook.outcome import HookError, operation_outcome
+from webhook.request import load_json
 from webhook.workbench import svg
-from webhook.workbench.views import bp, chosen_version, snapshot, workbench
+from webhook.workbench.views import bp, chosen_version, sandbox, snapshot, workbench
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 DRAFT_NAME = "draft"  # the file stem when the text names no usable version
@@ -83,11 +91,46 @@ class DraftCheck:
 def draft_path(rules_dir: Path, ruleset_id: str, text: str) -> Path:
     """Where the text would live: its ruleset's folder, named by its version when that is a semantic version."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+        data = read_document(DRAFT_NAME, text).data
+    except RulesetErrors:
         data = None
     version = str(data.get("version", "")) if isinstance(data, dict) else ""
     return rules_dir / ruleset_id / f"{version if _SEMVER.match(version) else DRAFT_NAME}.yaml"
+
+
+def check_in_child(text: str, ruleset_id: str, rules_dir: Path) -> DraftCheck:
+    """check_draft, as the sandbox's child runs it (with the child's engine), as the caller is shown it."""
+    path = rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml"
+    try:
+        path = draft_path(rules_dir, ruleset_id, text)
+        check = check_draft(text, path, rules_dir, child_engine())
+    except Exception as exc:  # a draft must never take the page down; say what happened instead
+        check = not_checked(path, f"the draft could not be checked: {type(exc).__name__}: {exc}")
+    return as_shown(check, rules_dir)
+
+
+def as_shown(check: DraftCheck, rules_dir: Path) -> DraftCheck:
+    """The check with the rules folder's absolute path taken out of every file name and message: the caller sees
+    `hetrombopag/1.1.0.yaml`, not where the server keeps its files."""
+    roots = sorted({f"{rules_dir.resolve()}{os.sep}", f"{rules_dir.absolute()}{os.sep}"}, key=len, reverse=True)
+
+    def shown(text: str) -> str:
+        for root in roots:
+            text = text.replace(root, "")
+        return text
+
+    def error(e: RulesetError) -> RulesetError:
+        return dataclasses.replace(e, file=shown(e.file), message=shown(e.message))
+
+    for result in check.results:
+        result.differences = [shown(d) for d in result.differences]
+    return dataclasses.replace(check, path=Path(shown(str(check.path))), errors=[error(e) for e in check.errors],
+                               other_errors=[error(e) for e in check.other_errors],
+                               test_problem=shown(check.test_problem))
+
+
+def not_checked(path: Path, reason: str) -> DraftCheck:
+    return DraftCheck(path, [RulesetError(str(path), 0, 0, (), reason)], [], None, [], {})
 
 
 def check_draft(text: str, path: Path, rules_dir: Path, engine: Engine) -> DraftCheck:
@@ -149,7 +192,12 @@ def _run(text: str, ruleset_id: str) -> DraftCheck:
     folders = _folders()
     if ruleset_id not in folders:
         ruleset_id = folders[0] if folders else "draft"
-    return check_draft(text, draft_path(rules_dir, ruleset_id, text), rules_dir, workbench().engine)
+    # The child keeps the draft's version once its tests have run, as it keeps every version it evaluates.
+    version = "draft " + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    try:
+        return sandbox().run(check_in_child, text, ruleset_id, rules_dir, doing="checking the draft", version=version)
+    except EvaluationError as error:
+        return as_shown(not_checked(rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml", str(error)), rules_dir)
 
 
 @bp.route("/check", methods=["GET", "POST"])
@@ -166,7 +214,14 @@ def check() -> str:
 
 @bp.post("/check.json")
 def check_json():
-    """The same check for a script: body {"text": ..., "ruleset": ...}; answers errors and test results."""
-    body = request.get_json(silent=True) or {}
+    """The same check for a script: body {"text": ..., "ruleset": ...}; answers errors and test results. A body
+    that is not such an object (or nests too deep) is a 400 with an OperationOutcome, as the hooks answer."""
+    try:
+        body = load_json(request.get_data(cache=False))
+    except HookError as error:
+        return jsonify(operation_outcome(error.code, error.diagnostics)), error.status
+    if not isinstance(body, dict):
+        shape = 'The body must be a JSON object: {"text": ..., "ruleset": ...}.'
+        return jsonify(operation_outcome("invalid", shape)), 400
     result = _run(str(body.get("text", "")), str(body.get("ruleset", "")))
     return jsonify(result.as_dict())

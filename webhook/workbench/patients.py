@@ -20,8 +20,10 @@ from engine.model import Evaluation, Ruleset
 from engine.simulate import medication_request
 from engine.testing import WHOLE_RECORD
 from webhook.cards import build_cards
+from webhook.request import MAX_JSON_DEPTH, nesting_depth
 from webhook.workbench.context import VersionInfo
-from webhook.workbench.views import bp, chosen_version, parse_date, snapshot, today, version_choices, workbench
+from webhook.workbench.views import (bp, chosen_version, parse_date, sandbox, snapshot, today, version_choices,
+                                     workbench)
 
 ORDER_HOOKS = ("order-select", "order-sign", "medication-prescribe")
 DEFAULT_PATIENT = "example-patient"
@@ -74,11 +76,18 @@ def from_case(ruleset: Ruleset, case: dict) -> tuple[list[dict] | None, dict, dt
 
 
 def parse_bundle(text: str, what: str) -> list[dict]:
+    """The resources in pasted JSON; nesting is bounded as in a hook request, since what reads it recurses."""
+    too_deep = ScenarioError(f"the {what} nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        resources = fhir.resources_from(json.loads(text))
+        document = json.loads(text)
     except json.JSONDecodeError as error:
         raise ScenarioError(f"the {what} is not JSON: {error.msg} at line {error.lineno}, column {error.colno}") \
             from None
+    except RecursionError:
+        raise too_deep from None
+    if nesting_depth(text.encode("utf-8", "surrogatepass")) > MAX_JSON_DEPTH:
+        raise too_deep
+    resources = fhir.resources_from(document)
     if not resources:
         raise ScenarioError(f"the {what} holds no FHIR resources (expected a Bundle, a resource or a list)")
     return resources
@@ -186,8 +195,7 @@ def evaluate(info: VersionInfo, scenario: Scenario) -> Outcome:
         else:
             drafts = written_drafts if order_hook else []
     try:
-        evaluation = evaluate_bounded(workbench().engine, ruleset, facts, possible, scenario.date, scenario.hook,
-                                      problems)
+        evaluation = evaluate_bounded(sandbox(), ruleset, facts, possible, scenario.date, scenario.hook, problems)
     except EvaluationError as error:
         raise ScenarioError(f"the evaluation failed: {error}") from None
     cards = build_cards(evaluation, ruleset, patient_id, drafts, known)
@@ -195,7 +203,7 @@ def evaluate(info: VersionInfo, scenario: Scenario) -> Outcome:
 
 
 @bp.route("/try", methods=["GET", "POST"])
-def try_patient() -> str:
+def try_patient() -> tuple[str, int]:
     info = chosen_version(request.values.get("version"))
     form = request.values
     outcome, problem = None, ""
@@ -204,5 +212,6 @@ def try_patient() -> str:
             outcome = evaluate(info, scenario_from_form(info, form))
         except (ScenarioError, OSError) as error:
             problem = str(error)
-    return render_template("try.html", info=info, versions=version_choices(), form=form, outcome=outcome,
+    page = render_template("try.html", info=info, versions=version_choices(), form=form, outcome=outcome,
                            problem=problem, patients=workbench().cohort(), order_hooks=ORDER_HOOKS)
+    return page, 400 if problem else 200

@@ -9,12 +9,12 @@ from flask import render_template
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
 from webhook.workbench import svg
-from webhook.workbench.views import bp, find_version, snapshot, today, workbench
+from webhook.workbench.views import bp, find_version, sandbox, snapshot, today
 
 
 @bp.get("/")
 def rulesets() -> str:
-    shot, engine = snapshot(), workbench().engine
+    shot, engine = snapshot(), sandbox()
     results = {info.ref: info.results(engine) for info in shot.loaded()}
     return render_template("rulesets.html", snapshot=shot, results=results, on=today())
 
@@ -30,7 +30,7 @@ def version(ruleset_id: str, version: str) -> str:
         charts={name: svg.table_chart(table, ruleset) for name, table in ruleset.tables.items()},
         rules=[plain_rule(rule, ruleset) for rule in ruleset.rules],
         mapping=mapping_rows(shot.mapping_data, ruleset), unmapped=unmapped_facts(shot.mapping_data, ruleset),
-        results=info.results(workbench().engine), mapping_errors=shot.mapping_errors)
+        results=info.results(sandbox()), mapping_errors=shot.mapping_errors)
 
 
 # --- rules in plain language ------------------------------------------------------------------

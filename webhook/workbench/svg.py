@@ -6,7 +6,9 @@ Geometry is computed here and nowhere else; pages only place the returned markup
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import heapq
 import itertools
 import math
 from dataclasses import dataclass
@@ -124,18 +126,34 @@ def coverage_problems(table: Table, low: float, high: float) -> tuple[list[Segme
     domain = _domain_band(table)
     bounds = sorted({p for b in table.bands for p in (b.low, b.high) if p is not None and low <= p <= high}
                     | {low, high})
-    probes: list[tuple[float, Segment]] = [(p, Segment(p, p)) for p in bounds]
-    probes += [((a + b) / 2, Segment(a, b)) for a, b in itertools.pairwise(bounds)]
+    probes = [Segment(bounds[0], bounds[0])]
+    for a, b in itertools.pairwise(bounds):
+        probes += [Segment(a, b), Segment(b, b)]
+    where = [(s.low + s.high) / 2 for s in probes]  # increasing
     gaps, overlaps = [], []
-    for x, segment in probes:
+    for x, segment, hits in zip(where, probes, _rows_containing(table.bands, where), strict=True):
         if not domain.contains(x):
             continue
-        hits = sum(1 for b in table.bands if b.contains(x))
         if hits == 0:
             gaps.append(segment)
         elif hits > 1:
             overlaps.append(segment)
     return _merge(gaps), _merge(overlaps)
+
+
+def _rows_containing(bands: Sequence[Band], where: list[float]) -> list[int]:
+    """How many bands contain each of the increasing values `where`. A band contains one run of them, found by
+    bisection, so each band costs log n and not n."""
+    change = [0] * (len(where) + 1)
+    for band in bands:
+        first = 0 if band.low is None else (bisect.bisect_left if band.low_closed else bisect.bisect_right)(
+            where, band.low)
+        end = len(where) if band.high is None else (bisect.bisect_right if band.high_closed else bisect.bisect_left)(
+            where, band.high)
+        if first < end:
+            change[first] += 1
+            change[end] -= 1
+    return list(itertools.accumulate(change[:-1]))
 
 
 def _merge(segments: list[Segment]) -> list[Segment]:
@@ -150,27 +168,37 @@ def _merge(segments: list[Segment]) -> list[Segment]:
 
 
 def _lanes(bands: Sequence[Band]) -> list[int]:
-    """Rows that overlap go on separate lanes, so an overlap is seen as two bars over one stretch."""
-    lanes: list[list[Band]] = []
-    found = []
-    for band in bands:
-        for index, lane in enumerate(lanes):
-            if not any(_overlap(band, other) for other in lane):
-                lane.append(band)
-                found.append(index)
-                break
-        else:
-            lanes.append([band])
-            found.append(len(lanes) - 1)
+    """Rows that overlap go on separate lanes, so an overlap is seen as two bars over one stretch. Taken in order of
+    where they start, each row goes on the lowest lane whose last row has ended there."""
+    found = [0] * len(bands)
+    running: list[tuple[tuple, int]] = []  # (where its row ends, lane), soonest end first
+    free: list[int] = []  # lanes whose rows have ended, lowest first
+    for index in sorted(range(len(bands)), key=lambda i: _start(bands[i])):
+        start = _start(bands[index])
+        if _end(bands[index]) <= start:  # an empty band (the checks say so) overlaps nothing: lane 0
+            continue
+        while running and running[0][0] <= start:
+            heapq.heappush(free, heapq.heappop(running)[1])
+        lane = heapq.heappop(free) if free else len(running)
+        found[index] = lane
+        heapq.heappush(running, (_end(bands[index]), lane))
     return found
 
 
-def _overlap(a: Band, b: Band) -> bool:
-    low = max(a.low if a.low is not None else -math.inf, b.low if b.low is not None else -math.inf)
-    high = min(a.high if a.high is not None else math.inf, b.high if b.high is not None else math.inf)
-    if low < high:
-        return True
-    return low == high and a.contains(low) and b.contains(low)
+def _start(band: Band) -> tuple[float, int]:
+    """Where a band starts, as a position: just after its low end when that end is open."""
+    return (-math.inf if band.low is None else band.low, 0 if band.low_closed else 1)
+
+
+def _end(band: Band) -> tuple[float, int]:
+    """The first position after a band: just after its high end when that end is closed."""
+    return (math.inf if band.high is None else band.high, 1 if band.high_closed else 0)
+
+
+def _colours(table: Table) -> dict[str, int]:
+    """A colour per distinct output (by its repr), in the order the rows first give it."""
+    outputs = dict.fromkeys(repr(b.output) for b in table.bands)
+    return {output: index % PALETTE_SIZE for index, output in enumerate(outputs)}
 
 
 def table_chart(table: Table, ruleset: Ruleset | None = None, width: int = 900) -> Markup:
@@ -182,13 +210,13 @@ def table_chart(table: Table, ruleset: Ruleset | None = None, width: int = 900) 
     axis_y = top + lane_count * lane_height + 6
     height = axis_y + 40
     x = Scale(low, high, 12, width - 60)
-    outputs = list(dict.fromkeys(repr(b.output) for b in table.bands))
+    colours = _colours(table)
     parts: list[Markup] = []
     gaps, overlaps = coverage_problems(table, low, high)
     parts += [_problem(x, s, top, axis_y, "gap") for s in gaps]
     for band, lane in zip(table.bands, lanes, strict=True):
         parts.append(_band(band, x, low, high, top + lane * lane_height, lane_height - 8,
-                           outputs.index(repr(band.output)) % PALETTE_SIZE,
+                           colours[repr(band.output)],
                            band_output(band, ruleset, table.output_unit)))
     parts += [_problem(x, s, top, axis_y, "overlap") for s in overlaps]
     parts.append(_axis(table, x, low, high, axis_y, width))
@@ -461,7 +489,7 @@ def outcome_timeline(days: Sequence[tuple[dt.date, dict[str, int]]], label: str,
 
 def shades_for(table: Table, ruleset: Ruleset | None) -> list[Shade]:
     """A table's rows as horizontal shades behind a measurement that is its input."""
-    outputs = list(dict.fromkeys(repr(b.output) for b in table.bands))
+    colours = _colours(table)
     return [Shade(b.low, b.high, f"{b.text}: {band_output(b, ruleset, table.output_unit)}",
-                  outputs.index(repr(b.output)) % PALETTE_SIZE) for b in table.bands]
+                  colours[repr(b.output)]) for b in table.bands]
 

@@ -6,12 +6,13 @@ import datetime as dt
 
 from flask import render_template, request
 
+from engine.errors import EvaluationError
 from engine.model import Ruleset
 from engine.simulate import Day, simulate
 from webhook.cards import max_daily_dose
 from webhook.workbench import svg
 from webhook.workbench.patients import ScenarioError, parse_bundle
-from webhook.workbench.views import bp, chosen_version, parse_date, snapshot, version_choices, workbench
+from webhook.workbench.views import bp, chosen_version, parse_date, sandbox, snapshot, version_choices, workbench
 
 MAX_DAYS = 120
 
@@ -72,7 +73,7 @@ def timeline() -> str:
     if info is not None:
         try:
             result = _simulate(info.ruleset, form, patients)
-        except (ScenarioError, ValueError) as error:
+        except (ScenarioError, EvaluationError, ValueError) as error:  # EvaluationError: e.g. past the time limit
             problem = str(error)
     facts = measured_facts(info.ruleset) if info else []
     return render_template("timeline.html", info=info, versions=version_choices(), form=form, patients=patients,
@@ -96,6 +97,6 @@ def _simulate(ruleset: Ruleset, form, patients) -> dict:
     count = min(max(int(form.get("days") or 50), 1), MAX_DAYS)
     measured = measured_facts(ruleset)
     fact = form.get("fact") if form.get("fact") in measured else (measured[0] if measured else None)
-    days = simulate(ruleset, mapping, resources, day0, count, engine=workbench().engine)
+    days = simulate(ruleset, mapping, resources, day0, count, engine=sandbox())
     return {"label": label, "day0": day0, "days": days, "fact": fact,
             "chart": chart(ruleset, days, fact, day0) if fact else None}

@@ -9,11 +9,13 @@ import datetime as dt
 import json
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
+from engine.sandbox import SandboxEngine
 from engine.templates import format_number
 from webhook import hosts
+from webhook.outcome import operation_outcome
 from webhook.workbench import access
 from webhook.workbench.context import Snapshot, VersionInfo, Workbench
 from webhook.workbench.markdown import render_markdown
@@ -51,6 +53,27 @@ def snapshot() -> Snapshot:
     return workbench().snapshot()
 
 
+BUSY_RETRY_SECONDS = 5
+
+
+def sandbox() -> SandboxEngine:
+    """The engine, for this request: one request at a time in a worker uses it. Its child answers one call at a
+    time, and a request waiting for it would hold a thread that the EHR's calls need (`cdsrules serve --workbench`
+    gives each worker two), so another request is answered 503 at once."""
+    if not g.get("sandbox_seat"):
+        if not workbench().sandbox_seat.acquire(blocking=False):
+            raise ServiceUnavailable("The workbench is busy with another check in this server process; try again "
+                                     "in a few seconds.", retry_after=BUSY_RETRY_SECONDS)
+        g.sandbox_seat = True
+    return workbench().engine
+
+
+@bp.teardown_request
+def _free_sandbox_seat(_error: BaseException | None) -> None:
+    if g.pop("sandbox_seat", False):
+        workbench().sandbox_seat.release()
+
+
 def today() -> dt.date:
     return workbench().clock()
 
@@ -81,12 +104,14 @@ def _headers(response: Response) -> Response:
 
 
 @bp.errorhandler(HTTPException)
-def _error_page(error: HTTPException) -> Response:
-    response = Response(render_template("error.html", error=error), status=error.code or 500)
-    for name, value in error.get_headers():  # e.g. Retry-After, Allow
-        if name.lower() != "content-type":
-            response.headers[name] = value
-    return response
+def _error_page(error: HTTPException) -> tuple[Any, int, list]:
+    """A page, or an OperationOutcome for the JSON endpoint; headers such as Retry-After and Allow are kept."""
+    status = error.code or 500
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+    if request.path.endswith(".json"):
+        code = "transient" if status == 503 else "processing"
+        return jsonify(operation_outcome(code, error.description or error.name)), status, headers
+    return render_template("error.html", error=error), status, headers
 
 
 @bp.app_template_filter("num")
