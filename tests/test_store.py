@@ -206,7 +206,8 @@ def test_upgrading_puts_feedback_timestamps_in_utc_and_keeps_one_row_per_instant
         ("c1", "overridden", "2026-06-02T10:00:00+00:00"),
         ("c2", "accepted", "2026-06-02T10:00:00Z"), ("c2", "accepted", "2026-06-02T10:00:00.000000Z"),
         ("c3", "accepted", "yesterday")])
-    first = min(r["id"] for r in store.feedback_rows())
+    with store.engine.connect() as connection:  # the table as it was at 0002
+        first = connection.exec_driver_sql("SELECT min(id) FROM feedback").scalar()
     store.migrate()
     rows = store.feedback_rows()
     assert [(r["card"], r["outcome"], r["outcome_timestamp"]) for r in rows] == [
@@ -226,7 +227,8 @@ def test_the_latest_outcome_is_the_latest_instant_whatever_its_offset(store_url)
     # card-b: accepted at 06:00 UTC in a row kept as sent, then overridden at 07:00 UTC
     _insert_feedback_as_sent(store, [("card-b", "accepted", "2026-06-02T11:00:00+05:00")])
     store.add_feedback("svc", {"card": "card-b", "outcome": "overridden", "outcomeTimestamp": "2026-06-02T07:00:00Z"})
-    assert store.outcome_summary()["totals"] == {"shown": 2, "accepted": 0, "overridden": 2, "no_feedback": 0}
+    assert store.outcome_summary()["totals"] == {"shown": 2, "accepted": 0, "accepted_suggestion_unknown": 0,
+                                                 "overridden": 2, "no_feedback": 0}
 
 
 def test_a_jti_seen_by_one_worker_is_a_replay_for_another(store_url):
@@ -287,7 +289,8 @@ def test_the_outcome_summary_joins_feedback_on_the_card(store_url):
     assert store.add_audit(_record(cards[2:]))
     reason = {"reason": {"code": "patient-declined", "system": "urn:x", "display": "Patient declined"},
               "userComment": "family prefers to wait"}
-    store.add_feedback("svc", {"card": "card-0", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"})
+    store.add_feedback("svc", {"card": "card-0", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z",
+                               "acceptedSuggestions": [{"id": "s-1"}]})
     store.add_feedback("svc", {"card": "card-1", "outcome": "overridden", "outcomeTimestamp": "2026-06-02T10:00:00Z",
                                "overrideReason": reason})
     store.add_feedback("svc", {"card": "card-3", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"})
@@ -295,12 +298,13 @@ def test_the_outcome_summary_joins_feedback_on_the_card(store_url):
     store.add_feedback("svc", {"card": "unknown", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"})
 
     summary = store.outcome_summary()
-    assert summary["totals"] == {"shown": 4, "accepted": 1, "overridden": 2, "no_feedback": 1}
+    known = {"accepted_suggestion_unknown": 0}
+    assert summary["totals"] == {"shown": 4, "accepted": 1, **known, "overridden": 2, "no_feedback": 1}
     assert summary["by_topic"] == [
-        {"topic": "titration", "shown": 3, "accepted": 1, "overridden": 1, "no_feedback": 1},
-        {"topic": "monitoring", "shown": 1, "accepted": 0, "overridden": 1, "no_feedback": 0}]
+        {"topic": "titration", "shown": 3, "accepted": 1, **known, "overridden": 1, "no_feedback": 1},
+        {"topic": "monitoring", "shown": 1, "accepted": 0, **known, "overridden": 1, "no_feedback": 0}]
     assert summary["by_rule"][0] == {"rule_id": "raise-dose", "topic": "titration", "shown": 2, "accepted": 1,
-                                     "overridden": 1, "no_feedback": 0}
+                                     **known, "overridden": 1, "no_feedback": 0}
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
     assert {(d["day"], d["topic"], d["shown"]) for d in summary["by_day"]} == {(today, "titration", 3),
                                                                               (today, "monitoring", 1)}

@@ -77,7 +77,10 @@ feedback = Table(
     Column("accepted_suggestions", Text),  # JSON list of suggestion uuids
     Column("override_reason", Text),  # JSON: {reason: Coding, userComment}
     Column("received_at", String(40), nullable=False),
-    UniqueConstraint("service", "card", "outcome", "outcome_timestamp", name="feedback_once"),
+    Column("item", Text),  # the item's JSON as it was sent, whatever its keys
+    Column("unknown_keys", Text),  # JSON list of the keys it sent that CDS Hooks does not define
+    Column("item_sha256", String(64), nullable=False),  # so only the same content is the same feedback
+    UniqueConstraint("service", "card", "outcome", "outcome_timestamp", "item_sha256", name="feedback_once"),
     Index("feedback_card", "card"),
 )
 
@@ -338,16 +341,25 @@ class Store:
     # --- feedback -----------------------------------------------------------------------
 
     def add_feedback(self, service: str, item: dict) -> bool:
-        """Store one feedback item; False if the same feedback was stored before. ValueError if its
-        outcomeTimestamp is not an instant with a time zone."""
+        """Store one feedback item as sent; False if the same item was stored before. ValueError if its
+        outcomeTimestamp is not an instant with a time zone.
+
+        Only an item with the same content is the same feedback: one sent with misspelt keys never absorbs the
+        corrected resend, which arrives later and so is the card's latest outcome."""
+        sent, instant = json.dumps(item, sort_keys=True, ensure_ascii=False), utc_instant(item["outcomeTimestamp"])
+        # The same instant written with another offset is the same feedback: the digest reads it in UTC.
+        content = json.dumps({**item, "outcomeTimestamp": instant}, sort_keys=True, ensure_ascii=False)
         row = {
             "service": service,
             "card": item["card"],
             "outcome": item["outcome"],
-            "outcome_timestamp": utc_instant(item["outcomeTimestamp"]),
-            "accepted_suggestions": _json_or_none([s.get("id") for s in item.get("acceptedSuggestions") or []]),
+            "outcome_timestamp": instant,
+            "accepted_suggestions": _json_or_none([s.get("id") for s in _objects(item.get("acceptedSuggestions"))]),
             "override_reason": _json_or_none(item.get("overrideReason")),
             "received_at": _now(),
+            "item": sent,
+            "unknown_keys": _json_or_none(sorted(set(item) - FEEDBACK_KEYS)),
+            "item_sha256": hashlib.sha256(content.encode()).hexdigest(),
         }
         try:
             with self._turn(), self.engine.begin() as connection:
@@ -425,18 +437,24 @@ class Store:
         `since`/`until` (dates or ISO timestamps, UTC, both included) bound when the card was shown. Returns:
 
             {"since": str | None, "until": str | None, "ruleset": str | None,
-             "totals":   {"shown": n, "accepted": n, "overridden": n, "no_feedback": n},
+             "totals":   {"shown": n, "accepted": n, "accepted_suggestion_unknown": n, "overridden": n,
+                          "no_feedback": n},
              "by_topic": [{"topic", "shown", "accepted", "overridden", "no_feedback"}, ...],  # most shown first
              "by_rule":  [{"rule_id", "topic", "shown", "accepted", "overridden", "no_feedback"}, ...],
              "by_day":   [{"day": "YYYY-MM-DD", "topic", "shown", "accepted", "overridden", "no_feedback"}, ...],
              "override_reasons": [{"topic", "rule_id", "code", "system", "display", "count"}, ...],  # most first
-             "comments": [{"card_uuid", "topic", "rule_id", "day", "reason", "comment"}, ...]}
+             "comments": [{"card_uuid", "topic", "rule_id", "day", "reason", "comment"}, ...],
+             "unknown_keys": {key: n}}  # feedback items that sent keys CDS Hooks does not define, by key
+
+        `accepted_suggestion_unknown` counts the accepted cards (within `accepted`) whose feedback did not say
+        which suggestion was accepted.
 
         `rule_id` is the rule whose decision made the card (None for cards recorded without one); an override
         without a coded reason counts under code None.
         """
         query = (select(audit_card.c.card_uuid, audit_card.c.topic, audit_card.c.rule_id, audit_card.c.created_at,
-                        feedback.c.outcome, feedback.c.outcome_timestamp, feedback.c.override_reason, feedback.c.id)
+                        feedback.c.outcome, feedback.c.outcome_timestamp, feedback.c.override_reason, feedback.c.id,
+                        feedback.c.accepted_suggestions, feedback.c.unknown_keys)
                  .select_from(audit_card.outerjoin(feedback, feedback.c.card == audit_card.c.card_uuid))
                  .order_by(audit_card.c.created_at, audit_card.c.card_uuid, feedback.c.id))
         if since is not None:
@@ -451,18 +469,21 @@ class Store:
         if ruleset:
             query = query.where(audit_card.c.ruleset == ruleset)
         cards: dict[str, dict] = {}
+        unknown_keys: dict[str, int] = {}
         with self.engine.connect() as connection:
             for row in connection.execute(query):
                 card = cards.setdefault(row.card_uuid, {"topic": row.topic, "rule_id": row.rule_id,
                                                         "day": row.created_at[:10], "outcome": None,
-                                                        "override": None, "latest": None})
+                                                        "override": None, "latest": None, "suggestion": None})
                 if row.outcome is None:
                     continue
+                for key in _loads(row.unknown_keys) or []:
+                    unknown_keys[key] = unknown_keys.get(key, 0) + 1
                 latest = (_sortable_instant(row.outcome_timestamp), row.id)
                 if card["latest"] is None or latest > card["latest"]:
                     card["outcome"], card["override"] = row.outcome, _loads(row.override_reason)
-                    card["latest"] = latest
-        return _summarise(cards, since, until, ruleset)
+                    card["suggestion"], card["latest"] = _loads(row.accepted_suggestions), latest
+        return {**_summarise(cards, since, until, ruleset), "unknown_keys": unknown_keys}
 
     # --- JWT ids ------------------------------------------------------------------------
 
@@ -537,11 +558,20 @@ def _json_or_none(value: object) -> str | None:
     return json.dumps(value) if value else None
 
 
+def _objects(value: object) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+# The keys of a feedback item in CDS Hooks 2.0; any other is kept in `item` and counted in the outcome figures.
+FEEDBACK_KEYS = frozenset({"card", "outcome", "acceptedSuggestions", "overrideReason", "outcomeTimestamp",
+                           "extension"})
+
+
 _OUTCOMES = {"accepted": "accepted", "overridden": "overridden", None: "no_feedback"}
 
 
 def _counts() -> dict[str, int]:
-    return {"shown": 0, "accepted": 0, "overridden": 0, "no_feedback": 0}
+    return {"shown": 0, "accepted": 0, "accepted_suggestion_unknown": 0, "overridden": 0, "no_feedback": 0}
 
 
 def _summarise(cards: dict[str, dict], since, until, ruleset) -> dict:
@@ -555,6 +585,8 @@ def _summarise(cards: dict[str, dict], since, until, ruleset) -> dict:
                        by_day.setdefault((card["day"], topic), {"day": card["day"], "topic": topic, **_counts()})):
             counts["shown"] += 1
             counts[outcome] += 1
+            if outcome == "accepted" and not card["suggestion"]:
+                counts["accepted_suggestion_unknown"] += 1  # accepted, but which suggestion was not said
         override = card["override"] if isinstance(card["override"], dict) else {}
         reason = override.get("reason") if isinstance(override.get("reason"), dict) else {}
         if outcome == "overridden":
