@@ -3,7 +3,8 @@ import pytest
 
 from engine.loader import load_ruleset, ruleset_files
 from engine.runtime import Engine
-from engine.testing import run_case
+from engine.templates import format_number
+from engine.testing import case_facts, run_case
 from tests.helpers import ROOT
 
 FILES = ruleset_files([ROOT / "rules", ROOT / "examples" / "rulesets"])
@@ -35,3 +36,35 @@ def test_every_hetrombopag_topic_is_covered_by_a_test(ruleset):
     assert topics == tested
     if ruleset.version in HETROMBOPAG_TOPICS:
         assert topics == HETROMBOPAG_TOPICS[ruleset.version]
+
+
+# Versions held to the card contract: every summary names the drug and, where one is known, a dose.
+CARD_CONTRACT = {"hetrombopag@1.0.1"}
+SUMMARY_LIMIT = 139  # CDS Hooks: under 140 characters; the cards layer cuts a longer one
+
+
+def known_doses(facts: dict, decision) -> set[str]:
+    """The doses a summary may name: the current one on therapy, the draft's, the one suggested."""
+    doses = {facts.get("current_daily_dose_mg"), facts.get("draft_daily_dose_mg")}
+    doses.add(decision.suggestion.daily_dose if decision.suggestion else None)
+    return {f"{format_number(d)} mg" for d in doses if isinstance(d, (int, float)) and not isinstance(d, bool)}
+
+
+@pytest.mark.parametrize("ref", sorted(CARD_CONTRACT))
+def test_every_summary_names_the_drug_and_a_known_dose(ref):
+    ruleset = next(r for r in RULESETS if r.ref == ref)
+    problems = []
+    for case in ruleset.tests:
+        facts, reasons = case_facts(ruleset, case)
+        evaluation = ENGINE.evaluate(ruleset, facts, str(case["date"]), case.get("hook"), reasons)
+        for decision in evaluation.decisions:
+            where = f"{case['name']}: {decision.topic}: {decision.summary!r}"
+            doses = known_doses(evaluation.facts, decision)
+            if "hetrombopag" not in decision.summary.lower():
+                problems.append(f"{where} does not name the drug")
+            if doses and not any(dose in decision.summary for dose in doses):
+                problems.append(f"{where} names none of {sorted(doses)}")
+            if len(decision.summary) > SUMMARY_LIMIT:
+                problems.append(f"{where} has {len(decision.summary)} characters")
+    assert not problems, "\n".join(problems)
+
