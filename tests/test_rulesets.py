@@ -68,3 +68,18 @@ def test_every_summary_names_the_drug_and_a_known_dose(ref):
                 problems.append(f"{where} has {len(decision.summary)} characters")
     assert not problems, "\n".join(problems)
 
+
+@pytest.mark.parametrize("ref", sorted(CARD_CONTRACT))
+def test_card_texts_write_the_platelet_unit_with_a_superscript(ref):
+    """EHRs show `10^9` literally; texts write x 10⁹/L (unit fields keep their ASCII codes)."""
+    ruleset = next(r for r in RULESETS if r.ref == ref)
+    assert "x 10^9" not in ruleset.source_text
+    seen = False
+    for case in ruleset.tests:
+        facts, reasons = case_facts(ruleset, case)
+        for decision in ENGINE.evaluate(ruleset, facts, str(case["date"]), case.get("hook"), reasons).decisions:
+            texts = [decision.summary, decision.detail, decision.suggestion.label if decision.suggestion else ""]
+            assert not [t for t in texts if "10^9" in t], (case["name"], decision.topic)
+            seen = seen or any("x 10⁹/L" in t for t in texts)
+    assert seen
+
