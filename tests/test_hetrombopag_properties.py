@@ -150,3 +150,5 @@ def test_no_suggestion_changes_a_draft_to_what_it_already_orders(p):
     if recommended is not None and (p["draft_frequency"] != 1 or abs(recommended - draft_daily) > 1e-9):
         assert "dose-mismatch" in evaluation.topics()
         assert "titration-increase" not in evaluation.topics() and "titration-maintain" not in evaluation.topics()
+    else:
+        assert "dose-mismatch" not in evaluation.topics()

@@ -83,3 +83,21 @@ def test_card_texts_write_the_platelet_unit_with_a_superscript(ref):
             seen = seen or any("x 10⁹/L" in t for t in texts)
     assert seen
 
+
+
+@pytest.mark.parametrize("ref", sorted(CARD_CONTRACT))
+def test_a_dose_change_shows_the_values_it_was_decided_on(ref):
+    """A card that changes an order's dose has a basis: the deciding rule compares a measured value itself."""
+    ruleset = next(r for r in RULESETS if r.ref == ref)
+    seen = set()
+    for case in ruleset.tests:
+        facts, reasons = case_facts(ruleset, case)
+        evaluation = ENGINE.evaluate(ruleset, facts, str(case["date"]), case.get("hook"), reasons)
+        firings = {f.rule_id: f for f in evaluation.trace}
+        for decision in evaluation.decisions:
+            if decision.suggestion and decision.suggestion.action == "update":
+                measured = [c for c in firings[decision.rule_id].comparisons
+                            if isinstance(c.actual, (int, float)) and not isinstance(c.actual, bool)]
+                assert measured, (case["name"], decision.topic)
+                seen.add(decision.topic)
+    assert seen == {"titration-increase", "dose-mismatch"}
