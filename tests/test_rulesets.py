@@ -26,7 +26,8 @@ def test_case(ruleset, case):
 TOPICS_1_0_0 = {"eligibility-met", "eligibility-not-met", "eligibility-incomplete", "start-dose", "start-too-early",
                 "dose-above-max", "dose-mismatch", "titration-increase", "titration-maintain", "stop-platelets",
                 "stop-duration", "liver-safety", "data-missing"}
-HETROMBOPAG_TOPICS = {"1.0.0": TOPICS_1_0_0, "1.0.1": TOPICS_1_0_0 | {"liver-monitoring"}}
+HETROMBOPAG_TOPICS = {"1.0.0": TOPICS_1_0_0, "1.0.1": TOPICS_1_0_0 | {"liver-monitoring"},
+                      "1.1.0": TOPICS_1_0_0 | {"liver-monitoring"}}
 
 
 @pytest.mark.parametrize("ruleset", [r for r in RULESETS if r.id == "hetrombopag"], ids=lambda r: r.ref)
@@ -39,7 +40,7 @@ def test_every_hetrombopag_topic_is_covered_by_a_test(ruleset):
 
 
 # Versions held to the card contract: every summary names the drug and, where one is known, a dose.
-CARD_CONTRACT = {"hetrombopag@1.0.1"}
+CARD_CONTRACT = {"hetrombopag@1.0.1", "hetrombopag@1.1.0"}
 SUMMARY_LIMIT = 139  # CDS Hooks: under 140 characters; the cards layer cuts a longer one
 
 
