@@ -58,9 +58,9 @@ def with_platelets(comparator: str, value: float) -> list[dict]:
 
 
 def test_a_count_written_below_the_step_up_threshold_steps_the_dose_up(server):
-    found = cards(server, with_platelets("<", 20))
-    assert topics(found) == ["titration-increase"] and doses(found) == ["7.5"]
-    assert "platelets <20" in found[0]["summary"] and "<20 x 10^9/L" in found[0]["detail"]
+    found = cards(server, with_platelets("<", 20))  # the draft holds the current 5 mg: it is changed to 7.5
+    assert topics(found) == ["dose-mismatch"] and doses(found) == ["7.5"]
+    assert "platelets <20" in found[0]["summary"] and "<20 x 10⁹/L" in found[0]["detail"]
 
 
 def test_a_count_written_above_the_stop_threshold_stops(server):

@@ -132,7 +132,7 @@ def readme_call(readme: str) -> tuple[str, dict[str, str], str]:
 
 def readme_dose_claim(readme: str) -> tuple[float, float, float]:
     """What the README says the call answers: platelets, the current daily dose and the advised one."""
-    claim = re.search(r"platelets ([\d.]+) x 10\^9/L on ([\d.]+) mg at a two-weekly review\) the service advises "
+    claim = re.search(r"platelets ([\d.]+) x 10⁹/L on ([\d.]+) mg at a two-weekly review\) the service advises "
                       r"([\d.]+) mg and suggests the changed draft order", " ".join(readme.split()))
     assert claim, "the README no longer says what its call answers"
     return tuple(float(number) for number in claim.groups())
@@ -157,3 +157,4 @@ def test_the_readmes_call_advises_the_dose_it_describes_today(tmp_path):
     [action] = [action for suggestion in card["suggestions"] for action in suggestion["actions"]]
     assert action["type"] == "update" and action["resource"]["id"] == draft["id"]  # the draft order, changed
     assert suggested_doses(card) == [advised]
+    assert f"one `{card['source']['topic']['code']}` card" in " ".join(readme.split())  # the card it names

@@ -3,9 +3,11 @@
 - No suggestion ever proposes more than the maximum daily dose.
 - No dose is suggested to an untreated patient whose weight is missing or stale.
 - The same data sent in other units gives the same decisions.
+- (1.0.1) No suggestion changes a draft order to the dose and frequency it already holds.
 """
 import datetime as dt
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +20,8 @@ from tests.helpers import HETROMBOPAG, ROOT
 
 MAPPING = load_site_mapping(ROOT / "rules" / "site" / "fhir-r4.yaml")
 RULESET = load_ruleset(HETROMBOPAG)
+RULESET_1_0_1 = load_ruleset(ROOT / "rules" / "hetrombopag" / "1.0.1.yaml")
+VERSIONS = pytest.mark.parametrize("ruleset", [RULESET, RULESET_1_0_1], ids=lambda r: r.version)
 ENGINE = Engine()
 MAX_DAILY_DOSE = RULESET.param("max_daily_dose_mg")
 TRANSPLANT = dt.date(2026, 3, 1)
@@ -44,7 +48,19 @@ def patients(draw):
         "therapy": draw(st.one_of(st.none(), st.tuples(st.integers(min_value=4, max_value=30),
                                                        st.sampled_from([2.5, 5, 7.5])))),
         "draft_dose": draw(st.one_of(st.none(), st.sampled_from([1, 2.5, 5, 7.5, 10, 15]))),
+        "draft_frequency": 1,
     }
+
+
+@st.composite
+def drafts_at_a_review(draw):
+    """On therapy with a titration review due, and a draft at one of the levels, once or twice daily."""
+    p = draw(patients())
+    start_day = draw(st.integers(min_value=4, max_value=30))
+    today = TRANSPLANT + dt.timedelta(days=draw(st.integers(min_value=start_day + 14, max_value=56)))
+    return {**p, "today": today, "therapy": (start_day, draw(st.sampled_from([2.5, 5, 7.5]))),
+            "platelets": draw(st.integers(min_value=0, max_value=150)), "weight": p["weight"] or 20.0,
+            "draft_dose": draw(st.sampled_from([2.5, 5, 7.5])), "draft_frequency": draw(st.sampled_from([1, 2]))}
 
 
 def resources(p, weight_unit=WEIGHT_UNITS[0], platelet_unit=PLATELET_UNITS[0], bilirubin_unit=BILIRUBIN_UNITS[0]):
@@ -73,44 +89,66 @@ def resources(p, weight_unit=WEIGHT_UNITS[0], platelet_unit=PLATELET_UNITS[0], b
     return found
 
 
-def decide(p, **units):
+def decide(p, ruleset=RULESET, **units):
     drafts = None
     if p["draft_dose"] is not None:
         drafts = [fx.medication_request(id="draft-1", status="draft", dose=p["draft_dose"],
-                                        authored=p["today"].isoformat())]
+                                        frequency=p["draft_frequency"], authored=p["today"].isoformat())]
     extraction = extract_facts(MAPPING, resources(p, **units), p["today"], draft_orders=drafts,
                                supplied={"Patient", "Observation", "Condition", "Procedure", "MedicationRequest"})
     hook = "order-sign" if drafts else "patient-view"
-    return ENGINE.evaluate(RULESET, extraction.facts, p["today"], hook, extraction.problems)
+    return ENGINE.evaluate(ruleset, extraction.facts, p["today"], hook, extraction.problems)
 
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@VERSIONS
 @FAST
 @given(patients())
-def test_no_suggestion_above_the_maximum_daily_dose(p):
-    for decision in decide(p).decisions:
+def test_no_suggestion_above_the_maximum_daily_dose(ruleset, p):
+    for decision in decide(p, ruleset).decisions:
         if decision.suggestion and decision.suggestion.daily_dose is not None:
             assert decision.suggestion.daily_dose <= MAX_DAILY_DOSE
 
 
+@VERSIONS
 @FAST
 @given(patients(), st.one_of(st.none(), st.integers(min_value=1, max_value=30)))
-def test_no_dose_for_an_untreated_patient_without_a_current_weight(p, days_too_old):
+def test_no_dose_for_an_untreated_patient_without_a_current_weight(ruleset, p, days_too_old):
     """days_too_old None: no weight at all; else the weight is that many days past its window."""
     window = RULESET.param("weight_window_days")
     p = {**p, "therapy": None, "weight": None if days_too_old is None else (p["weight"] or 20.0),
          "weight_age": window + (days_too_old or 0)}
-    evaluation = decide(p)
+    evaluation = decide(p, ruleset)
     assert "start_dose_mg" not in evaluation.facts
     assert all(d.suggestion is None or d.suggestion.daily_dose is None for d in evaluation.decisions)
 
 
+@VERSIONS
 @FAST
 @given(patients(), st.sampled_from(WEIGHT_UNITS), st.sampled_from(PLATELET_UNITS), st.sampled_from(BILIRUBIN_UNITS))
-def test_the_same_data_in_other_units_gives_the_same_decisions(p, weight_unit, platelet_unit, bilirubin_unit):
-    canonical = signature(decide(p))
-    converted = signature(decide(p, weight_unit=weight_unit, platelet_unit=platelet_unit,
+def test_the_same_data_in_other_units_gives_the_same_decisions(ruleset, p, weight_unit, platelet_unit,
+                                                               bilirubin_unit):
+    canonical = signature(decide(p, ruleset))
+    converted = signature(decide(p, ruleset, weight_unit=weight_unit, platelet_unit=platelet_unit,
                                  bilirubin_unit=bilirubin_unit))
     assert converted == canonical
+
+
+@FAST
+@given(drafts_at_a_review())
+def test_no_suggestion_changes_a_draft_to_what_it_already_orders(p):
+    """A draft at the recommended dose once daily is left alone; one that differs gets the change, in one card."""
+    evaluation = decide(p, RULESET_1_0_1)
+    draft_daily = p["draft_dose"] * p["draft_frequency"]
+    for decision in evaluation.decisions:
+        suggestion = decision.suggestion
+        if suggestion and suggestion.action == "update" and suggestion.order_id == "draft-1":
+            assert p["draft_frequency"] != 1 or abs(suggestion.daily_dose - draft_daily) > 1e-9, decision.summary
+    recommended = evaluation.facts.get("recommended_dose_mg")
+    if recommended is not None and (p["draft_frequency"] != 1 or abs(recommended - draft_daily) > 1e-9):
+        assert "dose-mismatch" in evaluation.topics()
+        assert "titration-increase" not in evaluation.topics() and "titration-maintain" not in evaluation.topics()
+    else:
+        assert "dose-mismatch" not in evaluation.topics()

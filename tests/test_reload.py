@@ -97,7 +97,7 @@ def run_under_load(base, rules_copy, tmp_path, fhir, today):
         for thread in threads:
             thread.join()
     assert len(statuses) > 20 and set(statuses) == {200}
-    assert versions_seen == {"1.0.0", "1.1.0"}
+    assert versions_seen == {"1.0.1", "1.1.0"}  # the release in effect today, then the new one
     assert "rules reload refused" in (tmp_path / "server.log").read_text()
 
 
