@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from engine.fhir import is_fhir_id
-from engine.model import Decision, Evaluation, Firing, Ruleset, Suggestion
+from engine.model import Comparison, Decision, Evaluation, Firing, Ruleset, Suggestion
 from engine.templates import escape_markdown
 
 SUMMARY_LIMIT = 139  # CDS Hooks: under 140 characters
@@ -116,12 +116,26 @@ def _basis(firing: Firing, ruleset: Ruleset, evaluation: Evaluation) -> list[str
     lines = []
     for c in firing.comparisons:
         measured = isinstance(c.actual, (int, float)) and not isinstance(c.actual, bool)
-        if c.op in ("exists", "missing") or not (measured or c.threshold_ref):
-            continue
+        if c.op in ("exists", "missing") or not (measured or c.threshold_ref) or not _held(c):
+            continue  # a branch of an `any` that did not hold is not why the rule fired
         actual = escape_markdown(c.actual) if isinstance(c.actual, str) else _value(c.actual)  # a text from data
         lines.append(f"`{c.fact}` is {actual}{_observed(c.fact, ruleset, evaluation)}; the rule checks "
                      f"{_OPERATORS.get(c.op, c.op)} {_value(c.threshold)}{_threshold_source(c.threshold_ref, ruleset)}")
     return lines
+
+
+_HOLDS = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "gt": lambda a, b: a > b,
+          "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+          "in": lambda a, b: a in b}
+
+
+def _held(comparison: Comparison) -> bool:
+    """Whether the comparison held for the values it saw; one that cannot be judged is shown."""
+    test = _HOLDS.get(comparison.op)
+    try:
+        return test is None or comparison.actual is None or bool(test(comparison.actual, comparison.threshold))
+    except TypeError:
+        return True
 
 
 def _observed(fact: str, ruleset: Ruleset, evaluation: Evaluation) -> str:
