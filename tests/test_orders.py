@@ -80,3 +80,48 @@ def test_no_card_suggests_the_dose_the_draft_already_holds(server):
     suggested = [a["resource"] for c in cards for s in c.get("suggestions", []) for a in s["actions"]
                  if a["type"] == "update" and a["resource"].get("id") == "draft-1"]
     assert all(r["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] != 7.5 for r in suggested)
+
+
+def sign(server, record: list[dict], draft: dict) -> list[dict]:
+    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.services["order-sign"]["prefetch"],
+                                                                    FhirData(record), "p1"))
+    response = requests.post(f"{server.base_url}/cds-services/hetrombopag-order-sign", json=body, timeout=20)
+    assert response.status_code == 200, response.text
+    return response.json()["cards"]
+
+
+def on_2_5_mg_at_a_review() -> list[dict]:
+    record = patient_record(TODAY, platelets=40)
+    active = next(r for r in record if r["id"] == "mr-active")
+    active["dosageInstruction"] = hetrombopag_order("x", "p1", 2.5, "active", TODAY)["dosageInstruction"]
+    return record
+
+
+def test_a_draft_that_skips_a_level_is_one_dose_mismatch_naming_both_reasons(server):
+    """Before, the only card announced '2.5 to 5' and silently rewrote the 7.5 mg draft."""
+    cards = sign(server, on_2_5_mg_at_a_review(), hetrombopag_order("draft-1", "p1", 7.5, "draft", TODAY))
+    assert [c["source"]["topic"]["code"] for c in cards] == ["dose-mismatch"]
+    (card,) = cards
+    assert "7.5" in card["summary"] and "5" in card["summary"]
+    resource = card["suggestions"][0]["actions"][0]["resource"]
+    assert resource["id"] == "draft-1"
+    assert resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 5
+
+
+def test_a_twice_daily_draft_of_the_right_daily_dose_is_a_dose_mismatch(server):
+    """2.5 mg twice daily is 5 mg a day, as recommended, but the protocol gives it once daily."""
+    draft = hetrombopag_order("draft-1", "p1", 2.5, "draft", TODAY)
+    draft["dosageInstruction"][0]["timing"]["repeat"]["frequency"] = 2
+    record = patient_record(TODAY, platelets=60)  # on 5 mg at a review, 50-100: keep 5 mg
+    cards = sign(server, record, draft)
+    assert "dose-mismatch" in [c["source"]["topic"]["code"] for c in cards]
+    card = next(c for c in cards if c["source"]["topic"]["code"] == "dose-mismatch")
+    resource = card["suggestions"][0]["actions"][0]["resource"]
+    repeat = resource["dosageInstruction"][0]["timing"]["repeat"]
+    assert repeat["frequency"] == 1 and resource["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 5
+
+
+def test_the_basis_lists_only_the_comparisons_that_held(server):
+    cards = sign(server, on_2_5_mg_at_a_review(), hetrombopag_order("draft-1", "p1", 7.5, "draft", TODAY))
+    basis = cards[0]["detail"].split("**Basis**")[-1]
+    assert "`draft_frequency_per_day` is 1; the rule checks ≠ 1" not in basis
