@@ -261,6 +261,10 @@ def new_order(ruleset: Ruleset, patient_id: str, daily_dose: float, context: Ord
     }
 
 
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def _is_requester(reference: str | None) -> bool:
     """context.userId names a Practitioner or PractitionerRole (a patient or relative may use the EHR too)."""
     return isinstance(reference, str) and reference.startswith(("Practitioner/", "PractitionerRole/"))
@@ -268,14 +272,12 @@ def _is_requester(reference: str | None) -> bool:
 
 def _same_dosing(order: dict, changed: dict) -> bool:
     """Whether the changed order doses as the order does: the same dose per administration, unit and timing."""
-    def dosing(resource: dict) -> tuple:
-        instruction = (resource.get("dosageInstruction") or [{}])[0]
-        if not isinstance(instruction, dict):
-            return ()
-        rates = instruction.get("doseAndRate") or [{}]
-        quantity = rates[0].get("doseQuantity") if isinstance(rates[0], dict) else None
-        repeat = (instruction.get("timing") or {}).get("repeat") or {}
-        quantity = quantity if isinstance(quantity, dict) else {}
+    def dosing(resource: dict) -> tuple:  # a draft is the client's: any element may be of the wrong shape
+        instructions = resource.get("dosageInstruction")
+        instruction = _mapping(instructions[0] if isinstance(instructions, list) and instructions else None)
+        rates = instruction.get("doseAndRate")
+        quantity = _mapping(_mapping(rates[0] if isinstance(rates, list) and rates else None).get("doseQuantity"))
+        repeat = _mapping(_mapping(instruction.get("timing")).get("repeat"))
         return (quantity.get("value"), quantity.get("code") or quantity.get("unit"), repeat.get("frequency"),
                 repeat.get("period"), repeat.get("periodUnit"))
     before = dosing(order)
