@@ -260,8 +260,9 @@ def test_a_server_started_with_broken_rules_stays_up_and_serves_once_they_are_fi
 
         shutil.copytree(good, rules_copy, dirs_exist_ok=True)
         assert reload(rules_copy).returncode == 0
-        assert wait_for(lambda r: r.get("rulesets") == ["hetrombopag@1.0.0"], server.base_url)
-        assert {card_version(c) for c in hook_cards(server.base_url, fhir)} == {"1.0.0"}
+        in_effect = versions.load_catalog(good).select("hetrombopag", today).version
+        assert wait_for(lambda r: r.get("rulesets") == [f"hetrombopag@{in_effect}"], server.base_url)
+        assert {card_version(c) for c in hook_cards(server.base_url, fhir)} == {in_effect}
         assert server.process.poll() is None, server.log()
     assert reason in server.log()  # serve said what is wrong with the rules when it started
 
