@@ -10,7 +10,6 @@ import select
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -27,8 +26,9 @@ DRIBBLE_S = 2.0  # one byte every 2 s
 IN_TIME_S = 3.0  # a normal call is answered within this, whatever the slow clients do
 
 
-def request_bytes(body: bytes = BODY, path: str = ORDER_SIGN, *headers: str) -> bytes:
-    head = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
+def request_bytes(body: bytes = BODY, headers: tuple[str, ...] = ()) -> bytes:
+    """An order-sign call as it goes on the wire."""
+    head = [f"POST {ORDER_SIGN} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json",
             f"Content-Length: {len(body)}", *headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
@@ -131,7 +131,7 @@ def test_slow_heads_and_bodies_hold_no_worker_and_get_408_at_the_deadline(server
 def test_clients_that_go_on_sending_after_their_answer_do_not_hold_a_worker(server):
     """A worker closes such a connection by reading what comes until the client closes too, so that the answer is
     not lost to a reset; that reading must not hold the worker while the client dribbles."""
-    closing = request_bytes(b"{}", ORDER_SIGN, "Connection: close")  # a quick 400, then the connection closes
+    closing = request_bytes(b"{}", ("Connection: close",))  # a quick 400, then the connection closes
     slow = [SlowClient(address(server), closing, b"x" * 20, limit_s=10, interval=0.5, past_eof=True)
             for _ in range(4 * default_workers())]
     for client in slow:
@@ -164,14 +164,14 @@ def exchange(server, data: bytes, then: bytes = b"", wait_s: float = 5) -> bytes
 
 def test_pipelined_requests_on_one_kept_alive_connection_are_answered_in_order(server):
     first = request_bytes()
-    second = request_bytes(b"{nope", ORDER_SIGN, "Connection: close")
+    second = request_bytes(b"{nope", ("Connection: close",))
     answers = exchange(server, first + second)
     assert answers.startswith(b"HTTP/1.1 200 OK") and answers.count(b"HTTP/1.1 ") == 2
     assert b"HTTP/1.1 400 BAD REQUEST" in answers.upper()
 
 
 def test_a_client_that_waits_for_100_continue_gets_it_and_then_its_answer(server):
-    head, body = request_bytes(BODY, ORDER_SIGN, "Expect: 100-continue", "Connection: close").split(b"\r\n\r\n")
+    head, body = request_bytes(BODY, ("Expect: 100-continue", "Connection: close")).split(b"\r\n\r\n")
     answers = exchange(server, head + b"\r\n\r\n", then=body, wait_s=3)
     assert answers.startswith(b"HTTP/1.1 100 Continue\r\n\r\n") and b"HTTP/1.1 200 OK" in answers
 
@@ -193,7 +193,8 @@ def test_a_body_over_the_limit_is_refused_before_it_is_sent(server):
 
 def test_a_malformed_head_is_answered_400_at_once(server):
     start = time.monotonic()
-    answer = exchange(server, b"POST /cds-services HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+    two_lengths = b"POST /cds-services HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    answer = exchange(server, two_lengths)
     assert answer.startswith(b"HTTP/1.1 400") and time.monotonic() - start < IN_TIME_S
 
 
