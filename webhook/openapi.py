@@ -22,6 +22,7 @@ _ERRORS = {code: {**_OUTCOME, "description": text} for code, text in {
     "401": "Missing or invalid JWT (no detail is given).",
     "404": "No such service.",
     "405": "Method not allowed.",
+    "408": "The request, head and body, did not arrive whole in time.",
     "413": "Body too large.",
 }.items()}
 

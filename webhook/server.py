@@ -82,10 +82,12 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int = 1) -> di
     return {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": max(1, workers),
-        # gthread keeps connections alive. One thread per worker by default: more threads only contend for the GIL
-        # (measured: 10-15% more CPU per call); they help where calls wait on FHIR fallback fetches (--threads).
-        "worker_class": "gthread",
+        # gthread, handed only whole requests (a slow client cannot hold a thread), keeps connections alive. One
+        # thread per worker by default: more threads only contend for the GIL (measured: 10-15% more CPU per call);
+        # they help where calls wait on FHIR fallback fetches (--threads).
+        "worker_class": "webhook.worker.RequestBufferingWorker",
         "threads": max(1, threads),
+        "http_parser": "python",  # the one the worker frames requests with
         "preload_app": False,
         "timeout": 30,
         "graceful_timeout": 10,
