@@ -48,8 +48,11 @@ def evaluate_bounded(engine: Evaluator, ruleset: Ruleset, facts: dict[str, Any],
     undecided = {name for name, values in tried.items() if values is None}
     decidable = {name: values for name, values in tried.items() if values is not None}
     if _combinations(decidable) > MAX_EVALUATIONS:
+        # Too many to try: not decided, but the ends are still tried, so that an answer that reads the facts'
+        # absence as one of their values is caught below rather than given as if nothing were uncertain.
         undecided |= set(decidable)
-        decidable = {}
+        decidable = {name: [values[0], values[-1]] if len(values) > 2 else values
+                     for name, values in decidable.items()}
     results: list[Evaluation] = []
     if decidable:
         names = sorted(decidable)

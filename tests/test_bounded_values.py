@@ -142,3 +142,13 @@ def test_a_site_may_let_its_decisions_use_preliminary_results(tmp_path):
         live.prefetch = next(s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
                              if s["hook"] == "order-sign")["prefetch"]
         assert topics(cards(live, record)) == ["stop-platelets"]
+
+
+def test_too_many_possibilities_to_try_are_never_answered_as_if_none_were_uncertain(server):
+    """Two year-only onsets are 365 x 365 combinations, beyond what is tried: the cards say so, no order."""
+    record = pre_therapy(TODAY.replace(year=TODAY.year - 10).isoformat(), heart_failure(str(TODAY.year - 1)))
+    arrhythmia = {**heart_failure(str(TODAY.year - 1)), "id": "ar1",
+                  "code": {"coding": [{"system": "http://snomed.info/sct", "code": "698247007"}]}}
+    found = cards(server, record + [arrhythmia], draft_mg=2.5)
+    assert found and doses(found) == []
+    assert all("Not decided for certain" in c["detail"] for c in found)
