@@ -1,4 +1,4 @@
-"""A CDS Hooks 2.0 response checker, written from the spec's rules (../shared/notes/cds-hooks.md).
+"""A CDS Hooks 2.0 response checker, written from the spec's rules (CDS Hooks 2.0, https://cds-hooks.hl7.org/2.0/).
 
 `problems(response)` lists every rule a service response breaks; `assert_conformant(response)` fails a test
 with that list. Applied to every hook response in the webhook tests.

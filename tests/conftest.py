@@ -30,7 +30,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 REPO = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO / "rules"
-EXTERNAL = REPO.parent / "shared" / "fixtures" / "external"
+EXTERNAL = REPO / "tests" / "fixtures" / "external"  # real clients' payloads, copied in with SOURCES.md
 TODAY = dt.date(2026, 6, 2)  # the evaluation date the webhook tests run on (CLOCK)
 ISSUER = "https://ehr.test.example"
 TOKEN = "fhir-access-token-7c1d9e"  # the FHIR bearer token tests send; must never show up in a log
