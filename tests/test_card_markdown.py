@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import uuid
 
 import pytest
 from hypothesis import assume, example, given
@@ -13,8 +12,8 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
 from engine.templates import escape_markdown, render
-from tests.conftest import TODAY, patient_record, prefetch_for
-from tests.test_webhook_app import post
+from tests.conftest import TODAY, patient_record
+from tests.test_webhook_app import patient_view_with_prefetch
 from tests.test_workbench import make_app as make_workbench
 
 pytestmark = pytest.mark.timeout(120)
@@ -108,10 +107,7 @@ def assert_shown_as_text(markdown: str) -> None:
 
 def test_markup_in_an_observations_unit_and_id_stays_text_in_the_card(client, fhir, app):
     fhir.reset(_record_with_payload(TODAY))
-    templates = app.extensions["cdsrules"].services["hetrombopag-patient-view"].prefetch
-    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": "p1"},
-            "prefetch": prefetch_for(templates, fhir, "p1")}
-    status, answer = post(client, "/cds-services/hetrombopag-patient-view", body)
+    status, answer = patient_view_with_prefetch(app, fhir)
     assert status == 200
     (card,) = answer["cards"]
     assert "Platelet count: unit" in card["detail"]  # the unit is not known, so the count is missing

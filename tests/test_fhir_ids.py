@@ -3,15 +3,14 @@ is refused with an OperationOutcome; a fetched or prefetched resource with one i
 changes, and card texts do not repeat the id."""
 from __future__ import annotations
 
-import uuid
 from datetime import date
 
 import pytest
 
 from engine.fhir import extract_facts, load_site_mapping
 from tests import fhir_fixtures as fx
-from tests.conftest import RULES_DIR, TODAY, hetrombopag_order, order_sign_request, patient_record, prefetch_for
-from tests.test_webhook_app import post
+from tests.conftest import RULES_DIR, TODAY, hetrombopag_order, order_sign_request, patient_record
+from tests.test_webhook_app import patient_view_with_prefetch, post
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,10 +38,7 @@ def test_an_active_order_whose_id_is_not_a_fhir_id_is_never_stopped(client, fhir
     (order,) = [r for r in record if r["resourceType"] == "MedicationRequest"]
     order["id"] = MARKUP_ID
     fhir.reset(record)
-    templates = app.extensions["cdsrules"].services["hetrombopag-patient-view"].prefetch
-    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": "p1"},
-            "prefetch": prefetch_for(templates, fhir, "p1")}
-    status, answer = post(client, "/cds-services/hetrombopag-patient-view", body)
+    status, answer = patient_view_with_prefetch(app, fhir)
     assert status == 200
     (card,) = answer["cards"]
     assert card["source"]["topic"]["code"] == "stop-platelets" and "suggestions" not in card

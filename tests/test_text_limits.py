@@ -3,7 +3,6 @@ an error naming the rule, before the text is built; long data is cut where it is
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 
@@ -11,9 +10,9 @@ from engine.errors import EvaluationError
 from engine.loader import load_ruleset
 from engine.runtime import Engine
 from engine.templates import TEXT_LIMIT, VALUE_LIMIT
-from tests.conftest import TODAY, patient_record, prefetch_for
+from tests.conftest import TODAY, patient_record
 from tests.helpers import DEMO, demo_text, edited
-from tests.test_webhook_app import post
+from tests.test_webhook_app import patient_view_with_prefetch
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -51,10 +50,7 @@ def test_a_long_unit_is_cut_in_the_card_which_is_still_answered(client, fhir, ap
         if resource["resourceType"] == "Observation" and resource["id"].startswith("plt"):
             resource["valueQuantity"].update(unit="u" * 200_000, code="u" * 200_000)
     fhir.reset(record)
-    templates = app.extensions["cdsrules"].services["hetrombopag-patient-view"].prefetch
-    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": "p1"},
-            "prefetch": prefetch_for(templates, fhir, "p1")}
-    status, answer = post(client, "/cds-services/hetrombopag-patient-view", body)
+    status, answer = patient_view_with_prefetch(app, fhir)
     assert status == 200
     (card,) = answer["cards"]
     assert re.search(r"Platelet count: unit 'u{400,}…", card["detail"])  # the reason, cut

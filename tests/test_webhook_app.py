@@ -34,6 +34,14 @@ def post(client, path: str, body) -> tuple[int, dict]:
     return response.status_code, payload
 
 
+def patient_view_with_prefetch(app, fhir, patient: str = "p1") -> tuple[int, dict]:
+    """A patient-view whose prefetch the client filled from the FHIR server's data, posted as an EHR posts it."""
+    templates = app.extensions["cdsrules"].services["hetrombopag-patient-view"].prefetch
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": patient},
+            "prefetch": prefetch_for(templates, fhir, patient)}
+    return post(app.test_client(), "/cds-services/hetrombopag-patient-view", body)
+
+
 # --- discovery --------------------------------------------------------------------------------
 
 
