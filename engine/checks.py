@@ -95,7 +95,7 @@ def _check_fact_declarations(ruleset: Ruleset, doc: Document, errors: list) -> N
             errors.append(doc.error(path + ("plausible",), "'plausible' is [min, max] of a number fact"))
     medication = ruleset.medication
     if medication:
-        name = medication["max_daily_dose"]["param"]
+        name = medication.max_daily_dose_param
         if _need_param(name, ruleset, doc, ("medication", "max_daily_dose"), errors) and \
                 not _is_number(ruleset.param(name)):
             errors.append(doc.error(("medication", "max_daily_dose"), "the maximum daily dose must be a number"))
@@ -499,7 +499,7 @@ def check_against_mapping(ruleset: Ruleset, doc: Document, fact_types: dict[str,
         elif produced not in compatible.get(spec.type, {spec.type}):
             errors.append(doc.error(("facts", name, "type"), f"'{name}' is {spec.type} here but the site mapping "
                                                              f"gives {produced}"))
-    concept = ruleset.medication.get("concept")
+    concept = ruleset.medication.concept if ruleset.medication else None
     if concept and concept not in medications:
         errors.append(doc.error(("medication", "concept"), f"the site mapping {mapping_file} has no medication "
                                                           f"'{concept}'{_suggest(concept, medications)}"))

@@ -6,6 +6,7 @@ the rules that fired. Nothing here talks to durable-rules or HTTP.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Union
 
 FACT_TYPES = ("number", "integer", "boolean", "string", "date", "list")
@@ -162,6 +163,28 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Medication:
+    """The protocol's drug as the ruleset names it: what its orders carry and the most a day may hold."""
+
+    concept: str  # the site mapping's medication concept
+    display: str
+    dose_unit: str
+    max_daily_dose_param: str  # the parameter holding the maximum daily dose
+    frequency_per_day: int = 1
+    coding: tuple[dict, ...] = ()
+    route: dict | None = None  # a coding
+
+    @classmethod
+    def from_data(cls, data: dict) -> Medication:
+        """From the ruleset's `medication` section, already checked against the schema."""
+        return cls(concept=data["concept"], display=data["display"], dose_unit=data["dose_unit"],
+                   max_daily_dose_param=data["max_daily_dose"]["param"],
+                   frequency_per_day=data.get("frequency_per_day") or 1,
+                   coding=tuple(dict(c) for c in data.get("coding") or ()),
+                   route=dict(data["route"]) if data.get("route") else None)
+
+
+@dataclass(frozen=True)
 class Ruleset:
     id: str
     version: str
@@ -184,9 +207,20 @@ class Ruleset:
     def hooks(self) -> list[str]:
         return list(self.metadata.get("hooks", []))
 
+    @cached_property
+    def medication(self) -> Medication | None:
+        """The protocol's drug; None for a ruleset that suggests no orders."""
+        data = self.metadata.get("medication")
+        return Medication.from_data(data) if data else None
+
     @property
-    def medication(self) -> dict:
-        return dict(self.metadata.get("medication", {}))
+    def max_daily_dose(self) -> float | None:
+        """The most a suggestion may propose per day, in the medication's dose unit."""
+        medication = self.medication
+        if medication is None or medication.max_daily_dose_param not in self.parameters:
+            return None
+        limit = self.param(medication.max_daily_dose_param)
+        return float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) else None
 
     @property
     def topic_system(self) -> str:

@@ -298,7 +298,7 @@ class _Run:
             why = self.missing.get(template.order_fact)
             return None, (f"the order to change ('{template.order_fact}') was not found"
                           + (f": {escape_markdown(why)}." if why else "."))
-        limit_name = self.ruleset.medication["max_daily_dose"]["param"]
+        limit_name = self.ruleset.medication.max_daily_dose_param
         limit = self.ruleset.param(limit_name)
         if dose is not None and dose > limit:
             return None, f"the computed daily dose {dose} exceeds the maximum {limit} ('{limit_name}')."

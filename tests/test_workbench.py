@@ -18,7 +18,6 @@ from engine.loader import load_ruleset
 from engine.model import Band, Table
 from engine.runtime import Engine
 from engine.simulate import simulate
-from webhook.cards import max_daily_dose
 from webhook.store import AuditRecord, Store
 from webhook.workbench import register_workbench, svg
 from webhook.workbench.access import WorkbenchConfigError, policy_from
@@ -327,7 +326,7 @@ def test_markdown_never_runs_html_or_script_links():
 def test_simulation_starts_titrates_and_stops_by_accepting_suggestions():
     ruleset = load_ruleset(RULES / "hetrombopag" / "1.0.0.yaml")
     mapping = fhir.load_site_mapping(RULES / "site" / "fhir-r4.yaml")
-    limit, engine = max_daily_dose(ruleset), Engine()
+    limit, engine = ruleset.max_daily_dose, Engine()
     treated = [p for p in cohort.generate_cohort(24, 2026) if p.scenario.startswith("treated")][:3]
     for patient in treated:
         days = simulate(ruleset, mapping, patient.resources, patient.transplant_date, days=50, engine=engine)

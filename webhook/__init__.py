@@ -218,7 +218,7 @@ def create_app(config: dict | None = None) -> Flask:
 def check_medications(rulesets: list[Ruleset], mapping: Any) -> None:
     """Every ruleset's medication concept must be one the site mapping knows, or order hooks cannot work."""
     for ruleset in rulesets:
-        concept = ruleset.medication.get("concept")
+        concept = ruleset.medication.concept if ruleset.medication else None
         if concept not in mapping.medications:
             raise ValueError(f"{ruleset.ref}: medication concept '{concept}' is not in the site mapping "
                              f"({', '.join(sorted(mapping.medications))})")

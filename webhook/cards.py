@@ -18,10 +18,10 @@ from typing import Any, Mapping
 
 from engine.fhir import is_fhir_id
 from engine.model import Comparison, Decision, Evaluation, Firing, Ruleset, Suggestion
+from engine.orders import OrderDetails, medication_request, with_dose
 from engine.templates import escape_markdown
 
 SUMMARY_LIMIT = 139  # CDS Hooks: under 140 characters
-UCUM = "http://unitsofmeasure.org"
 _OPERATORS = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "in": "in"}
 
 
@@ -197,7 +197,7 @@ def _action(suggestion: Suggestion, ruleset: Ruleset, patient_id: str, draft_ord
         order = _find(suggestion.order_id, draft_orders) or _find(suggestion.order_id, known_orders)
         if order is None:
             return None
-        changed = with_dose(order, ruleset, suggestion.daily_dose)
+        changed = with_dose(order, ruleset.medication, suggestion.daily_dose)
         if _same_dosing(order, changed):
             return None  # the order already says this: a suggestion that changes nothing is noise
         return {"type": "update", "description": suggestion.label, "resource": changed}
@@ -209,22 +209,13 @@ def _action(suggestion: Suggestion, ruleset: Ruleset, patient_id: str, draft_ord
     return None
 
 
-def max_daily_dose(ruleset: Ruleset) -> float | None:
-    limit = ruleset.medication.get("max_daily_dose")
-    if isinstance(limit, dict) and limit.get("param") in ruleset.parameters:
-        return float(ruleset.param(limit["param"]))
-    if isinstance(limit, (int, float)):
-        return float(limit)
-    return None
-
-
 def dose_allowed(daily_dose: float | None, ruleset: Ruleset) -> bool:
     """Defensive, after the engine's own guard: a positive finite dose not above the ruleset's maximum."""
     if not isinstance(daily_dose, (int, float)) or isinstance(daily_dose, bool):
         return False
     if not math.isfinite(daily_dose) or daily_dose <= 0:
         return False
-    limit = max_daily_dose(ruleset)
+    limit = ruleset.max_daily_dose
     return limit is None or daily_dose <= limit + 1e-9
 
 
@@ -242,32 +233,14 @@ def _find(order_id: str | None, orders: list[dict]) -> dict | None:
 
 def new_order(ruleset: Ruleset, patient_id: str, daily_dose: float, context: OrderContext | None = None) -> dict:
     """A draft MedicationRequest for the daily dose, starting on the day it is authored."""
-    medication, context = ruleset.medication, context or OrderContext()
-    instruction = dosage(ruleset, daily_dose)
-    if context.authored:
-        instruction["timing"]["repeat"]["boundsPeriod"] = {"start": context.authored.isoformat()}
-    return {
-        "resourceType": "MedicationRequest",
-        "status": "draft",
-        "intent": "order",
-        "medicationCodeableConcept": {
-            "coding": [dict(c) for c in context.coding or medication.get("coding") or []],
-            "text": medication.get("display") or ruleset.id,
-        },
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "authoredOn": context.authored.isoformat() if context.authored else None,
-        "requester": {"reference": context.requester} if _is_requester(context.requester) else None,
-        "dosageInstruction": [instruction],
-    }
+    context = context or OrderContext()
+    details = OrderDetails(f"Patient/{patient_id}", "draft", authored=context.authored,
+                           coding=tuple(dict(c) for c in context.coding), requester=context.requester)
+    return medication_request(ruleset.medication, daily_dose, details)
 
 
 def _mapping(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
-
-
-def _is_requester(reference: str | None) -> bool:
-    """context.userId names a Practitioner or PractitionerRole (a patient or relative may use the EHR too)."""
-    return isinstance(reference, str) and reference.startswith(("Practitioner/", "PractitionerRole/"))
 
 
 def _same_dosing(order: dict, changed: dict) -> bool:
@@ -282,40 +255,6 @@ def _same_dosing(order: dict, changed: dict) -> bool:
                 repeat.get("period"), repeat.get("periodUnit"))
     before = dosing(order)
     return bool(before) and before[0] is not None and before == dosing(changed)
-
-
-def with_dose(order: dict, ruleset: Ruleset, daily_dose: float) -> dict:
-    """A copy of the draft order, same id, with its dosage replaced by the suggested daily dose (the order as sent
-    is left as it was)."""
-    base = (order.get("dosageInstruction") or [{}])[0]
-    new = dosage(ruleset, daily_dose)
-    timing = base.get("timing") if isinstance(base.get("timing"), dict) else {}
-    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
-    new["timing"] = {**timing, "repeat": {**repeat, **new["timing"]["repeat"]}}  # keeps bounds, start date
-    return {**order, "dosageInstruction": [{**base, **new}]}
-
-
-def dosage(ruleset: Ruleset, daily_dose: float) -> dict:
-    medication = ruleset.medication
-    per_day = medication.get("frequency_per_day") or 1
-    unit = medication.get("dose_unit") or "mg"
-    per_dose = _number(daily_dose / per_day)
-    route = medication.get("route") or {}
-    return {
-        "text": f"{_value(per_dose)} {unit}, {route.get('display', 'as directed')}, {_times(per_day)}",
-        "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
-        "route": {"coding": [dict(route)], "text": route.get("display")} if route else None,
-        "doseAndRate": [{"doseQuantity": {"value": per_dose, "unit": unit, "system": UCUM, "code": unit}}],
-    }
-
-
-def _number(value: float) -> float | int:
-    value = round(value, 4)
-    return int(value) if float(value).is_integer() else value
-
-
-def _times(per_day: int) -> str:
-    return {1: "once daily", 2: "twice daily"}.get(per_day, f"{per_day} times daily")
 
 
 def strip_empty(value: Any) -> Any:

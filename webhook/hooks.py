@@ -1,7 +1,8 @@
 """Discovery and service calls: the path of one decision, top to bottom.
 
 request -> (order hooks: is our drug in the draft orders? if not, no cards) -> prefetch or FHIR fallback ->
-the patient's own resources, each once (engine.record) -> engine.fhir facts -> engine evaluation -> cards -> audit record -> response.
+the patient's own resources, each once (engine.record) -> facts and evaluation (engine.decide) -> cards ->
+audit record -> response.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from flask import Blueprint, current_app
 
 from engine import fhir
 from engine.audit import decision_summary
-from engine.certainty import evaluate_bounded
+from engine.decide import decide, facts_from_record
 from engine.model import Evaluation, Ruleset
 from engine.record import OtherPatientError, Record, own_record
 from webhook import metrics
@@ -69,19 +70,16 @@ def answer(service: Service, ruleset: Ruleset, hook_request: HookRequest,
     """The cards for one call, and the evaluation behind them (None when nothing was evaluated)."""
     state = runtime()
     orders = _own(list(hook_request.draft_orders), hook_request, "draft order").resources
-    if hook_request.is_order_hook and not fhir.draft_orders_mention(state.mapping, ruleset.medication.get("concept"),
-                                                                      orders):
+    if hook_request.is_order_hook and not fhir.draft_orders_mention(state.mapping, ruleset.medication.concept, orders):
         return [], None  # an order hook about other drugs: nothing to say, nothing fetched
     gathered = gather(service.prefetch, hook_request, state.fetcher, _may_fetch_from)
     sent = [normalise_resource(r) for payload in gathered.payloads.values() for r in fhir.resources_from(payload)]
     resources = _own(sent, hook_request, "resource").resources
-    extraction = fhir.extract_facts(state.mapping, resources, today,
-                                    draft_orders=orders if hook_request.is_order_hook else None,
-                                    supplied=gathered.supplied)
-    evaluation = evaluate_bounded(state.engine, ruleset, extraction.facts, extraction.possible, today,
-                                  hook_request.hook, extraction.problems)
+    facts = facts_from_record(state.mapping, resources, today, orders if hook_request.is_order_hook else None,
+                              gathered.supplied)
+    evaluation = decide(state.engine, ruleset, facts, today, hook_request.hook)
     known_orders = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
-    medication = state.mapping.medications.get(ruleset.medication.get("concept"))
+    medication = state.mapping.medications.get(ruleset.medication.concept)
     order = OrderContext(medication.order_coding if medication else (), hook_request.context.get("userId"), today)
     return build_cards(evaluation, ruleset, hook_request.patient_id, orders, known_orders, order), evaluation
 

@@ -56,7 +56,7 @@ def released_rulesets(catalog: Catalog) -> list[Ruleset]:
 
 def _service(ruleset: Ruleset, hook: str, templates: dict[str, str]) -> Service:
     configured = (ruleset.metadata.get("services") or {}).get(hook) or {}
-    drug = ruleset.medication.get("display") or ruleset.id
+    drug = ruleset.medication.display if ruleset.medication else ruleset.id
     moment = _HOOK_MOMENTS.get(hook, f"on the {hook} hook")
     return Service(
         id=f"{ruleset.id}-{hook}",

@@ -9,7 +9,6 @@ from flask import render_template, request
 from engine.errors import EvaluationError
 from engine.model import Ruleset
 from engine.simulate import Day, simulate
-from webhook.cards import max_daily_dose
 from webhook.workbench import svg
 from webhook.workbench.patients import ScenarioError, parse_bundle
 from webhook.workbench.views import bp, chosen_version, parse_date, sandbox, snapshot, version_choices, workbench
@@ -58,9 +57,9 @@ def chart(ruleset: Ruleset, days: list[Day], fact: str, day0: dt.date):
     events = [(day.day, "; ".join(day.applied)) for day in days if day.applied]
     table = table_inputs(ruleset).get(fact)
     shades = svg.shades_for(ruleset.tables[table], ruleset) if table else []
-    unit = ruleset.medication.get("dose_unit") or ""
+    unit = ruleset.medication.dose_unit if ruleset.medication else ""
     return svg.timeline_chart(len(days) - 1, f"{fact} ({spec.unit})" if spec.unit else fact, points,
-                              [day.dose for day in days], f"dose ({unit}/day)", max_daily_dose(ruleset),
+                              [day.dose for day in days], f"dose ({unit}/day)", ruleset.max_daily_dose,
                               marks, events, shades)
 
 
