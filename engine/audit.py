@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .decide import decide, given_facts
 from .loader import load_ruleset, site_for
 from .model import Decision
 from .runtime import Engine
@@ -77,9 +78,9 @@ def replay(record: dict, rules_dir: str | Path, engine: Engine | None = None) ->
         raise ReplayRefused(f"{file} is not the file that decided: its sha256 is {actual}, the audit recorded "
                             f"{recorded or '(none)'}")
     ruleset = load_ruleset(file, site=site_for(file.resolve().parent))
-    evaluation = (engine or Engine()).evaluate(ruleset, record["facts"], record["evaluation_date"],
-                                               hook=record.get("evaluated_hook") or record.get("hook"),
-                                               reasons=record.get("missing") or {})
+    facts = given_facts(record["facts"], record.get("missing"))
+    evaluation = decide(engine or Engine(), ruleset, facts, record["evaluation_date"],
+                        record.get("evaluated_hook") or record.get("hook"))
     return Replay(record, [decision_summary(d) for d in evaluation.decisions], evaluation.fired_rules)
 
 

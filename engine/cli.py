@@ -15,14 +15,14 @@ import yaml
 
 from . import diff, versions
 from .audit import add_audit_command
-from .certainty import evaluate_bounded
+from .decide import decide, facts_from_record, given_facts
 from .cohort import add_cohort_command
 from .errors import EvaluationError, RulesetErrors
 from .examples import add_examples_command
 from .explain import explain_ruleset, format_evaluation
-from .loader import load_ruleset, ruleset_files, site_for
+from .loader import SITE_MAPPING, find_site_mapping, load_ruleset, ruleset_files, site_for
 from .runtime import Engine
-from .testing import SITE_MAPPING, WHOLE_RECORD, run_tests
+from .testing import run_tests
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WORKBENCH_THREADS = 2  # per worker with --workbench: one may wait on a draft, one answers the EHR
@@ -184,16 +184,14 @@ def cmd_test(args) -> int:
 def cmd_evaluate(args) -> int:
     ruleset = load_ruleset(args.ruleset)
     date = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
-    reasons: dict[str, str] = {}
-    possible: dict = {}
     if args.facts:
-        facts = yaml.safe_load(Path(args.facts).read_text(encoding="utf-8")) or {}
-        if not isinstance(facts, dict):
+        written = yaml.safe_load(Path(args.facts).read_text(encoding="utf-8")) or {}
+        if not isinstance(written, dict):
             raise ValueError(f"{args.facts}: facts must be a mapping of fact name to value")
+        facts = given_facts(written)
     else:
-        extraction = _facts_from_fhir(ruleset, args, date)
-        facts, reasons, possible = extraction.facts, extraction.problems, extraction.possible
-    evaluation = evaluate_bounded(Engine(), ruleset, facts, possible, date, args.hook, reasons)
+        facts = _facts_from_fhir(args, date)
+    evaluation = decide(Engine(), ruleset, facts, date, args.hook)
     if args.json:
         print(json.dumps(asdict(evaluation), indent=2, default=str))
     else:
@@ -201,16 +199,15 @@ def cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
-def _facts_from_fhir(ruleset, args, date):
+def _facts_from_fhir(args, date):
     from . import fhir
-    from .testing import find_site_mapping
 
     mapping = fhir.load_site_mapping(find_site_mapping(Path(args.ruleset).resolve().parent))
     resources = fhir.resources_from(json.loads(Path(args.fhir).read_text(encoding="utf-8")))
     drafts = None
     if args.draft_orders:
         drafts = fhir.resources_from(json.loads(Path(args.draft_orders).read_text(encoding="utf-8")))
-    return fhir.extract_facts(mapping, resources, date, draft_orders=drafts, supplied=WHOLE_RECORD)
+    return facts_from_record(mapping, resources, date, drafts)
 
 
 def cmd_explain(args) -> int:

@@ -14,11 +14,15 @@ from typing import Callable, Iterable
 
 import yaml
 
+from . import fhir
+from .cohort import resources_as_of
+from .decide import decide, facts_from_record
 from .errors import EvaluationError
+from .fhir import Extraction
 from .model import Evaluation, Ruleset
 from .runtime import Engine
 from .templates import format_number
-from .testing import WHOLE_RECORD, case_facts
+from .testing import case_facts
 
 
 @dataclass
@@ -130,19 +134,20 @@ def _table_changes(old: dict, new: dict) -> list[Change]:
 
 @dataclass
 class Case:
+    """One question asked of both versions: the facts (read once from a record, or written), a date and a hook."""
+
     name: str
     date: dt.date
-    facts: dict
-    reasons: dict
+    facts: Extraction
     hook: str | None = None
 
 
-def signature(evaluation: Evaluation) -> list[str]:
+def signature(evaluation: Evaluation, dose_unit: str) -> list[str]:
     """Decisions as comparable text: topic, indicator and suggested dose."""
     found = []
     for d in evaluation.decisions:
         dose = "" if d.suggestion is None or d.suggestion.daily_dose is None \
-            else f" {format_number(d.suggestion.daily_dose)} mg"
+            else f" {format_number(d.suggestion.daily_dose)} {dose_unit}"
         found.append(f"{d.topic} ({d.indicator}){dose}")
     return sorted(found)
 
@@ -155,8 +160,7 @@ def test_cases(*rulesets: Ruleset) -> list[Case]:
             if case["name"] in seen:
                 continue
             seen.add(case["name"])
-            facts, reasons = case_facts(ruleset, case)
-            cases.append(Case(case["name"], dt.date.fromisoformat(str(case["date"])), facts, reasons,
+            cases.append(Case(case["name"], dt.date.fromisoformat(str(case["date"])), case_facts(ruleset, case),
                               case.get("hook")))
     return cases
 
@@ -180,24 +184,26 @@ def behavioural_impact(old: Ruleset, new: Ruleset, cases: Iterable[Case], engine
 
 def _signature_or_error(engine: Engine, ruleset: Ruleset, case: Case) -> list[str]:
     try:
-        return signature(engine.evaluate(ruleset, case.facts, case.date, case.hook, case.reasons))
+        evaluation = decide(engine, ruleset, case.facts, case.date, case.hook)
     except EvaluationError as exc:
         return [f"error: {exc}"]
+    return signature(evaluation, ruleset.medication.dose_unit if ruleset.medication else "")
 
 
 def cohort_cases(folder: str | Path, site_mapping: str | Path) -> list[Case]:
     """A generated cohort (cdsrules cohort generate): each patient on each of its evaluation dates."""
-    from . import cohort, fhir  # only a cohort diff needs FHIR
+    from . import cohort  # only a cohort diff reads cohort files
 
-    mapping = fhir.load_site_mapping(site_mapping)
-    cases = []
-    for patient in cohort.read_cohort(Path(folder)):
-        for day in patient.evaluation_dates:
-            extraction = fhir.extract_facts(mapping, cohort.resources_as_of(patient.resources, day), day,
-                                            supplied=WHOLE_RECORD)
-            cases.append(Case(f"{patient.name} ({patient.description})", day, extraction.facts, extraction.problems,
-                              "patient-view"))
-    return cases
+    patients = [(f"{p.name} ({p.description})", p.resources, p.evaluation_dates)
+                for p in cohort.read_cohort(Path(folder))]
+    return record_cases(fhir.load_site_mapping(site_mapping), patients)
+
+
+def record_cases(mapping: fhir.SiteMapping, patients: Iterable[tuple[str, list[dict], Iterable[dt.date]]],
+                 hook: str = "patient-view") -> list[Case]:
+    """Each patient's record as it stood on each of its dates, read once for both versions."""
+    return [Case(name, day, facts_from_record(mapping, resources_as_of(resources, day), day), hook)
+            for name, resources, days in patients for day in days]
 
 
 def diff_versions(old: Ruleset, new: Ruleset, extra_cases: Iterable[Case] = ()) -> VersionDiff:

@@ -19,6 +19,7 @@ RULESET_SCHEMA = "ruleset.schema.json"
 TESTS_SCHEMA = "ruleset-tests.schema.json"
 TESTS_SUFFIX = ".tests.yaml"  # rules/<id>/<version>.tests.yaml: tests kept beside a version, outside its hash
 SITE_DIR = "site"  # rules/site/ holds site mappings, not rulesets
+SITE_MAPPING = Path(SITE_DIR) / "fhir-r4.yaml"  # a rules directory's site mapping
 _VERSION_FILE = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?\.ya?ml$")
 
 
@@ -42,13 +43,20 @@ def load_site(path: str | Path) -> SiteFacts:
     return SiteFacts(str(path), dict(mapping.fact_types), frozenset(mapping.medications))
 
 
-def site_for(start: Path) -> SiteFacts | None:
-    """The site mapping of the rules directory a ruleset file sits in (site/fhir-r4.yaml above it), if any."""
+def find_site_mapping(start: Path) -> Path:
+    """The site mapping of the rules directory `start` is in: the nearest site/fhir-r4.yaml at or above it."""
     for folder in [start, *start.parents]:
-        candidate = folder / SITE_DIR / "fhir-r4.yaml"
-        if candidate.is_file():
-            return load_site(candidate)
-    return None
+        if (folder / SITE_MAPPING).is_file():
+            return folder / SITE_MAPPING
+    raise OSError(f"no {SITE_MAPPING} found above {start}")
+
+
+def site_for(start: Path) -> SiteFacts | None:
+    """What the site mapping of the rules directory a ruleset file sits in supplies, if it has one."""
+    try:
+        return load_site(find_site_mapping(start))
+    except OSError:
+        return None
 
 
 def load_ruleset(path: str | Path, text: str | None = None, site: SiteFacts | None = None) -> Ruleset:

@@ -16,11 +16,11 @@ from typing import Any
 
 from . import fhir
 from .cohort import resources_as_of
+from .decide import decide, facts_from_record
 from .model import Decision, Ruleset, Suggestion
+from .orders import OrderDetails, medication_request, tidy
 from .runtime import Engine
-from .testing import WHOLE_RECORD
 
-UCUM = "http://unitsofmeasure.org"
 _ACTION_ORDER = {"create": 0, "update": 1, "stop": 2}  # a stop on the same day as a change wins
 
 
@@ -47,7 +47,9 @@ def simulate(ruleset: Ruleset, mapping: fhir.SiteMapping, resources: list[dict],
              hook: str = "patient-view", engine: Engine | None = None) -> list[Day]:
     """Days 0..`days` of the patient under `ruleset`, every suggestion accepted on the day it is made."""
     engine = engine or Engine()
-    concept = ruleset.medication.get("concept")
+    if ruleset.medication is None:
+        raise ValueError(f"{ruleset.ref} names no medication: there is no therapy to simulate")
+    concept = ruleset.medication.concept
     record = fhir.resources_from(resources)
     orders = Orders(ruleset, mapping, _patient_reference(record),
                     [r for r in resources_as_of(record, day0) if _is_ours(mapping, concept, r)])
@@ -55,9 +57,8 @@ def simulate(ruleset: Ruleset, mapping: fhir.SiteMapping, resources: list[dict],
     timeline = []
     for offset in range(days + 1):
         on = day0 + dt.timedelta(days=offset)
-        extraction = fhir.extract_facts(mapping, resources_as_of(record, on) + orders.resources(), on,
-                                        supplied=WHOLE_RECORD)
-        evaluation = engine.evaluate(ruleset, extraction.facts, on, hook, extraction.problems)
+        facts = facts_from_record(mapping, resources_as_of(record, on) + orders.resources(), on)
+        evaluation = decide(engine, ruleset, facts, on, hook)
         before = orders.active_dose()
         suggestions = sorted((d.suggestion for d in evaluation.decisions if d.suggestion),
                              key=lambda s: _ACTION_ORDER.get(s.action, 9))
@@ -67,7 +68,7 @@ def simulate(ruleset: Ruleset, mapping: fhir.SiteMapping, resources: list[dict],
     return timeline
 
 
-def _is_ours(mapping: fhir.SiteMapping, concept: str | None, resource: dict) -> bool:
+def _is_ours(mapping: fhir.SiteMapping, concept: str, resource: dict) -> bool:
     return (resource.get("resourceType") == "MedicationRequest" and concept in mapping.medications
             and fhir.draft_orders_mention(mapping, concept, [resource]))
 
@@ -81,7 +82,8 @@ class Orders:
     """The medication's orders from day 0 on: the ones in effect then, and those written by accepting suggestions."""
 
     def __init__(self, ruleset: Ruleset, mapping: fhir.SiteMapping, patient: str, existing: list[dict]):
-        self.ruleset, self.mapping, self.patient = ruleset, mapping, patient
+        assert ruleset.medication is not None  # simulate() refuses a ruleset without one
+        self.ruleset, self.medication, self.mapping, self.patient = ruleset, ruleset.medication, mapping, patient
         self.orders = [copy.deepcopy(o) for o in existing]
         self.written = 0
 
@@ -139,36 +141,16 @@ class Orders:
         return f"stopped {_show(_daily_dose(current))} {self._unit()}/day"
 
     def _unit(self) -> str:
-        return self.ruleset.medication.get("dose_unit") or "mg"
+        return self.medication.dose_unit
 
     def _new_order(self, daily: float, on: dt.date) -> dict:
         self.written += 1
-        order = medication_request(self.ruleset, f"simulated-{self.written}", self.patient, daily, on)
-        if not fhir.draft_orders_mention(self.mapping, self.ruleset.medication.get("concept"), [order]):
+        details = OrderDetails(self.patient, "active", f"simulated-{self.written}", authored=on)
+        order = medication_request(self.medication, daily, details)
+        if not fhir.draft_orders_mention(self.mapping, self.medication.concept, [order]):
             raise ValueError(f"{self.ruleset.ref}: the site mapping does not recognise an order for "
-                             f"{self.ruleset.medication.get('display')!r}; add a code or name pattern for it")
+                             f"{self.medication.display!r}; add a code or name pattern for it")
         return order
-
-
-def medication_request(ruleset: Ruleset, order_id: str, patient: str, daily: float, on: dt.date) -> dict:
-    """An active FHIR R4 MedicationRequest for the ruleset's medication at a daily dose, starting `on`."""
-    medication = ruleset.medication
-    per_day = medication.get("frequency_per_day") or 1
-    unit = medication.get("dose_unit") or "mg"
-    dosage = {
-        "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d",
-                              "boundsPeriod": {"start": on.isoformat()}}},
-        "doseAndRate": [{"doseQuantity": {"value": _tidy(daily / per_day), "unit": unit, "system": UCUM,
-                                          "code": unit}}],
-    }
-    if medication.get("route"):
-        dosage["route"] = {"coding": [dict(medication["route"])]}
-    concept = {"text": medication.get("display") or ruleset.id}
-    if medication.get("coding"):
-        concept["coding"] = [dict(c) for c in medication["coding"]]
-    return {"resourceType": "MedicationRequest", "id": order_id, "status": "active", "intent": "order",
-            "medicationCodeableConcept": concept, "subject": {"reference": patient},
-            "authoredOn": on.isoformat(), "dosageInstruction": [dosage]}
 
 
 def _end(order: dict, status: str, last_day: dt.date) -> None:
@@ -186,14 +168,9 @@ def _daily_dose(order: dict) -> float | None:
         repeat = dosage["timing"]["repeat"]
         if repeat.get("periodUnit", "d") != "d":
             return None
-        return _tidy(value * repeat.get("frequency", 1) / repeat.get("period", 1))
+        return tidy(value * repeat.get("frequency", 1) / repeat.get("period", 1))
     except (KeyError, IndexError, TypeError):
         return None
-
-
-def _tidy(value: float) -> float | int:
-    value = round(value, 6)
-    return int(value) if float(value).is_integer() else value
 
 
 def _show(value: float | None) -> str:

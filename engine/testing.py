@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import fhir
+from .decide import decide, facts_from_record, given_facts
 from .errors import EvaluationError
+from .fhir import Extraction
 from .inputs import to_date
+from .loader import find_site_mapping
 from .model import Evaluation, Ruleset
 from .runtime import Engine
-
-SITE_MAPPING = Path("site") / "fhir-r4.yaml"
-# A bundle given in a test or on the command line is the patient's whole record: a type it lacks means "none".
-WHOLE_RECORD = frozenset({"Patient", "Observation", "Condition", "Procedure", "MedicationRequest"})
 
 
 @dataclass
@@ -35,8 +35,7 @@ def run_tests(ruleset: Ruleset, engine: Engine | None = None) -> list[CaseResult
 def run_case(ruleset: Ruleset, case: dict, engine: Engine) -> CaseResult:
     result = CaseResult(case["name"])
     try:
-        facts, reasons = case_facts(ruleset, case)
-        result.evaluation = engine.evaluate(ruleset, facts, str(case["date"]), case.get("hook"), reasons)
+        result.evaluation = decide(engine, ruleset, case_facts(ruleset, case), str(case["date"]), case.get("hook"))
     except (EvaluationError, OSError, ValueError) as exc:
         result.differences.append(f"evaluation failed: {exc}")
         return result
@@ -47,30 +46,20 @@ def run_case(ruleset: Ruleset, case: dict, engine: Engine) -> CaseResult:
     return result
 
 
-def case_facts(ruleset: Ruleset, case: dict) -> tuple[dict[str, Any], dict[str, str]]:
-    """The case's facts; a case given as FHIR is first run through the site mapping."""
+def case_facts(ruleset: Ruleset, case: dict) -> Extraction:
+    """The case's facts; a case given as FHIR is first read through the site mapping, its own facts on top."""
     facts = dict(case.get("facts", {}))
     if "fhir" not in case:
-        return facts, {}
-    from . import fhir  # only cases written as FHIR need the mapping
-
+        return given_facts(facts)
     base = Path(ruleset.source_file).parent
     mapping = fhir.load_site_mapping(find_site_mapping(base))
-    resources = fhir.resources_from(json.loads((base / case["fhir"]).read_text(encoding="utf-8")))
-    drafts = None
-    if "draft_orders" in case:
-        drafts = fhir.resources_from(json.loads((base / case["draft_orders"]).read_text(encoding="utf-8")))
-    extraction = fhir.extract_facts(mapping, resources, to_date("date", case["date"]), draft_orders=drafts,
-                                    supplied=WHOLE_RECORD)
-    return {**extraction.facts, **facts}, extraction.problems
+    drafts = _bundle(base / case["draft_orders"]) if "draft_orders" in case else None
+    return facts_from_record(mapping, _bundle(base / case["fhir"]), to_date("date", case["date"]), drafts,
+                             given=facts)
 
 
-def find_site_mapping(start: Path) -> Path:
-    """The nearest rules directory above a ruleset file that holds site/fhir-r4.yaml."""
-    for folder in [start, *start.parents]:
-        if (folder / SITE_MAPPING).is_file():
-            return folder / SITE_MAPPING
-    raise OSError(f"no {SITE_MAPPING} found above {start}")
+def _bundle(path: Path) -> list[dict]:
+    return fhir.resources_from(json.loads(path.read_text(encoding="utf-8")))
 
 
 def _same(expected: Any, got: Any) -> bool:

@@ -130,9 +130,10 @@ def test_no_dose_for_an_untreated_patient_without_a_current_weight(ruleset, p, d
 @given(patients(), st.sampled_from(WEIGHT_UNITS), st.sampled_from(PLATELET_UNITS), st.sampled_from(BILIRUBIN_UNITS))
 def test_the_same_data_in_other_units_gives_the_same_decisions(ruleset, p, weight_unit, platelet_unit,
                                                                bilirubin_unit):
-    canonical = signature(decide(p, ruleset))
+    unit = ruleset.medication.dose_unit
+    canonical = signature(decide(p, ruleset), unit)
     converted = signature(decide(p, ruleset, weight_unit=weight_unit, platelet_unit=platelet_unit,
-                                 bilirubin_unit=bilirubin_unit))
+                                 bilirubin_unit=bilirubin_unit), unit)
     assert converted == canonical
 
 

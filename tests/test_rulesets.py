@@ -1,6 +1,7 @@
 """Every shipped ruleset validates, and every test case written in it passes (tests as data)."""
 import pytest
 
+from engine.decide import decide
 from engine.loader import load_ruleset, ruleset_files
 from engine.runtime import Engine
 from engine.templates import format_number
@@ -56,8 +57,7 @@ def test_every_summary_names_the_drug_and_a_known_dose(ref):
     ruleset = next(r for r in RULESETS if r.ref == ref)
     problems = []
     for case in ruleset.tests:
-        facts, reasons = case_facts(ruleset, case)
-        evaluation = ENGINE.evaluate(ruleset, facts, str(case["date"]), case.get("hook"), reasons)
+        evaluation = decide(ENGINE, ruleset, case_facts(ruleset, case), str(case["date"]), case.get("hook"))
         for decision in evaluation.decisions:
             where = f"{case['name']}: {decision.topic}: {decision.summary!r}"
             doses = known_doses(evaluation.facts, decision)
@@ -77,8 +77,8 @@ def test_card_texts_write_the_platelet_unit_with_a_superscript(ref):
     assert "x 10^9" not in ruleset.source_text
     seen = False
     for case in ruleset.tests:
-        facts, reasons = case_facts(ruleset, case)
-        for decision in ENGINE.evaluate(ruleset, facts, str(case["date"]), case.get("hook"), reasons).decisions:
+        evaluation = decide(ENGINE, ruleset, case_facts(ruleset, case), str(case["date"]), case.get("hook"))
+        for decision in evaluation.decisions:
             texts = [decision.summary, decision.detail, decision.suggestion.label if decision.suggestion else ""]
             assert not [t for t in texts if "10^9" in t], (case["name"], decision.topic)
             seen = seen or any("x 10⁹/L" in t for t in texts)
@@ -92,8 +92,7 @@ def test_a_dose_change_shows_the_values_it_was_decided_on(ref):
     ruleset = next(r for r in RULESETS if r.ref == ref)
     seen = set()
     for case in ruleset.tests:
-        facts, reasons = case_facts(ruleset, case)
-        evaluation = ENGINE.evaluate(ruleset, facts, str(case["date"]), case.get("hook"), reasons)
+        evaluation = decide(ENGINE, ruleset, case_facts(ruleset, case), str(case["date"]), case.get("hook"))
         firings = {f.rule_id: f for f in evaluation.trace}
         for decision in evaluation.decisions:
             if decision.suggestion and decision.suggestion.action == "update":

@@ -44,8 +44,8 @@ def draft(ruleset, n: int):
 def test_the_child_answers_as_the_engine_in_this_process_does(hetrombopag, sandbox):
     in_process = Engine()
     for case in hetrombopag.tests:
-        facts, reasons = case_facts(hetrombopag, case)
-        args = (facts, str(case["date"]), case.get("hook"), reasons)
+        given = case_facts(hetrombopag, case)
+        args = (given.facts, str(case["date"]), case.get("hook"), given.problems)
         assert sandbox.evaluate(hetrombopag, *args) == in_process.evaluate(hetrombopag, *args), case["name"]
     assert all(r.passed for r in run_tests(hetrombopag, sandbox))
 
@@ -59,7 +59,8 @@ def test_drafts_are_never_registered_in_this_process(hetrombopag, sandbox):
 
 def test_the_child_is_replaced_once_it_holds_its_share_of_versions(hetrombopag, sandbox):
     case = hetrombopag.tests[0]
-    facts, reasons = case_facts(hetrombopag, case)
+    given = case_facts(hetrombopag, case)
+    facts, reasons = given.facts, given.problems
     sandbox.evaluate(draft(hetrombopag, 1), facts, str(case["date"]), case.get("hook"), reasons)
     first = sandbox.child_pid()
     sandbox.evaluate(draft(hetrombopag, 2), facts, str(case["date"]), case.get("hook"), reasons)
@@ -73,7 +74,8 @@ def test_the_child_is_replaced_once_it_holds_its_share_of_versions(hetrombopag, 
 
 def test_a_child_that_dies_costs_one_evaluation_not_the_server(hetrombopag, sandbox):
     case = hetrombopag.tests[0]
-    facts, reasons = case_facts(hetrombopag, case)
+    given = case_facts(hetrombopag, case)
+    facts, reasons = given.facts, given.problems
     expected = Engine().evaluate(hetrombopag, facts, str(case["date"]), case.get("hook"), reasons)
     doomed = sandbox.child_pid()
     os.kill(doomed, signal.SIGKILL)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from flask import Response, render_template, request
 
-from engine import fhir
-from engine.cohort import resources_as_of
-from engine.diff import Case, VersionDiff, behavioural_impact, render_markdown, structural_changes, test_cases
-from engine.testing import WHOLE_RECORD
+from engine.diff import Case, VersionDiff, behavioural_impact, record_cases, render_markdown, structural_changes, \
+    test_cases
 from webhook.workbench import svg
 from webhook.workbench.context import VersionInfo
 from webhook.workbench.views import bp, sandbox, snapshot, workbench
@@ -18,14 +16,7 @@ def cohort_cases() -> list[Case]:
     mapping = snapshot().mapping
     if mapping is None:
         return []
-    cases = []
-    for patient in workbench().cohort():
-        for day in patient.dates:
-            extraction = fhir.extract_facts(mapping, resources_as_of(patient.resources, day), day,
-                                            supplied=WHOLE_RECORD)
-            cases.append(Case(f"{patient.name} ({patient.description})", day, extraction.facts,
-                              extraction.problems, "patient-view"))
-    return cases
+    return record_cases(mapping, [(f"{p.name} ({p.description})", p.resources, p.dates) for p in workbench().cohort()])
 
 
 def _pair() -> tuple[str, VersionInfo | None, VersionInfo | None, list[str]]:

@@ -13,12 +13,11 @@ from typing import Any
 from flask import render_template, request
 
 from engine import fhir
-from engine.certainty import evaluate_bounded
 from engine.cohort import resources_as_of
+from engine.decide import decide, facts_from_record, given_facts
 from engine.errors import EvaluationError
-from engine.model import Evaluation, Ruleset
-from engine.simulate import medication_request
-from engine.testing import WHOLE_RECORD
+from engine.model import Evaluation, Medication, Ruleset
+from engine.orders import OrderDetails, medication_request
 from webhook.cards import build_cards
 from webhook.request import MAX_JSON_DEPTH, nesting_depth
 from webhook.workbench.context import VersionInfo
@@ -95,19 +94,21 @@ def parse_bundle(text: str, what: str) -> list[dict]:
 
 def draft_order(ruleset: Ruleset, patient: str, dose: float, times: float) -> dict:
     """A draft MedicationRequest of the ruleset's medication: `dose` per administration, `times` a day."""
-    order = medication_request(ruleset, "workbench-draft", patient, dose * times, today())
-    order["status"] = "draft"
-    dosage = order["dosageInstruction"][0]
-    dosage["timing"]["repeat"]["frequency"] = times
-    dosage["doseAndRate"][0]["doseQuantity"]["value"] = dose
-    return order
+    details = OrderDetails(f"Patient/{patient}", "draft", "workbench-draft", authored=today())
+    return medication_request(_medication(ruleset), dose * times, details, per_day=times)
+
+
+def _medication(ruleset: Ruleset) -> Medication:
+    if ruleset.medication is None:
+        raise ScenarioError(f"{ruleset.ref} names no medication to order")
+    return ruleset.medication
 
 
 def orders_from_facts(ruleset: Ruleset, mapping: fhir.SiteMapping, facts: dict, patient: str,
                       on: dt.date) -> tuple[list[dict], list[dict]]:
     """For a case written as facts: the active and draft orders those facts describe (through the mapping's fact
     roles), so that suggestions to change or stop them can be shown."""
-    concept = mapping.medications.get(ruleset.medication.get("concept"))
+    concept = mapping.medications.get(ruleset.medication.concept) if ruleset.medication else None
     if concept is None:
         return [], []
     roles = concept.facts
@@ -116,9 +117,8 @@ def orders_from_facts(ruleset: Ruleset, mapping: fhir.SiteMapping, facts: dict, 
         order_id, dose = facts.get(roles.get(id_role, "")), facts.get(roles.get(dose_role, ""))
         if not isinstance(order_id, str) or not isinstance(dose, (int, float)):
             return []
-        made = medication_request(ruleset, order_id, patient, dose, parse_date(str(start or ""), on))
-        made["status"] = status
-        return [made]
+        details = OrderDetails(f"Patient/{patient}", status, order_id, authored=parse_date(str(start or ""), on))
+        return [medication_request(_medication(ruleset), dose, details)]
 
     active = order("active_order_id", "current_daily_dose", "active", facts.get(roles.get("start_date", "")))
     draft = order("draft_order_id", "draft_daily_dose", "draft", on)
@@ -178,28 +178,26 @@ def evaluate(info: VersionInfo, scenario: Scenario) -> Outcome:
     drafts = scenario.drafts if order_hook else []
     if scenario.resources is not None:
         record = resources_as_of(scenario.resources, scenario.date)
-        extraction = fhir.extract_facts(mapping, record, scenario.date, draft_orders=drafts if order_hook else None,
-                                        supplied=WHOLE_RECORD)
-        facts, problems, sources = {**extraction.facts, **scenario.facts}, extraction.problems, extraction.sources
-        possible = extraction.possible
+        facts = facts_from_record(mapping, record, scenario.date, drafts if order_hook else None,
+                                  given=scenario.facts)
         known = [r for r in record if r.get("resourceType") == "MedicationRequest"]
         patient_id = next((r.get("id") for r in record if r.get("resourceType") == "Patient" and r.get("id")),
                           DEFAULT_PATIENT)
     else:
-        patient_id, facts, problems, sources, possible = DEFAULT_PATIENT, dict(scenario.facts), {}, {}, {}
-        known, written_drafts = orders_from_facts(ruleset, mapping, facts, patient_id, scenario.date)
-        if drafts:
-            draft_facts = fhir.extract_facts(mapping, [], scenario.date, draft_orders=drafts)
-            facts.update(draft_facts.facts)
-            sources.update(draft_facts.sources)
+        patient_id, facts = DEFAULT_PATIENT, given_facts(scenario.facts)
+        known, written_drafts = orders_from_facts(ruleset, mapping, scenario.facts, patient_id, scenario.date)
+        if drafts:  # only the draft orders are read from FHIR; nothing else was looked for
+            from_drafts = facts_from_record(mapping, [], scenario.date, drafts, supplied=())
+            facts.facts.update(from_drafts.facts)
+            facts.sources.update(from_drafts.sources)
         else:
             drafts = written_drafts if order_hook else []
     try:
-        evaluation = evaluate_bounded(sandbox(), ruleset, facts, possible, scenario.date, scenario.hook, problems)
+        evaluation = decide(sandbox(), ruleset, facts, scenario.date, scenario.hook)
     except EvaluationError as error:
         raise ScenarioError(f"the evaluation failed: {error}") from None
     cards = build_cards(evaluation, ruleset, patient_id, drafts, known)
-    return Outcome(scenario, evaluation, cards, sources, patient_id)
+    return Outcome(scenario, evaluation, cards, facts.sources, patient_id)
 
 
 @bp.route("/try", methods=["GET", "POST"])
