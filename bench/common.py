@@ -93,27 +93,27 @@ def templates() -> dict[str, str]:
 
 def prefetch(resources: list[dict], patient: str = PATIENT) -> dict:
     """Each template answered from `resources`, as an EHR fills prefetch (every match, no `_count` cut)."""
-    from tests.conftest import prefetch_for
     from tests.fhir_server import FhirData
+    from tests.records import prefetch_for
 
     return prefetch_for(templates(), FhirData(resources), patient)
 
 
 def record(today: dt.date, platelet_history: int = 2) -> list[dict]:
     """The webhook tests' patient (on hetrombopag, low platelets), with `platelet_history` platelet counts."""
-    from tests.conftest import _observation, patient_record
+    from tests.records import observation, patient_record
 
     resources = patient_record(today, PATIENT, platelets=40)
     extra = max(0, platelet_history - 2)  # patient_record has two
     for n in range(extra):
         when = today - dt.timedelta(days=16 + n)
-        resources.append(_observation(f"plt-h{n}", PATIENT, "777-3", when, 20 + n % 50, "10*9/L"))
+        resources.append(observation(f"plt-h{n}", PATIENT, "777-3", when, 20 + n % 50, "10*9/L"))
     return resources
 
 
 def draft_orders(today: dt.date, count: int = 1, patient: str = PATIENT) -> list[dict]:
     """One hetrombopag draft and `count - 1` drafts for other drugs (a full order basket)."""
-    from tests.conftest import hetrombopag_order
+    from tests.records import hetrombopag_order
 
     drafts = [hetrombopag_order("draft-1", patient, 5, "draft", today)]
     for n in range(count - 1):

@@ -20,7 +20,10 @@ import yaml
 from hypothesis import settings
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.fhir_server import FhirData, FhirServer
+from tests.fhir_server import FhirServer
+# The record builders live in tests/records.py (the benchmarks use them too); tests import them from here.
+from tests.records import (hetrombopag_order, observation, order_sign_request, patient_record,  # noqa: F401
+                           prefetch_for)
 
 # The suite is reproducible: generated examples are the same every run, so CI never fails by the luck of a draw.
 # `make soak` (HYPOTHESIS_PROFILE=explore) draws fresh examples to find what the fixed ones miss.
@@ -192,73 +195,6 @@ def _wait_ready(server: LiveServer, path: str = "/readyz", timeout: float = 30) 
             pass
         time.sleep(0.2)
     raise RuntimeError(f"the server did not become ready:\n{server.log()}")
-
-
-# --- a patient as the EHR holds it ------------------------------------------------------------
-
-
-def _observation(ident: str, patient: str, loinc: str, when: dt.date, value: float, unit: str) -> dict:
-    return {"resourceType": "Observation", "id": ident, "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
-            "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": when.isoformat(),
-            "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
-
-
-def hetrombopag_order(ident: str, patient: str, daily_mg: float, status: str, authored: dt.date) -> dict:
-    return {"resourceType": "MedicationRequest", "id": ident, "status": status, "intent": "order",
-            "medicationCodeableConcept": {"text": "Hetrombopag olamine tablets"},
-            "subject": {"reference": f"Patient/{patient}"}, "authoredOn": authored.isoformat(),
-            "dosageInstruction": [{"text": f"{daily_mg:g} mg orally once daily",
-                                   "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
-                                   "doseAndRate": [{"doseQuantity": {"value": daily_mg, "unit": "mg",
-                                                                     "system": "http://unitsofmeasure.org",
-                                                                     "code": "mg"}}]}]}
-
-
-def patient_record(today: dt.date, patient: str = "p1", platelets: float = 120.0, on_therapy: bool = True) -> list:
-    """A child with neuroblastoma after autologous HSCT; on hetrombopag 5 mg for 20 days if `on_therapy`."""
-    day = lambda n: today - dt.timedelta(days=n)  # noqa: E731
-    resources = [
-        {"resourceType": "Patient", "id": patient, "birthDate": today.replace(year=today.year - 8).isoformat(),
-         "gender": "female"},
-        _observation("wt1", patient, "29463-7", day(2), 25, "kg"),
-        _observation("plt1", patient, "777-3", day(1), platelets, "10*9/L"),
-        _observation("plt0", patient, "777-3", day(15), 30, "10*9/L"),
-        _observation("alt1", patient, "1742-6", day(1), 20, "U/L"),
-        _observation("ast1", patient, "1920-8", day(1), 30, "U/L"),
-        _observation("bil1", patient, "14631-6", day(1), 8, "umol/L"),
-        {"resourceType": "Observation", "id": "ecog1", "status": "final",
-         "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]},
-         "subject": {"reference": f"Patient/{patient}"}, "effectiveDateTime": day(3).isoformat(), "valueInteger": 1},
-        {"resourceType": "Condition", "id": "nb1", "subject": {"reference": f"Patient/{patient}"},
-         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                        "code": "active"}]},
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "432328008"}]},
-         "onsetDateTime": day(400).isoformat()},
-        {"resourceType": "Procedure", "id": "hsct1", "status": "completed",
-         "subject": {"reference": f"Patient/{patient}"},
-         "code": {"coding": [{"system": "http://snomed.info/sct", "code": "709115004"}]},
-         "performedDateTime": day(60).isoformat()},
-    ]
-    if on_therapy:
-        resources.append(hetrombopag_order("mr-active", patient, 5, "active", day(20)))
-    return resources
-
-
-def order_sign_request(patient: str, drafts: list[dict], **extra) -> dict:
-    return {"hook": "order-sign", "hookInstance": str(uuid.uuid4()),
-            "context": {"userId": "Practitioner/dr1", "patientId": patient,
-                        "draftOrders": {"resourceType": "Bundle", "type": "collection",
-                                        "entry": [{"resource": d} for d in drafts]}}, **extra}
-
-
-def prefetch_for(templates: dict[str, str], server: FhirData, patient: str) -> dict:
-    """What an EHR sends: each template's tokens filled and the query answered from its own FHIR data."""
-    prefetch = {}
-    for key, template in templates.items():
-        status, body = server.answer("/fhir/" + template.replace("{{context.patientId}}", patient))
-        prefetch[key] = body if status == 200 else None
-    return prefetch
 
 
 # --- every log line of the suite, kept for the secrets check (tests/test_zz_no_secrets.py) ---------

@@ -19,9 +19,9 @@ from typing import Any, Mapping
 from engine.fhir import is_fhir_id
 from engine.model import Comparison, Decision, Evaluation, Firing, Ruleset, Suggestion
 from engine.orders import OrderDetails, medication_request, with_dose
+from engine.runtime import SUMMARY_LIMIT
 from engine.templates import escape_markdown
 
-SUMMARY_LIMIT = 139  # CDS Hooks: under 140 characters
 _OPERATORS = {"eq": "=", "ne": "≠", "gt": ">", "gte": "≥", "lt": "<", "lte": "≤", "in": "in"}
 
 
