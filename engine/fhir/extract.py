@@ -17,10 +17,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from . import units
-from .uncertain import Possible, days
-from .document import read_document, schema_errors
-from .errors import RulesetError, RulesetErrors
+from .. import units
+from ..uncertain import Possible, days
+from ..document import read_document, schema_errors
+from ..errors import RulesetError, RulesetErrors
 
 SCHEMA = "site-mapping.schema.json"
 PATIENT_TOKEN = "{{context.patientId}}"

@@ -1,0 +1,15 @@
+"""FHIR R4 resources -> ruleset facts, driven entirely by a site mapping (rules/site/*.yaml).
+
+The names callers use, whichever module of the package holds them.
+"""
+from __future__ import annotations
+
+from .extract import (PATIENT_TOKEN, RESERVED_PREFETCH_KEYS, SCHEMA, AgeBand, CodedConcept, CodeIndex, Extraction,
+                      MappingError, MedicationConcept, ObservationConcept, Score, SiteMapping, UlnSpec, When,
+                      draft_orders_mention, extract_facts, is_fhir_id, load_site_mapping, prefetch_templates,
+                      resources_from)
+
+__all__ = ["PATIENT_TOKEN", "RESERVED_PREFETCH_KEYS", "SCHEMA", "AgeBand", "CodeIndex", "CodedConcept", "Extraction",
+           "MappingError", "MedicationConcept", "ObservationConcept", "Score", "SiteMapping", "UlnSpec", "When",
+           "draft_orders_mention", "extract_facts", "is_fhir_id", "load_site_mapping", "prefetch_templates",
+           "resources_from"]
