@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -20,6 +20,8 @@ from .. import units
 from ..document import read_document, schema_errors
 from ..errors import RulesetError, RulesetErrors
 from ..uncertain import Possible, days
+from .mapping import (AgeBand, CodeIndex, CodedConcept, Extraction, MedicationConcept, ObservationConcept, Score,
+                      SiteMapping, UlnSpec, _normalise)
 from .values import (_NO_TIME, When, _codings, _completed, _first_when, _get, _is_number, _objects, _ref,
                      _status_codes, _text, _when, _when_or_partial, is_fhir_id)
 
@@ -57,129 +59,6 @@ class MappingError(Exception):
         found = [cls(e.file, e.line, e.column, e.path, e.message) for e in errors]
         first = found[0]
         return cls(first.file, first.line, first.column, first.path, first.message, found)
-
-
-# --- the loaded mapping -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CodeIndex:
-    """Codings -> concept names, indexed at load so matching a coding is a few dictionary lookups."""
-
-    systems: Mapping[str, tuple[bool, bool]]  # system URI -> (ignore_dots, ignore_case)
-    exact: Mapping[tuple[str, str], tuple[str, ...]]  # (URI, normalised code) -> concepts
-    prefixes: Mapping[tuple[str, str], tuple[str, ...]]
-    longest_prefix: int
-
-    def match(self, concept: Any) -> dict[str, str]:
-        """Concept name -> the code (as written) that matched, over every coding of a CodeableConcept."""
-        found: dict[str, str] = {}
-        for coding in _codings(concept):
-            system, code = _text(coding.get("system")), _text(coding.get("code"))
-            if system not in self.systems or code is None:
-                continue
-            key = _normalise(code, *self.systems[system])
-            for name in self.exact.get((system, key), ()):
-                found.setdefault(name, code)
-            for length in range(1, min(len(key), self.longest_prefix) + 1):
-                for name in self.prefixes.get((system, key[:length]), ()):
-                    found.setdefault(name, code)
-        return found
-
-
-@dataclass(frozen=True)
-class Score:
-    low: int
-    high: int
-    answers: Mapping[str, int]  # answer code -> score
-
-
-@dataclass(frozen=True)
-class AgeBand:
-    low: int  # completed years, inclusive
-    high: int  # completed years, exclusive
-    label: str
-    values: Mapping[str, float]  # column -> ULN
-
-
-@dataclass(frozen=True)
-class UlnSpec:
-    fact: str
-    source_fact: str
-    table: str | None
-    column: str | None
-    bands: tuple[AgeBand, ...]
-
-
-@dataclass(frozen=True)
-class ObservationConcept:
-    name: str
-    value_fact: str
-    date_fact: str
-    units: units.UnitTable | None  # None for a score
-    score: Score | None
-    uln: UlnSpec | None
-    statuses: frozenset[str]  # result statuses its decisions may use
-
-
-@dataclass(frozen=True)
-class CodedConcept:
-    """A condition or procedure concept: its facts by role (present, active, latest_onset, count, latest_date)."""
-
-    name: str
-    facts: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class MedicationConcept:
-    name: str
-    patterns: tuple[str, ...]  # casefolded
-    dose: units.UnitTable | None
-    facts: Mapping[str, str]
-    order_coding: tuple[Mapping[str, str], ...] = ()  # FHIR Codings for suggested orders (system as a URI)
-
-
-@dataclass(frozen=True, repr=False)
-class SiteMapping:
-    """A validated site mapping, pre-indexed for extraction."""
-
-    file: str
-    history_limit: int
-    birth_date_fact: str | None
-    age_fact: str | None
-    age_units: Mapping[str, str]
-    ignored_statuses: frozenset[str]  # results as if they did not exist (entered-in-error, cancelled)
-    range_types: frozenset[str]
-    observations: Mapping[str, ObservationConcept]
-    observation_codes: CodeIndex
-    observation_search: Mapping[str, tuple[str, ...]]  # concept -> "system|code" tokens for prefetch
-    excluded_verification: frozenset[str]
-    active_clinical: frozenset[str]
-    missing_clinical_status_is_active: bool
-    conditions: Mapping[str, CodedConcept]
-    condition_codes: CodeIndex
-    procedure_statuses: frozenset[str]
-    procedures: Mapping[str, CodedConcept]
-    procedure_codes: CodeIndex
-    history_statuses: frozenset[str]
-    current_statuses: frozenset[str]
-    periods_per_day: Mapping[str, float]
-    medications: Mapping[str, MedicationConcept]
-    medication_codes: CodeIndex
-    fact_types: Mapping[str, str]  # every fact this mapping can produce -> number|integer|boolean|string|date
-
-    def __repr__(self) -> str:
-        return f"SiteMapping({self.file!r}, {len(self.fact_types)} facts)"
-
-
-@dataclass
-class Extraction:
-    """Facts for the ruleset, where each came from, and why an expected fact is missing although data existed."""
-
-    facts: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    problems: dict[str, str] = field(default_factory=dict)
-    possible: dict[str, Possible] = field(default_factory=dict)  # facts the record gives only within bounds
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -269,13 +148,6 @@ def _medication(name: str, spec: dict, systems: dict) -> MedicationConcept:
     patterns = tuple(p.casefold() for p in spec.get("name_patterns", ()))
     coding = tuple(_frozen({**c, "system": systems[c["system"]]["uris"][0]}) for c in spec.get("order_coding", ()))
     return MedicationConcept(name, patterns, table, _frozen(spec["facts"]), coding)
-
-
-def _normalise(code: str, ignore_dots: bool, ignore_case: bool) -> str:
-    code = code.strip()
-    if ignore_dots:
-        code = code.replace(".", "")
-    return code.upper() if ignore_case else code
 
 
 def _code_index(systems: dict, concepts: Mapping[str, dict]) -> CodeIndex:
