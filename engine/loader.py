@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import checks
 from .document import Document, read_document, schema_errors
-from .errors import RulesetError, RulesetErrors
+from .errors import RulesetErrors
 from .model import (AllOf, AnyOf, Band, Compare, DecisionTemplate, Derivation, Exists, FactRef, FactSpec, Literal,
                     Missing, Not, Parameter, ParamRef, Rule, Ruleset, SuggestionTemplate, Table)
 
@@ -33,13 +33,9 @@ class SiteFacts:
 
 
 def load_site(path: str | Path) -> SiteFacts:
-    from .fhir import MappingError, load_site_mapping  # the mapping's own module reads it
+    from .fhir import load_site_mapping  # the mapping's own module reads it; its MappingError is a RulesetErrors
 
-    try:
-        mapping = load_site_mapping(path)
-    except MappingError as exc:
-        raise RulesetErrors([RulesetError(e.file, e.line, e.column, tuple(e.path), e.message)
-                             for e in exc.errors]) from None
+    mapping = load_site_mapping(path)
     return SiteFacts(str(path), dict(mapping.fact_types), frozenset(mapping.medications))
 
 

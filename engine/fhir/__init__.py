@@ -5,8 +5,8 @@ The names callers use, whichever module of the package holds them.
 from __future__ import annotations
 
 from .checks import RESERVED_PREFETCH_KEYS
-from .extract import (PATIENT_TOKEN, SCHEMA, MappingError, draft_orders_mention, extract_facts, load_site_mapping,
-                      prefetch_templates, resources_from)
+from .extract import PATIENT_TOKEN, draft_orders_mention, extract_facts, prefetch_templates, resources_from
+from .load import SCHEMA, MappingError, load_site_mapping
 from .mapping import (AgeBand, CodeIndex, CodedConcept, Extraction, MedicationConcept, ObservationConcept, Score,
                       SiteMapping, UlnSpec)
 from .values import When, is_fhir_id

@@ -9,168 +9,23 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from .. import units
-from ..document import read_document, schema_errors
-from ..errors import RulesetError, RulesetErrors
 from ..uncertain import Possible, days
-from .checks import declared_facts, semantic_problems
-from .mapping import (AgeBand, CodeIndex, CodedConcept, Extraction, MedicationConcept, ObservationConcept, Score,
-                      SiteMapping, UlnSpec, _normalise)
+from .mapping import CodeIndex, CodedConcept, Extraction, MedicationConcept, ObservationConcept, Score, SiteMapping
 from .values import (_NO_TIME, When, _codings, _completed, _first_when, _get, _is_number, _objects, _ref,
                      _status_codes, _text, _when, _when_or_partial, is_fhir_id)
 
-SCHEMA = "site-mapping.schema.json"
 PATIENT_TOKEN = "{{context.patientId}}"
 _BOUNDS = ("<", "<=", ">", ">=")  # Quantity.comparator values that bound a result ("ad" does not)
 
 # "0-40", "0.0 - 40.0 <unit>", "<40", "<= 40", "≤40": the high number, then an optional unit.
 _RANGE_TEXT = re.compile(
     r"^\s*(?:\d+(?:\.\d+)?\s*(?:-|–|—|~|to)\s*|(?:<=|≤|<)\s*)(\d+(?:\.\d+)?)\s*(.*?)\s*$", re.IGNORECASE)
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class MappingError(Exception):
-    """The site mapping cannot be used: where (file, line, column, path) and why; `errors` holds every problem."""
-
-    def __init__(self, file: str, line: int, column: int, path: Iterable, message: str,
-                 errors: list[MappingError] | None = None) -> None:
-        super().__init__(message)
-        self.file, self.line, self.column = file, line, column
-        self.path, self.message = list(path), message
-        self.errors = errors if errors is not None else [self]
-
-    def __str__(self) -> str:
-        where = ".".join(str(p) for p in self.path) or "(document)"
-        return f"{self.file}:{self.line}:{self.column}: at {where}: {self.message}"
-
-    @classmethod
-    def from_errors(cls, errors: list[RulesetError]) -> MappingError:
-        """The first error (by position) as the headline, all of them in `errors`."""
-        found = [cls(e.file, e.line, e.column, e.path, e.message) for e in errors]
-        first = found[0]
-        return cls(first.file, first.line, first.column, first.path, first.message, found)
-
-
-# --- loading ------------------------------------------------------------------------------------
-
-
-def load_site_mapping(path: str | Path) -> SiteMapping:
-    """Read, validate (schema, then cross-references) and index a site mapping; MappingError says where it is wrong."""
-    try:
-        doc = read_document(path)
-    except RulesetErrors as exc:
-        raise MappingError.from_errors(exc.errors) from None
-    errors = schema_errors(doc, SCHEMA)
-    if not errors:
-        errors = sorted((doc.error(where, message) for where, message in semantic_problems(doc.data)),
-                        key=lambda e: (e.line, e.column))
-    if errors:
-        raise MappingError.from_errors(errors)
-    return _build(doc.file, doc.data)
-
-
-def _build(file: str, data: dict) -> SiteMapping:
-    systems = data["systems"]
-    observations = data["observations"]
-    conditions = data["conditions"]
-    procedures = data["procedures"]
-    medications = data["medications"]
-    tables = data.get("uln_tables", {})
-    return SiteMapping(
-        file=file,
-        history_limit=data["history_limit"],
-        birth_date_fact=data["patient"].get("birth_date_fact"),
-        age_fact=data["patient"].get("age_fact"),
-        age_units=_frozen(data.get("age_units", {})),
-        ignored_statuses=frozenset(data["observation_rules"].get("ignored_statuses", [])),
-        range_types=frozenset(data["observation_rules"].get("reference_range_types", [])),
-        observations=_frozen({name: _observation(name, spec, tables, data["observation_rules"]["statuses"])
-                              for name, spec in observations.items()}),
-        observation_codes=_code_index(systems, observations),
-        observation_search=_frozen({name: _search_tokens(systems, spec) for name, spec in observations.items()}),
-        excluded_verification=frozenset(data["condition_rules"]["excluded_verification"]),
-        active_clinical=frozenset(data["condition_rules"]["active_clinical"]),
-        missing_clinical_status_is_active=data["condition_rules"].get("missing_clinical_status_is_active", False),
-        conditions=_frozen({name: CodedConcept(name, _frozen(spec["facts"])) for name, spec in conditions.items()}),
-        condition_codes=_code_index(systems, conditions),
-        procedure_statuses=frozenset(data["procedure_rules"]["statuses"]),
-        procedures=_frozen({name: CodedConcept(name, _frozen(spec["facts"])) for name, spec in procedures.items()}),
-        procedure_codes=_code_index(systems, procedures),
-        history_statuses=frozenset(data["medication_rules"]["history_statuses"]),
-        current_statuses=frozenset(data["medication_rules"]["current_statuses"]),
-        periods_per_day=_frozen(data["medication_rules"]["periods_per_day"]),
-        medications=_frozen({name: _medication(name, spec, systems) for name, spec in medications.items()}),
-        medication_codes=_code_index(systems, {n: s for n, s in medications.items() if "codes" in s}),
-        fact_types=_frozen({name: kind for _, name, kind in declared_facts(data)}),
-    )
-
-
-def _frozen(mapping: Mapping) -> Mapping:
-    return MappingProxyType(dict(mapping))
-
-
-def _observation(name: str, spec: dict, tables: dict, statuses: list[str]) -> ObservationConcept:
-    table = (units.unit_table(spec["unit"], spec["conversions"], spec.get("aliases"))
-             if "unit" in spec else None)
-    score = spec.get("score")
-    return ObservationConcept(
-        name=name, value_fact=spec["value_fact"], date_fact=spec["date_fact"], units=table,
-        score=Score(score["min"], score["max"], _frozen(score.get("answers", {}))) if score else None,
-        uln=_uln(spec["uln"], tables) if "uln" in spec else None,
-        statuses=frozenset(spec.get("statuses", statuses)))
-
-
-def _uln(spec: dict, tables: dict) -> UlnSpec:
-    table = tables.get(spec.get("table"), {})
-    bands = tuple(_band(band, table["columns"]) for band in table.get("bands", ()))
-    return UlnSpec(spec["fact"], spec["source_fact"], spec.get("table"), spec.get("column"), bands)
-
-
-def _band(band: dict, columns: Mapping[str, str]) -> AgeBand:
-    low, high = band["from"], band["to"]
-    label = band.get("label") or (f"age {low}" if high - low == 1 else f"ages {low}-{high - 1}")
-    return AgeBand(low, high, label, _frozen({column: float(band[column]) for column in columns}))
-
-
-def _medication(name: str, spec: dict, systems: dict) -> MedicationConcept:
-    dose = spec.get("dose")
-    table = units.unit_table(dose["unit"], dose["conversions"], dose.get("aliases")) if dose else None
-    patterns = tuple(p.casefold() for p in spec.get("name_patterns", ()))
-    coding = tuple(_frozen({**c, "system": systems[c["system"]]["uris"][0]}) for c in spec.get("order_coding", ()))
-    return MedicationConcept(name, patterns, table, _frozen(spec["facts"]), coding)
-
-
-def _code_index(systems: dict, concepts: Mapping[str, dict]) -> CodeIndex:
-    """One index per resource kind: (system URI, normalised code) -> the concepts it belongs to."""
-    options = {uri: (bool(s.get("ignore_dots")), bool(s.get("ignore_case")))
-               for s in systems.values() for uri in s["uris"]}
-    exact: dict[tuple[str, str], list[str]] = defaultdict(list)
-    prefixes: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for name, spec in concepts.items():
-        for code_set in spec["codes"]:
-            target = prefixes if code_set.get("prefix") else exact
-            for uri in systems[code_set["system"]]["uris"]:
-                for code in code_set["codes"]:
-                    key = (uri, _normalise(code, *options[uri]))
-                    if name not in target[key]:
-                        target[key].append(name)
-    longest = max((len(code) for _, code in prefixes), default=0)
-    return CodeIndex(_frozen(options), _frozen({k: tuple(v) for k, v in exact.items()}),
-                     _frozen({k: tuple(v) for k, v in prefixes.items()}), longest)
-
-
-def _search_tokens(systems: dict, spec: dict) -> tuple[str, ...]:
-    return tuple(f"{uri}|{code}" for code_set in spec["codes"]
-                 for uri in systems[code_set["system"]]["uris"] for code in code_set["codes"])
 
 
 @dataclass(frozen=True)
