@@ -143,7 +143,8 @@ def cohort_bodies(hook: str, today: dt.date, patients: int = COHORT_PATIENTS) ->
     """Requests for `hook` about a generated cohort: each patient on each of the dates where a protocol decision
     changes (screening, start, titration reviews, stop, out of scope), the record as it stood that day, moved in
     time so that the day is `today` (the server evaluates on the real date)."""
-    from engine.cohort import generate_cohort, resources_as_of
+    from engine.cohort import generate_cohort
+    from engine.fhir import resources_as_of
 
     bodies = []
     for patient in generate_cohort(patients, COHORT_SEED):

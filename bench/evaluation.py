@@ -10,7 +10,8 @@ import time
 
 from bench.common import RULES, percentile
 from engine import fhir
-from engine.cohort import DEFAULT_START, generate_cohort, resources_as_of
+from engine.cohort import DEFAULT_START, generate_cohort
+from engine.fhir import resources_as_of
 from engine.runtime import Engine
 from engine.versions import load_catalog
 

@@ -7,12 +7,11 @@ patient, drawn from one seeded generator, no clock and no global random state, s
 The generator plays the clinician who follows the protocol (start from day +4 at the weight-band dose, one level up
 at a 14-day review below 50 x 10^9/L, stop at 100 or after 42 days), acting the day after each criterion is met, so
 that on the criterion day the record still shows the situation the rules must react to. A Bundle is a snapshot of the
-whole timeline; `resources_as_of` gives the record as it stood on an evaluation date.
+whole timeline; `engine.fhir.resources_as_of` gives the record as it stood on an evaluation date.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import itertools
 import json
 import math
@@ -743,7 +742,7 @@ def _write_json(path: Path, data: Any) -> None:
 
 def read_cohort(folder: str | Path) -> list[CohortCase]:
     """Each patient of a written cohort: its resources (the whole timeline), evaluation dates and description.
-    Evaluate a date on `resources_as_of(resources, date)`, not on the whole timeline."""
+    Evaluate a date on `fhir.resources_as_of(resources, date)`, not on the whole timeline."""
     folder = Path(folder)
     index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
     cases = []
@@ -753,78 +752,6 @@ def read_cohort(folder: str | Path) -> list[CohortCase]:
         dates = [date.fromisoformat(d) for d in entry["evaluation_dates"]]
         cases.append(CohortCase(resources, dates, entry["description"]))
     return cases
-
-
-# --- the record as it stood on a date ---------------------------------------------------------------------------
-
-
-def resources_as_of(resources: Iterable[dict], on: date) -> list[dict]:
-    """The record as it was known on `on`: nothing dated after it, and orders that ended later shown active.
-
-    A snapshot Bundle holds each order's final status: an order replaced on day +19 reads "completed" even when
-    replaying day +18, when it was the active order. Its boundsPeriod.end (the last day taken) tells the two apart.
-    Resources that need no change are returned as they are (not copied).
-    """
-    known = []
-    for resource in resources:
-        since = _known_since(resource)
-        if since is not None and since > on:
-            continue
-        known.append(_status_on(resource, on))
-    return known
-
-
-def _known_since(resource: dict) -> date | None:
-    """The day a resource came into the record; None when it carries no date (then it is always known)."""
-    kind = resource.get("resourceType")
-    if kind == "Observation":
-        values = [resource.get("effectiveDateTime"), _dig(resource, "effectivePeriod", "start"),
-                  resource.get("effectiveInstant"), resource.get("issued")]
-    elif kind == "Procedure":
-        values = [resource.get("performedDateTime"), _dig(resource, "performedPeriod", "start")]
-    elif kind == "Condition":
-        values = [resource.get("onsetDateTime"), _dig(resource, "onsetPeriod", "start"), resource.get("recordedDate")]
-    elif kind == "MedicationRequest":  # written, and in effect: the later of authoredOn and the first start
-        days = [_day(resource.get("authoredOn"))] + [_day(s) for s in _bounds(resource, "start")]
-        days = [d for d in days if d is not None]
-        return max(days) if days else None
-    else:
-        return None
-    return next((d for d in map(_day, values) if d is not None), None)
-
-
-def _status_on(resource: dict, on: date) -> dict:
-    """A completed or stopped order whose last day (boundsPeriod.end) is on or after `on` was active then."""
-    if resource.get("resourceType") != "MedicationRequest" or resource.get("status") not in ("completed", "stopped"):
-        return resource
-    ends = [d for d in map(_day, _bounds(resource, "end")) if d is not None]
-    if not ends or max(ends) < on:
-        return resource
-    active = copy.deepcopy(resource)
-    active["status"] = "active"
-    active.pop("statusReason", None)
-    return active
-
-
-def _bounds(request: dict, key: str) -> list[Any]:
-    return [_dig(d, "timing", "repeat", "boundsPeriod", key) for d in request.get("dosageInstruction", [])
-            if isinstance(d, dict)]
-
-
-def _dig(data: Any, *keys: str) -> Any:
-    for key in keys:
-        data = data.get(key) if isinstance(data, dict) else None
-    return data
-
-
-def _day(value: Any) -> date | None:
-    """The calendar day as written (as engine.fhir reads it), or None for a missing or partial date."""
-    if not isinstance(value, str) or len(value) < 10:
-        return None
-    try:
-        return date.fromisoformat(value[:10])
-    except ValueError:
-        return None
 
 
 # --- command line -----------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from typing import Callable, Iterable
 import yaml
 
 from . import fhir
-from .cohort import resources_as_of
 from .decide import decide, facts_from_record
 from .errors import EvaluationError
 from .fhir import Extraction
@@ -202,7 +201,7 @@ def cohort_cases(folder: str | Path, site_mapping: str | Path) -> list[Case]:
 def record_cases(mapping: fhir.SiteMapping, patients: Iterable[tuple[str, list[dict], Iterable[dt.date]]],
                  hook: str = "patient-view") -> list[Case]:
     """Each patient's record as it stood on each of its dates, read once for both versions."""
-    return [Case(name, day, facts_from_record(mapping, resources_as_of(resources, day), day), hook)
+    return [Case(name, day, facts_from_record(mapping, fhir.resources_as_of(resources, day), day), hook)
             for name, resources, days in patients for day in days]
 
 

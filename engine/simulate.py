@@ -1,6 +1,6 @@
 """A therapy timeline: evaluate a patient day by day from day 0 and accept every suggestion, as a prescriber would.
 
-Each day sees the record as it stood that day (`cohort.resources_as_of`) plus the orders the simulation itself has
+Each day sees the record as it stood that day (`fhir.resources_as_of`) plus the orders the simulation itself has
 written; a `create` suggestion becomes an active order from that day, an `update` replaces the active order with
 one at the new dose from that day (so the record shows when the dose changed), and a `stop` stops it. The record's
 own orders for the ruleset's medication that start on or after day 0 are set aside: from day 0 the simulation
@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import fhir
-from .cohort import resources_as_of
 from .decide import decide, facts_from_record
 from .model import Decision, Ruleset, Suggestion
 from .orders import OrderDetails, medication_request, tidy
@@ -52,12 +51,12 @@ def simulate(ruleset: Ruleset, mapping: fhir.SiteMapping, resources: list[dict],
     concept = ruleset.medication.concept
     record = fhir.resources_from(resources)
     orders = Orders(ruleset, mapping, _patient_reference(record),
-                    [r for r in resources_as_of(record, day0) if _is_ours(mapping, concept, r)])
+                    [r for r in fhir.resources_as_of(record, day0) if _is_ours(mapping, concept, r)])
     record = [r for r in record if not _is_ours(mapping, concept, r)]
     timeline = []
     for offset in range(days + 1):
         on = day0 + dt.timedelta(days=offset)
-        facts = facts_from_record(mapping, resources_as_of(record, on) + orders.resources(), on)
+        facts = facts_from_record(mapping, fhir.resources_as_of(record, on) + orders.resources(), on)
         evaluation = decide(engine, ruleset, facts, on, hook)
         before = orders.active_dose()
         suggestions = sorted((d.suggestion for d in evaluation.decisions if d.suggestion),

@@ -17,9 +17,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cohort import (DEFAULT_START, END_DAY, add_cohort_command, generate_cohort, read_cohort,
-                           resources_as_of, write_cohort)
-from engine.fhir import extract_facts, load_site_mapping
+from engine.cohort import DEFAULT_START, END_DAY, add_cohort_command, generate_cohort, read_cohort, write_cohort
+from engine.fhir import extract_facts, load_site_mapping, resources_as_of
 from engine.loader import load_ruleset
 from engine.runtime import Engine
 from tests.helpers import HETROMBOPAG, ROOT

@@ -9,9 +9,10 @@ from .extract import PATIENT_TOKEN, draft_orders_mention, extract_facts, prefetc
 from .load import SCHEMA, MappingError, load_site_mapping
 from .mapping import (AgeBand, CodeIndex, CodedConcept, Extraction, MedicationConcept, ObservationConcept, Score,
                       SiteMapping, UlnSpec)
+from .record import resources_as_of
 from .values import When, is_fhir_id
 
 __all__ = ["PATIENT_TOKEN", "RESERVED_PREFETCH_KEYS", "SCHEMA", "AgeBand", "CodeIndex", "CodedConcept", "Extraction",
            "MappingError", "MedicationConcept", "ObservationConcept", "Score", "SiteMapping", "UlnSpec", "When",
            "draft_orders_mention", "extract_facts", "is_fhir_id", "load_site_mapping", "prefetch_templates",
-           "resources_from"]
+           "resources_as_of", "resources_from"]

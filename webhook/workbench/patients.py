@@ -13,7 +13,6 @@ from typing import Any
 from flask import render_template, request
 
 from engine import fhir
-from engine.cohort import resources_as_of
 from engine.decide import decide, facts_from_record, given_facts
 from engine.errors import EvaluationError
 from engine.model import Evaluation, Medication, Ruleset
@@ -177,7 +176,7 @@ def evaluate(info: VersionInfo, scenario: Scenario) -> Outcome:
     order_hook = scenario.hook in ORDER_HOOKS
     drafts = scenario.drafts if order_hook else []
     if scenario.resources is not None:
-        record = resources_as_of(scenario.resources, scenario.date)
+        record = fhir.resources_as_of(scenario.resources, scenario.date)
         facts = facts_from_record(mapping, record, scenario.date, drafts if order_hook else None,
                                   given=scenario.facts)
         known = [r for r in record if r.get("resourceType") == "MedicationRequest"]
