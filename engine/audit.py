@@ -92,7 +92,7 @@ def open_store(url: str):
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from webhook.store import Store
+    from store import Store
 
     parsed = make_url(url)
     shown = parsed.render_as_string(hide_password=True)

@@ -15,10 +15,10 @@ from sqlalchemy import select, update
 
 from engine.audit import EXIT_DIFFERENT, EXIT_IDENTICAL, EXIT_REFUSED, add_audit_command
 from engine.versions import file_sha256
+from store.tables import audit, audit_card
 from tests.conftest import RULES_DIR, TODAY, build_app, hetrombopag_order, order_sign_request, patient_record, \
     prefetch_for
 from tests.store_backends import module_store_url  # noqa: F401 - a fixture
-from webhook.store import audit, audit_card
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,11 +11,11 @@ import datetime as dt
 import pytest
 import requests
 
+from store import Store
 from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for, \
     running_server, write_auth_config
 from tests.helpers import without_uuids
 from tests.store_backends import module_store_url  # noqa: F401 - a fixture
-from webhook.store import Store
 
 pytestmark = pytest.mark.timeout(90)
 

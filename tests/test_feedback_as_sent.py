@@ -9,9 +9,9 @@ import json
 import pytest
 import requests
 
+from store import Store
 from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for, running_server
 from tests.fhir_server import FhirData
-from webhook.store import Store
 
 pytestmark = pytest.mark.timeout(120)
 TODAY = dt.date.today()

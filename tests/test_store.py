@@ -21,12 +21,12 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect
 
+from store import AuditRecord, Store, StoreError, alembic_config
+from store.tables import audit, audit_card, feedback, metadata, seen_jti
 from tests.conftest import REPO, RULES_DIR, _wait_ready, LiveServer, cdsrules_command, free_port, \
     hetrombopag_order, order_sign_request, patient_record, prefetch_for
 from tests.fhir_server import FhirServer
 from tests.store_backends import store_url  # noqa: F401 - a fixture
-from webhook.store import AuditRecord, Store, StoreError, alembic_config, audit, audit_card, feedback, metadata, \
-    seen_jti
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,7 +48,7 @@ def test_migrations_make_the_schema_the_code_expects_and_upgrading_again_changes
     with store.engine.connect() as connection:
         assert set(inspect(connection).get_table_names()) == TABLES
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
-    assert differences == [], "the migrations and webhook.store's tables disagree"
+    assert differences == [], "the migrations and store.tables disagree"
     store.add_feedback("svc", {"card": "c1", "outcome": "accepted", "outcomeTimestamp": "2026-06-02T10:00:00Z"})
     store.migrate()
     store.create_tables()
@@ -90,7 +90,7 @@ def test_every_string_that_reaches_a_column_is_limited_to_fit_it(schema, column,
 
 def test_workers_starting_together_migrate_once(store_url):
     """Two processes migrating the same new store at the same moment: one migrates, the other finds it done."""
-    script = "import sys; from webhook.store import Store; Store(sys.argv[1]).migrate()"
+    script = "import sys; from store import Store; Store(sys.argv[1]).migrate()"
     processes = [subprocess.Popen([sys.executable, "-c", script, store_url], cwd=REPO, stderr=subprocess.PIPE)
                  for _ in range(2)]
     failures = [p.stderr.read().decode() for p in processes if p.wait(30) != 0]
@@ -118,7 +118,8 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
 _HOLD_THE_WRITE_TURN = """
 import sys, uuid
 from sqlalchemy import insert
-from webhook.store import Store, audit
+from store import Store
+from store.tables import audit
 store = Store(sys.argv[1])
 with store._turn():
     print("holding", flush=True)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from store import Store
 from tests.cds_conformance import problems
 from tests.conftest import EXTERNAL, TOKEN
 from webhook.cards import shorten, strip_empty
@@ -17,7 +18,6 @@ from webhook.outcome import HookError
 from webhook.prefetch import ABSENT, DATA, EMPTY, ERROR, NULL, Fetcher, fill, gather, state
 from webhook.request import (_branch_hooks, _depth_exceeds, _validator, nesting_depth, normalise_resource,
                              parse_hook_request, patient_id, schema)
-from webhook.store import Store
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,7 +18,7 @@ from engine.loader import load_ruleset
 from engine.model import Band, Table
 from engine.runtime import Engine
 from engine.simulate import simulate
-from webhook.store import AuditRecord, Store
+from store import AuditRecord, Store
 from webhook.workbench import register_workbench, svg
 from webhook.workbench.access import WorkbenchConfigError, policy_from
 from webhook.workbench.markdown import render_markdown

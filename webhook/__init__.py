@@ -5,7 +5,7 @@ each worker after the fork (the app is not preloaded), which is where the engine
 in a ruleset's releases.yaml) are never served. A worker loads the last good set (webhook.known_good), and a
 rules problem never stops it: with no good set at all it answers 503 and /readyz says why.
 
-Config keys: RULES_DIR (default "rules"), DB_URL (default "sqlite:///var/cdsrules.db"), AUTH_CONFIG (a path, or
+Config keys: RULES_DIR (default "rules"), DB_URL (default store.DEFAULT_DB_URL), AUTH_CONFIG (a path, or
 None for no authentication), MAX_CONTENT_LENGTH (bytes, default 5 MiB), FHIR_TIMEOUT (seconds, default 3),
 FHIR_SERVERS (without auth: the fhirServer URLs we may fetch from; None = any), CLOCK (a callable returning
 today's date; default `datetime.date.today`), WORKBENCH (serve the pharmacist workbench under /workbench/),
@@ -29,17 +29,17 @@ from engine import fhir
 from engine.model import Ruleset
 from engine.runtime import Engine
 from engine.versions import RELOAD_MARKER, Catalog, load_catalog
+from store import DEFAULT_DB_URL, Store
 from webhook import auth, feedback, health, hooks, hosts, openapi, outcome
 from webhook.known_good import KnownGood, RulesRefused, describe
 from webhook.metrics import register_metrics
 from webhook.outcome import HookError, not_found
 from webhook.prefetch import Fetcher
 from webhook.services import Service, build_services, released_rulesets
-from webhook.store import Store
 
 DEFAULTS: dict[str, Any] = {
     "RULES_DIR": "rules",
-    "DB_URL": "sqlite:///var/cdsrules.db",
+    "DB_URL": DEFAULT_DB_URL,
     "AUTH_CONFIG": None,
     "MAX_CONTENT_LENGTH": 5 * 1024 * 1024,
     "FHIR_TIMEOUT": 3.0,

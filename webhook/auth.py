@@ -26,8 +26,8 @@ import yaml
 from flask import Flask, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from store import Store
 from webhook.outcome import HookError, unauthorized
-from webhook.store import Store
 
 log = logging.getLogger(__name__)
 

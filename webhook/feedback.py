@@ -16,10 +16,10 @@ from __future__ import annotations
 from flask import Blueprint, current_app, request
 from sqlalchemy.exc import SQLAlchemyError
 
+from store import Store, utc_instant
 from webhook import hosts
 from webhook.outcome import HookError, bad_request, not_found
 from webhook.request import load_json, read_body, validate
-from webhook.store import Store, utc_instant
 
 bp = Blueprint("feedback", __name__)
 

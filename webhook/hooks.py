@@ -19,6 +19,7 @@ from engine.audit import decision_summary
 from engine.decide import decide, facts_from_record
 from engine.model import Evaluation, Ruleset
 from engine.record import OtherPatientError, Record, own_record
+from store import AuditRecord
 from webhook import metrics
 from webhook.auth import current_issuer
 from webhook.cards import OrderContext, build_cards
@@ -27,7 +28,6 @@ from webhook.prefetch import gather, is_safe_fetch_target
 from webhook.privacy import pseudonym
 from webhook.request import HookRequest, normalise_resource, parse_hook_request, read_body
 from webhook.services import Service
-from webhook.store import AuditRecord
 
 if TYPE_CHECKING:
     from webhook import Runtime

@@ -18,12 +18,12 @@ from gunicorn.app.base import BaseApplication
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from store import Store, StoreError
 from webhook import check_rules, create_app, reload_marker
 from webhook import metrics, privacy
 from webhook.auth import AuthConfigError, check_config
 from webhook.hosts import host_name
 from webhook.known_good import KnownGood, RulesRefused
-from webhook.store import Store, StoreError
 
 NO_AUTH_WARNING = (
     "WARNING: authentication is OFF (--no-auth). Any caller can use this service and make it fetch from any "

@@ -72,7 +72,7 @@ def start_server(rules: Path, port: int, db_url: str, log_path: Path, timeout: f
 
 def seed_store(db_url: str) -> None:
     """Cards shown by the service and what prescribers did with them, for the Alert outcomes page."""
-    from webhook.store import AuditRecord, Store
+    from store import AuditRecord, Store
 
     store = Store(db_url)
     (store.migrate if hasattr(store, "migrate") else store.create_tables)()

@@ -42,8 +42,8 @@ def register_workbench(app: Flask, settings: dict[str, Any]) -> None:
 
 
 def _store(settings: dict[str, Any]):
-    from webhook.store import Store
+    from store import DEFAULT_DB_URL, Store
 
-    store = Store(settings.get("DB_URL", "sqlite:///var/cdsrules.db"))
+    store = Store(settings.get("DB_URL", DEFAULT_DB_URL))
     store.create_tables()
     return store

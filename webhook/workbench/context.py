@@ -82,7 +82,7 @@ class Workbench:
 
     rules_dir: Path
     engine: SandboxEngine
-    store: Any  # webhook.store.Store
+    store: Any  # store.Store
     clock: Callable[[], dt.date]
     cohort_dir: Path | None = None
     _snapshot: Snapshot | None = None

@@ -3,7 +3,7 @@
 `Store.migrate()` passes an open connection (in `config.attributes["connection"]`), already inside a transaction;
 the `alembic` command line gets its URL from `-x db=URL`, the CDSRULES_DB_URL variable or `sqlalchemy.url`:
 
-    alembic -c migrations/alembic.ini -x db=postgresql+psycopg://user:pw@host/db upgrade head
+    alembic -c store/migrations/alembic.ini -x db=postgresql+psycopg://user:pw@host/db upgrade head
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ if context.is_offline_mode():
 elif config.attributes.get("connection") is not None:
     run_migrations(config.attributes["connection"])
 else:
-    from webhook.store import make_engine
+    from store.database import make_engine
 
     engine = make_engine(url(), explicit_transactions=True)
     try:

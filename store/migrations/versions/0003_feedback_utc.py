@@ -23,7 +23,7 @@ depends_on = None
 
 
 def _utc(value: str) -> str | None:
-    """As webhook.store.utc_instant at this revision; None where the value is no instant with a time zone."""
+    """As store.values.utc_instant at this revision; None where the value is no instant with a time zone."""
     try:
         moment = dt.datetime.fromisoformat(value)
         if moment.tzinfo is None:

@@ -1,0 +1,86 @@
+"""The store's tables, as the queries see them.
+
+The schema itself is made by the migrations in store/migrations/versions/; tests/test_store.py checks that the two
+agree.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("service", String(200), nullable=False),
+    Column("card", String(200), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("outcome_timestamp", String(64), nullable=False),
+    Column("accepted_suggestions", Text),  # JSON list of suggestion uuids
+    Column("override_reason", Text),  # JSON: {reason: Coding, userComment}
+    Column("received_at", String(40), nullable=False),
+    Column("item", Text),  # the item's JSON as it was sent, whatever its keys
+    Column("unknown_keys", Text),  # JSON list of the keys it sent that CDS Hooks does not define
+    Column("item_sha256", String(64), nullable=False),  # so only the same content is the same feedback
+    UniqueConstraint("service", "card", "outcome", "outcome_timestamp", "item_sha256", name="feedback_once"),
+    Index("feedback_card", "card"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", String(36), nullable=False, unique=True),
+    Column("hook_instance", String(200), nullable=False),
+    Column("service", String(200), nullable=False),
+    Column("hook", String(50), nullable=False),  # as the request named it
+    Column("evaluated_hook", String(50)),  # as the engine saw it (medication-prescribe -> order-select)
+    Column("patient_id", String(200)),
+    Column("evaluation_date", String(10)),  # YYYY-MM-DD
+    Column("ruleset", String(200), nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("manifest_sha256", String(64)),  # sha256 of the version file, as its release recorded it
+    Column("facts", Text),  # JSON object; NULL when nothing was evaluated
+    Column("missing", Text),  # JSON object: input fact -> why it was not used
+    Column("fired_rules", Text, nullable=False),  # JSON list
+    Column("decisions", Text, nullable=False),  # JSON list of engine.audit.decision_summary()
+    Column("cards", Text, nullable=False),  # JSON list of {uuid, topic}
+    Column("latency_ms", Float, nullable=False),
+    Column("created_at", String(40), nullable=False, index=True),
+)
+
+# One row per card shown, so feedback (which names only the card) joins on the card uuid to topic and rule.
+audit_card = Table(
+    "audit_card",
+    metadata,
+    Column("card_uuid", String(200), primary_key=True),
+    Column("decision_id", String(36), nullable=False, index=True),
+    Column("service", String(200), nullable=False),
+    Column("ruleset", String(200), nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("topic", String(200), nullable=False),
+    Column("rule_id", String(200)),
+    Column("created_at", String(40), nullable=False, index=True),
+)
+
+seen_jti = Table(
+    "jti",
+    metadata,
+    Column("issuer", String(500), nullable=False),
+    Column("jti_sha256", String(64), nullable=False),  # the token's jti may be of any length; its digest is not
+    Column("expires_at", BigInteger, nullable=False, index=True),  # 64 bits: tokens outlive 2038
+    PrimaryKeyConstraint("issuer", "jti_sha256"),
+)
