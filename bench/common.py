@@ -218,7 +218,7 @@ class Server:
 
     def command(self) -> list[str]:
         script = Path(sys.executable).parent / "cdsrules"
-        command = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "cdsrules"]
         command += ["serve", "--no-auth", "--host", "127.0.0.1", "--port", str(self.port),
                     "--db", self.db_url or f"sqlite:///{self.folder / 'db.sqlite'}", "--rules", str(RULES)]
         if self.workers is not None:

@@ -1,20 +1,13 @@
-"""`cdsrules audit`: export the decision audit, and replay a past decision under the exact rules that made it.
+"""What the decision audit keeps of a decision, and the replay of a past decision under the exact rules that made it.
 
-The audit lives in the service's store (webhook/store.py); this module reads it through `webhook.store`, imported
-only when a command runs, so that engine/ never imports webhook/ at import time. A replay loads the version file
-the record names, refuses it when its sha256 is not the one recorded at the time, evaluates the recorded facts
-(and the recorded reasons for missing ones) on the recorded date and hook, and compares the decisions.
+A replay loads the version file the record names, refuses it when its sha256 is not the one recorded at the time,
+evaluates the recorded facts (and the recorded reasons for missing ones) on the recorded date and hook, and compares
+the decisions. The records themselves live in the store (store.audit); `cdsrules audit` reads them there.
 """
 from __future__ import annotations
 
-import argparse
-import csv
-import datetime as dt
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
 
 from .decide import decide, given_facts
 from .loader import load_ruleset, site_for
@@ -22,12 +15,6 @@ from .model import Decision
 from .runtime import Engine
 from .templates import format_number
 from .versions import file_sha256
-
-EXIT_IDENTICAL, EXIT_DIFFERENT, EXIT_REFUSED = 0, 1, 2
-DEFAULT_DB = "sqlite:///var/cdsrules.db"
-EXPORT_FIELDS = ["decision_id", "created_at", "hook_instance", "service", "hook", "evaluated_hook", "patient_id",
-                 "evaluation_date", "ruleset", "version", "manifest_sha256", "fired_rules", "decisions", "cards",
-                 "facts", "missing", "latency_ms"]
 
 
 def decision_summary(decision: Decision) -> dict:
@@ -43,10 +30,10 @@ def decision_summary(decision: Decision) -> dict:
     }
 
 
-def describe(decision: dict) -> str:
-    """One decision summary as a line: topic (indicator), the suggestion and dose, and the rule."""
+def describe(decision: dict, dose_unit: str) -> str:
+    """One decision summary as a line: topic (indicator), the suggestion and dose (in `dose_unit`), and the rule."""
     action = f" {decision['action']}" if decision.get("action") else ""
-    dose = f" {format_number(decision['daily_dose'])} mg" if decision.get("daily_dose") is not None else ""
+    dose = f" {format_number(decision['daily_dose'])} {dose_unit}" if decision.get("daily_dose") is not None else ""
     return f"{decision['topic']} ({decision['indicator']}){action}{dose} [rule {decision['rule_id']}]"
 
 
@@ -59,6 +46,7 @@ class Replay:
     record: dict
     decisions: list[dict]  # as replayed now
     fired_rules: list[str]
+    dose_unit: str  # of the ruleset's medication, in which both the recorded and the replayed doses are
 
     @property
     def identical(self) -> bool:
@@ -81,103 +69,5 @@ def replay(record: dict, rules_dir: str | Path, engine: Engine | None = None) ->
     facts = given_facts(record["facts"], record.get("missing"))
     evaluation = decide(engine or Engine(), ruleset, facts, record["evaluation_date"],
                         record.get("evaluated_hook") or record.get("hook"))
-    return Replay(record, [decision_summary(d) for d in evaluation.decisions], evaluation.fired_rules)
-
-
-# --- the store, read lazily -------------------------------------------------------------------
-
-
-def open_store(url: str):
-    """The store at `url`, for reading; refuses a SQLite file that does not exist instead of creating it."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from store import Store
-
-    parsed = make_url(url)
-    shown = parsed.render_as_string(hide_password=True)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
-            and not Path(parsed.database).is_file():
-        raise OSError(f"no store at {parsed.database}")
-    store = Store(url)
-    try:
-        revision = store.schema_revision()
-    except SQLAlchemyError as error:
-        raise OSError(f"cannot read the store {shown}: {type(error).__name__}: {error.orig or error}") from None
-    if revision is None:
-        raise OSError(f"{shown} holds no cdsrules store")
-    return store
-
-
-# --- commands ---------------------------------------------------------------------------------
-
-
-def add_audit_command(subparsers: argparse._SubParsersAction) -> None:
-    """Register `audit export` and `audit replay`; handlers are set as `command`, as engine/cli.py dispatches."""
-    audit = subparsers.add_parser("audit", help="export the decision audit; replay a past decision")
-    actions = audit.add_subparsers(dest="audit_action", metavar="ACTION", required=True)
-
-    p = actions.add_parser("export", help="every audit record (oldest first) as JSON lines or CSV")
-    p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"the store (default {DEFAULT_DB})")
-    p.add_argument("--since", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
-                   help="only records made on or after this day (UTC)")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
-    p.set_defaults(command=cmd_audit_export)
-
-    p = actions.add_parser("replay", help="evaluate a recorded decision again and compare (exit 0: identical, "
-                                          "1: different, 2: refused)")
-    p.add_argument("decision_id", metavar="DECISION_ID", help="the audit's decision id (or a card uuid)")
-    p.add_argument("--db", default=DEFAULT_DB, metavar="URL", help=f"the store (default {DEFAULT_DB})")
-    p.add_argument("--rules", default="rules", metavar="DIR")
-    p.set_defaults(command=cmd_audit_replay)
-
-
-def cmd_audit_export(args: argparse.Namespace) -> int:
-    store = open_store(args.db)
-    write_records(store.audit_records(args.since), args.format, sys.stdout)
-    return EXIT_IDENTICAL
-
-
-def write_records(records: Iterable[dict], form: str, out) -> int:
-    """Write records as JSON lines or CSV (JSON-valued fields as JSON text); the number written."""
-    count = 0
-    if form == "csv":
-        writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-    for record in records:
-        if form == "csv":
-            writer.writerow({k: _cell(record.get(k)) for k in EXPORT_FIELDS})
-        else:
-            out.write(json.dumps({k: record.get(k) for k in EXPORT_FIELDS}, ensure_ascii=False) + "\n")
-        count += 1
-    return count
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
-
-
-def cmd_audit_replay(args: argparse.Namespace) -> int:
-    store = open_store(args.db)
-    record = store.audit_record(args.decision_id)
-    if record is None:
-        print(f"error: no audit record with decision id (or card uuid) {args.decision_id}", file=sys.stderr)
-        return EXIT_REFUSED
-    try:
-        result = replay(record, args.rules)
-    except ReplayRefused as refusal:
-        print(f"refused: {refusal}", file=sys.stderr)
-        return EXIT_REFUSED
-    print(f"decision {record['decision_id']}: {record['ruleset']}@{record['version']} "
-          f"(sha256 {record['manifest_sha256']}) on {record['evaluation_date']}, hook "
-          f"{record.get('evaluated_hook') or record['hook']}, patient {record['patient_id']}, "
-          f"recorded {record['created_at']}")
-    for title, decisions in (("recorded", record["decisions"]), ("replayed", result.decisions)):
-        print(f"{title}:")
-        for line in [describe(d) for d in decisions] or ["(no decision)"]:
-            print(f"  {line}")
-    if result.fired_rules != record["fired_rules"]:
-        print(f"fired rules differ: recorded {', '.join(record['fired_rules']) or '-'}; "
-              f"replayed {', '.join(result.fired_rules) or '-'}")
-    print("identical" if result.identical else "DIFFERENT: the decisions are not the ones recorded")
-    return EXIT_IDENTICAL if result.identical else EXIT_DIFFERENT
+    return Replay(record, [decision_summary(d) for d in evaluation.decisions], evaluation.fired_rules,
+                  ruleset.medication.dose_unit if ruleset.medication else "")

@@ -758,7 +758,7 @@ def read_cohort(folder: str | Path) -> list[CohortCase]:
 
 
 def add_cohort_command(subparsers: argparse._SubParsersAction) -> None:
-    """Register `cohort generate`; its handler is set as `command`, the way engine/cli.py dispatches."""
+    """Register `cohort generate`; its handler is set as `command`, the way cdsrules.cli dispatches."""
     cohort = subparsers.add_parser("cohort", help="synthetic FHIR R4 cohorts for impact analysis and benchmarks")
     actions = cohort.add_subparsers(dest="cohort_action", metavar="ACTION", required=True)
     p = actions.add_parser("generate", help="write N synthetic patients (FHIR R4 Bundles) and an index")

@@ -79,7 +79,7 @@ def write_examples(templates: Path, out: Path, day: date) -> list[Path]:
 
 
 def add_examples_command(subparsers: argparse._SubParsersAction) -> None:
-    """Register `examples`; its handler is set as `command`, the way engine/cli.py dispatches."""
+    """Register `examples`; its handler is set as `command`, the way cdsrules.cli dispatches."""
     p = subparsers.add_parser("examples", help="write the example CDS Hooks requests, dated for today (or --date)")
     p.add_argument("--date", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",
                    help="the day the requests are for (default: today)")

@@ -130,7 +130,7 @@ def free_port() -> int:
 
 def cdsrules_command() -> list[str]:
     script = Path(sys.executable).parent / "cdsrules"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cdsrules"]
 
 
 class LiveServer:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from sqlalchemy import select, update
 
-from engine.audit import EXIT_DIFFERENT, EXIT_IDENTICAL, EXIT_REFUSED, add_audit_command
+from cdsrules.audit import EXIT_DIFFERENT, EXIT_IDENTICAL, EXIT_REFUSED, add_audit_command
 from engine.versions import file_sha256
 from store.tables import audit, audit_card
 from tests.conftest import RULES_DIR, TODAY, build_app, hetrombopag_order, order_sign_request, patient_record, \
@@ -26,7 +26,7 @@ RELEASED_SHA256 = yaml.safe_load((RULES_DIR / "hetrombopag" / "releases.yaml").r
 
 
 def audit_cli(*argv: str) -> int:
-    """`cdsrules audit ...` as engine/cli.py dispatches it."""
+    """`cdsrules audit ...` as cdsrules.cli dispatches it."""
     parser = argparse.ArgumentParser(prog="cdsrules")
     add_audit_command(parser.add_subparsers())
     args = parser.parse_args(list(argv))

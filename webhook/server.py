@@ -8,6 +8,7 @@ replacement too, starts from; with no good set, the workers come up answering 50
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -18,7 +19,7 @@ from gunicorn.app.base import BaseApplication
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from store import Store, StoreError
+from store import DEFAULT_DB_URL, Store, StoreError
 from webhook import check_rules, create_app, reload_marker
 from webhook import metrics, privacy
 from webhook.auth import AuthConfigError, check_config
@@ -178,11 +179,44 @@ def serve(rules_dir: str, host: str, port: int, db_url: str, workers: int | None
     return 0
 
 
+WORKBENCH_THREADS = 2  # per worker with --workbench: one may wait on a draft, one answers the EHR
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `cdsrules serve`, which `python -m webhook.server` takes too: one set, not two."""
+    parser.add_argument("--rules", default="rules", metavar="DIR")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--db", default=DEFAULT_DB_URL, metavar="URL")
+    parser.add_argument("--workers", type=int, default=None, help="gunicorn worker processes (default: two per core)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help=f"threads per worker (default 1, at least {WORKBENCH_THREADS} with --workbench); more "
+                             "overlap calls that wait on FHIR fallback fetches")
+    parser.add_argument("--workbench", action="store_true", help="serve the pharmacist workbench")
+    parser.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                        help="a host name callers may use besides localhost (repeatable; DNS rebinding protection)")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--no-auth", action="store_true", help="development only: accept calls without a JWT")
+    auth.add_argument("--auth-config", metavar="FILE", help="YAML: base_url and trusted issuers")
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Serve with the parsed options of add_serve_arguments; 2 when no authentication choice was made."""
+    if not (args.no_auth or args.auth_config):
+        print("error: choose --auth-config FILE, or --no-auth for development on this machine only",
+              file=sys.stderr)
+        return 2
+    threads = max(args.threads, WORKBENCH_THREADS) if args.workbench else args.threads
+    return serve(rules_dir=args.rules, host=args.host, port=args.port, db_url=args.db, workers=args.workers,
+                 auth_config=None if args.no_auth else args.auth_config, workbench=args.workbench,
+                 threads=threads, allowed_hosts=args.allowed_host)
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m webhook.server [OPTIONS]` is `cdsrules serve [OPTIONS]`, for hosts that run modules, not scripts."""
-    from engine.cli import main as cdsrules
-
-    return cdsrules(["serve", *(sys.argv[1:] if argv is None else argv)])
+    parser = argparse.ArgumentParser(prog="cdsrules serve", description="serve the rules as CDS Hooks services")
+    add_serve_arguments(parser)
+    return serve_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

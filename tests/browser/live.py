@@ -44,7 +44,7 @@ def workbench_wired() -> bool:
 def server_command(rules: Path, port: int, db_url: str) -> list[str]:
     if workbench_wired():
         script = Path(sys.executable).parent / "cdsrules"
-        cli = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+        cli = [str(script)] if script.exists() else [sys.executable, "-m", "cdsrules"]
         return cli + ["serve", "--rules", str(rules), "--host", "127.0.0.1", "--port", str(port), "--no-auth",
                       "--workbench", "--db", db_url, "--workers", "1"]
     return [sys.executable, "-m", "tests.browser.serve_workbench", "--rules", str(rules), "--port", str(port),

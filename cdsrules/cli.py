@@ -1,6 +1,7 @@
 """`cdsrules`: validate, test, evaluate and explain rulesets, and serve them over CDS Hooks.
 
-Thin by design: each command calls the engine and prints. `serve` imports the webhook only when used.
+Thin by design: each command calls the engine (or the store, or the webhook) and prints. This package sits above
+all three and nothing imports it; `serve` hands its options to webhook.server, imported only when serving.
 """
 from __future__ import annotations
 
@@ -13,24 +14,27 @@ from pathlib import Path
 
 import yaml
 
-from . import diff, versions
-from .audit import add_audit_command
-from .decide import decide, facts_from_record, given_facts
-from .cohort import add_cohort_command
-from .errors import EvaluationError, RulesetErrors
-from .examples import add_examples_command
-from .explain import explain_ruleset, format_evaluation
-from .loader import SITE_MAPPING, find_site_mapping, load_ruleset, ruleset_files, site_for
-from .runtime import Engine
-from .testing import run_tests
+from cdsrules.audit import add_audit_command
+from engine import diff, versions
+from engine.cohort import add_cohort_command
+from engine.decide import decide, facts_from_record, given_facts
+from engine.errors import EvaluationError, RulesetErrors
+from engine.examples import add_examples_command
+from engine.explain import explain_ruleset, format_evaluation
+from engine.loader import SITE_MAPPING, find_site_mapping, load_ruleset, ruleset_files, site_for
+from engine.runtime import Engine
+from engine.testing import run_tests
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-WORKBENCH_THREADS = 2  # per worker with --workbench: one may wait on a draft, one answers the EHR
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, serve_options = parser.parse_known_args(argv)
+    if getattr(args, "command", None) is cmd_serve:
+        return cmd_serve(serve_options)
+    if serve_options:
+        parser.error(f"unrecognized arguments: {' '.join(serve_options)}")
     if not hasattr(args, "command"):
         parser.print_help()
         return EXIT_USAGE
@@ -101,21 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", default="rules", metavar="DIR")
     p.set_defaults(command=cmd_reload)
 
-    p = sub.add_parser("serve", help="serve the rules as CDS Hooks services (gunicorn)")
-    p.add_argument("--rules", default="rules", metavar="DIR")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--db", default="sqlite:///var/cdsrules.db", metavar="URL")
-    p.add_argument("--workers", type=int, default=None, help="gunicorn worker processes (default: two per core)")
-    p.add_argument("--threads", type=int, default=1,
-                   help=f"threads per worker (default 1, at least {WORKBENCH_THREADS} with --workbench); more overlap "
-                        "calls that wait on FHIR fallback fetches")
-    p.add_argument("--workbench", action="store_true", help="serve the pharmacist workbench")
-    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
-                   help="a host name callers may use besides localhost (repeatable; DNS rebinding protection)")
-    auth = p.add_mutually_exclusive_group()
-    auth.add_argument("--no-auth", action="store_true", help="development only: accept calls without a JWT")
-    auth.add_argument("--auth-config", metavar="FILE", help="YAML: base_url and trusted issuers")
+    # Its options are webhook.server's own (`cdsrules serve --help` lists them), parsed there.
+    p = sub.add_parser("serve", help="serve the rules as CDS Hooks services (gunicorn)", add_help=False)
     p.set_defaults(command=cmd_serve)
 
     add_cohort_command(sub)
@@ -200,7 +191,7 @@ def cmd_evaluate(args) -> int:
 
 
 def _facts_from_fhir(args, date):
-    from . import fhir
+    from engine import fhir
 
     mapping = fhir.load_site_mapping(find_site_mapping(Path(args.ruleset).resolve().parent))
     resources = fhir.resources_from(json.loads(Path(args.fhir).read_text(encoding="utf-8")))
@@ -269,17 +260,10 @@ def cmd_reload(args) -> int:
     return verdict
 
 
-def cmd_serve(args) -> int:
-    if not (args.no_auth or args.auth_config):
-        print("error: choose --auth-config FILE, or --no-auth for development on this machine only",
-              file=sys.stderr)
-        return EXIT_USAGE
-    from webhook.server import serve  # the HTTP stack loads only when serving
+def cmd_serve(options: list[str]) -> int:
+    from webhook.server import main as serve  # the HTTP stack loads only when serving
 
-    threads = max(args.threads, WORKBENCH_THREADS) if args.workbench else args.threads
-    return serve(rules_dir=args.rules, host=args.host, port=args.port, db_url=args.db, workers=args.workers,
-                 auth_config=None if args.no_auth else args.auth_config, workbench=args.workbench,
-                 threads=threads, allowed_hosts=args.allowed_host)
+    return serve(options)
 
 
 if __name__ == "__main__":
