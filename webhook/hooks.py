@@ -30,7 +30,7 @@ from webhook.request import HookRequest, normalise_resource, parse_hook_request,
 from webhook.services import Service
 
 if TYPE_CHECKING:
-    from webhook import Runtime
+    from webhook.state import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from store import DEFAULT_DB_URL, Store, StoreError
-from webhook import check_rules, create_app, reload_marker
 from webhook import metrics, privacy
+from webhook.app import create_app
 from webhook.auth import AuthConfigError, check_config
 from webhook.hosts import host_name
 from webhook.known_good import KnownGood, RulesRefused
+from webhook.state import check_rules, reload_marker
 
 NO_AUTH_WARNING = (
     "WARNING: authentication is OFF (--no-auth). Any caller can use this service and make it fetch from any "

@@ -25,7 +25,7 @@ from gunicorn.asgi.parser import PythonProtocol
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-from webhook import DEFAULTS
+from webhook.app import DEFAULTS
 from webhook.outcome import operation_outcome
 
 REQUEST_TIMEOUT = 10.0  # seconds from a request's first byte to its last; then 408

@@ -38,7 +38,7 @@ class Server:
 
 def workbench_wired() -> bool:
     """Whether create_app mounts the workbench itself when asked (`serve --workbench`)."""
-    return "register_workbench" in (REPO / "webhook" / "__init__.py").read_text(encoding="utf-8")
+    return "register_workbench" in (REPO / "webhook" / "app.py").read_text(encoding="utf-8")
 
 
 def server_command(rules: Path, port: int, db_url: str) -> list[str]:
