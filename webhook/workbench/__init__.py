@@ -16,13 +16,24 @@ from typing import Any
 from flask import Flask
 
 from engine.sandbox import SandboxEngine
-from webhook.workbench import access
+from webhook.workbench import access, compare, drafts, outcomes, patients, rulesets, timeline
 from webhook.workbench.context import Workbench
 from webhook.workbench.throttle import Throttle
 from webhook.workbench.views import bp
 
-# The pages add their routes to `bp` when imported.
-from webhook.workbench import compare, drafts, outcomes, patients, rulesets, timeline  # noqa: E402,F401
+PAGES = [  # (URL rule under /workbench, view, methods): every page of the workbench, in one place
+    ("/", rulesets.rulesets, ["GET"]),
+    ("/rulesets/<ruleset_id>/<version>", rulesets.version, ["GET"]),
+    ("/check", drafts.check, ["GET", "POST"]),
+    ("/check.json", drafts.check_json, ["POST"]),
+    ("/try", patients.try_patient, ["GET", "POST"]),
+    ("/timeline", timeline.timeline, ["GET", "POST"]),
+    ("/compare", compare.compare, ["GET"]),
+    ("/compare.md", compare.compare_markdown, ["GET"]),
+    ("/outcomes", outcomes.outcomes, ["GET"]),
+]
+for _rule, _view, _methods in PAGES:  # once, when the package is first imported; the login page is in views.py
+    bp.add_url_rule(_rule, view_func=_view, methods=_methods)
 
 
 def register_workbench(app: Flask, settings: dict[str, Any]) -> None:

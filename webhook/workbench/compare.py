@@ -8,7 +8,7 @@ from engine.diff import Case, VersionDiff, behavioural_impact, record_cases, ren
     test_cases
 from webhook.workbench import svg
 from webhook.workbench.context import VersionInfo
-from webhook.workbench.views import bp, sandbox, snapshot, workbench
+from webhook.workbench.views import sandbox, snapshot, workbench
 
 
 def cohort_cases() -> list[Case]:
@@ -38,7 +38,6 @@ def _diff(old: VersionInfo, new: VersionInfo, with_cohort: bool) -> VersionDiff:
                        behavioural_impact(a, b, cases, sandbox()))
 
 
-@bp.get("/compare")
 def compare() -> str:
     ruleset_id, old, new, loadable = _pair()
     with_cohort = request.args.get("cohort", "1") == "1"
@@ -53,7 +52,6 @@ def compare() -> str:
                            versions=loadable, old=old, new=new, diff=diff, tables=tables, with_cohort=with_cohort)
 
 
-@bp.get("/compare.md")
 def compare_markdown() -> Response:
     _, old, new, _ = _pair()
     if not (old and new and old.ruleset and new.ruleset):

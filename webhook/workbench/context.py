@@ -17,14 +17,13 @@ import yaml
 
 from engine import cohort, fhir
 from engine.errors import RulesetError, RulesetErrors
-from engine.loader import SITE_DIR, load_ruleset, ruleset_files
+from engine.loader import SITE_MAPPING, load_ruleset, ruleset_files
 from engine.model import Ruleset
 from engine.runtime import Engine
 from engine.sandbox import SandboxEngine
 from engine.testing import CaseResult, run_tests
 from engine.versions import MANIFEST, Release, file_sha256, read_manifest, version_key
 
-SITE_MAPPING = Path(SITE_DIR) / "fhir-r4.yaml"
 COHORT_SIZE, COHORT_SEED = 24, 2026  # one block of the generator's scenarios: every scenario once or more
 
 

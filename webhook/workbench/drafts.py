@@ -30,7 +30,7 @@ from engine.testing import CaseResult, run_tests
 from webhook.outcome import HookError, operation_outcome
 from webhook.request import load_json
 from webhook.workbench import svg
-from webhook.workbench.views import bp, chosen_version, sandbox, snapshot, workbench
+from webhook.workbench.views import chosen_version, sandbox, snapshot, workbench
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 DRAFT_NAME = "draft"  # the file stem when the text names no usable version
@@ -200,7 +200,6 @@ def _run(text: str, ruleset_id: str) -> DraftCheck:
         return as_shown(not_checked(rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml", str(error)), rules_dir)
 
 
-@bp.route("/check", methods=["GET", "POST"])
 def check() -> str:
     if request.method == "POST":
         text, ruleset_id = request.form.get("text", ""), request.form.get("ruleset", "")
@@ -212,7 +211,6 @@ def check() -> str:
                            folders=_folders(), result=None, start=start)
 
 
-@bp.post("/check.json")
 def check_json():
     """The same check for a script: body {"text": ..., "ruleset": ...}; answers errors and test results. A body
     that is not such an object (or nests too deep) is a 400 with an OperationOutcome, as the hooks answer."""

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from flask import render_template, request
 
 from webhook.workbench import svg
-from webhook.workbench.views import bp, parse_date, workbench
+from webhook.workbench.views import parse_date, workbench
 
 SERIES = {"accepted": "accepted", "overridden": "overridden", "no_feedback": "no feedback"}
 
@@ -47,7 +47,6 @@ def charts(summary: dict) -> dict:
     }
 
 
-@bp.get("/outcomes")
 def outcomes() -> str:
     ruleset = request.args.get("ruleset", "")
     since = parse_date(request.args.get("since"), None)

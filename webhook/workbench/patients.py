@@ -20,7 +20,7 @@ from engine.orders import OrderDetails, medication_request
 from webhook.cards import build_cards
 from webhook.request import MAX_JSON_DEPTH, nesting_depth
 from webhook.workbench.context import VersionInfo
-from webhook.workbench.views import (bp, chosen_version, parse_date, sandbox, snapshot, today, version_choices,
+from webhook.workbench.views import (chosen_version, parse_date, sandbox, snapshot, today, version_choices,
                                      workbench)
 
 ORDER_HOOKS = ("order-select", "order-sign", "medication-prescribe")
@@ -199,7 +199,6 @@ def evaluate(info: VersionInfo, scenario: Scenario) -> Outcome:
     return Outcome(scenario, evaluation, cards, facts.sources, patient_id)
 
 
-@bp.route("/try", methods=["GET", "POST"])
 def try_patient() -> tuple[str, int]:
     info = chosen_version(request.values.get("version"))
     form = request.values

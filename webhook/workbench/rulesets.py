@@ -9,17 +9,15 @@ from flask import render_template
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
 from webhook.workbench import svg
-from webhook.workbench.views import bp, find_version, sandbox, snapshot, today
+from webhook.workbench.views import find_version, sandbox, snapshot, today
 
 
-@bp.get("/")
 def rulesets() -> str:
     shot, engine = snapshot(), sandbox()
     results = {info.ref: info.results(engine) for info in shot.loaded()}
     return render_template("rulesets.html", snapshot=shot, results=results, on=today())
 
 
-@bp.get("/rulesets/<ruleset_id>/<version>")
 def version(ruleset_id: str, version: str) -> str:
     info = find_version(ruleset_id, version)
     ruleset = info.ruleset

@@ -11,7 +11,7 @@ from engine.model import Ruleset
 from engine.simulate import Day, simulate
 from webhook.workbench import svg
 from webhook.workbench.patients import ScenarioError, parse_bundle
-from webhook.workbench.views import bp, chosen_version, parse_date, sandbox, snapshot, version_choices, workbench
+from webhook.workbench.views import chosen_version, parse_date, sandbox, snapshot, version_choices, workbench
 
 MAX_DAYS = 120
 
@@ -63,7 +63,6 @@ def chart(ruleset: Ruleset, days: list[Day], fact: str, day0: dt.date):
                               marks, events, shades)
 
 
-@bp.route("/timeline", methods=["GET", "POST"])
 def timeline() -> str:
     info = chosen_version(request.values.get("version"))
     form = request.values
