@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from .checks import condition_leaves
 from .expressions import parse_expression
 from .model import Compare, Decision, Evaluation, FactRef, ParamRef, Ruleset
-from .runtime import SUMMARY_LIMIT
+from .runtime import clip_summary
 from .templates import escape_markdown, format_number
 from .uncertain import Possible, shown
 
@@ -171,13 +171,9 @@ def _not_decided(ruleset: Ruleset, evaluation: Evaluation, results: list[Evaluat
                  for d in evaluation.decisions]
     if not decisions:
         decisions = [Decision(rule_id=UNDECIDED_RULE, topic=UNDECIDED_TOPIC, indicator="warning",
-                              summary=_summary(f"{ruleset.title}: not decided, the record is not exact"),
+                              summary=clip_summary(f"{ruleset.title}: not decided, the record is not exact"),
                               detail=note)]
     return dataclasses.replace(evaluation, decisions=decisions)
-
-
-def _summary(text: str) -> str:
-    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
 def _undecided_reason(possible: Possible) -> str:

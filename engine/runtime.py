@@ -42,6 +42,11 @@ SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
 _HANDLED, _NOT_HANDLED = 0, 1
 
 
+def clip_summary(text: str) -> str:
+    """A decision summary within the CDS Hooks limit: cut, with an ellipsis, when it is longer."""
+    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
+
+
 class _QuietHost(durable.engine.Host):
     """A Host without its background dispatcher threads, which raced the caller and crashed under load."""
 
@@ -276,8 +281,7 @@ class _Run:
     def _decide(self, rule: Rule) -> Decision:
         template, context = rule.decide, self._context()
         summary = render_plain(template.summary, context)
-        if len(summary) > SUMMARY_LIMIT:
-            summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
+        summary = clip_summary(summary)
         detail = render(template.detail, context)
         suggestion, withheld = self._suggestion(rule, context)
         if withheld:
