@@ -4,21 +4,22 @@
 #   docker run -p 8080:8080 -e CDSRULES_DB_URL=postgresql+psycopg://... -v ./auth:/config:ro cdsrules
 #
 # durable-rules 2.0.28 ships no wheels: its C core is compiled in the build stage, which alone has gcc. Python 3.12
-# is the newest it imports on (3.13 removed PyEval_CallObject). The code runs from /app (an editable install): the
-# packages read schemas/ and migrations/ beside them, and rules/ is the released rule set the image serves.
+# is the newest it imports on (3.13 removed PyEval_CallObject). The build stage makes wheels of the project and of
+# every dependency at the versions in requirements.lock; the image installs those wheels (schemas and migrations
+# travel inside the package) and keeps only rules/, the released rule set it serves.
 
 FROM python:3.12-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
+COPY cdsrules cdsrules
 COPY engine engine
+COPY schemas schemas
+COPY store store
 COPY webhook webhook
-# Wheels of every dependency (durable-rules compiled here), the PostgreSQL driver, and the build backend the
-# editable install below needs; the project's own wheel is not used.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . "psycopg[binary]==3.3.9" "setuptools>=68" wheel \
- && rm -f /wheels/cdsrules-*.whl
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c requirements.lock .
 
 FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -31,15 +32,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin cdsrules
 WORKDIR /app
 COPY --from=build /wheels /wheels
-COPY pyproject.toml README.md ./
-COPY engine engine
-COPY webhook webhook
-COPY schemas schemas
-COPY migrations migrations
 COPY rules rules
-RUN pip install --no-cache-dir --no-index --find-links /wheels -e . "psycopg[binary]==3.3.9" \
+RUN pip install --no-cache-dir --no-index --find-links /wheels cdsrules \
  && rm -rf /wheels \
- && python -m compileall -q engine webhook \
  && mkdir -p /app/var "$PROMETHEUS_MULTIPROC_DIR" \
  && chown -R cdsrules:cdsrules /app/var /app/rules "$PROMETHEUS_MULTIPROC_DIR"
 USER cdsrules

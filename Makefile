@@ -3,16 +3,27 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do $$p -c 'import sys;
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
 
-.PHONY: install test serve bench profile soak audit clean
+.PHONY: install lock test serve bench profile soak audit clean
 
+# Installs exactly the versions in requirements.lock (constraints), so every machine and the image run the same set.
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --upgrade -c $(LOCK) pip
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	touch $(STAMP)
+
+# requirements.lock: the whole set a `.[dev]` install resolves to, transitive packages included, each at one exact
+# version. pip-compile (pip-tools, a dev dependency) resolves pyproject.toml's ranges, keeping the pins already in the
+# lock that still fit them (`make lock UPGRADE=1` takes the newest release of everything instead); --allow-unsafe
+# pins pip and setuptools too. Run it after changing a dependency, then `make install`.
+lock: install
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --rebuild $(if $(UPGRADE),--upgrade) \
+		--extra dev --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --output-file $(LOCK) \
+		pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q

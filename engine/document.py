@@ -1,7 +1,6 @@
 """YAML documents that remember where every value was written, and schema errors located in them."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -12,9 +11,10 @@ from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
 
+import schemas
+
 from .errors import RulesetError, RulesetErrors
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 # libyaml's parser when PyYAML was built with it: the same nodes and marks, several times faster.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -150,8 +150,8 @@ def _record_marks(node, path: tuple, doc: Document, errors: list, walked: set[in
 def _schema_registry() -> Registry:
     """Every schema of ours by its $id, so one may $ref another."""
     resources = []
-    for path in sorted(SCHEMA_DIR.glob("*.json")):
-        contents = json.loads(path.read_text(encoding="utf-8"))
+    for name in schemas.names():
+        contents = schemas.load(name)
         if "$id" in contents:
             resources.append((contents["$id"], Resource.from_contents(contents)))
     return Registry().with_resources(resources)
@@ -159,7 +159,7 @@ def _schema_registry() -> Registry:
 
 @lru_cache(maxsize=None)
 def validator(schema_name: str) -> jsonschema.protocols.Validator:
-    schema = json.loads((SCHEMA_DIR / schema_name).read_text(encoding="utf-8"))
+    schema = schemas.load(schema_name)
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema, registry=_schema_registry(), format_checker=cls.FORMAT_CHECKER)
 

@@ -14,6 +14,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import schemas
 from engine.fhir import (Extraction, MappingError, draft_orders_mention, extract_facts, load_site_mapping,
                          prefetch_templates, resources_from)
 
@@ -22,7 +23,6 @@ from tests.helpers import json_paths, replace_at
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPING_FILE = ROOT / "rules" / "site" / "fhir-r4.yaml"
-SCHEMA_FILE = ROOT / "schemas" / "site-mapping.schema.json"
 TODAY = date(2026, 1, 5)
 
 
@@ -39,7 +39,7 @@ def extract(mapping, *resources, **kwargs) -> Extraction:
 
 
 def test_site_mapping_validates_against_its_schema():
-    schema = json.loads(SCHEMA_FILE.read_text())
+    schema = schemas.load("site-mapping.schema.json")
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(MAPPING_FILE.read_text()))
 

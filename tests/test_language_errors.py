@@ -1,10 +1,10 @@
 """Every invalid ruleset is rejected with file, line, column, path and a plain reason."""
-import json
 import subprocess
 import sys
 
 import pytest
 
+import schemas
 from engine.document import MAX_ALIASES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_VALUES, read_document
 from engine.checks import compute_strata
 from engine.errors import RulesetErrors
@@ -219,8 +219,7 @@ def test_a_chain_of_1200_derivations_checks_fine():
 
 
 def test_a_table_of_10000_rows_is_refused_at_its_rows():
-    rows_limit = json.loads((ROOT / "schemas" / "ruleset.schema.json").read_text())["$defs"]["table"][
-        "properties"]["rows"]["maxItems"]
+    rows_limit = schemas.load("ruleset.schema.json")["$defs"]["table"]["properties"]["rows"]["maxItems"]
     rows = "".join(f'      - {{band: "({i}, {i + 1}]", output: {{param: low_dose_mg}}}}\n' for i in range(10_000))
     text = edited(demo_text(), '      - {band: "(0, 20]", output: {param: low_dose_mg}}\n', rows)
     (error,) = errors_for(text)

@@ -4,7 +4,6 @@ is killed with SIGKILL under load."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect
 
+import schemas
 from store import AuditRecord, Store, StoreError, alembic_config
 from store.tables import audit, audit_card, feedback, metadata, seen_jti
 from tests.conftest import REPO, RULES_DIR, _wait_ready, LiveServer, cdsrules_command, free_port, \
@@ -57,7 +57,7 @@ def test_migrations_make_the_schema_the_code_expects_and_upgrading_again_changes
 
 
 def _schema_at(name: str, *path: str) -> dict:
-    node = json.loads((REPO / "schemas" / f"{name}.schema.json").read_text())
+    node = schemas.load(f"{name}.schema.json")
     for key in path:
         node = node[key]
     return node

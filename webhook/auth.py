@@ -26,6 +26,7 @@ import yaml
 from flask import Flask, current_app, g, request
 from sqlalchemy.exc import SQLAlchemyError
 
+import schemas
 from store import Store
 from webhook.outcome import HookError, unauthorized
 
@@ -50,7 +51,7 @@ JWKS_FETCH_TIMEOUT_SECONDS = 2  # per connect and per read
 JWKS_REFRESH_SECONDS = 300  # keys older than this are fetched again: rotated and withdrawn keys are seen
 JWKS_MIN_INTERVAL_SECONDS = 30  # never two fetches closer than this, whatever kids tokens name
 JWKS_MAX_BACKOFF_SECONDS = 300  # after failed fetches in a row the interval doubles up to this
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "auth-config.schema.json"
+SCHEMA_FILE = "auth-config.schema.json"
 
 
 class AuthConfigError(ValueError):
@@ -158,7 +159,7 @@ def _bearer_token(authorization: str | None) -> str:
 
 @lru_cache(maxsize=None)
 def _schema() -> dict:
-    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return schemas.load(SCHEMA_FILE)
 
 
 def read_config(path: str) -> dict:

@@ -17,9 +17,10 @@ import jsonschema
 from flask import request
 from jsonschema import Draft202012Validator
 
+import schemas
 from webhook.outcome import HookError, bad_request
 
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "cds-request.schema.json"
+SCHEMA_FILE = "cds-request.schema.json"
 
 ORDER_HOOKS = ("order-select", "order-sign")
 DEPRECATED_ORDER_HOOK = "medication-prescribe"
@@ -47,7 +48,7 @@ class HookRequest:
 
 @lru_cache(maxsize=None)
 def schema() -> dict:
-    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return schemas.load(SCHEMA_FILE)
 
 
 @lru_cache(maxsize=None)
