@@ -17,7 +17,7 @@ import datetime as dt
 import itertools
 from typing import Any, Protocol
 
-from .checks import condition_leaves
+from .analysis import condition_leaves
 from .expressions import parse_expression
 from .model import Compare, Decision, Evaluation, FactRef, ParamRef, Ruleset
 from .runtime import clip_summary

@@ -1,6 +1,6 @@
 """Model -> durable-rules JSON. One small function per operator; compiled once per ruleset version.
 
-Rules are stratified (checks.compute_strata): a rule runs only after every rule that sets a fact it reads.
+Rules are stratified (analysis.compute_strata): a rule runs only after every rule that sets a fact it reads.
 The runtime asserts one document of facts per stratum, and each rule's pattern matches only its own
 stratum's document, so every rule sees complete facts and fires at most once per evaluation.
 """
@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .checks import compute_strata, condition_leaves
+from .analysis import compute_strata, condition_leaves
 from .expressions import Expression, parse_expression
 from .model import AllOf, AnyOf, Compare, Exists, FactRef, Missing, Not, ParamRef, Rule, Ruleset
 

@@ -6,7 +6,7 @@ import pytest
 
 import schemas
 from engine.document import MAX_ALIASES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_VALUES, read_document
-from engine.checks import compute_strata
+from engine.analysis import compute_strata
 from engine.errors import RulesetErrors
 from engine.loader import load_ruleset
 from tests.helpers import DEMO, ROOT, demo_text, edited, line_of
