@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: install lock test serve bench profile soak audit clean
+.PHONY: install lock lint test serve bench profile soak audit clean
 
 # Installs exactly the versions in requirements.lock (constraints), so every machine and the image run the same set.
 install: $(STAMP)
@@ -25,7 +25,12 @@ lock: install
 		--extra dev --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --output-file $(LOCK) \
 		pyproject.toml
 
-test: install
+# Style, import order and types (configured in pyproject.toml); `make test` runs it before the tests.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install lint
 	$(BIN)/python -m pytest -q
 
 # The example requests are written for today first, so the README's call shows the protocol at work.

@@ -225,7 +225,7 @@ class Server:
             command += ["--workers", str(self.workers)]
         return command
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.command(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                             env={**os.environ, **self.extra_env})

@@ -6,8 +6,9 @@ import csv
 import datetime as dt
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from engine.audit import ReplayRefused, describe, replay
 

@@ -251,7 +251,7 @@ def cmd_reload(args) -> int:
         _print_errors(exc)
         print("the rules are invalid: running servers will refuse them and keep the last good set", file=sys.stderr)
         catalog, verdict = None, EXIT_FAILED
-    (rules / versions.RELOAD_MARKER).write_text(dt.datetime.now(dt.timezone.utc).isoformat() + "\n", encoding="utf-8")
+    (rules / versions.RELOAD_MARKER).write_text(dt.datetime.now(dt.UTC).isoformat() + "\n", encoding="utf-8")
     if catalog is not None:
         today = dt.date.today()
         in_effect = [f"{i}@{catalog.select(i, today).version}" for i in catalog.served_ids()

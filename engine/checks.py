@@ -15,8 +15,7 @@ from .analysis import CycleError, compute_strata, writes_of
 from .document import Document
 from .errors import RulesetError
 from .expressions import ExpressionError, parse_expression
-from .model import (AllOf, Compare, Exists, Literal, Missing, ParamRef, RESERVED_FACTS, Rule,
-                    Ruleset)
+from .model import RESERVED_FACTS, AllOf, Compare, Exists, Literal, Missing, ParamRef, Rule, Ruleset
 from .templates import TEMPLATE_GLOBALS, template_names
 
 ENGINE_FIELDS = {"id", "sid", "stratum"}  # used by the engine's own documents

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -146,7 +146,7 @@ def _record_marks(node, path: tuple, doc: Document, errors: list, walked: set[in
             _record_marks(item, path + (index,), doc, errors, walked)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema_registry() -> Registry:
     """Every schema of ours by its $id, so one may $ref another."""
     resources = []
@@ -157,7 +157,7 @@ def _schema_registry() -> Registry:
     return Registry().with_resources(resources)
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(schema_name: str) -> jsonschema.protocols.Validator:
     schema = schemas.load(schema_name)
     cls = jsonschema.validators.validator_for(schema)

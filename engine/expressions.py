@@ -8,8 +8,9 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 def _days_between(start: dt.date, end: dt.date) -> int:

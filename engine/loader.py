@@ -12,8 +12,26 @@ from pathlib import Path
 from . import checks
 from .document import Document, read_document, schema_errors
 from .errors import RulesetErrors
-from .model import (AllOf, AnyOf, Band, Compare, DecisionTemplate, Derivation, Exists, FactRef, FactSpec, Literal,
-                    Missing, Not, Parameter, ParamRef, Rule, Ruleset, SuggestionTemplate, Table)
+from .model import (
+    AllOf,
+    AnyOf,
+    Band,
+    Compare,
+    DecisionTemplate,
+    Derivation,
+    Exists,
+    FactRef,
+    FactSpec,
+    Literal,
+    Missing,
+    Not,
+    Parameter,
+    ParamRef,
+    Rule,
+    Ruleset,
+    SuggestionTemplate,
+    Table,
+)
 
 RULESET_SCHEMA = "ruleset.schema.json"
 TESTS_SCHEMA = "ruleset-tests.schema.json"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Union
+from typing import Any
 
 FACT_TYPES = ("number", "integer", "boolean", "string", "date", "list")
 RESERVED_FACTS = {"today": "date", "hook": "string"}
@@ -55,7 +55,7 @@ class FactRef:
     name: str
 
 
-Operand = Union[Literal, ParamRef, FactRef]
+Operand = Literal | ParamRef | FactRef
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Not:
     item: Any
 
 
-Condition = Union[Compare, Exists, Missing, AllOf, AnyOf, Not]
+Condition = Compare | Exists | Missing | AllOf | AnyOf | Not
 
 
 @dataclass(frozen=True)

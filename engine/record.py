@@ -8,9 +8,10 @@ of each resource and drops every resource whose subject is not the patient in co
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 # A literal reference to a Patient, relative or absolute, with or without a version: Patient/123, .../Patient/123,
 # Patient/123/_history/2 (the id part follows FHIR R4's id pattern).

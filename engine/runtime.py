@@ -32,8 +32,20 @@ from .compiler import CompiledRuleset, compile_ruleset, engine_name, to_engine_v
 from .errors import EvaluationError
 from .expressions import ExpressionError
 from .inputs import prepare_inputs, to_json_value
-from .model import (Comparison, Decision, Derivation, Evaluation, Exists, FactRef, Firing, Missing,
-                    ParamRef, Rule, Ruleset, Suggestion)
+from .model import (
+    Comparison,
+    Decision,
+    Derivation,
+    Evaluation,
+    Exists,
+    FactRef,
+    Firing,
+    Missing,
+    ParamRef,
+    Rule,
+    Ruleset,
+    Suggestion,
+)
 from .templates import Markdown, TextTooLong, escape_markdown, render, render_plain
 
 SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
@@ -110,7 +122,7 @@ class Engine:
         return run.result()
 
 
-def _run_strata(compiled: CompiledRuleset, handle: int, run: "_Run") -> None:
+def _run_strata(compiled: CompiledRuleset, handle: int, run: _Run) -> None:
     sid = f"e{next(_SESSIONS)}"
     _open_session(handle, sid, run)
     try:
@@ -120,7 +132,7 @@ def _run_strata(compiled: CompiledRuleset, handle: int, run: "_Run") -> None:
         core.delete_state(handle, sid)
 
 
-def _open_session(handle: int, sid: str, run: "_Run") -> None:
+def _open_session(handle: int, sid: str, run: _Run) -> None:
     """Create the session and run the opener's action through the core, so its action context is defined.
 
     If opening fails, the session is left in the core rather than deleted: deleting it could free garbage pointers
@@ -136,7 +148,7 @@ def _open_session(handle: int, sid: str, run: "_Run") -> None:
         raise EvaluationError(f"the engine started a protocol rule on the opening document of {run.ruleset.ref}")
 
 
-def _run_stratum(handle: int, document: dict, run: "_Run", stratum: int) -> None:
+def _run_stratum(handle: int, document: dict, run: _Run, stratum: int) -> None:
     """Assert one stratum's document and run the action of every rule it matched, in the core's order."""
     try:
         result, state_handle = core.assert_fact(handle, json.dumps(document, ensure_ascii=False))

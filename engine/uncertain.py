@@ -35,7 +35,7 @@ class ShownNumber(float):
 
     text: str
 
-    def __new__(cls, value: float, text: str) -> "ShownNumber":
+    def __new__(cls, value: float, text: str) -> ShownNumber:
         made = super().__new__(cls, value)
         made.text = text
         return made
@@ -50,7 +50,7 @@ class ShownNumber(float):
 class ShownInteger(int):
     text: str
 
-    def __new__(cls, value: int, text: str) -> "ShownInteger":
+    def __new__(cls, value: int, text: str) -> ShownInteger:
         made = super().__new__(cls, value)
         made.text = text
         return made
@@ -65,7 +65,7 @@ class ShownInteger(int):
 class ShownDate(dt.date):
     text: str
 
-    def __new__(cls, value: dt.date, text: str) -> "ShownDate":
+    def __new__(cls, value: dt.date, text: str) -> ShownDate:
         made = super().__new__(cls, value.year, value.month, value.day)
         made.text = text
         return made

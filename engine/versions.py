@@ -217,7 +217,7 @@ def release(file: str | Path, effective_from: dt.date, approved_by: str, note: s
         raise ReleaseRefused(f"{ruleset.ref} has no tests; a release needs tests that pass")
     if not approved_by.strip():
         raise ReleaseRefused("a release needs the approver (--approved-by)")
-    stamp = (now or dt.datetime.now(dt.timezone.utc)).replace(microsecond=0).isoformat()
+    stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
     entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by.strip(), stamp, note=note)
     releases[entry.version] = entry
     _write_manifest(folder, ruleset.id, releases)

@@ -8,7 +8,8 @@ tables are in store/tables.py. Nothing here knows about rules or HTTP: the store
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from store.analytics import outcome_summary
 from store.audit import AuditLog, AuditRecord

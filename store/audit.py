@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.engine import Connection, Dialect

@@ -21,9 +21,10 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -40,7 +41,7 @@ _MIGRATING = threading.Lock()  # Alembic's `context` is process-global: one migr
 _EXTRACTED = contextlib.ExitStack()  # the migrations, where the package is read from an archive
 atexit.register(_EXTRACTED.close)
 
-WriteTurn = Callable[[], ContextManager[None]]
+WriteTurn = Callable[[], contextlib.AbstractContextManager[None]]
 
 
 class StoreError(RuntimeError):

@@ -7,7 +7,7 @@ from typing import Any
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
 def dumps(value: Any) -> str:
@@ -32,6 +32,6 @@ def utc_instant(value: str) -> str:
         moment = dt.datetime.fromisoformat(value)
         if moment.tzinfo is None:
             raise ValueError(f"{value!r} has no time zone")
-        return moment.astimezone(dt.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return moment.astimezone(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00, before the first UTC instant Python can hold
         raise ValueError(f"{value!r} is out of range") from None

@@ -17,19 +17,21 @@ import jwt
 import pytest
 import requests
 import yaml
-from hypothesis import settings
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import settings
 
 from tests.fhir_server import FhirServer
+
 # The record builders live in tests/records.py (the benchmarks use them too); tests import them from here.
-from tests.records import (hetrombopag_order, observation, order_sign_request, patient_record,  # noqa: F401
-                           prefetch_for)
+from tests.records import hetrombopag_order, observation, order_sign_request, patient_record, prefetch_for  # noqa: F401
 
 # The suite is reproducible: generated examples are the same every run, so CI never fails by the luck of a draw.
 # `make soak` (HYPOTHESIS_PROFILE=explore) draws fresh examples to find what the fixed ones miss.
 settings.register_profile("repeatable", derandomize=True, deadline=None)
 settings.register_profile("explore", derandomize=False, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+pytest_plugins = ["tests.store_backends"]  # the store_url fixtures: each test on SQLite and PostgreSQL
 
 REPO = Path(__file__).resolve().parent.parent
 RULES_DIR = REPO / "rules"

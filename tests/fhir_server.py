@@ -51,7 +51,7 @@ class FhirServer(FhirData):
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}/fhir"
 
-    def start(self) -> "FhirServer":
+    def start(self) -> FhirServer:
         self._thread.start()
         return self
 

@@ -25,7 +25,7 @@ def write_loopback_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 and its private key, as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -68,7 +68,7 @@ class JwksServer:
         """A request came in and waits to be released."""
         return self.mode == "hold" and self.arrived.is_set() and not self._released.is_set()
 
-    def start(self) -> "JwksServer":
+    def start(self) -> JwksServer:
         self._thread.start()
         return self
 

@@ -6,7 +6,6 @@ import uuid
 
 from tests.fhir_server import FhirData
 
-
 # --- a patient as the EHR holds it ------------------------------------------------------------
 
 

@@ -16,9 +16,15 @@ from sqlalchemy import select, update
 from cdsrules.audit import EXIT_DIFFERENT, EXIT_IDENTICAL, EXIT_REFUSED, add_audit_command
 from engine.versions import file_sha256
 from store.tables import audit, audit_card
-from tests.conftest import RULES_DIR, TODAY, build_app, hetrombopag_order, order_sign_request, patient_record, \
-    prefetch_for
-from tests.store_backends import module_store_url  # noqa: F401 - a fixture
+from tests.conftest import (
+    RULES_DIR,
+    TODAY,
+    build_app,
+    hetrombopag_order,
+    order_sign_request,
+    patient_record,
+    prefetch_for,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,8 +9,14 @@ import shutil
 import pytest
 import requests
 
-from tests.conftest import (RULES_DIR, hetrombopag_order, order_sign_request, patient_record, prefetch_for,
-                            running_server)
+from tests.conftest import (
+    RULES_DIR,
+    hetrombopag_order,
+    order_sign_request,
+    patient_record,
+    prefetch_for,
+    running_server,
+)
 from tests.fhir_server import FhirData
 
 pytestmark = pytest.mark.timeout(120)

@@ -157,7 +157,7 @@ def test_index_names_each_patient_with_a_description_and_dates(cohort_dir):
     index = json.loads((cohort_dir / "cohort.json").read_text(encoding="utf-8"))
     assert [p["file"] for p in index["patients"]] == [f"patient-{i:04d}.json" for i in range(1, 41)]
     cases = read_cohort(cohort_dir)
-    for entry, (resources, dates, description) in zip(index["patients"], cases):
+    for entry, (resources, dates, description) in zip(index["patients"], cases, strict=True):
         assert description == entry["description"] and "\n" not in description
         transplant = date.fromisoformat(entry["transplant_date"])
         assert dates == sorted(dates) and len(dates) >= 7

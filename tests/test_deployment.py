@@ -12,10 +12,15 @@ import pytest
 import requests
 
 from store import Store
-from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for, \
-    running_server, write_auth_config
+from tests.conftest import (
+    hetrombopag_order,
+    order_sign_request,
+    patient_record,
+    prefetch_for,
+    running_server,
+    write_auth_config,
+)
 from tests.helpers import without_uuids
-from tests.store_backends import module_store_url  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(90)
 

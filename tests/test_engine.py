@@ -79,7 +79,8 @@ def test_more_than_1024_sequential_evaluations_of_one_ruleset():
 
 def test_an_action_that_raises_is_reported_not_swallowed():
     # Two rules that disagree about one derived fact make the second action raise inside durable-rules.
-    text = edited(demo_text(), "        days_on_therapy: {expr:", "        review_due: false\n        days_on_therapy: {expr:")
+    text = edited(demo_text(), "        days_on_therapy: {expr:",
+                  "        review_due: false\n        days_on_therapy: {expr:")
     broken = load_ruleset(DEMO, text=text)
     with pytest.raises(EvaluationError, match="two rules disagree"):
         Engine().evaluate(broken, {"start_date": "2026-03-03", "current_dose_mg": 10}, "2026-03-10")

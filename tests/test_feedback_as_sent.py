@@ -29,8 +29,8 @@ def server(tmp_path_factory):
 def shown_card(server) -> dict:
     """A card with a suggestion that the order-sign service issued just now."""
     draft = hetrombopag_order("draft-1", "p1", 5, "draft", TODAY)
-    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.prefetch,
-                                                                    FhirData(patient_record(TODAY, platelets=40)), "p1"))
+    record = FhirData(patient_record(TODAY, platelets=40))
+    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.prefetch, record, "p1"))
     cards = requests.post(f"{server.base_url}/cds-services/hetrombopag-order-sign", json=body, timeout=20).json()
     return next(c for c in cards["cards"] if c.get("suggestions"))
 

@@ -15,9 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from engine.fhir import (Extraction, MappingError, draft_orders_mention, extract_facts, load_site_mapping,
-                         prefetch_templates, resources_from)
-
+from engine.fhir import (
+    Extraction,
+    MappingError,
+    draft_orders_mention,
+    extract_facts,
+    load_site_mapping,
+    prefetch_templates,
+    resources_from,
+)
 from tests import fhir_fixtures as fx
 from tests.helpers import json_paths, replace_at
 
@@ -468,7 +474,7 @@ def _two_dosages(first_sequence, second_sequence) -> dict:
     evening = copy.deepcopy(request["dosageInstruction"][0])
     evening["doseAndRate"][0]["doseQuantity"]["value"] = 5
     request["dosageInstruction"].append(evening)
-    for dosage, sequence in zip(request["dosageInstruction"], (first_sequence, second_sequence)):
+    for dosage, sequence in zip(request["dosageInstruction"], (first_sequence, second_sequence), strict=True):
         if sequence is not None:
             dosage["sequence"] = sequence
     return fx.valid(request)

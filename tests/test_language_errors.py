@@ -5,8 +5,8 @@ import sys
 import pytest
 
 import schemas
-from engine.document import MAX_ALIASES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_VALUES, read_document
 from engine.analysis import compute_strata
+from engine.document import MAX_ALIASES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_VALUES, read_document
 from engine.errors import RulesetErrors
 from engine.loader import load_ruleset
 from tests.helpers import DEMO, ROOT, demo_text, edited, line_of
@@ -96,7 +96,8 @@ def test_yaml_syntax_error_has_a_position():
 
 
 def test_duplicate_yaml_key():
-    text = edited(demo_text(), "  max_days: {value: 28", "  marker_stop: {value: 1, unit: x, description: y, source: protocol}\n  max_days: {value: 28")
+    text = edited(demo_text(), "  max_days: {value: 28",
+                  "  marker_stop: {value: 1, unit: x, description: y, source: protocol}\n  max_days: {value: 28")
     errors = errors_for(text)
     assert any("written twice" in e.message for e in errors)
 
@@ -135,7 +136,8 @@ def test_unknown_template_name():
 
 
 def test_derived_fact_never_set():
-    text = edited(demo_text(), "  review_due: {type: boolean,", "  never_set: {type: boolean, description: x, derived: true}\n  review_due: {type: boolean,")
+    text = edited(demo_text(), "  review_due: {type: boolean,",
+                  "  never_set: {type: boolean, description: x, derived: true}\n  review_due: {type: boolean,")
     errors = errors_for(text)
     assert any("never set by any rule" in e.message for e in errors)
 
@@ -149,7 +151,7 @@ def test_all_errors_are_listed_not_just_the_first():
 # --- documents too large to walk -------------------------------------------------------------------
 
 BOMB = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
-    f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcdefgh", "bcdefghi"))
+    f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcdefgh", "bcdefghi", strict=True))
 
 
 def test_an_alias_bomb_is_refused_at_once_in_little_memory(tmp_path):
@@ -200,7 +202,7 @@ def test_aliases_within_the_limits_still_share_test_facts():
 def test_what_aliases_share_is_walked_once():
     """Five levels of nine aliases stand for 59,049 values; the marks are of the 50 nodes written."""
     text = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\n" + "".join(
-        f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcd", "bcde"))
+        f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcd", "bcde", strict=True))
     doc = read_document("shared.yaml", text)
     assert len(doc.marks) < 100
     assert doc.locate(("e", 8, 8, 8, 8)) == (4, 4)  # inside an alias: at what it names

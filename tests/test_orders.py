@@ -11,7 +11,14 @@ import requests
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 
 from engine import fhir
-from tests.conftest import RULES_DIR, hetrombopag_order, order_sign_request, patient_record, prefetch_for, running_server
+from tests.conftest import (
+    RULES_DIR,
+    hetrombopag_order,
+    order_sign_request,
+    patient_record,
+    prefetch_for,
+    running_server,
+)
 from tests.fhir_server import FhirData
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,7 +29,8 @@ MAPPING = fhir.load_site_mapping(RULES_DIR / "site" / "fhir-r4.yaml")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with running_server(tmp_path_factory.mktemp("orders"), "--no-auth", "--workers", "1") as live:
-        live.services = {s["hook"]: s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]}
+        listed = requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
+        live.services = {s["hook"]: s for s in listed}
         yield live
 
 
@@ -63,8 +71,9 @@ def test_a_requester_that_is_not_a_practitioner_is_left_out(server):
 
 def test_every_card_links_to_the_protocols_public_record(server):
     draft = hetrombopag_order("draft-1", "p1", 10, "draft", TODAY)
-    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.services["order-sign"]["prefetch"],
-                                                                    FhirData(patient_record(TODAY, platelets=40)), "p1"))
+    record = FhirData(patient_record(TODAY, platelets=40))
+    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.services["order-sign"]["prefetch"], record,
+                                                                    "p1"))
     response = requests.post(f"{server.base_url}/cds-services/hetrombopag-order-sign", json=body, timeout=20)
     cards = response.json()["cards"]
     assert cards and all(c["source"]["url"] == "https://clinicaltrials.gov/study/NCT06818916" for c in cards)
@@ -73,8 +82,9 @@ def test_every_card_links_to_the_protocols_public_record(server):
 def test_no_card_suggests_the_dose_the_draft_already_holds(server):
     """On 5 mg at a review with platelets 40 the protocol steps up to 7.5 mg: a 7.5 mg draft needs no change."""
     draft = hetrombopag_order("draft-1", "p1", 7.5, "draft", TODAY)
-    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.services["order-sign"]["prefetch"],
-                                                                    FhirData(patient_record(TODAY, platelets=40)), "p1"))
+    record = FhirData(patient_record(TODAY, platelets=40))
+    body = order_sign_request("p1", [draft], prefetch=prefetch_for(server.services["order-sign"]["prefetch"], record,
+                                                                    "p1"))
     response = requests.post(f"{server.base_url}/cds-services/hetrombopag-order-sign", json=body, timeout=20)
     cards = response.json()["cards"]
     suggested = [a["resource"] for c in cards for s in c.get("suggestions", []) for a in s["actions"]

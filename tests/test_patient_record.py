@@ -70,7 +70,8 @@ def test_of_two_differing_copies_the_later_update_wins(server):
 
 
 def test_differing_copies_with_nothing_to_order_them_are_not_guessed_between():
-    a = {"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/p1"}, "valueQuantity": {"value": 1}}
+    a = {"resourceType": "Observation", "id": "o1", "subject": {"reference": "Patient/p1"},
+         "valueQuantity": {"value": 1}}
     b = {**a, "valueQuantity": {"value": 2}}
     record = own_record([a, b, a], "p1")
     assert record.resources == [] and record.conflicting == ["Observation/o1"]

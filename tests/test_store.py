@@ -23,10 +23,19 @@ from sqlalchemy import insert, inspect
 import schemas
 from store import AuditRecord, Store, StoreError, alembic_config
 from store.tables import audit, audit_card, feedback, metadata, seen_jti
-from tests.conftest import REPO, RULES_DIR, _wait_ready, LiveServer, cdsrules_command, free_port, \
-    hetrombopag_order, order_sign_request, patient_record, prefetch_for
+from tests.conftest import (
+    REPO,
+    RULES_DIR,
+    LiveServer,
+    _wait_ready,
+    cdsrules_command,
+    free_port,
+    hetrombopag_order,
+    order_sign_request,
+    patient_record,
+    prefetch_for,
+)
 from tests.fhir_server import FhirServer
-from tests.store_backends import store_url  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -263,8 +272,8 @@ def test_upgrading_keeps_the_jtis_seen_before(store_url):
     store.migrate("0001")
     future = int(time.time()) + 300
     with store.engine.begin() as connection:
-        connection.exec_driver_sql("INSERT INTO jti (issuer, jti, expires_at) VALUES ('iss', 'seen-before', %d)"
-                                   % future)
+        connection.exec_driver_sql(f"INSERT INTO jti (issuer, jti, expires_at) VALUES ('iss', 'seen-before', {future})"
+                                   )
     store.migrate()
     assert store.remember_jti("iss", "seen-before", future) is False, "still a replay after the upgrade"
     assert store.remember_jti("iss", "new", future) is True
@@ -306,7 +315,7 @@ def test_the_outcome_summary_joins_feedback_on_the_card(store_url):
         {"topic": "monitoring", "shown": 1, "accepted": 0, **known, "overridden": 1, "no_feedback": 0}]
     assert summary["by_rule"][0] == {"rule_id": "raise-dose", "topic": "titration", "shown": 2, "accepted": 1,
                                      **known, "overridden": 1, "no_feedback": 0}
-    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    today = dt.datetime.now(dt.UTC).date().isoformat()
     assert {(d["day"], d["topic"], d["shown"]) for d in summary["by_day"]} == {(today, "titration", 3),
                                                                               (today, "monitoring", 1)}
     assert summary["override_reasons"] == [

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.cds_conformance import assert_conformant
-from tests.conftest import (EXTERNAL, TODAY, hetrombopag_order, order_sign_request, patient_record, prefetch_for)
+from tests.conftest import EXTERNAL, TODAY, hetrombopag_order, order_sign_request, patient_record, prefetch_for
 
 pytestmark = pytest.mark.timeout(60)
 

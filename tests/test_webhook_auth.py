@@ -16,9 +16,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tests.conftest import (ISSUER, TOKEN, TODAY, Signer, build_app, order_sign_request, patient_record,
-                            write_auth_config)
 from tests.cds_conformance import assert_conformant
+from tests.conftest import (
+    ISSUER,
+    TODAY,
+    TOKEN,
+    Signer,
+    build_app,
+    order_sign_request,
+    patient_record,
+    write_auth_config,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

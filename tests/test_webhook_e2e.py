@@ -16,8 +16,16 @@ import pytest
 import requests
 
 from tests.cds_conformance import assert_conformant
-from tests.conftest import (EXTERNAL, REPO, TOKEN, cdsrules_command, hetrombopag_order, order_sign_request,
-                            patient_record, prefetch_for)
+from tests.conftest import (
+    EXTERNAL,
+    REPO,
+    TOKEN,
+    cdsrules_command,
+    hetrombopag_order,
+    order_sign_request,
+    patient_record,
+    prefetch_for,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 import warnings
+from itertools import pairwise
 
 import jwt
 import pytest
@@ -137,5 +138,5 @@ def test_a_weak_key_at_a_jwks_url_is_left_out(make_app, tmp_path, signer, start_
 def test_the_back_off_doubles_from_the_minimum_interval_to_its_cap():
     waits = [backoff_seconds(failures) for failures in range(1, 8)]
     assert waits[0] == JWKS_MIN_INTERVAL_SECONDS
-    assert all(later in (2 * earlier, JWKS_MAX_BACKOFF_SECONDS) for earlier, later in zip(waits, waits[1:]))
+    assert all(later in (2 * earlier, JWKS_MAX_BACKOFF_SECONDS) for earlier, later in pairwise(waits))
     assert waits[-1] == JWKS_MAX_BACKOFF_SECONDS

@@ -16,8 +16,16 @@ from tests.conftest import EXTERNAL, TOKEN
 from webhook.cards import shorten, strip_empty
 from webhook.outcome import HookError
 from webhook.prefetch import ABSENT, DATA, EMPTY, ERROR, NULL, Fetcher, fill, gather, state
-from webhook.request import (_branch_hooks, _depth_exceeds, _validator, nesting_depth, normalise_resource,
-                             parse_hook_request, patient_id, schema)
+from webhook.request import (
+    _branch_hooks,
+    _depth_exceeds,
+    _validator,
+    nesting_depth,
+    normalise_resource,
+    parse_hook_request,
+    patient_id,
+    schema,
+)
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -7,6 +7,7 @@ import hashlib
 import re
 import shutil
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,10 @@ from engine.model import Band, Table
 from engine.runtime import Engine
 from engine.simulate import simulate
 from store import AuditRecord, Store
+from tests.helpers import slow_draft
 from webhook.workbench import register_workbench, svg
 from webhook.workbench.access import WorkbenchConfigError, policy_from
 from webhook.workbench.markdown import render_markdown
-from tests.helpers import slow_draft
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "rules"
@@ -111,7 +112,8 @@ def test_trusted_header_only_from_a_trusted_proxy(tmp_path):
     headers = {"X-Forwarded-User": "pharmacist.li"}
     page = client.get("/workbench/outcomes", headers=headers)
     assert page.status_code == 200 and b"pharmacist.li" in page.data
-    assert client.get("/workbench/outcomes", headers=headers, environ_base={"REMOTE_ADDR": "192.0.2.7"}).status_code == 401
+    remote = {"REMOTE_ADDR": "192.0.2.7"}
+    assert client.get("/workbench/outcomes", headers=headers, environ_base=remote).status_code == 401
     assert client.get("/workbench/outcomes").status_code == 401
 
 
@@ -149,7 +151,7 @@ def test_version_page_draws_tables_and_explains_rules(client):
 def test_a_broken_draft_shows_each_error_at_its_line(client):
     text = (RULES / "hetrombopag" / "1.0.0.yaml").read_text()
     broken = text.replace('- {band: "[50, 100)", output: maintain}', '- {band: "[60, 100)", output: maintain}')
-    line = next(i for i, l in enumerate(broken.splitlines(), 1) if "[60, 100)" in l)
+    line = next(i for i, text in enumerate(broken.splitlines(), 1) if "[60, 100)" in text)
     html = client.post("/workbench/check", data={"text": broken, "ruleset": "hetrombopag"}).get_data(as_text=True)
     assert f'id="L{line}" class="error"' in html
     assert "gap" in html and 'class="problem gap"' in html  # the gap is drawn too
@@ -336,7 +338,7 @@ def test_simulation_starts_titrates_and_stops_by_accepting_suggestions():
         assert all(d.dose is None or d.dose <= limit for d in days)
         stop = next((d for d in days if any(t.startswith("stop") for t in d.topics)), None)
         assert stop is not None and stop.dose is None and all(d.dose is None for d in days[stop.day:])
-        for before, after in zip(days, days[1:]):
+        for before, after in pairwise(days):
             assert after.dose_before == before.dose  # what was accepted is what the next day sees
 
 
@@ -353,7 +355,8 @@ def test_simulation_keeps_an_order_started_before_day_zero():
 @pytest.mark.parametrize("text, reason", [
     ("id: x\nnested: " + "[" * 3000 + "]" * 3000 + "\n", "maximum nesting depth"),
     ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
-        f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n" for before, name in zip("abcdefgh", "bcdefghi")),
+        f"{name}: &{name} [{', '.join([f'*{before}'] * 9)}]\n"
+        for before, name in zip("abcdefgh", "bcdefghi", strict=True)),
      "more than 200,000 values"),
     ("# padding\n" * 120_000, "at most 1,048,576 are read"),
 ], ids=["deep", "alias-bomb", "oversize"])

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from tests.conftest import cdsrules_command
+from tests.test_workbench import TOKEN, make_app
 from webhook.auth import AuthConfigError, read_config
 from webhook.workbench import access
 from webhook.workbench.access import COOKIE, WorkbenchConfigError
 from webhook.workbench.throttle import FREE_FAILURES, MAX_ADDRESSES, MAX_WAIT_SECONDS, Throttle
-from tests.test_workbench import TOKEN, make_app
 
 DIGEST = hashlib.sha256(TOKEN.encode()).hexdigest()
 TEN_YEARS = 10 * 365 * 86400
@@ -103,7 +103,8 @@ def test_serve_with_an_unreadable_session_secret_stops_with_a_message(tmp_path):
               "workbench": {"token_sha256": DIGEST, "session_secret_file": "missing.secret"}}
     (tmp_path / "auth.yaml").write_text(yaml.safe_dump(config))
     result = subprocess.run(cdsrules_command() + ["serve", "--workbench", "--port", "1", "--auth-config",
-                                                  str(tmp_path / "auth.yaml"), "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+                                                  str(tmp_path / "auth.yaml"), "--db",
+                                                  f"sqlite:///{tmp_path / 'x.db'}"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "session_secret_file: cannot read" in result.stderr
     assert "Traceback" not in result.stderr

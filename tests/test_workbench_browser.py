@@ -86,7 +86,7 @@ def test_a_broken_draft_shows_the_error_at_its_line(page, server):
     page.goto(server.base_url + "/workbench/check?from=hetrombopag@1.1.0")
     text = page.locator("#draft-text").input_value()
     broken = text.replace('- {band: "[30, 100)", output: maintain}', '- {band: "[40, 100)", output: maintain}')
-    line = next(i for i, l in enumerate(broken.splitlines(), 1) if "[40, 100)" in l)
+    line = next(i for i, text in enumerate(broken.splitlines(), 1) if "[40, 100)" in text)
     # As a paste: typing 60 kB through page.fill takes Chromium seconds.
     page.locator("#draft-text").evaluate("(editor, text) => { editor.value = text; }", broken)
     page.click("#check-button")

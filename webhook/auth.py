@@ -10,15 +10,15 @@ processes). Any failure is a 401 with no detail; the log says why (never the tok
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jsonschema
 import jwt
@@ -157,7 +157,7 @@ def _bearer_token(authorization: str | None) -> str:
 # --- configuration ----------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema() -> dict:
     return schemas.load(SCHEMA_FILE)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from engine.fhir import is_fhir_id
 from engine.model import Comparison, Decision, Evaluation, Firing, Ruleset, Suggestion

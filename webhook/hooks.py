@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("hooks", __name__)
 
 
-def runtime() -> "Runtime":
+def runtime() -> Runtime:
     return current_app.extensions["cdsrules"]
 
 

@@ -18,8 +18,9 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 

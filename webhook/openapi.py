@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
-from functools import lru_cache
+from functools import cache
 
 from flask import Blueprint, current_app
 
@@ -77,7 +77,7 @@ def ok(description: str, ref: str) -> dict:
     return {"description": description, "content": _json(ref)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def openapi_document() -> str:
     source = copy.deepcopy(request_schema())
     schemas = {name: _relocate(definition) for name, definition in source.get("$defs", {}).items()}

@@ -67,7 +67,7 @@ class _ConnectsToCheckedAddresses:
             try:
                 return create_connection((address, self.port), self.timeout, source_address=self.source_address,
                                          socket_options=self.socket_options)
-            except socket.timeout:
+            except TimeoutError:
                 failure = ConnectTimeoutError(self, f"Connection to {self.host} timed out "
                                                     f"(connect timeout={self.timeout})")
             except OSError as error:

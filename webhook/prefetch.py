@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import quote, urlsplit
 
 import requests

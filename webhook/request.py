@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
+from functools import cache
 
 import jsonschema
 from flask import request
@@ -46,12 +45,12 @@ class HookRequest:
         return self.hook in ORDER_HOOKS or self.hook == DEPRECATED_ORDER_HOOK
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema() -> dict:
     return schemas.load(SCHEMA_FILE)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(definition: str | None = None, hook: str | None = None) -> Draft202012Validator:
     """A validator of the whole request for one hook, or of one $defs entry.
 
@@ -68,7 +67,7 @@ def _validator(definition: str | None = None, hook: str | None = None) -> Draft2
     return Draft202012Validator(_inline_refs(narrowed, root["$defs"]))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _branch_hooks() -> frozenset[str]:
     return frozenset(_branch_hook(branch) for branch in schema().get("allOf", [])) - {None}
 

@@ -12,9 +12,9 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from engine import fhir
 from engine.loader import SITE_MAPPING
@@ -56,7 +56,7 @@ def load_rules(rules_dir: Path, engine: Engine) -> ActiveRules:
     for ruleset in released_rulesets(catalog):
         engine.register(ruleset)  # compile every released version now, not on the first request
     return ActiveRules(catalog, build_services(catalog, fhir.prefetch_templates(mapping)), mapping,
-                       dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                       dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
 
 @dataclass

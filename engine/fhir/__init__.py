@@ -7,8 +7,17 @@ from __future__ import annotations
 from .checks import RESERVED_PREFETCH_KEYS
 from .extract import PATIENT_TOKEN, draft_orders_mention, extract_facts, prefetch_templates, resources_from
 from .load import SCHEMA, MappingError, load_site_mapping
-from .mapping import (AgeBand, CodeIndex, CodedConcept, Extraction, MedicationConcept, ObservationConcept, Score,
-                      SiteMapping, UlnSpec)
+from .mapping import (
+                      AgeBand,
+                      CodedConcept,
+                      CodeIndex,
+                      Extraction,
+                      MedicationConcept,
+                      ObservationConcept,
+                      Score,
+                      SiteMapping,
+                      UlnSpec,
+)
 from .record import resources_as_of
 from .values import When, is_fhir_id
 

@@ -16,9 +16,23 @@ from typing import Any
 
 from .. import units
 from ..uncertain import Possible, days
-from .mapping import CodeIndex, CodedConcept, Extraction, MedicationConcept, ObservationConcept, Score, SiteMapping
-from .values import (_NO_TIME, When, _codings, _completed, _first_when, _get, _is_number, _objects, _ref,
-                     _status_codes, _text, _when, _when_or_partial, is_fhir_id)
+from .mapping import CodedConcept, CodeIndex, Extraction, MedicationConcept, ObservationConcept, Score, SiteMapping
+from .values import (
+    _NO_TIME,
+    When,
+    _codings,
+    _completed,
+    _first_when,
+    _get,
+    _is_number,
+    _objects,
+    _ref,
+    _status_codes,
+    _text,
+    _when,
+    _when_or_partial,
+    is_fhir_id,
+)
 
 PATIENT_TOKEN = "{{context.patientId}}"
 _BOUNDS = ("<", "<=", ">", ">=")  # Quantity.comparator values that bound a result ("ad" does not)

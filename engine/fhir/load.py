@@ -13,8 +13,17 @@ from .. import units
 from ..document import read_document, schema_errors
 from ..errors import RulesetError, RulesetErrors
 from .checks import declared_facts, semantic_problems
-from .mapping import (AgeBand, CodeIndex, CodedConcept, MedicationConcept, ObservationConcept, Score, SiteMapping,
-                      UlnSpec, _normalise)
+from .mapping import (
+    AgeBand,
+    CodedConcept,
+    CodeIndex,
+    MedicationConcept,
+    ObservationConcept,
+    Score,
+    SiteMapping,
+    UlnSpec,
+    _normalise,
+)
 
 SCHEMA = "site-mapping.schema.json"
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from flask import Response, render_template, request
 
-from engine.diff import Case, VersionDiff, behavioural_impact, record_cases, render_markdown, structural_changes, \
-    test_cases
+from engine.diff import (
+    Case,
+    VersionDiff,
+    behavioural_impact,
+    record_cases,
+    render_markdown,
+    structural_changes,
+    test_cases,
+)
 from webhook.workbench import svg
 from webhook.workbench.context import VersionInfo
 from webhook.workbench.views import sandbox, snapshot, workbench

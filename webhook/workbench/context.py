@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -102,7 +103,7 @@ class Workbench:
         """The ruleset folders, without loading anything (for pickers on pages that evaluate nothing)."""
         return sorted({file.parent.name for file in ruleset_files([self.rules_dir])})
 
-    def cohort(self) -> list["CohortPatient"]:
+    def cohort(self) -> list[CohortPatient]:
         """Synthetic patients to try rulesets on: a written cohort if configured, else a generated one."""
         if self._cohort is None:
             self._cohort = _read_cohort(self.cohort_dir) if self.cohort_dir else [
@@ -110,7 +111,7 @@ class Workbench:
                 for p in cohort.generate_cohort(COHORT_SIZE, COHORT_SEED)]
         return self._cohort
 
-    def patient(self, name: str) -> "CohortPatient | None":
+    def patient(self, name: str) -> CohortPatient | None:
         return next((p for p in self.cohort() if p.name == name), None)
 
 

@@ -20,8 +20,7 @@ from engine.orders import OrderDetails, medication_request
 from webhook.cards import build_cards
 from webhook.request import MAX_JSON_DEPTH, nesting_depth
 from webhook.workbench.context import VersionInfo
-from webhook.workbench.views import (chosen_version, parse_date, sandbox, snapshot, today, version_choices,
-                                     workbench)
+from webhook.workbench.views import chosen_version, parse_date, sandbox, snapshot, today, version_choices, workbench
 
 ORDER_HOOKS = ("order-select", "order-sign", "medication-prescribe")
 DEFAULT_PATIENT = "example-patient"

@@ -11,8 +11,9 @@ import datetime as dt
 import heapq
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from markupsafe import Markup, escape
 
