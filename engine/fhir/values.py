@@ -82,14 +82,14 @@ def _get(data: Any, *keys: str) -> Any:
     return data
 
 
-def _objects(value: Any) -> list[dict]:
+def _objects(value: Any) -> list[dict[str, Any]]:
     """The objects of a FHIR array; a single object where an array belongs (seen in real clients) counts as one."""
     if isinstance(value, list):
         return [item for item in value if isinstance(item, dict)]
     return [value] if isinstance(value, dict) else []
 
 
-def _codings(concept: Any) -> Iterator[dict]:
+def _codings(concept: Any) -> Iterator[dict[str, Any]]:
     for item in _objects(concept):
         yield from _objects(item.get("coding"))
 
@@ -110,7 +110,7 @@ def is_fhir_id(value: Any) -> bool:
     return isinstance(value, str) and _FHIR_ID.fullmatch(value) is not None
 
 
-def _ref(resource: dict) -> str:
+def _ref(resource: dict[str, Any]) -> str:
     ident = resource.get("id")
     shown = ident if is_fhir_id(ident) else "?" if ident is None else "(invalid id)"
     return f"{resource.get('resourceType', '?')}/{shown}"
