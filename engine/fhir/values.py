@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 _NO_TIME = datetime.min
 # FHIR R4's id datatype. An id that breaks it is malformed data: it names no resource in card texts and is never
@@ -116,7 +116,7 @@ def _ref(resource: dict[str, Any]) -> str:
     return f"{resource.get('resourceType', '?')}/{shown}"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     """A finite JSON number (Python's json accepts NaN and Infinity; a lab value cannot be either)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
