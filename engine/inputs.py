@@ -81,7 +81,7 @@ def to_date(name: str, value: Any) -> dt.date:
     raise EvaluationError(f"fact '{name}' must be a date (YYYY-MM-DD), got {value!r}")
 
 
-def _screen(ruleset: Ruleset, spec: FactSpec, facts: dict, evaluation_date: dt.date) -> str | None:
+def _screen(ruleset: Ruleset, spec: FactSpec, facts: dict[str, Any], evaluation_date: dt.date) -> str | None:
     """Why a typed value may not be used, or None."""
     value, unit = facts[spec.name], f" {spec.unit}" if spec.unit else ""
     if spec.plausible and not spec.plausible[0] <= value <= spec.plausible[1]:
@@ -91,7 +91,7 @@ def _screen(ruleset: Ruleset, spec: FactSpec, facts: dict, evaluation_date: dt.d
         return f"date {value.isoformat()} is after the evaluation date"
     if spec.max_age_days is None:
         return None
-    observed = facts.get(spec.observed_on)
+    observed = facts.get(spec.observed_on) if spec.observed_on is not None else None
     if observed is None:
         return f"value {format_number(value)}{unit} has no date ('{spec.observed_on}')"
     limit = ruleset.param(spec.max_age_days)

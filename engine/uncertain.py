@@ -19,7 +19,7 @@ class Possible:
 
     shown: str  # as written, for texts: "<20", "2016-10", "9 or 10"
     why: str  # where it comes from: "birthDate '2016-10' is partial (Patient/p1)"
-    values: tuple = ()  # every value the fact may take (dates, whole numbers), in order
+    values: tuple[Any, ...] = ()  # every value the fact may take (dates, whole numbers), in order
     low: float | None = None  # for a number: its bounds (None: unbounded)...
     high: float | None = None
     low_closed: bool = True  # ...and whether each bound itself is possible
@@ -43,7 +43,7 @@ class ShownNumber(float):
     def __str__(self) -> str:
         return self.text
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[ShownNumber], tuple[float, str]]:
         return ShownNumber, (float(self), self.text)
 
 
@@ -58,7 +58,7 @@ class ShownInteger(int):
     def __str__(self) -> str:
         return self.text
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[ShownInteger], tuple[int, str]]:
         return ShownInteger, (int(self), self.text)
 
 
@@ -76,7 +76,7 @@ class ShownDate(dt.date):
     def isoformat(self) -> str:  # the trace and the audit write dates with isoformat()
         return self.text
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[ShownDate], tuple[dt.date, str]]:
         return ShownDate, (dt.date(self.year, self.month, self.day), self.text)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def unit_table(canonical: str, conversions: Mapping[str, float],
     return UnitTable(canonical, MappingProxyType(factors))
 
 
-def quantity_unit(table: UnitTable, quantity: Mapping) -> tuple[str | None, float | None]:
+def quantity_unit(table: UnitTable, quantity: Mapping[str, Any]) -> tuple[str | None, float | None]:
     """The unit of a FHIR Quantity as written, and its factor; tries the coded unit first, then the label."""
     written = [quantity.get(key) for key in ("code", "unit") if isinstance(quantity.get(key), str)]
     for unit in written:

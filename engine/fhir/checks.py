@@ -6,6 +6,10 @@ not only the first.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
+
+# A place in the mapping document: keys and list indexes from its root.
+Path = tuple[str | int, ...]
 
 # Prefetch keys for the non-Observation queries; observation concepts may not take these names.
 RESERVED_PREFETCH_KEYS = ("patient", "conditions", "procedures", "medications")
@@ -20,7 +24,7 @@ _CODED_FACT_TYPES = {"present": "boolean", "active": "boolean", "latest_onset": 
                      "count": "integer", "latest_date": "date"}
 
 
-def declared_facts(data: dict) -> Iterator[tuple[tuple, str, str]]:
+def declared_facts(data: dict[str, Any]) -> Iterator[tuple[Path, str, str]]:
     """Every fact the mapping declares: (path in the file, fact name, fact type)."""
     patient = data.get("patient", {})
     if "birth_date_fact" in patient:
@@ -42,13 +46,13 @@ def declared_facts(data: dict) -> Iterator[tuple[tuple, str, str]]:
             yield ("medications", name, "facts", role), fact, _MEDICATION_FACT_TYPES[role]
 
 
-def semantic_problems(data: dict) -> Iterator[tuple[tuple, str]]:
+def semantic_problems(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
     for check in (_check_systems, _check_units, _check_uln_references, _check_bands, _check_fact_names,
                   _check_prefetch_keys, _check_doses):
         yield from check(data)
 
 
-def _check_systems(data: dict) -> Iterator[tuple[tuple, str]]:
+def _check_systems(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
     for section in ("observations", "conditions", "procedures", "medications"):
         for name, spec in data[section].items():
             for i, code_set in enumerate(spec.get("codes", ())):
@@ -64,7 +68,7 @@ def _check_systems(data: dict) -> Iterator[tuple[tuple, str]]:
                            f"unknown code system '{coding['system']}'; define it under `systems`")
 
 
-def _check_units(data: dict) -> Iterator[tuple[tuple, str]]:
+def _check_units(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
     for name, spec in data["observations"].items():
         if "unit" in spec:
             yield from _unit_problems(spec, ("observations", name))
@@ -73,7 +77,7 @@ def _check_units(data: dict) -> Iterator[tuple[tuple, str]]:
             yield from _unit_problems(spec["dose"], ("medications", name, "dose"))
 
 
-def _unit_problems(spec: dict, where: tuple) -> Iterator[tuple[tuple, str]]:
+def _unit_problems(spec: dict[str, Any], where: Path) -> Iterator[tuple[Path, str]]:
     """The canonical unit converts to itself by 1, and every alias names a listed unit."""
     if spec["conversions"].get(spec["unit"]) != 1:
         yield where + ("conversions",), f"the canonical unit '{spec['unit']}' must be listed with factor 1"
@@ -82,7 +86,7 @@ def _unit_problems(spec: dict, where: tuple) -> Iterator[tuple[tuple, str]]:
             yield where + ("aliases", alias), f"alias target '{target}' is not listed in conversions"
 
 
-def _check_uln_references(data: dict) -> Iterator[tuple[tuple, str]]:
+def _check_uln_references(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
     tables = data.get("uln_tables", {})
     for name, spec in data["observations"].items():
         uln = spec.get("uln", {})
@@ -99,7 +103,7 @@ def _check_uln_references(data: dict) -> Iterator[tuple[tuple, str]]:
                                         f"but this observation's unit is {spec.get('unit')}")
 
 
-def _check_bands(data: dict) -> Iterator[tuple[tuple, str]]:
+def _check_bands(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
     """Age bands must be in order with no gap or overlap, and give a number for every column."""
     for name, table in data.get("uln_tables", {}).items():
         previous_end = None
@@ -118,8 +122,8 @@ def _check_bands(data: dict) -> Iterator[tuple[tuple, str]]:
                     yield where + (key,), f"'{key}' is not a column of this table"
 
 
-def _check_fact_names(data: dict) -> Iterator[tuple[tuple, str]]:
-    seen: dict[str, tuple] = {}
+def _check_fact_names(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    seen: dict[str, Path] = {}
     for where, name, _ in declared_facts(data):
         if name in seen:
             first = ".".join(map(str, seen[name]))
@@ -127,13 +131,13 @@ def _check_fact_names(data: dict) -> Iterator[tuple[tuple, str]]:
         seen.setdefault(name, where)
 
 
-def _check_prefetch_keys(data: dict) -> Iterator[tuple[tuple, str]]:
+def _check_prefetch_keys(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
     for name in data["observations"]:
         if name in RESERVED_PREFETCH_KEYS:
             yield ("observations", name), f"'{name}' is a reserved prefetch key; choose another concept name"
 
 
-def _check_doses(data: dict) -> Iterator[tuple[tuple, str]]:
+def _check_doses(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
     for name, spec in data["medications"].items():
         for role in _DOSE_ROLES:
             if role in spec["facts"] and "dose" not in spec:

@@ -47,8 +47,14 @@ class _Found:
     """A resource matched to a concept, with its date and the code that matched."""
 
     when: When | None
-    resource: dict
+    resource: dict[str, Any]
     code: str
+
+
+def _when_of(item: _Found) -> When:
+    """The date of a match known to be dated: callers pass only matches they have checked."""
+    assert item.when is not None
+    return item.when
 
 
 def _recent(found: list[_Found], limit: int) -> list[_Found]:
@@ -57,8 +63,8 @@ def _recent(found: list[_Found], limit: int) -> list[_Found]:
     return ordered[:limit]
 
 
-def _collect(index: CodeIndex, resources: Iterable[dict], date_of: Callable[[dict], When | None],
-             keep: Callable[[dict], bool]) -> dict[str, list[_Found]]:
+def _collect(index: CodeIndex, resources: Iterable[dict[str, Any]], date_of: Callable[[dict[str, Any]], When | None],
+             keep: Callable[[dict[str, Any]], bool]) -> dict[str, list[_Found]]:
     """Group the kept resources by the concepts their `code` matches."""
     found: dict[str, list[_Found]] = defaultdict(list)
     for resource in resources:
@@ -113,7 +119,7 @@ def _problem(out: Extraction, fact: str | None, message: str) -> None:
 # --- the public entry points --------------------------------------------------------------------
 
 
-def resources_from(payload: Any) -> list[dict]:
+def resources_from(payload: Any) -> list[dict[str, Any]]:
     """Resources in a resource, a Bundle (with or without Bundle.type), a list or None; an OperationOutcome is none."""
     if isinstance(payload, list):
         return [resource for item in payload for resource in resources_from(item)]
@@ -150,14 +156,14 @@ def draft_orders_mention(mapping: SiteMapping, concept: str, draft_orders: Any) 
     return any(_mentions(mapping, medication, r) for r in _requests(resources_from(draft_orders)))
 
 
-def extract_facts(mapping: SiteMapping, resources: list[dict], evaluation_date: date,
-                  draft_orders: list[dict] | None = None, supplied: set[str] | None = None) -> Extraction:
+def extract_facts(mapping: SiteMapping, resources: list[dict[str, Any]], evaluation_date: date,
+                  draft_orders: list[dict[str, Any]] | None = None, supplied: set[str] | None = None) -> Extraction:
     """Facts for the ruleset from a patient's resources.
 
     `supplied` names the resource types that were fetched, even when the fetch found nothing: only for those are
     "no" answers (has_..., counts) produced; otherwise absent means unknown. Default: the types present.
     """
-    by_type: dict[str, list[dict]] = defaultdict(list)
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for resource in resources_from(resources):
         by_type[resource["resourceType"]].append(resource)
     fetched = set(by_type) | set(supplied or ())
@@ -184,7 +190,7 @@ class _Context:
 # --- Patient ------------------------------------------------------------------------------------
 
 
-def _extract_patient(mapping: SiteMapping, patients: list[dict], today: date,
+def _extract_patient(mapping: SiteMapping, patients: list[dict[str, Any]], today: date,
                      out: Extraction) -> tuple[date, date] | None:
     """Birth date and age in completed years; the span of possible birth dates is returned for age-dependent ULNs.
 
@@ -230,7 +236,7 @@ class _Reading:
     text: str
     comparator: str | None = None  # "<", "<=", ">", ">=": the value is a bound, not the result
 
-    def possible(self, observation: dict) -> Possible:
+    def possible(self, observation: dict[str, Any]) -> Possible:
         """A bounded result as the interval it allows, e.g. '<20' -> [unbounded, 20)."""
         closed, below = self.comparator in ("<=", ">="), self.comparator in ("<", "<=")
         shown = f"{self.comparator}{units.show(self.value)}"
@@ -240,12 +246,13 @@ class _Reading:
         return Possible(shown, why, low=self.value, low_closed=closed)
 
 
-def _effective(observation: dict) -> When | None:
+def _effective(observation: dict[str, Any]) -> When | None:
     return _first_when(observation.get("effectiveDateTime"), _get(observation, "effectivePeriod", "start"),
                        observation.get("effectiveInstant"), observation.get("issued"))
 
 
-def _extract_observations(mapping: SiteMapping, observations: list[dict], ctx: _Context, out: Extraction) -> None:
+def _extract_observations(mapping: SiteMapping, observations: list[dict[str, Any]], ctx: _Context,
+                          out: Extraction) -> None:
     found = _collect(mapping.observation_codes, observations, _effective,
                      lambda o: isinstance(o.get("status"), str) and o["status"] not in mapping.ignored_statuses)
     for concept in mapping.observations.values():
@@ -286,18 +293,20 @@ def _extract_observation(mapping: SiteMapping, concept: ObservationConcept, foun
 
 
 def _status_note(concept: ObservationConcept, item: _Found) -> str:
+    assert item.when is not None  # undated results are skipped before their status is looked at
     return (f"the latest result ({_ref(item.resource)}, {item.when.day}) is {item.resource['status']}; "
             f"the site decides on {concept.name} results that are {', '.join(sorted(concept.statuses))}")
 
 
-def _read_observation(concept: ObservationConcept, observation: dict) -> _Reading | str | None:
+def _read_observation(concept: ObservationConcept, observation: dict[str, Any]) -> _Reading | str | None:
     """A reading, a problem (str), or None when the result carries no value at all."""
     if concept.score is not None:
         return _read_score(concept.score, observation)
+    assert concept.units is not None  # the schema gives a concept either a score or a unit
     return _read_quantity(concept.units, observation)
 
 
-def _read_quantity(table: units.UnitTable, observation: dict) -> _Reading | str | None:
+def _read_quantity(table: units.UnitTable, observation: dict[str, Any]) -> _Reading | str | None:
     quantity = observation.get("valueQuantity")
     if not isinstance(quantity, dict):
         if any(key.startswith("value") for key in observation):
@@ -320,7 +329,7 @@ def _read_quantity(table: units.UnitTable, observation: dict) -> _Reading | str 
     return _Reading(value, factor, unit, text, comparator)
 
 
-def _read_score(score: Score, observation: dict) -> _Reading | str | None:
+def _read_score(score: Score, observation: dict[str, Any]) -> _Reading | str | None:
     """valueInteger, valueQuantity.value, valueString, or a coded answer whose code or display is the score."""
     if "valueInteger" in observation:
         value = observation["valueInteger"]
@@ -361,9 +370,11 @@ class _Uln:
     source: str  # provenance detail
 
 
-def _extract_uln(mapping: SiteMapping, concept: ObservationConcept, observation: dict, reading: _Reading,
+def _extract_uln(mapping: SiteMapping, concept: ObservationConcept, observation: dict[str, Any], reading: _Reading,
                  ctx: _Context, out: Extraction) -> None:
     """The result's own range, else its range text, else the site table's age band: the card names which."""
+    # only called for a concept with a ULN, and the schema allows one only with a unit (never with a score)
+    assert concept.uln is not None and concept.units is not None
     ranges = list(_applicable_ranges(mapping, observation, ctx))
     found = (_uln_from_range(concept.units, ranges, reading, observation)
              or _uln_from_text(concept.units, ranges, reading, observation)
@@ -377,7 +388,7 @@ def _extract_uln(mapping: SiteMapping, concept: ObservationConcept, observation:
     _put(out, spec.source_fact, found.label, found.source)
 
 
-def _applicable_ranges(mapping: SiteMapping, observation: dict, ctx: _Context) -> Iterator[dict]:
+def _applicable_ranges(mapping: SiteMapping, observation: dict[str, Any], ctx: _Context) -> Iterator[dict[str, Any]]:
     """Reference ranges of the normal type (or untyped) whose age band, if any, holds the patient."""
     for entry in _objects(observation.get("referenceRange")):
         kind = entry.get("type")
@@ -392,19 +403,21 @@ def _age_within(mapping: SiteMapping, age: Any, ctx: _Context) -> bool:
     """Inclusive bounds, each compared with the patient's completed age in the bound's own unit."""
     if ctx.birth is None or not isinstance(age, dict):
         return False
-    for bound, inside in (("low", lambda a, b: a >= b), ("high", lambda a, b: a <= b)):
+    checks: tuple[tuple[str, Callable[[int, Any], bool]], ...] = (("low", lambda a, b: a >= b),
+                                                                  ("high", lambda a, b: a <= b))
+    for bound, inside in checks:
         quantity = age.get(bound)
         if not isinstance(quantity, dict) or not _is_number(quantity.get("value")):
             continue
         written = (_text(quantity.get("code")), _text(quantity.get("unit")))
-        unit = next((mapping.age_units[u] for u in written if u in mapping.age_units), None)
+        unit = next((mapping.age_units[u] for u in written if u is not None and u in mapping.age_units), None)
         if unit is None or not all(inside(_completed(b, ctx.today, unit), quantity["value"]) for b in ctx.birth):
             return False  # a range applies only if it holds for every birth date the record allows
     return True
 
 
-def _uln_from_range(table: units.UnitTable, ranges: list[dict], reading: _Reading,
-                    observation: dict) -> _Uln | None:
+def _uln_from_range(table: units.UnitTable, ranges: list[dict[str, Any]], reading: _Reading,
+                    observation: dict[str, Any]) -> _Uln | None:
     for entry in ranges:
         high = entry.get("high")
         if not isinstance(high, dict) or not _is_number(high.get("value")):
@@ -418,10 +431,11 @@ def _uln_from_range(table: units.UnitTable, ranges: list[dict], reading: _Readin
         return _Uln(value, "reference range on the result",
                     f"{_ref(observation)} referenceRange.high {units.show(high['value'])} {unit}"
                     + _converted(value, unit, table.canonical))
+    return None
 
 
-def _uln_from_text(table: units.UnitTable, ranges: list[dict], reading: _Reading,
-                   observation: dict) -> _Uln | None:
+def _uln_from_text(table: units.UnitTable, ranges: list[dict[str, Any]], reading: _Reading,
+                   observation: dict[str, Any]) -> _Uln | None:
     for entry in ranges:
         match = _RANGE_TEXT.match(entry["text"]) if isinstance(entry.get("text"), str) else None
         if match is None:
@@ -434,10 +448,12 @@ def _uln_from_text(table: units.UnitTable, ranges: list[dict], reading: _Reading
         return _Uln(value, "reference range text on the result",
                     f"{_ref(observation)} referenceRange.text '{entry['text']}'"
                     + _converted(value, unit, table.canonical))
+    return None
 
 
 def _uln_from_table(concept: ObservationConcept, ctx: _Context) -> _Uln | str:
     spec = concept.uln
+    assert spec is not None and concept.units is not None  # checked by _extract_uln, the only caller
     if not spec.bands:
         return f"no usable reference range on the result and no site table for {concept.name}"
     if ctx.birth is None:
@@ -452,6 +468,7 @@ def _uln_from_table(concept: ObservationConcept, ctx: _Context) -> _Uln | str:
     if band is None:
         return (f"no usable reference range on the result, and site table '{spec.table}' has no band for age "
                 f"{' or '.join(map(str, ages))}")
+    assert spec.column is not None  # the schema requires a column with a table, and bands come from the table
     value = band.values[spec.column]
     return _Uln(value, f"site table, {band.label}",
                 f"site table '{spec.table}', {band.label}: {units.show(value)} {concept.units.canonical}")
@@ -464,7 +481,7 @@ def _converted(value: float, unit: str | None, canonical: str) -> str:
 # --- Conditions ---------------------------------------------------------------------------------
 
 
-def _onset(condition: dict) -> When | None:
+def _onset(condition: dict[str, Any]) -> When | None:
     for value in (condition.get("onsetDateTime"), _get(condition, "onsetPeriod", "start"),
                   condition.get("recordedDate")):
         found = _when_or_partial(value)
@@ -473,7 +490,7 @@ def _onset(condition: dict) -> When | None:
     return None
 
 
-def _extract_conditions(mapping: SiteMapping, conditions: list[dict], supplied: bool, ctx: _Context,
+def _extract_conditions(mapping: SiteMapping, conditions: list[dict[str, Any]], supplied: bool, ctx: _Context,
                         out: Extraction) -> None:
     found = _collect(mapping.condition_codes, conditions, _onset,
                      lambda c: not (_status_codes(c.get("verificationStatus")) & mapping.excluded_verification))
@@ -499,7 +516,7 @@ def _condition_flags(mapping: SiteMapping, concept: CodedConcept, past: list[_Fo
         _put(out, concept.facts["active"], bool(active), source)
 
 
-def _is_active(mapping: SiteMapping, condition: dict) -> bool:
+def _is_active(mapping: SiteMapping, condition: dict[str, Any]) -> bool:
     status = _status_codes(condition.get("clinicalStatus"))
     return bool(status & mapping.active_clinical) or (not status and mapping.missing_clinical_status_is_active)
 
@@ -524,16 +541,16 @@ def _latest_date(out: Extraction, fact: str | None, past: list[_Found], future: 
 
 def _put_latest(out: Extraction, fact: str | None, dated: list[_Found], today: date, what: str) -> None:
     """The latest of the dates; where partial dates leave it open, every day it may be (engine.certainty)."""
-    first = max(f.when.day for f in dated)
-    last = min(max(f.when.last or f.when.day for f in dated), today.isoformat())
-    newest = max(dated, key=lambda f: (f.when.last or f.when.day, f.when.day))
+    first = max(_when_of(f).day for f in dated)
+    last = min(max(_when_of(f).last or _when_of(f).day for f in dated), today.isoformat())
+    newest = max(dated, key=lambda f: (_when_of(f).last or _when_of(f).day, _when_of(f).day))
     if last <= first:
         _put(out, fact, first, f"{_describe(newest)}: {what}")
         return
-    partial = [f for f in dated if f.when.last is not None and f.when.last >= first]
-    alone = len(partial) == 1 and partial[0].when.day == first
-    why = "partial date " + ", ".join(f"'{f.when.written}' ({_ref(f.resource)})" for f in partial[:3])
-    _put_possible(out, fact, Possible(partial[0].when.written if alone else f"{first} to {last}", why,
+    partial = [f for f in dated if f.when is not None and f.when.last is not None and f.when.last >= first]
+    alone = len(partial) == 1 and _when_of(partial[0]).day == first
+    why = "partial date " + ", ".join(f"'{_when_of(f).written}' ({_ref(f.resource)})" for f in partial[:3])
+    _put_possible(out, fact, Possible(_when_of(partial[0]).written if alone else f"{first} to {last}", why,
                                       days(date.fromisoformat(first), date.fromisoformat(last))),
                   f"{_describe(newest)}: {what}")
 
@@ -541,7 +558,7 @@ def _put_latest(out: Extraction, fact: str | None, dated: list[_Found], today: d
 # --- Procedures ---------------------------------------------------------------------------------
 
 
-def _performed(procedure: dict) -> When | None:
+def _performed(procedure: dict[str, Any]) -> When | None:
     for value in (procedure.get("performedDateTime"), _get(procedure, "performedPeriod", "start")):
         found = _when_or_partial(value)
         if found is not None:
@@ -549,7 +566,7 @@ def _performed(procedure: dict) -> When | None:
     return None
 
 
-def _extract_procedures(mapping: SiteMapping, procedures: list[dict], supplied: bool, ctx: _Context,
+def _extract_procedures(mapping: SiteMapping, procedures: list[dict[str, Any]], supplied: bool, ctx: _Context,
                         out: Extraction) -> None:
     found = _collect(mapping.procedure_codes, procedures, _performed,
                      lambda p: _text(p.get("status")) in mapping.procedure_statuses)
@@ -574,16 +591,16 @@ class _Dose:
 
 @dataclass(frozen=True)
 class _Order:
-    resource: dict
+    resource: dict[str, Any]
     start: When | None
     dose: _Dose | str  # a problem when the dose cannot be read
 
 
-def _requests(resources: Iterable[dict]) -> list[dict]:
+def _requests(resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in resources if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"]
 
 
-def _mentions(mapping: SiteMapping, concept: MedicationConcept, request: dict) -> bool:
+def _mentions(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any]) -> bool:
     """The medication is ours by a mapped code, or by a name pattern in its text or a coding's display."""
     for medication in _medication_concepts(request):
         if concept.name in mapping.medication_codes.match(medication):
@@ -594,7 +611,7 @@ def _mentions(mapping: SiteMapping, concept: MedicationConcept, request: dict) -
     return False
 
 
-def _medication_concepts(request: dict) -> list[dict]:
+def _medication_concepts(request: dict[str, Any]) -> list[dict[str, Any]]:
     """medicationCodeableConcept, and for medicationReference its display and a contained Medication's code."""
     found = [c for c in [request.get("medicationCodeableConcept")] if isinstance(c, dict)]
     reference = request.get("medicationReference")
@@ -608,19 +625,19 @@ def _medication_concepts(request: dict) -> list[dict]:
     return found
 
 
-def _order(mapping: SiteMapping, concept: MedicationConcept, request: dict) -> _Order:
+def _order(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any]) -> _Order:
     return _Order(request, _order_start(request), _order_dose(mapping, concept, request))
 
 
-def _order_start(request: dict) -> When | None:
+def _order_start(request: dict[str, Any]) -> When | None:
     """Earliest dosage boundsPeriod.start, else authoredOn."""
-    starts = [_when(_get(d, "timing", "repeat", "boundsPeriod", "start"))
-              for d in _objects(request.get("dosageInstruction"))]
-    starts = [s for s in starts if s is not None]
+    written = [_when(_get(d, "timing", "repeat", "boundsPeriod", "start"))
+               for d in _objects(request.get("dosageInstruction"))]
+    starts = [s for s in written if s is not None]
     return min(starts) if starts else _when(request.get("authoredOn"))
 
 
-def _extract_medications(mapping: SiteMapping, requests: list[dict], supplied: bool, ctx: _Context,
+def _extract_medications(mapping: SiteMapping, requests: list[dict[str, Any]], supplied: bool, ctx: _Context,
                          out: Extraction) -> None:
     cutoff = ctx.today.isoformat()
     for concept in mapping.medications.values():
@@ -634,13 +651,25 @@ def _extract_medications(mapping: SiteMapping, requests: list[dict], supplied: b
         _last_dose_change(concept, orders, out)
 
 
+def _start_of(order: _Order) -> When:
+    """The start of an order known to have one: callers pass only orders they have checked."""
+    assert order.start is not None
+    return order.start
+
+
+def _dose_of(order: _Order) -> _Dose:
+    """The dose of an order whose dose was read: callers have checked it is not a problem."""
+    assert not isinstance(order.dose, str)
+    return order.dose
+
+
 def _order_recency(order: _Order) -> tuple[datetime, datetime]:
     """By start, then by when it was written: two orders starting the same day are told apart by authoredOn."""
     authored = _when(order.resource.get("authoredOn"))
     return (order.start.instant if order.start else _NO_TIME, authored.instant if authored else _NO_TIME)
 
 
-def _written_after(request: dict, cutoff: str) -> bool:
+def _written_after(request: dict[str, Any], cutoff: str) -> bool:
     """An order authored after the evaluation date did not exist then (replays of past dates)."""
     authored = _when(request.get("authoredOn"))
     return authored is not None and authored.day > cutoff
@@ -661,9 +690,9 @@ def _therapy_flags(mapping: SiteMapping, concept: MedicationConcept, orders: lis
 def _therapy_start(concept: MedicationConcept, orders: list[_Order], out: Extraction) -> None:
     dated = [o for o in orders if o.start is not None]
     if dated:
-        first = min(dated, key=lambda o: o.start)
-        _put(out, concept.facts.get("start_date"), first.start.day,
-             f"{_ref(first.resource)} starts {first.start.day} (earliest of {len(dated)} order(s))")
+        first = min(dated, key=_start_of)
+        _put(out, concept.facts.get("start_date"), _start_of(first).day,
+             f"{_ref(first.resource)} starts {_start_of(first).day} (earliest of {len(dated)} order(s))")
     elif orders:
         _problem(out, concept.facts.get("start_date"), f"{_ref(orders[0].resource)} has no start or authoredOn date")
 
@@ -698,15 +727,15 @@ def _last_dose_change(concept: MedicationConcept, orders: list[_Order], out: Ext
         if isinstance(order.dose, str):
             _problem(out, fact, f"cannot tell when the dose last changed: {order.dose}")
             return
-        if order.dose.daily != latest.dose.daily:
+        if order.dose.daily != _dose_of(latest).daily:  # latest is dated[0], read on the first pass
             break
         began = order
-    _put(out, fact, began.start.day,
-         f"{_ref(began.resource)} starts {began.start.day} at {units.show(began.dose.daily)}/day"
+    _put(out, fact, _start_of(began).day,
+         f"{_ref(began.resource)} starts {_start_of(began).day} at {units.show(_dose_of(began).daily)}/day"
          + (" (first order at this dose)" if len(dated) > 1 else " (the only order)"))
 
 
-def _extract_drafts(mapping: SiteMapping, drafts: list[dict], out: Extraction) -> None:
+def _extract_drafts(mapping: SiteMapping, drafts: list[dict[str, Any]], out: Extraction) -> None:
     """The order being written: whether it is ours, its id, daily dose and frequency."""
     for concept in mapping.medications.values():
         facts = concept.facts
@@ -733,7 +762,7 @@ def _extract_drafts(mapping: SiteMapping, drafts: list[dict], out: Extraction) -
 # --- doses ----------------------------------------------------------------------------------------
 
 
-def _order_dose(mapping: SiteMapping, concept: MedicationConcept, request: dict) -> _Dose | str:
+def _order_dose(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any]) -> _Dose | str:
     """The daily dose of an order. Several dosage instructions are added up only when they share a `sequence`
     (FHIR's mark of concurrent instructions, e.g. morning and evening); otherwise they may be a taper, not a guess."""
     ref = _ref(request)
@@ -749,11 +778,12 @@ def _order_dose(mapping: SiteMapping, concept: MedicationConcept, request: dict)
     problem = next((p for p in parts if isinstance(p, str)), None)
     if problem is not None:
         return problem
-    return _Dose(units.tidy(sum(p.daily for p in parts)), units.tidy(sum(p.per_day for p in parts)),
-                 " + ".join(p.text for p in parts))
+    doses = [p for p in parts if not isinstance(p, str)]  # all of them, now that none is a problem
+    return _Dose(units.tidy(sum(p.daily for p in doses)), units.tidy(sum(p.per_day for p in doses)),
+                 " + ".join(p.text for p in doses))
 
 
-def _dosage_dose(mapping: SiteMapping, table: units.UnitTable, dosage: dict, ref: str) -> _Dose | str:
+def _dosage_dose(mapping: SiteMapping, table: units.UnitTable, dosage: dict[str, Any], ref: str) -> _Dose | str:
     quantity = _dose_quantity(dosage, ref)
     if isinstance(quantity, str):
         return quantity
@@ -769,10 +799,10 @@ def _dosage_dose(mapping: SiteMapping, table: units.UnitTable, dosage: dict, ref
                                  f" = {units.show(daily)} {table.canonical}/day")
 
 
-def _dose_quantity(dosage: dict, ref: str) -> dict | str:
+def _dose_quantity(dosage: dict[str, Any], ref: str) -> dict[str, Any] | str:
     """R4 doseAndRate[].doseQuantity (an object instead of an array too), else STU3 doseQuantity."""
     entries = _objects(dosage.get("doseAndRate"))
-    quantities = [e["doseQuantity"] for e in entries if isinstance(e.get("doseQuantity"), dict)]
+    quantities: list[dict[str, Any]] = [e["doseQuantity"] for e in entries if isinstance(e.get("doseQuantity"), dict)]
     if not quantities and isinstance(dosage.get("doseQuantity"), dict):
         quantities = [dosage["doseQuantity"]]
     if not quantities:
@@ -798,7 +828,8 @@ def _administrations_per_day(mapping: SiteMapping, timing: Any, ref: str) -> flo
         return f"timing.repeat has no usable frequency and period ({ref})"
     if "frequencyMax" in repeat or "periodMax" in repeat:
         return f"the frequency is a range (frequencyMax/periodMax); the daily dose is not guessed ({ref})"
-    factor = mapping.periods_per_day.get(_text(unit))
+    written = _text(unit)
+    factor = mapping.periods_per_day.get(written) if written is not None else None
     if factor is None:
         return f"period unit '{unit}' is not in the mapping ({ref})"
     return units.per_day(frequency, period, factor)

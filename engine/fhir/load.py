@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 from .. import units
 from ..document import read_document, schema_errors
@@ -26,6 +27,9 @@ from .mapping import (
 )
 
 SCHEMA = "site-mapping.schema.json"
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class MappingError(RulesetErrors):
@@ -49,15 +53,17 @@ def load_site_mapping(path: str | Path) -> SiteMapping:
     except RulesetErrors as exc:
         raise MappingError(exc.errors) from None
     errors = schema_errors(doc, SCHEMA)
-    if not errors:
-        errors = sorted((doc.error(where, message) for where, message in semantic_problems(doc.data)),
-                        key=lambda e: (e.line, e.column))
+    if errors:
+        raise MappingError(errors)
+    assert isinstance(doc.data, dict)  # the schema passed, and it requires an object at the root
+    errors = sorted((doc.error(where, message) for where, message in semantic_problems(doc.data)),
+                    key=lambda e: (e.line, e.column))
     if errors:
         raise MappingError(errors)
     return _build(doc.file, doc.data)
 
 
-def _build(file: str, data: dict) -> SiteMapping:
+def _build(file: str, data: dict[str, Any]) -> SiteMapping:
     systems = data["systems"]
     observations = data["observations"]
     conditions = data["conditions"]
@@ -93,11 +99,11 @@ def _build(file: str, data: dict) -> SiteMapping:
     )
 
 
-def _frozen(mapping: Mapping) -> Mapping:
+def _frozen(mapping: Mapping[K, V]) -> Mapping[K, V]:
     return MappingProxyType(dict(mapping))
 
 
-def _observation(name: str, spec: dict, tables: dict, statuses: list[str]) -> ObservationConcept:
+def _observation(name: str, spec: dict[str, Any], tables: dict[str, Any], statuses: list[str]) -> ObservationConcept:
     table = (units.unit_table(spec["unit"], spec["conversions"], spec.get("aliases"))
              if "unit" in spec else None)
     score = spec.get("score")
@@ -108,19 +114,19 @@ def _observation(name: str, spec: dict, tables: dict, statuses: list[str]) -> Ob
         statuses=frozenset(spec.get("statuses", statuses)))
 
 
-def _uln(spec: dict, tables: dict) -> UlnSpec:
-    table = tables.get(spec.get("table"), {})
+def _uln(spec: dict[str, Any], tables: dict[str, Any]) -> UlnSpec:
+    table = tables.get(spec["table"], {}) if "table" in spec else {}
     bands = tuple(_band(band, table["columns"]) for band in table.get("bands", ()))
     return UlnSpec(spec["fact"], spec["source_fact"], spec.get("table"), spec.get("column"), bands)
 
 
-def _band(band: dict, columns: Mapping[str, str]) -> AgeBand:
+def _band(band: dict[str, Any], columns: Mapping[str, str]) -> AgeBand:
     low, high = band["from"], band["to"]
     label = band.get("label") or (f"age {low}" if high - low == 1 else f"ages {low}-{high - 1}")
     return AgeBand(low, high, label, _frozen({column: float(band[column]) for column in columns}))
 
 
-def _medication(name: str, spec: dict, systems: dict) -> MedicationConcept:
+def _medication(name: str, spec: dict[str, Any], systems: dict[str, Any]) -> MedicationConcept:
     dose = spec.get("dose")
     table = units.unit_table(dose["unit"], dose["conversions"], dose.get("aliases")) if dose else None
     patterns = tuple(p.casefold() for p in spec.get("name_patterns", ()))
@@ -128,7 +134,7 @@ def _medication(name: str, spec: dict, systems: dict) -> MedicationConcept:
     return MedicationConcept(name, patterns, table, _frozen(spec["facts"]), coding)
 
 
-def _code_index(systems: dict, concepts: Mapping[str, dict]) -> CodeIndex:
+def _code_index(systems: dict[str, Any], concepts: Mapping[str, dict[str, Any]]) -> CodeIndex:
     """One index per resource kind: (system URI, normalised code) -> the concepts it belongs to."""
     options = {uri: (bool(s.get("ignore_dots")), bool(s.get("ignore_case")))
                for s in systems.values() for uri in s["uris"]}
@@ -147,6 +153,6 @@ def _code_index(systems: dict, concepts: Mapping[str, dict]) -> CodeIndex:
                      _frozen({k: tuple(v) for k, v in prefixes.items()}), longest)
 
 
-def _search_tokens(systems: dict, spec: dict) -> tuple[str, ...]:
+def _search_tokens(systems: dict[str, Any], spec: dict[str, Any]) -> tuple[str, ...]:
     return tuple(f"{uri}|{code}" for code_set in spec["codes"]
                  for uri in systems[code_set["system"]]["uris"] for code in code_set["codes"])

@@ -28,7 +28,7 @@ class CodeIndex:
         found: dict[str, str] = {}
         for coding in _codings(concept):
             system, code = _text(coding.get("system")), _text(coding.get("code"))
-            if system not in self.systems or code is None:
+            if system is None or system not in self.systems or code is None:
                 continue
             key = _normalise(code, *self.systems[system])
             for name in self.exact.get((system, key), ()):

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 
-def resources_as_of(resources: Iterable[dict], on: date) -> list[dict]:
+def resources_as_of(resources: Iterable[dict[str, Any]], on: date) -> list[dict[str, Any]]:
     """The record as it was known on `on`: nothing dated after it, and orders that ended later shown active.
 
     A snapshot Bundle holds each order's final status: an order replaced on day +19 reads "completed" even when
@@ -23,7 +23,7 @@ def resources_as_of(resources: Iterable[dict], on: date) -> list[dict]:
     return known
 
 
-def _known_since(resource: dict) -> date | None:
+def _known_since(resource: dict[str, Any]) -> date | None:
     """The day a resource came into the record; None when it carries no date (then it is always known)."""
     kind = resource.get("resourceType")
     if kind == "Observation":
@@ -34,15 +34,15 @@ def _known_since(resource: dict) -> date | None:
     elif kind == "Condition":
         values = [resource.get("onsetDateTime"), _dig(resource, "onsetPeriod", "start"), resource.get("recordedDate")]
     elif kind == "MedicationRequest":  # written, and in effect: the later of authoredOn and the first start
-        days = [_day(resource.get("authoredOn"))] + [_day(s) for s in _bounds(resource, "start")]
-        days = [d for d in days if d is not None]
+        written = [_day(resource.get("authoredOn"))] + [_day(s) for s in _bounds(resource, "start")]
+        days = [d for d in written if d is not None]
         return max(days) if days else None
     else:
         return None
     return next((d for d in map(_day, values) if d is not None), None)
 
 
-def _status_on(resource: dict, on: date) -> dict:
+def _status_on(resource: dict[str, Any], on: date) -> dict[str, Any]:
     """A completed or stopped order whose last day (boundsPeriod.end) is on or after `on` was active then."""
     if resource.get("resourceType") != "MedicationRequest" or resource.get("status") not in ("completed", "stopped"):
         return resource
@@ -55,7 +55,7 @@ def _status_on(resource: dict, on: date) -> dict:
     return active
 
 
-def _bounds(request: dict, key: str) -> list[Any]:
+def _bounds(request: dict[str, Any], key: str) -> list[Any]:
     return [_dig(d, "timing", "repeat", "boundsPeriod", key) for d in request.get("dosageInstruction", [])
             if isinstance(d, dict)]
 

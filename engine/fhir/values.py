@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 _NO_TIME = datetime.min
 # FHIR R4's id datatype. An id that breaks it is malformed data: it names no resource in card texts and is never
@@ -82,14 +82,14 @@ def _get(data: Any, *keys: str) -> Any:
     return data
 
 
-def _objects(value: Any) -> list[dict]:
+def _objects(value: Any) -> list[dict[str, Any]]:
     """The objects of a FHIR array; a single object where an array belongs (seen in real clients) counts as one."""
     if isinstance(value, list):
         return [item for item in value if isinstance(item, dict)]
     return [value] if isinstance(value, dict) else []
 
 
-def _codings(concept: Any) -> Iterator[dict]:
+def _codings(concept: Any) -> Iterator[dict[str, Any]]:
     for item in _objects(concept):
         yield from _objects(item.get("coding"))
 
@@ -110,13 +110,13 @@ def is_fhir_id(value: Any) -> bool:
     return isinstance(value, str) and _FHIR_ID.fullmatch(value) is not None
 
 
-def _ref(resource: dict) -> str:
+def _ref(resource: dict[str, Any]) -> str:
     ident = resource.get("id")
     shown = ident if is_fhir_id(ident) else "?" if ident is None else "(invalid id)"
     return f"{resource.get('resourceType', '?')}/{shown}"
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     """A finite JSON number (Python's json accepts NaN and Infinity; a lab value cannot be either)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
