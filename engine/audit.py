@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .decide import decide, given_facts
 from .loader import load_ruleset, site_for
@@ -17,7 +18,7 @@ from .templates import format_number
 from .versions import file_sha256
 
 
-def decision_summary(decision: Decision) -> dict:
+def decision_summary(decision: Decision) -> dict[str, Any]:
     """What the audit keeps of a decision, and what a replay compares."""
     suggestion = decision.suggestion
     return {
@@ -30,7 +31,7 @@ def decision_summary(decision: Decision) -> dict:
     }
 
 
-def describe(decision: dict, dose_unit: str) -> str:
+def describe(decision: dict[str, Any], dose_unit: str) -> str:
     """One decision summary as a line: topic (indicator), the suggestion and dose (in `dose_unit`), and the rule."""
     action = f" {decision['action']}" if decision.get("action") else ""
     dose = f" {format_number(decision['daily_dose'])} {dose_unit}" if decision.get("daily_dose") is not None else ""
@@ -43,17 +44,17 @@ class ReplayRefused(Exception):
 
 @dataclass
 class Replay:
-    record: dict
-    decisions: list[dict]  # as replayed now
+    record: dict[str, Any]
+    decisions: list[dict[str, Any]]  # as replayed now
     fired_rules: list[str]
     dose_unit: str  # of the ruleset's medication, in which both the recorded and the replayed doses are
 
     @property
     def identical(self) -> bool:
-        return self.decisions == self.record["decisions"]
+        return bool(self.decisions == self.record["decisions"])
 
 
-def replay(record: dict, rules_dir: str | Path, engine: Engine | None = None) -> Replay:
+def replay(record: dict[str, Any], rules_dir: str | Path, engine: Engine | None = None) -> Replay:
     """Evaluate a stored record again under the version file it names; raises ReplayRefused."""
     if record.get("facts") is None:
         raise ReplayRefused(f"decision {record['decision_id']}: nothing was evaluated for this call "

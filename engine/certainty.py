@@ -38,7 +38,7 @@ class Evaluator(Protocol):
 
 
 def evaluate_bounded(engine: Evaluator, ruleset: Ruleset, facts: dict[str, Any], possible: dict[str, Possible],
-                     evaluation_date: dt.date, hook: str | None, reasons: dict[str, str]) -> Evaluation:
+                     evaluation_date: dt.date | str, hook: str | None, reasons: dict[str, str]) -> Evaluation:
     """engine.evaluate, deciding for certain where bounded facts allow it, and saying why where they do not."""
     bounded = {name: p for name, p in possible.items()
                if name in ruleset.facts and not ruleset.facts[name].derived and facts.get(name) is None}
@@ -72,7 +72,7 @@ def evaluate_bounded(engine: Evaluator, ruleset: Ruleset, facts: dict[str, Any],
     return without
 
 
-def _values_to_try(ruleset: Ruleset, name: str, possible: Possible) -> list | None:
+def _values_to_try(ruleset: Ruleset, name: str, possible: Possible) -> list[Any] | None:
     """Each value wrapped to print as the record wrote it; None if the fact cannot be decided by trying values."""
     if not possible.is_interval:
         return [shown(v, possible.shown) for v in possible.values]
@@ -145,14 +145,14 @@ def _within(point: float, low: float | None, high: float | None, possible: Possi
     return True
 
 
-def _combinations(values: dict[str, list]) -> int:
+def _combinations(values: dict[str, list[Any]]) -> int:
     count = 1
     for options in values.values():
         count *= len(options)
     return count
 
 
-def _outcome(evaluation: Evaluation) -> list[tuple]:
+def _outcome(evaluation: Evaluation) -> list[tuple[Any, ...]]:
     """What a decision is: which rule decided what, and what order it suggests. Texts may differ by value."""
     return [(d.rule_id, d.topic, d.indicator,
              None if d.suggestion is None else (d.suggestion.action, d.suggestion.daily_dose, d.suggestion.order_id))
@@ -161,8 +161,8 @@ def _outcome(evaluation: Evaluation) -> list[tuple]:
 
 def _not_decided(ruleset: Ruleset, evaluation: Evaluation, results: list[Evaluation],
                  undecided: list[Possible]) -> Evaluation:
-    fired = [set(r.fired_rules) for r in results]
-    contested = sorted(set.union(*fired) - set.intersection(*fired))
+    fired = [set(r.fired_rules) for r in results]  # results is never empty here (see evaluate_bounded)
+    contested = sorted(set.union(*fired) - fired[0].intersection(*fired[1:]))
     reasons = "; ".join(escape_markdown(_undecided_reason(p)) for p in undecided)  # they quote the record
     note = (f"**Not decided for certain:** {reasons}. "
             f"Rule(s) {', '.join(f'`{r}`' for r in contested)} hold for some of these values and not for others. "

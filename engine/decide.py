@@ -24,8 +24,8 @@ from .model import Evaluation, Ruleset
 WHOLE_RECORD = frozenset({"Patient", "Observation", "Condition", "Procedure", "MedicationRequest"})
 
 
-def facts_from_record(mapping: fhir.SiteMapping, resources: Iterable[dict], on: dt.date,
-                      drafts: list[dict] | None = None, supplied: Iterable[str] = WHOLE_RECORD,
+def facts_from_record(mapping: fhir.SiteMapping, resources: Iterable[dict[str, Any]], on: dt.date,
+                      drafts: list[dict[str, Any]] | None = None, supplied: Iterable[str] = WHOLE_RECORD,
                       given: Mapping[str, Any] | None = None) -> fhir.Extraction:
     """The facts the site mapping reads from a patient's resources (and, for order hooks, the draft orders).
 

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -58,7 +59,7 @@ class VersionDiff:
     changes: list[Change]
     impact: Impact
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -80,16 +81,16 @@ def structural_changes(old: Ruleset, new: Ruleset) -> list[Change]:
     return changes
 
 
-def _describe_parameter(spec: dict) -> str:
+def _describe_parameter(spec: dict[str, Any]) -> str:
     return f"{_value(spec.get('value'))} {spec.get('unit', '')} [{spec.get('source', '')}]".replace("  ", " ")
 
 
-def _value(value) -> str:
+def _value(value: Any) -> str:
     return format_number(value) if isinstance(value, (int, float)) else repr(value)
 
 
-def _named_changes(kind: str, old: dict, new: dict, describe: Callable[[dict], str],
-                   changed_text: Callable[[dict, dict], str] | None = None) -> list[Change]:
+def _named_changes(kind: str, old: dict[str, Any], new: dict[str, Any], describe: Callable[[dict[str, Any]], str],
+                   changed_text: Callable[[dict[str, Any], dict[str, Any]], str] | None = None) -> list[Change]:
     changes = []
     for name in old.keys() - new.keys():
         changes.append(Change(kind, name, "removed", f"{kind} {name} removed (was: {describe(old[name])})"))
@@ -103,18 +104,18 @@ def _named_changes(kind: str, old: dict, new: dict, describe: Callable[[dict], s
     return sorted(changes, key=lambda c: (c.kind, c.name))
 
 
-def _rule_change_text(old: dict, new: dict) -> str:
+def _rule_change_text(old: dict[str, Any], new: dict[str, Any]) -> str:
     parts = [part for part in ("when", "then", "explanation") if old.get(part) != new.get(part)]
     words = {"when": "its conditions", "then": "what it concludes", "explanation": "its explanation"}
     return "changed " + " and ".join(words[p] for p in parts)
 
 
-def _rows(table: dict) -> dict[str, str]:
+def _rows(table: dict[str, Any]) -> dict[str, str]:
     return {row["band"]: _value(row["output"]) if not isinstance(row["output"], dict)
             else f"param {row['output']['param']}" for row in table.get("rows", [])}
 
 
-def _table_changes(old: dict, new: dict) -> list[Change]:
+def _table_changes(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
     changes = _named_changes("table", {k: old[k] for k in old.keys() - new.keys()},
                              {k: new[k] for k in new.keys() - old.keys()}, lambda t: t.get("description", ""))
     for name in old.keys() & new.keys():
@@ -166,7 +167,8 @@ def test_cases(*rulesets: Ruleset) -> list[Case]:
 
 def behavioural_impact(old: Ruleset, new: Ruleset, cases: Iterable[Case], engine: Engine | None = None) -> Impact:
     engine, impact = engine or Engine(), Impact()
-    added, removed = Counter(), Counter()
+    added: Counter[str] = Counter()
+    removed: Counter[str] = Counter()
     for case in cases:
         before, after = (_signature_or_error(engine, r, case) for r in (old, new))
         impact.cases_compared += 1
@@ -198,7 +200,7 @@ def cohort_cases(folder: str | Path, site_mapping: str | Path) -> list[Case]:
     return record_cases(fhir.load_site_mapping(site_mapping), patients)
 
 
-def record_cases(mapping: fhir.SiteMapping, patients: Iterable[tuple[str, list[dict], Iterable[dt.date]]],
+def record_cases(mapping: fhir.SiteMapping, patients: Iterable[tuple[str, list[dict[str, Any]], Iterable[dt.date]]],
                  hook: str = "patient-view") -> list[Case]:
     """Each patient's record as it stood on each of its dates, read once for both versions."""
     return [Case(name, day, facts_from_record(mapping, fhir.resources_as_of(resources, day), day), hook)

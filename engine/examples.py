@@ -54,10 +54,10 @@ def shift_dates(node: Any, days: int) -> Any:
     return shift_date(node, days) if isinstance(node, str) else node
 
 
-def request_for(template: dict, day: date) -> dict:
+def request_for(template: dict[str, Any], day: date) -> dict[str, Any]:
     """The template's request as of `day`, with a hookInstance of its own (each call is a new hook instance)."""
     anchor = date.fromisoformat(template["anchor"])
-    request = shift_dates(template["request"], (day - anchor).days)
+    request: dict[str, Any] = shift_dates(template["request"], (day - anchor).days)
     if "hookInstance" in request:
         request["hookInstance"] = str(uuid.uuid4())
     return request
@@ -78,7 +78,7 @@ def write_examples(templates: Path, out: Path, day: date) -> list[Path]:
     return written
 
 
-def add_examples_command(subparsers: argparse._SubParsersAction) -> None:
+def add_examples_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `examples`; its handler is set as `command`, the way cdsrules.cli dispatches."""
     p = subparsers.add_parser("examples", help="write the example CDS Hooks requests, dated for today (or --date)")
     p.add_argument("--date", type=date.fromisoformat, default=None, metavar="YYYY-MM-DD",

@@ -1,14 +1,29 @@
 """Rulesets and evaluations in plain language, for the pharmacist's terminal and review documents."""
 from __future__ import annotations
 
-from .model import AllOf, AnyOf, Compare, Evaluation, Exists, FactRef, Literal, Missing, Not, ParamRef, Ruleset
+from .model import (
+    AllOf,
+    AnyOf,
+    Compare,
+    Condition,
+    Derivation,
+    Evaluation,
+    Exists,
+    FactRef,
+    Literal,
+    Missing,
+    Not,
+    Operand,
+    ParamRef,
+    Ruleset,
+)
 from .templates import format_number
 
 _WORDS = {"eq": "is", "ne": "is not", "gt": "is above", "gte": "is at least", "lt": "is below",
           "lte": "is at most", "in": "is one of"}
 
 
-def describe_operand(operand, ruleset: Ruleset) -> str:
+def describe_operand(operand: Operand | tuple[Operand, ...], ruleset: Ruleset) -> str:
     if isinstance(operand, ParamRef):
         parameter = ruleset.parameters.get(operand.name)
         value = f"{format_number(parameter.value)} {parameter.unit}".strip() if parameter else "?"
@@ -20,7 +35,7 @@ def describe_operand(operand, ruleset: Ruleset) -> str:
     return ", ".join(describe_operand(o, ruleset) for o in operand)
 
 
-def describe_condition(condition, ruleset: Ruleset, depth: int = 0) -> list[str]:
+def describe_condition(condition: Condition, ruleset: Ruleset, depth: int = 0) -> list[str]:
     pad = "  " * depth
     if isinstance(condition, (AllOf, AnyOf)):
         word = "all of" if isinstance(condition, AllOf) else "any of"
@@ -66,7 +81,7 @@ def explain_ruleset(ruleset: Ruleset) -> str:
     return "\n".join(lines)
 
 
-def _describe_derivation(d) -> str:
+def _describe_derivation(d: Derivation) -> str:
     if d.kind == "table":
         return f"table {d.source[0]} looked up by {d.source[1]}"
     if d.kind == "param":

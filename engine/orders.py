@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from .model import Medication
 
@@ -23,21 +24,21 @@ class OrderDetails:
     status: str = "draft"
     order_id: str | None = None
     authored: dt.date | None = None  # also the first day of the dosage
-    coding: tuple[dict, ...] = ()  # the site's coding for the drug, when the EHR's own is known
+    coding: tuple[dict[str, Any], ...] = ()  # the site's coding for the drug, when the EHR's own is known
     requester: str | None = None  # a Practitioner or PractitionerRole reference
 
 
 def medication_request(medication: Medication, daily_dose: float, details: OrderDetails,
-                       per_day: float | None = None) -> dict:
+                       per_day: float | None = None) -> dict[str, Any]:
     """A MedicationRequest for `daily_dose` a day, given in `per_day` administrations (default: the ruleset's)."""
     instruction = dosage(medication, daily_dose, per_day)
     if details.authored:
         instruction["timing"]["repeat"]["boundsPeriod"] = {"start": details.authored.isoformat()}
-    concept: dict = {"text": medication.display}
+    concept: dict[str, Any] = {"text": medication.display}
     coding = details.coding or medication.coding
     if coding:
         concept = {"coding": [dict(c) for c in coding], **concept}
-    order: dict = {"resourceType": "MedicationRequest"}
+    order: dict[str, Any] = {"resourceType": "MedicationRequest"}
     if details.order_id:
         order["id"] = details.order_id
     order.update({"status": details.status, "intent": "order", "medicationCodeableConcept": concept,
@@ -50,12 +51,12 @@ def medication_request(medication: Medication, daily_dose: float, details: Order
     return order
 
 
-def dosage(medication: Medication, daily_dose: float, per_day: float | None = None) -> dict:
+def dosage(medication: Medication, daily_dose: float, per_day: float | None = None) -> dict[str, Any]:
     """One dosage instruction: the daily dose split into equal administrations, by the ruleset's route."""
     times = per_day or medication.frequency_per_day
     per_dose = tidy(daily_dose / times)
     route = medication.route
-    instruction: dict = {
+    instruction: dict[str, Any] = {
         "text": f"{_number_text(per_dose)} {medication.dose_unit}, "
                 f"{route.get('display', 'as directed') if route else 'as directed'}, {_times(times)}",
         "timing": {"repeat": {"frequency": times, "period": 1, "periodUnit": "d"}},
@@ -68,14 +69,14 @@ def dosage(medication: Medication, daily_dose: float, per_day: float | None = No
     return instruction
 
 
-def with_dose(order: dict, medication: Medication, daily_dose: float) -> dict:
+def with_dose(order: dict[str, Any], medication: Medication, daily_dose: float) -> dict[str, Any]:
     """A copy of an order, same id, its dosage replaced by `daily_dose` a day (the order given is left as it was).
 
     The timing's other elements (bounds, start date) are kept: only the dose and how often change."""
-    base = (order.get("dosageInstruction") or [{}])[0]
+    base: dict[str, Any] = (order.get("dosageInstruction") or [{}])[0]
     new = dosage(medication, daily_dose)
-    timing = base.get("timing") if isinstance(base.get("timing"), dict) else {}
-    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    timing: dict[str, Any] = base["timing"] if isinstance(base.get("timing"), dict) else {}
+    repeat: dict[str, Any] = timing["repeat"] if isinstance(timing.get("repeat"), dict) else {}
     new["timing"] = {**timing, "repeat": {**repeat, **new["timing"]["repeat"]}}
     return {**order, "dosageInstruction": [{**base, **new}]}
 
@@ -96,4 +97,5 @@ def _number_text(value: float | int) -> str:
 
 
 def _times(per_day: float) -> str:
-    return {1: "once daily", 2: "twice daily"}.get(per_day, f"{_number_text(tidy(per_day))} times daily")
+    names: dict[float, str] = {1: "once daily", 2: "twice daily"}
+    return names.get(per_day, f"{_number_text(tidy(per_day))} times daily")

@@ -25,15 +25,15 @@ class OtherPatientError(ValueError):
 
 @dataclass
 class Record:
-    resources: list[dict]
+    resources: list[dict[str, Any]]
     other_patients: list[str] = field(default_factory=list)  # "Type/id" dropped: about someone else, or no one
     conflicting: list[str] = field(default_factory=list)  # "Type/id" dropped: copies differ and none is newer
 
 
-def own_record(resources: Iterable[dict], patient_id: str) -> Record:
+def own_record(resources: Iterable[dict[str, Any]], patient_id: str) -> Record:
     """The patient's own resources, each once; raises OtherPatientError if the Patient resource is another's."""
     record = Record([])
-    own = []
+    own: list[dict[str, Any]] = []
     for resource in resources:
         whose = _patient_of(resource)
         if whose == patient_id:
@@ -47,7 +47,7 @@ def own_record(resources: Iterable[dict], patient_id: str) -> Record:
     return record
 
 
-def _patient_of(resource: dict) -> str | None:
+def _patient_of(resource: dict[str, Any]) -> str | None:
     """The id of the patient a resource is about, if it names one by a literal reference."""
     if resource.get("resourceType") == "Patient":
         return _text(resource.get("id"))
@@ -60,10 +60,10 @@ def _patient_of(resource: dict) -> str | None:
     return None
 
 
-def _one_copy_each(resources: list[dict]) -> tuple[list[dict], list[str]]:
+def _one_copy_each(resources: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """One copy per type and id, in first-seen order: the newer by meta.lastUpdated or versionId wins; copies that
     differ with nothing to tell which is newer are both dropped (a guess between them would be silent)."""
-    chosen: dict[tuple[str, str], dict | None] = {}
+    chosen: dict[tuple[Any, Any], dict[str, Any] | None] = {}  # by (resourceType, id) as the JSON has them
     conflicting: list[str] = []
     for resource in resources:
         key = (resource.get("resourceType"), resource.get("id"))
@@ -85,15 +85,17 @@ def _one_copy_each(resources: list[dict]) -> tuple[list[dict], list[str]]:
     return [r for r in chosen.values() if r is not None], conflicting
 
 
-def _newer(a: dict, b: dict) -> dict | None:
-    for version_of in (_last_updated, _version_id):
-        va, vb = version_of(a), version_of(b)
-        if va is not None and vb is not None and va != vb:
-            return a if va > vb else b
+def _newer(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    ta, tb = _last_updated(a), _last_updated(b)
+    if ta is not None and tb is not None and ta != tb:
+        return a if ta > tb else b
+    va, vb = _version_id(a), _version_id(b)
+    if va is not None and vb is not None and va != vb:
+        return a if va > vb else b
     return None
 
 
-def _last_updated(resource: dict) -> datetime | None:
+def _last_updated(resource: dict[str, Any]) -> datetime | None:
     """meta.lastUpdated as an instant (FHIR requires its time zone); anything unreadable tells nothing."""
     text = _text(_meta(resource).get("lastUpdated"))
     try:
@@ -103,12 +105,12 @@ def _last_updated(resource: dict) -> datetime | None:
     return instant if instant is not None and instant.tzinfo is not None else None
 
 
-def _version_id(resource: dict) -> int | None:
+def _version_id(resource: dict[str, Any]) -> int | None:
     version = _text(_meta(resource).get("versionId"))
     return int(version) if version is not None and version.isdigit() else None
 
 
-def _meta(resource: dict) -> dict:
+def _meta(resource: dict[str, Any]) -> dict[str, Any]:
     meta = resource.get("meta")
     return meta if isinstance(meta, dict) else {}
 
@@ -117,5 +119,5 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _ref(resource: dict) -> str:
+def _ref(resource: dict[str, Any]) -> str:
     return f"{resource.get('resourceType', '?')}/{resource.get('id', '?')}"

@@ -23,10 +23,11 @@ import datetime as dt
 import itertools
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import durable.engine
-import durable_rules_engine as core
+import durable_rules_engine as core  # type: ignore[import-not-found]  # durable-rules' C core, without stubs
 
 from .compiler import CompiledRuleset, compile_ruleset, engine_name, to_engine_value
 from .errors import EvaluationError
@@ -41,6 +42,7 @@ from .model import (
     FactRef,
     Firing,
     Missing,
+    Operand,
     ParamRef,
     Rule,
     Ruleset,
@@ -59,7 +61,7 @@ def clip_summary(text: str) -> str:
     return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1].rstrip() + "…"
 
 
-class _QuietHost(durable.engine.Host):
+class _QuietHost(durable.engine.Host):  # type: ignore[misc]  # durable-rules has no type hints
     """A Host without its background dispatcher threads, which raced the caller and crashed under load."""
 
     def _run(self) -> None:
@@ -148,7 +150,7 @@ def _open_session(handle: int, sid: str, run: _Run) -> None:
         raise EvaluationError(f"the engine started a protocol rule on the opening document of {run.ruleset.ref}")
 
 
-def _run_stratum(handle: int, document: dict, run: _Run, stratum: int) -> None:
+def _run_stratum(handle: int, document: dict[str, Any], run: _Run, stratum: int) -> None:
     """Assert one stratum's document and run the action of every rule it matched, in the core's order."""
     try:
         result, state_handle = core.assert_fact(handle, json.dumps(document, ensure_ascii=False))
@@ -181,7 +183,8 @@ _DECODER = json.JSONDecoder()
 
 def _first_key(matched: str) -> str:
     """The rule id of `{"<rule id>": <the matched document>}`, read without decoding the document."""
-    return _DECODER.raw_decode(matched, matched.index('"'))[0]
+    rule_id: str = _DECODER.raw_decode(matched, matched.index('"'))[0]
+    return rule_id
 
 
 def _abandon(handle: int, state_handle: int) -> None:
@@ -191,11 +194,11 @@ def _abandon(handle: int, state_handle: int) -> None:
         pass
 
 
-def _never_called(rule: Rule | None):
+def _never_called(rule: Rule | None) -> Callable[[object], None]:
     """The action durable-rules registers for `rule`: its Python action loop is not used (see above)."""
     name = SESSION_OPENER if rule is None else rule.id
 
-    def action(c) -> None:
+    def action(c: object) -> None:
         raise EvaluationError(f"rule '{name}' was run by durable-rules' own action loop")
 
     return action
@@ -204,7 +207,8 @@ def _never_called(rule: Rule | None):
 class _Run:
     """The state of one evaluation: facts so far, and what each fired rule concluded."""
 
-    def __init__(self, compiled: CompiledRuleset, facts: dict, missing: dict, evaluation_date: dt.date):
+    def __init__(self, compiled: CompiledRuleset, facts: dict[str, Any], missing: dict[str, str],
+                 evaluation_date: dt.date) -> None:
         self.compiled = compiled
         self.ruleset = compiled.ruleset
         self.facts = facts
@@ -215,7 +219,7 @@ class _Run:
         self._fired: set[str] = set()
         self.bands: dict[str, str] = {}  # derived fact -> the table row it came from, for card texts
 
-    def engine_document(self, stratum: int, sid: str) -> dict:
+    def engine_document(self, stratum: int, sid: str) -> dict[str, Any]:
         """Only the facts this stratum's patterns test: less to encode and match, the same outcome."""
         document = {name: to_engine_value(self.facts[name])
                     for name in self.compiled.stratum_facts[stratum] if name in self.facts}
@@ -292,9 +296,10 @@ class _Run:
 
     def _decide(self, rule: Rule) -> Decision:
         template, context = rule.decide, self._context()
+        assert template is not None  # _fire decides only for a rule that does
         summary = render_plain(template.summary, context)
         summary = clip_summary(summary)
-        detail = render(template.detail, context)
+        detail: str = render(template.detail, context)
         suggestion, withheld = self._suggestion(rule, context)
         if withheld:
             detail += f"\n\n**No order is suggested:** {withheld}"
@@ -302,7 +307,8 @@ class _Run:
                         detail=detail, suggestion=suggestion, override_reasons=list(template.override_reasons),
                         links=list(template.links))
 
-    def _suggestion(self, rule: Rule, context: dict) -> tuple[Suggestion | None, str | None]:
+    def _suggestion(self, rule: Rule, context: dict[str, Any]) -> tuple[Suggestion | None, str | None]:
+        assert rule.decide is not None  # called by _decide only
         template = rule.decide.suggestion
         if template is None:
             return None, None
@@ -314,6 +320,7 @@ class _Run:
             why = self.missing.get(template.order_fact)
             return None, (f"the order to change ('{template.order_fact}') was not found"
                           + (f": {escape_markdown(why)}." if why else "."))
+        assert self.ruleset.medication is not None  # the checks refuse a suggestion without the medication
         limit_name = self.ruleset.medication.max_daily_dose_param
         limit = self.ruleset.param(limit_name)
         if dose is not None and dose > limit:
@@ -337,14 +344,14 @@ class _Run:
                                     None if leaf.op == "in" else refs[0]))
         return found
 
-    def _operand_value(self, operand) -> Any:
+    def _operand_value(self, operand: Operand) -> Any:
         if isinstance(operand, ParamRef):
             return self.ruleset.param(operand.name)
         if isinstance(operand, FactRef):
             return to_json_value(self.facts.get(operand.name))
         return operand.value
 
-    def _context(self) -> dict:
+    def _context(self) -> dict[str, Any]:
         return {**self.compiled.param_values, **self.facts, "missing": dict(self.missing),
                 "params": self.ruleset.parameters,
                 "ruleset": {"id": self.ruleset.id, "version": self.ruleset.version, "title": self.ruleset.title},
@@ -360,7 +367,7 @@ class _Run:
             missing=dict(self.missing))
 
 
-def _operand_ref(operand) -> str | None:
+def _operand_ref(operand: Operand) -> str | None:
     if isinstance(operand, ParamRef):
         return f"param:{operand.name}"
     if isinstance(operand, FactRef):

@@ -39,6 +39,8 @@ START_SECONDS = 60.0  # for a new child to start, on a busy machine
 CHILD_NICENESS = 10  # the child yields the CPU to the workers answering the EHR
 PARENT_CHECK_SECONDS = 1.0
 T = TypeVar("T")
+# What a call sends to the child, given whether the child has yet to see the version: a function and its arguments.
+_Job = Callable[[bool], tuple[Callable[..., T], *tuple[Any, ...]]]
 
 
 class SandboxEngine:
@@ -72,7 +74,7 @@ class SandboxEngine:
         """The process id of the child that evaluates now (starting one if there is none)."""
         return self._call(None, lambda _first_time: (os.getpid,), "starting")
 
-    def _call(self, name: str | None, call: Callable[[bool], tuple], doing: str) -> Any:
+    def _call(self, name: str | None, call: _Job[T], doing: str) -> T:
         with self._one_call:
             executor, future = self._submit(name, call)
             try:
@@ -94,7 +96,7 @@ class SandboxEngine:
                 self._executor.shutdown(wait=True)
             self._executor, self._sent = None, set()
 
-    def _submit(self, name: str | None, call: Callable[[bool], tuple]) -> tuple[ProcessPoolExecutor, Future]:
+    def _submit(self, name: str | None, call: _Job[T]) -> tuple[ProcessPoolExecutor, Future[T]]:
         """Submit call(first_time) to the child; a child found dead is replaced first (its pool refuses work)."""
         with self._lock:
             self._last_used = time.monotonic()
@@ -103,8 +105,9 @@ class SandboxEngine:
                 if self._reaper is None:
                     self._reaper = threading.Thread(target=self._reap_when_idle, name="sandbox-idle", daemon=True)
                     self._reaper.start()
+                function, *args = call(first_time)
                 try:
-                    return executor, executor.submit(*call(first_time))
+                    return executor, executor.submit(function, *args)
                 except BrokenProcessPool:
                     self._executor, self._sent = None, set()
             raise EvaluationError("the engine process could not be started")
@@ -134,6 +137,7 @@ class SandboxEngine:
         if self._executor is None:
             self._executor, self._sent = _started_pool(), set()
         if new_version:
+            assert name is not None  # new_version implies a name
             self._sent.add(name)
         return self._executor, new_version
 

@@ -42,8 +42,8 @@ class Day:
         return [d.topic for d in self.decisions]
 
 
-def simulate(ruleset: Ruleset, mapping: fhir.SiteMapping, resources: list[dict], day0: dt.date, days: int = 50,
-             hook: str = "patient-view", engine: Engine | None = None) -> list[Day]:
+def simulate(ruleset: Ruleset, mapping: fhir.SiteMapping, resources: list[dict[str, Any]], day0: dt.date,
+             days: int = 50, hook: str = "patient-view", engine: Engine | None = None) -> list[Day]:
     """Days 0..`days` of the patient under `ruleset`, every suggestion accepted on the day it is made."""
     engine = engine or Engine()
     if ruleset.medication is None:
@@ -67,12 +67,12 @@ def simulate(ruleset: Ruleset, mapping: fhir.SiteMapping, resources: list[dict],
     return timeline
 
 
-def _is_ours(mapping: fhir.SiteMapping, concept: str, resource: dict) -> bool:
+def _is_ours(mapping: fhir.SiteMapping, concept: str, resource: dict[str, Any]) -> bool:
     return (resource.get("resourceType") == "MedicationRequest" and concept in mapping.medications
             and fhir.draft_orders_mention(mapping, concept, [resource]))
 
 
-def _patient_reference(record: list[dict]) -> str:
+def _patient_reference(record: list[dict[str, Any]]) -> str:
     patient = next((r for r in record if r.get("resourceType") == "Patient" and r.get("id")), None)
     return f"Patient/{patient['id']}" if patient else "Patient/simulated"
 
@@ -80,16 +80,17 @@ def _patient_reference(record: list[dict]) -> str:
 class Orders:
     """The medication's orders from day 0 on: the ones in effect then, and those written by accepting suggestions."""
 
-    def __init__(self, ruleset: Ruleset, mapping: fhir.SiteMapping, patient: str, existing: list[dict]):
+    def __init__(self, ruleset: Ruleset, mapping: fhir.SiteMapping, patient: str,
+                 existing: list[dict[str, Any]]) -> None:
         assert ruleset.medication is not None  # simulate() refuses a ruleset without one
         self.ruleset, self.medication, self.mapping, self.patient = ruleset, ruleset.medication, mapping, patient
         self.orders = [copy.deepcopy(o) for o in existing]
         self.written = 0
 
-    def resources(self) -> list[dict]:
+    def resources(self) -> list[dict[str, Any]]:
         return self.orders
 
-    def active(self) -> dict | None:
+    def active(self) -> dict[str, Any] | None:
         """The newest order that is active (the record's own statuses count as the site mapping says)."""
         current = [o for o in self.orders if o.get("status") in self.mapping.current_statuses]
         return current[-1] if current else None
@@ -123,7 +124,7 @@ class Orders:
             return ""
         return self._change(current, suggestion.daily_dose, on)
 
-    def _change(self, current: dict, daily: float, on: dt.date) -> str:
+    def _change(self, current: dict[str, Any], daily: float, on: dt.date) -> str:
         """A new dose is a new order from today; the old one is completed (so the dose change has a date)."""
         before = _daily_dose(current)
         if before is not None and abs(before - daily) < 1e-9:
@@ -142,7 +143,7 @@ class Orders:
     def _unit(self) -> str:
         return self.medication.dose_unit
 
-    def _new_order(self, daily: float, on: dt.date) -> dict:
+    def _new_order(self, daily: float, on: dt.date) -> dict[str, Any]:
         self.written += 1
         details = OrderDetails(self.patient, "active", f"simulated-{self.written}", authored=on)
         order = medication_request(self.medication, daily, details)
@@ -152,14 +153,14 @@ class Orders:
         return order
 
 
-def _end(order: dict, status: str, last_day: dt.date) -> None:
+def _end(order: dict[str, Any], status: str, last_day: dt.date) -> None:
     order["status"] = status
     for dosage in order.get("dosageInstruction") or []:
         repeat = dosage.setdefault("timing", {}).setdefault("repeat", {})
         repeat.setdefault("boundsPeriod", {})["end"] = last_day.isoformat()
 
 
-def _daily_dose(order: dict) -> float | None:
+def _daily_dose(order: dict[str, Any]) -> float | None:
     """Dose x frequency per day of a simulation-shaped order (one dosage, period in days); None if not that shape."""
     try:
         dosage = order["dosageInstruction"][0]

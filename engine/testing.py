@@ -32,7 +32,7 @@ def run_tests(ruleset: Ruleset, engine: Engine | None = None) -> list[CaseResult
     return [run_case(ruleset, case, engine) for case in ruleset.tests]
 
 
-def run_case(ruleset: Ruleset, case: dict, engine: Engine) -> CaseResult:
+def run_case(ruleset: Ruleset, case: dict[str, Any], engine: Engine) -> CaseResult:
     result = CaseResult(case["name"])
     try:
         result.evaluation = decide(engine, ruleset, case_facts(ruleset, case), str(case["date"]), case.get("hook"))
@@ -46,7 +46,7 @@ def run_case(ruleset: Ruleset, case: dict, engine: Engine) -> CaseResult:
     return result
 
 
-def case_facts(ruleset: Ruleset, case: dict) -> Extraction:
+def case_facts(ruleset: Ruleset, case: dict[str, Any]) -> Extraction:
     """The case's facts; a case given as FHIR is first read through the site mapping, its own facts on top."""
     facts = dict(case.get("facts", {}))
     if "fhir" not in case:
@@ -58,7 +58,7 @@ def case_facts(ruleset: Ruleset, case: dict) -> Extraction:
                              given=facts)
 
 
-def _bundle(path: Path) -> list[dict]:
+def _bundle(path: Path) -> list[dict[str, Any]]:
     return fhir.resources_from(json.loads(path.read_text(encoding="utf-8")))
 
 
@@ -67,10 +67,10 @@ def _same(expected: Any, got: Any) -> bool:
         return abs(expected - got) < 1e-9
     if hasattr(expected, "isoformat"):
         expected = expected.isoformat()
-    return expected == got
+    return bool(expected == got)
 
 
-def _fact_differences(expect: dict, evaluation: Evaluation) -> list[str]:
+def _fact_differences(expect: dict[str, Any], evaluation: Evaluation) -> list[str]:
     found = []
     for name, value in expect.get("facts", {}).items():
         got = evaluation.facts.get(name)
@@ -83,7 +83,7 @@ def _fact_differences(expect: dict, evaluation: Evaluation) -> list[str]:
     return found
 
 
-def _decision_differences(expected: list[dict], evaluation: Evaluation) -> list[str]:
+def _decision_differences(expected: list[dict[str, Any]], evaluation: Evaluation) -> list[str]:
     want, got = sorted(e["topic"] for e in expected), sorted(evaluation.topics())
     found = [] if want == got else [f"decisions: expected {want}, got {got}"]
     by_topic = {d.topic: d for d in evaluation.decisions}

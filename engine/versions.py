@@ -29,9 +29,12 @@ MANIFEST_SCHEMA = "releases.schema.json"
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
 
 
-def version_key(version: str) -> tuple:
+def version_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]:
     """Semantic-version order: 1.2.0-rc.1 < 1.2.0 < 1.10.0."""
-    major, minor, patch, pre = _SEMVER.match(version).groups()
+    match = _SEMVER.match(version)
+    if match is None:  # AttributeError, as before: the workbench catches it to sort other versions after these
+        raise AttributeError(f"{version!r} is not a semantic version")
+    major, minor, patch, pre = match.groups()
     pre_key = tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split(".")) if pre else ()
     return int(major), int(minor), int(patch), 0 if pre else 1, pre_key
 
@@ -54,7 +57,7 @@ class Release:
         """Effective from `effective_from` through `effective_to`, both days included."""
         return self.effective_from <= on and (self.effective_to is None or on <= self.effective_to)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, str]:
         data = {"version": self.version, "sha256": self.sha256, "effective_from": self.effective_from.isoformat(),
                 "approved_by": self.approved_by, "released_at": self.released_at}
         if self.effective_to:
@@ -148,8 +151,9 @@ def read_manifest(folder: Path) -> dict[str, Release]:
     errors = schema_errors(doc, MANIFEST_SCHEMA)
     if errors:
         raise RulesetErrors(errors)
-    releases = {}
-    for index, item in enumerate((doc.data or {}).get("releases", [])):
+    releases: dict[str, Release] = {}
+    data = doc.data if isinstance(doc.data, dict) else {}  # the schema requires a mapping
+    for index, item in enumerate(data.get("releases", [])):
         if item["version"] in releases:
             raise RulesetErrors([doc.error(("releases", index, "version"),
                                            f"version {item['version']} is released twice")])
@@ -161,7 +165,7 @@ def read_manifest(folder: Path) -> dict[str, Release]:
     return releases
 
 
-def _date(value) -> dt.date:
+def _date(value: object) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
