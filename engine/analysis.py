@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import jinja2
 
 from .expressions import ExpressionError, parse_expression
-from .model import AllOf, AnyOf, Compare, Condition, Derivation, FactRef, Not, Rule, Ruleset
+from .model import AllOf, AnyOf, Compare, Condition, Derivation, Exists, FactRef, Missing, Not, Rule, Ruleset
 from .templates import template_names
 
 
-def condition_leaves(condition: Condition) -> Iterator[Condition]:
+def condition_leaves(condition: Condition) -> Iterator[Compare | Exists | Missing]:
     """Every comparison, exists and missing in a condition tree."""
     if isinstance(condition, (AllOf, AnyOf)):
         for item in condition.items:

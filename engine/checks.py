@@ -7,7 +7,9 @@ rules that can never fire, and the tests' own facts.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection, Iterable
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -15,11 +17,26 @@ from .analysis import CycleError, compute_strata, writes_of
 from .document import Document
 from .errors import RulesetError
 from .expressions import ExpressionError, parse_expression
-from .model import RESERVED_FACTS, AllOf, Compare, Exists, Literal, Missing, ParamRef, Rule, Ruleset
+from .model import (
+    RESERVED_FACTS,
+    AllOf,
+    Compare,
+    Condition,
+    Exists,
+    Literal,
+    Missing,
+    Operand,
+    ParamRef,
+    Rule,
+    Ruleset,
+    Table,
+)
 from .templates import TEMPLATE_GLOBALS, template_names
 
 ENGINE_FIELDS = {"id", "sid", "stratum"}  # used by the engine's own documents
 NUMERIC = {"number", "integer"}
+
+_Path = tuple[str | int, ...]  # where in the document, as Document.error takes it
 
 
 def check_ruleset(ruleset: Ruleset, doc: Document, tests_doc: Document | None = None) -> list[RulesetError]:
@@ -27,16 +44,22 @@ def check_ruleset(ruleset: Ruleset, doc: Document, tests_doc: Document | None = 
     for stage in (_check_file_name, _check_fact_declarations, _check_parameters_used, _check_tables,
                   _check_rules, _check_never_fires, _check_strata):
         stage(ruleset, doc, errors)
-    _check_tests(ruleset, doc.data.get("tests", []), doc, errors)
+    _check_tests(ruleset, _data(doc).get("tests", []), doc, errors)
     if tests_doc is not None:
-        _check_tests(ruleset, tests_doc.data.get("tests", []), tests_doc, errors)
+        _check_tests(ruleset, _data(tests_doc).get("tests", []), tests_doc, errors)
     return sorted(errors, key=lambda e: (e.file, e.line, e.column))
 
 
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def _suggest(name: str, known) -> str:
+def _data(doc: Document) -> dict[str, Any]:
+    """The document's top mapping: the checks only see documents that passed the schema, which makes it one."""
+    assert isinstance(doc.data, dict)
+    return doc.data
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -47,27 +70,27 @@ def _known_facts(ruleset: Ruleset) -> dict[str, str]:
     return types
 
 
-def _need_fact(name, ruleset, doc, path, errors) -> None:
+def _need_fact(name: str, ruleset: Ruleset, doc: Document, path: _Path, errors: list[RulesetError]) -> None:
     if name not in _known_facts(ruleset):
         errors.append(doc.error(path, f"unknown fact '{name}'{_suggest(name, _known_facts(ruleset))}; "
                                       "declare it under 'facts'"))
 
 
-def _need_param(name, ruleset, doc, path, errors) -> bool:
+def _need_param(name: str, ruleset: Ruleset, doc: Document, path: _Path, errors: list[RulesetError]) -> bool:
     if name not in ruleset.parameters:
         errors.append(doc.error(path, f"unknown parameter '{name}'{_suggest(name, ruleset.parameters)}"))
         return False
     return True
 
 
-def _is_number(value) -> bool:
+def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # --- stages -----------------------------------------------------------------------------------
 
 
-def _check_file_name(ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_file_name(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     path = Path(doc.file)
     if path.suffix in (".yaml", ".yml") and path.stem[:1].isdigit() and path.stem != ruleset.version:
         errors.append(doc.error(("version",), f"version '{ruleset.version}' does not match the file name "
@@ -76,7 +99,7 @@ def _check_file_name(ruleset: Ruleset, doc: Document, errors: list) -> None:
         errors.append(doc.error(("id",), f"id '{ruleset.id}' does not match the folder '{path.parent.name}'"))
 
 
-def _check_fact_declarations(ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_fact_declarations(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     for name, spec in ruleset.facts.items():
         path = ("facts", name)
         if name in RESERVED_FACTS or name in ENGINE_FIELDS:
@@ -100,7 +123,7 @@ def _check_fact_declarations(ruleset: Ruleset, doc: Document, errors: list) -> N
             errors.append(doc.error(("medication", "max_daily_dose"), "the maximum daily dose must be a number"))
 
 
-def _check_parameters_used(ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_parameters_used(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     for name, table in ruleset.tables.items():
         if table.output_max:
             _need_param(table.output_max, ruleset, doc, ("tables", name, "output_max"), errors)
@@ -109,13 +132,13 @@ def _check_parameters_used(ruleset: Ruleset, doc: Document, errors: list) -> Non
                 _need_param(band.output.name, ruleset, doc, ("tables", name, "rows", index, "output"), errors)
 
 
-def _band_value(ruleset: Ruleset, output):
+def _band_value(ruleset: Ruleset, output: Any) -> Any:
     if isinstance(output, ParamRef):
         return ruleset.parameters[output.name].value if output.name in ruleset.parameters else None
     return output
 
 
-def _check_tables(ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_tables(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     for name, table in ruleset.tables.items():
         _check_coverage(name, table, doc, errors)
         if table.output_max and table.output_max in ruleset.parameters:
@@ -128,7 +151,7 @@ def _check_tables(ruleset: Ruleset, doc: Document, errors: list) -> None:
                                             f"(parameter '{table.output_max}')"))
 
 
-def _check_coverage(name, table, doc, errors) -> None:
+def _check_coverage(name: str, table: Table, doc: Document, errors: list[RulesetError]) -> None:
     """Bands sorted by where they start must tile the domain: each starts exactly where the last ended.
 
     Positions are (value, 0|1): a band closed at its low end starts at (a, 0), open at (a, 1); a band
@@ -160,14 +183,14 @@ def _check_coverage(name, table, doc, errors) -> None:
                                 "at the end of the domain"))
 
 
-def _fmt(x) -> str:
+def _fmt(x: float | None) -> str:
     return "infinity" if x in (None, float("inf"), float("-inf")) else f"{x:g}"
 
 
 # --- rules ------------------------------------------------------------------------------------
 
 
-def _check_rules(ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_rules(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     seen: dict[str, int] = {}
     writers: set[str] = set()
     for index, rule in enumerate(ruleset.rules):
@@ -176,7 +199,7 @@ def _check_rules(ruleset: Ruleset, doc: Document, errors: list) -> None:
             errors.append(doc.error(base + ("id",), f"rule id '{rule.id}' is used twice (first in rule "
                                                     f"#{seen[rule.id] + 1})"))
         seen.setdefault(rule.id, index)
-        _check_condition(doc.data["rules"][index]["when"], base + ("when",), ruleset, doc, errors)
+        _check_condition(_data(doc)["rules"][index]["when"], base + ("when",), ruleset, doc, errors)
         _check_consequences(rule, base + ("then",), ruleset, doc, errors)
         writers |= writes_of(rule)
     for name, spec in ruleset.facts.items():
@@ -184,7 +207,8 @@ def _check_rules(ruleset: Ruleset, doc: Document, errors: list) -> None:
             errors.append(doc.error(("facts", name), f"derived fact '{name}' is never set by any rule"))
 
 
-def _check_condition(spec: dict, path: tuple, ruleset, doc, errors) -> None:
+def _check_condition(spec: dict[str, Any], path: _Path, ruleset: Ruleset, doc: Document,
+                     errors: list[RulesetError]) -> None:
     for key in ("all", "any"):
         if key in spec:
             for i, item in enumerate(spec[key]):
@@ -207,7 +231,8 @@ def _check_condition(spec: dict, path: tuple, ruleset, doc, errors) -> None:
         _check_operand(fact, fact_type, op, value, where, ruleset, doc, errors)
 
 
-def _check_operand(fact, fact_type, op, value, path, ruleset, doc, errors) -> None:
+def _check_operand(fact: str, fact_type: str | None, op: str, value: object, path: _Path, ruleset: Ruleset,
+                   doc: Document, errors: list[RulesetError]) -> None:
     if isinstance(value, dict) and "param" in value:
         if not _need_param(value["param"], ruleset, doc, path + ("param",), errors):
             return
@@ -231,7 +256,7 @@ def _check_operand(fact, fact_type, op, value, path, ruleset, doc, errors) -> No
         errors.append(doc.error(path, f"'{fact}' is text, found {value!r}"))
 
 
-def _check_consequences(rule: Rule, path: tuple, ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_consequences(rule: Rule, path: _Path, ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     facts = _known_facts(ruleset)
     for d in rule.derive:
         where = path + ("derive", d.fact)
@@ -266,8 +291,9 @@ def _check_consequences(rule: Rule, path: tuple, ruleset: Ruleset, doc: Document
         _check_decision(rule, path + ("decide",), ruleset, doc, errors)
 
 
-def _check_decision(rule: Rule, path: tuple, ruleset: Ruleset, doc: Document, errors: list) -> None:
-    decide, raw = rule.decide, doc.data["rules"][[r.id for r in ruleset.rules].index(rule.id)]["then"]["decide"]
+def _check_decision(rule: Rule, path: _Path, ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
+    decide, raw = rule.decide, _data(doc)["rules"][[r.id for r in ruleset.rules].index(rule.id)]["then"]["decide"]
+    assert decide is not None  # called only for a rule that decides
     _check_template(decide.summary, path + ("summary",), ruleset, doc, errors)
     _check_template(decide.detail, path + ("detail",), ruleset, doc, errors)
     if "override_reasons" in raw and raw["override_reasons"] not in ruleset.metadata.get("override_reasons", {}):
@@ -290,7 +316,7 @@ def _check_decision(rule: Rule, path: tuple, ruleset: Ruleset, doc: Document, er
         errors.append(doc.error(path + ("suggestion", "dose"), "the dose must be a number fact"))
 
 
-def _check_expression(text, path, ruleset, doc, errors) -> None:
+def _check_expression(text: str, path: _Path, ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     try:
         expression = parse_expression(text)
     except ExpressionError as exc:
@@ -303,7 +329,7 @@ def _check_expression(text, path, ruleset, doc, errors) -> None:
         errors.append(doc.error(path, f"'{name}' is both a fact and a parameter; rename one"))
 
 
-def _check_template(text, path, ruleset, doc, errors) -> None:
+def _check_template(text: str, path: _Path, ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     try:
         names = template_names(text)
     except jinja2.TemplateSyntaxError as exc:
@@ -317,7 +343,7 @@ def _check_template(text, path, ruleset, doc, errors) -> None:
 # --- rules that can never fire ----------------------------------------------------------------
 
 
-def _check_never_fires(ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_never_fires(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     """An 'all' whose comparisons on one fact leave no possible value (e.g. > 5 and < 3)."""
     for index, rule in enumerate(ruleset.rules):
         if isinstance(rule.when, AllOf) or isinstance(rule.when, Compare):
@@ -327,13 +353,13 @@ def _check_never_fires(ruleset: Ruleset, doc: Document, errors: list) -> None:
                                         f"rule '{rule.id}' can never fire: its conditions contradict each other"))
 
 
-def _exists_and_missing(items) -> bool:
+def _exists_and_missing(items: tuple[Condition, ...]) -> bool:
     exists = {i.fact for i in items if isinstance(i, Exists)}
     return bool(exists & {i.fact for i in items if isinstance(i, Missing)})
 
 
-def _contradiction(items, ruleset) -> bool:
-    bounds: dict[str, list] = {}
+def _contradiction(items: tuple[Condition, ...], ruleset: Ruleset) -> bool:
+    bounds: dict[str, list[tuple[float, bool]]] = {}
     for item in items:
         if not isinstance(item, Compare) or item.op not in ("gt", "gte", "lt", "lte", "eq"):
             continue
@@ -349,13 +375,13 @@ def _contradiction(items, ruleset) -> bool:
             candidate = (value, item.op != "lt")
             if candidate[0] < high[0] or (candidate[0] == high[0] and not candidate[1]):
                 bounds[item.fact][1] = candidate
-    for (low, low_closed), (high, high_closed) in bounds.values():
-        if low > high or (low == high and not (low_closed and high_closed)):
+    for (lowest, low_closed), (highest, high_closed) in bounds.values():
+        if lowest > highest or (lowest == highest and not (low_closed and high_closed)):
             return True
     return False
 
 
-def _constant(operand, ruleset):
+def _constant(operand: Operand | tuple[Operand, ...], ruleset: Ruleset) -> Any:
     if isinstance(operand, Literal):
         return operand.value
     if isinstance(operand, ParamRef) and operand.name in ruleset.parameters:
@@ -366,7 +392,7 @@ def _constant(operand, ruleset):
 # --- strata -----------------------------------------------------------------------------------
 
 
-def _check_strata(ruleset: Ruleset, doc: Document, errors: list) -> None:
+def _check_strata(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
     if len({r.id for r in ruleset.rules}) != len(ruleset.rules):
         return  # duplicate ids are reported already; strata are keyed by id
     try:
@@ -379,7 +405,7 @@ def _check_strata(ruleset: Ruleset, doc: Document, errors: list) -> None:
 # --- tests ------------------------------------------------------------------------------------
 
 
-def _check_tests(ruleset: Ruleset, tests: list, doc: Document, errors: list) -> None:
+def _check_tests(ruleset: Ruleset, tests: list[dict[str, Any]], doc: Document, errors: list[RulesetError]) -> None:
     facts = _known_facts(ruleset)
     for index, test in enumerate(tests):
         for name in test.get("facts", {}):
@@ -396,9 +422,9 @@ def _check_tests(ruleset: Ruleset, tests: list, doc: Document, errors: list) -> 
 
 
 def check_against_mapping(ruleset: Ruleset, doc: Document, fact_types: dict[str, str], mapping_file: str,
-                          medications: set[str]) -> list[RulesetError]:
+                          medications: Collection[str]) -> list[RulesetError]:
     """Input facts the site mapping never produces would always be missing: say so when loading, not at the bedside."""
-    errors = []
+    errors: list[RulesetError] = []
     compatible = {"number": {"number", "integer"}, "integer": {"integer"}}
     for name, spec in ruleset.facts.items():
         if spec.derived:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .analysis import compute_strata, condition_leaves
 from .expressions import Expression, parse_expression
-from .model import AllOf, AnyOf, Compare, Exists, FactRef, Missing, Not, ParamRef, Rule, Ruleset
+from .model import AllOf, AnyOf, Compare, Condition, Exists, FactRef, Missing, Not, Operand, ParamRef, Rule, Ruleset
 
 EPOCH = dt.date(1970, 1, 1)
 
@@ -42,8 +42,8 @@ class CompiledRuleset:
     stratum_count: int
     expressions: dict[str, Expression]
     stratum_facts: list[frozenset[str]]  # per stratum, the facts its rules' patterns test: all a document needs
-    leaves: dict[str, tuple]  # rule id -> the leaves of its condition, for the trace
-    definition: dict = field(repr=False, default_factory=dict)
+    leaves: dict[str, tuple[Compare | Exists | Missing, ...]]  # rule id -> the leaves of its condition, for the trace
+    definition: dict[str, Any] = field(repr=False, default_factory=dict)
     rule_order: dict[str, int] = field(default_factory=dict)  # rule id -> its place in the file (trace order)
     param_values: dict[str, Any] = field(default_factory=dict)  # parameter name -> value, as expressions see them
     rules: dict[str, Rule] = field(default_factory=dict)  # rule id -> rule: the core names the rule it matched
@@ -54,10 +54,10 @@ def engine_name(ruleset: Ruleset) -> str:
     return f"{ruleset.ref}#{hashlib.sha256(ruleset.source_text.encode()).hexdigest()[:12]}"
 
 
-def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable]) -> CompiledRuleset:
+def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable[..., None]]) -> CompiledRuleset:
     """Build the durable-rules definition; on_fire(rule) returns the action callable for that rule."""
     strata = compute_strata(ruleset)
-    definition = {}
+    definition: dict[str, Any] = {}
     for rule in ruleset.rules:
         pattern = {"$and": [{"stratum": strata[rule.id]}, compile_condition(rule.when, ruleset)]}
         definition[rule.id] = {"all": [{"m": pattern}], "run": on_fire(rule)}
@@ -75,8 +75,8 @@ def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable]) -> Co
                            rules={rule.id: rule for rule in ruleset.rules})
 
 
-def _tested_facts(leaves) -> frozenset[str]:
-    names = set()
+def _tested_facts(leaves: Iterable[Compare | Exists | Missing]) -> frozenset[str]:
+    names: set[str] = set()
     for leaf in leaves:
         names.add(leaf.fact)
         if isinstance(leaf, Compare):
@@ -84,7 +84,7 @@ def _tested_facts(leaves) -> frozenset[str]:
     return frozenset(names)
 
 
-def compile_condition(condition, ruleset: Ruleset) -> dict:
+def compile_condition(condition: Condition, ruleset: Ruleset) -> dict[str, Any]:
     if isinstance(condition, AllOf):
         return {"$and": [compile_condition(c, ruleset) for c in condition.items]}
     if isinstance(condition, AnyOf):
@@ -98,7 +98,7 @@ def compile_condition(condition, ruleset: Ruleset) -> dict:
     return _compile_comparison(condition, ruleset)
 
 
-def negate(condition):
+def negate(condition: Condition) -> Condition:
     """Push 'not' down to the leaves. A comparison on a missing fact is false, so its negation is true:
     not(x > 3) means 'x is missing or x <= 3'."""
     if isinstance(condition, AllOf):
@@ -113,18 +113,19 @@ def negate(condition):
         return Exists(condition.fact)
     facts = [condition.fact] + [o.name for o in _operands(condition) if isinstance(o, FactRef)]
     absent = tuple(Missing(f) for f in facts)
+    flipped: AllOf | Compare
     if condition.op == "in":
-        flipped = AllOf(tuple(Compare(condition.fact, "ne", o) for o in condition.operand))
+        flipped = AllOf(tuple(Compare(condition.fact, "ne", o) for o in _operands(condition)))
     else:
         flipped = Compare(condition.fact, _NEGATED[condition.op], condition.operand)
     return AnyOf(absent + (flipped,))
 
 
-def _operands(comparison: Compare) -> tuple:
+def _operands(comparison: Compare) -> tuple[Operand, ...]:
     return comparison.operand if isinstance(comparison.operand, tuple) else (comparison.operand,)
 
 
-def _compile_operand(operand, fact: str, ruleset: Ruleset):
+def _compile_operand(operand: Operand, fact: str, ruleset: Ruleset) -> Any:
     if isinstance(operand, ParamRef):
         return ruleset.param(operand.name)
     if isinstance(operand, FactRef):
@@ -135,15 +136,18 @@ def _compile_operand(operand, fact: str, ruleset: Ruleset):
     return value
 
 
-def _compile_comparison(condition: Compare, ruleset: Ruleset) -> dict:
-    present = [{"$ex": {condition.fact: 1}}]
+def _compile_comparison(condition: Compare, ruleset: Ruleset) -> dict[str, Any]:
+    present: list[dict[str, Any]] = [{"$ex": {condition.fact: 1}}]
     present += [{"$ex": {o.name: 1}} for o in _operands(condition) if isinstance(o, FactRef)]
     if condition.op == "in":
-        test = {"$or": [{condition.fact: _compile_operand(o, condition.fact, ruleset)} for o in condition.operand]}
-    elif condition.op == "eq":
-        test = {condition.fact: _compile_operand(condition.operand, condition.fact, ruleset)}
+        test: dict[str, Any] = {"$or": [{condition.fact: _compile_operand(o, condition.fact, ruleset)}
+                                        for o in _operands(condition)]}
     else:
+        assert not isinstance(condition.operand, tuple)  # only "in" has a tuple of operands (loader.build_condition)
         value = _compile_operand(condition.operand, condition.fact, ruleset)
-        test = {_COMPARATORS[condition.op]: {condition.fact: value}}
+        if condition.op == "eq":
+            test = {condition.fact: value}
+        else:
+            test = {_COMPARATORS[condition.op]: {condition.fact: value}}
     # A comparison with a missing fact never holds: guard each side with "exists".
     return {"$and": present + [test]}

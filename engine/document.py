@@ -1,15 +1,16 @@
 """YAML documents that remember where every value was written, and schema errors located in them."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import jsonschema
 import yaml
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
-from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
+from yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, Event, NodeEvent
 
 import schemas
 
@@ -34,15 +35,15 @@ class Document:
     file: str
     text: str
     data: object
-    marks: dict[tuple, tuple[int, int]] = field(default_factory=dict)
+    marks: dict[tuple[str | int, ...], tuple[int, int]] = field(default_factory=dict)
 
-    def locate(self, path) -> tuple[int, int]:
-        path = tuple(path)
-        while path not in self.marks and path:
-            path = path[:-1]
-        return self.marks.get(path, (1, 1))
+    def locate(self, path: Iterable[str | int]) -> tuple[int, int]:
+        key = tuple(path)
+        while key not in self.marks and key:
+            key = key[:-1]
+        return self.marks.get(key, (1, 1))
 
-    def error(self, path, message: str) -> RulesetError:
+    def error(self, path: Iterable[str | int], message: str) -> RulesetError:
         line, column = self.locate(path)
         return RulesetError(self.file, line, column, tuple(path), message)
 
@@ -88,7 +89,7 @@ def _screen(text: str, name: str) -> None:
     loader = _LOADER(text)
     try:
         values, aliases = 0, 0
-        named: dict[str, int] = {}  # anchor -> how many values it stands for
+        named: dict[str | None, int] = {}  # anchor -> how many values it stands for
         open_collections: list[tuple[str | None, int]] = []  # anchor, values counted before it began
         while loader.check_event():
             event = loader.get_event()
@@ -118,12 +119,14 @@ def _screen(text: str, name: str) -> None:
         loader.dispose()
 
 
-def _refused(name: str, event, reason: str) -> RulesetErrors:
+def _refused(name: str, event: Event, reason: str) -> RulesetErrors:
     mark = event.start_mark
+    assert mark is not None  # the parser marks every event it reads
     return RulesetErrors([RulesetError(name, mark.line + 1, mark.column + 1, (), reason)])
 
 
-def _record_marks(node, path: tuple, doc: Document, errors: list, walked: set[int]) -> None:
+def _record_marks(node: yaml.Node, path: tuple[str | int, ...], doc: Document, errors: list[RulesetError],
+                  walked: set[int]) -> None:
     """Marks of every key and value. What aliases share is walked once, so a path inside an alias is located at
     the alias's key, or else at what the alias names."""
     doc.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -132,7 +135,7 @@ def _record_marks(node, path: tuple, doc: Document, errors: list, walked: set[in
             return
         walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
-        seen: set = set()
+        seen: set[str] = set()
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen and key != "<<":
@@ -166,7 +169,7 @@ def validator(schema_name: str) -> jsonschema.protocols.Validator:
 
 def schema_errors(doc: Document, schema_name: str) -> list[RulesetError]:
     """Every schema violation, each reduced to its most relevant cause and said in plain words."""
-    found = []
+    found: list[RulesetError] = []
     for error in validator(schema_name).iter_errors(_jsonable(doc.data)):
         cause = best_match([error]) if error.context else error
         cause = _deepest(cause)
@@ -175,7 +178,7 @@ def schema_errors(doc: Document, schema_name: str) -> list[RulesetError]:
     return found
 
 
-def _deepest(error):
+def _deepest(error: ValidationError) -> ValidationError:
     """For oneOf/anyOf, follow best_match into the branch that got furthest."""
     while error.context:
         # A branch that reports a missing required key is usually a different shape altogether;
@@ -185,18 +188,18 @@ def _deepest(error):
     return error
 
 
-def _jsonable(data, done: dict[int, object] | None = None):
+def _jsonable(data: object, done: dict[int, object] | None = None) -> object:
     """YAML dates become ISO strings so the JSON Schema sees what a JSON client would send. What aliases share is
     converted once (`done`: id of a mapping or list -> its conversion)."""
     done = {} if done is None else done
     if isinstance(data, (dict, list)) and id(data) in done:
         return done[id(data)]
     if isinstance(data, dict):
-        converted = done[id(data)] = {str(k): _jsonable(v, done) for k, v in data.items()}
-        return converted
+        mapping = done[id(data)] = {str(k): _jsonable(v, done) for k, v in data.items()}
+        return mapping
     if isinstance(data, list):
-        converted = done[id(data)] = [_jsonable(v, done) for v in data]
-        return converted
+        items = done[id(data)] = [_jsonable(v, done) for v in data]
+        return items
     if hasattr(data, "isoformat"):
         return data.isoformat()
     return data
@@ -206,7 +209,7 @@ _TYPE_WORDS = {"number": "a number", "integer": "a whole number", "string": "tex
                "object": "a mapping (key: value pairs)", "array": "a list", "null": "nothing"}
 
 
-def _describe(value) -> str:
+def _describe(value: object) -> str:
     if isinstance(value, bool):
         return f"{str(value).lower()}"
     if isinstance(value, str):
@@ -220,11 +223,11 @@ def _describe(value) -> str:
     return repr(value)
 
 
-def plain_message(error) -> str:
+def plain_message(error: ValidationError) -> str:
     """One sentence a pharmacist can act on, from a jsonschema ValidationError."""
     kind, expected, value = error.validator, error.validator_value, error.instance
     if kind == "type":
-        types = expected if isinstance(expected, list) else [expected]
+        types: list[str] = expected if isinstance(expected, list) else [expected]
         wanted = " or ".join(_TYPE_WORDS.get(t, t) for t in types)
         return f"expected {wanted} here, found {_describe(value)}"
     if kind == "enum":
@@ -247,11 +250,12 @@ def plain_message(error) -> str:
         return f"at most {expected:,} items are allowed here; this list has {len(value):,}"
     if kind == "maxProperties" and isinstance(value, dict) and "fact" in value:
         return "a comparison takes exactly one operator: eq, ne, gt, gte, lt, lte or in"
+    message: str = error.message
     if kind == "minProperties" or (kind == "maxProperties"):
-        return error.message
-    return error.message
+        return message
+    return message
 
 
-def _hint(error) -> str:
+def _hint(error: ValidationError) -> str:
     description = error.schema.get("description")
     return f" ({description})" if description else ""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -9,7 +10,7 @@ class RulesetError:
     file: str
     line: int  # 1-based; 0 when unknown
     column: int  # 1-based; 0 when unknown
-    path: tuple = ()
+    path: tuple[str | int, ...] = ()
     message: str = ""
 
     @property
@@ -19,7 +20,7 @@ class RulesetError:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: at {self.path_text}: {self.message}"
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "column": self.column,
                 "path": list(self.path), "message": self.message}
 

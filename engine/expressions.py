@@ -28,7 +28,7 @@ def _add_days(day: dt.date, days: float) -> dt.date:
     return day + dt.timedelta(days=int(days))
 
 
-FUNCTIONS: dict[str, Callable] = {
+FUNCTIONS: dict[str, Callable[..., Any]] = {
     "days_between": _days_between,
     "years_between": _years_between,
     "add_days": _add_days,
@@ -99,6 +99,6 @@ def _eval(node: ast.AST, values: dict[str, Any]) -> Any:
         return -_eval(node.operand, values)
     if isinstance(node, ast.BinOp):
         return _BINARY[type(node.op)](_eval(node.left, values), _eval(node.right, values))
-    if isinstance(node, ast.Call):
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):  # the only calls parse_expression allows
         return FUNCTIONS[node.func.id](*(_eval(arg, values) for arg in node.args))
     raise ExpressionError("unsupported expression")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import checks
 from .document import Document, read_document, schema_errors
@@ -17,6 +19,7 @@ from .model import (
     AnyOf,
     Band,
     Compare,
+    Condition,
     DecisionTemplate,
     Derivation,
     Exists,
@@ -25,6 +28,7 @@ from .model import (
     Literal,
     Missing,
     Not,
+    Operand,
     Parameter,
     ParamRef,
     Rule,
@@ -84,7 +88,9 @@ def load_ruleset(path: str | Path, text: str | None = None, site: SiteFacts | No
     ruleset = build_ruleset(doc)
     sibling_tests = _sibling_tests(Path(path))
     if sibling_tests is not None:
-        ruleset = dataclasses.replace(ruleset, tests=ruleset.tests + tuple(sibling_tests.data.get("tests", [])))
+        tests_data = sibling_tests.data
+        assert isinstance(tests_data, dict)  # it passed the tests schema, whose top is a mapping
+        ruleset = dataclasses.replace(ruleset, tests=ruleset.tests + tuple(tests_data.get("tests", [])))
     errors = checks.check_ruleset(ruleset, doc, sibling_tests)
     if site is not None:
         errors += checks.check_against_mapping(ruleset, doc, site.fact_types, site.file, site.medications)
@@ -105,7 +111,7 @@ def _sibling_tests(path: Path) -> Document | None:
     return doc
 
 
-def ruleset_files(paths) -> list[Path]:
+def ruleset_files(paths: Iterable[str | Path]) -> list[Path]:
     """Ruleset version files named by paths (files, or directories searched below)."""
     found: list[Path] = []
     for raw in paths:
@@ -123,6 +129,7 @@ def ruleset_files(paths) -> list[Path]:
 
 def build_ruleset(doc: Document) -> Ruleset:
     data = doc.data
+    assert isinstance(data, dict)  # only a document that passed the ruleset schema is built, and its top is a mapping
     metadata = {k: data[k] for k in ("protocol", "citations", "authors", "hooks", "services", "topic_system",
                                       "medication", "override_reasons") if k in data}
     return Ruleset(
@@ -142,7 +149,7 @@ def build_ruleset(doc: Document) -> Ruleset:
     )
 
 
-def _fact(name: str, spec: dict) -> FactSpec:
+def _fact(name: str, spec: dict[str, Any]) -> FactSpec:
     plausible = spec.get("plausible")
     max_age = spec.get("max_age_days")
     return FactSpec(name=name, type=spec["type"], description=spec["description"], unit=spec.get("unit", ""),
@@ -160,8 +167,8 @@ def parse_interval(text: str) -> tuple[float | None, float | None, bool, bool]:
     return low, high, body[0] == "[", body[-1] == "]"
 
 
-def _table(name: str, spec: dict, doc: Document) -> Table:
-    bands = []
+def _table(name: str, spec: dict[str, Any], doc: Document) -> Table:
+    bands: list[Band] = []
     for index, row in enumerate(spec["rows"]):
         low, high, low_closed, high_closed = parse_interval(row["band"])
         output = ParamRef(row["output"]["param"]) if isinstance(row["output"], dict) else row["output"]
@@ -174,7 +181,7 @@ def _table(name: str, spec: dict, doc: Document) -> Table:
                  line=doc.locate(("tables", name))[0])
 
 
-def build_condition(spec: dict):
+def build_condition(spec: dict[str, Any]) -> Condition:
     if "all" in spec:
         return AllOf(tuple(build_condition(c) for c in spec["all"]))
     if "any" in spec:
@@ -191,13 +198,13 @@ def build_condition(spec: dict):
     return Compare(spec["fact"], op, _operand(operand))
 
 
-def _operand(value):
+def _operand(value: object) -> Operand:
     if isinstance(value, dict):
         return ParamRef(value["param"]) if "param" in value else FactRef(value["fact"])
     return Literal(value)
 
 
-def _derivation(fact: str, spec) -> Derivation:
+def _derivation(fact: str, spec: object) -> Derivation:
     if isinstance(spec, dict):
         if "expr" in spec:
             return Derivation(fact, "expr", spec["expr"])
@@ -209,7 +216,7 @@ def _derivation(fact: str, spec) -> Derivation:
     return Derivation(fact, "value", spec)
 
 
-def _decision(spec: dict, data: dict) -> DecisionTemplate:
+def _decision(spec: dict[str, Any], data: dict[str, Any]) -> DecisionTemplate:
     suggestion = spec.get("suggestion")
     reasons = data.get("override_reasons", {}).get(spec.get("override_reasons"), [])
     return DecisionTemplate(
@@ -219,7 +226,7 @@ def _decision(spec: dict, data: dict) -> DecisionTemplate:
         override_reasons=tuple(reasons), links=tuple(spec.get("links", [])))
 
 
-def _rule(spec: dict, line: int, data: dict) -> Rule:
+def _rule(spec: dict[str, Any], line: int, data: dict[str, Any]) -> Rule:
     then = spec["then"]
     return Rule(
         id=spec["id"], explanation=spec["explanation"].strip(), when=build_condition(spec["when"]),

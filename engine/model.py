@@ -62,7 +62,7 @@ Operand = Literal | ParamRef | FactRef
 class Compare:
     fact: str
     op: str
-    operand: Operand | tuple  # a tuple of operands for "in"
+    operand: Operand | tuple[Operand, ...]  # a tuple of operands for "in"
 
 
 @dataclass(frozen=True)
@@ -77,17 +77,17 @@ class Missing:
 
 @dataclass(frozen=True)
 class AllOf:
-    items: tuple
+    items: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class AnyOf:
-    items: tuple
+    items: tuple[Condition, ...]
 
 
 @dataclass(frozen=True)
 class Not:
-    item: Any
+    item: Condition
 
 
 Condition = Compare | Exists | Missing | AllOf | AnyOf | Not
@@ -120,7 +120,8 @@ class Table:
     input_unit: str
     output_unit: str
     bands: tuple[Band, ...]
-    domain: tuple  # (low, high, low_closed, high_closed): the bands must tile it, no gaps or overlaps
+    # (low, high, low_closed, high_closed): the bands must tile it, no gaps or overlaps
+    domain: tuple[float | None, float | None, bool, bool]
     output_max: str | None = None  # a parameter no numeric output may exceed
     line: int = 0
 
@@ -147,8 +148,8 @@ class DecisionTemplate:
     summary: str  # template
     detail: str  # template (markdown)
     suggestion: SuggestionTemplate | None = None
-    override_reasons: tuple[dict, ...] = ()
-    links: tuple[dict, ...] = ()
+    override_reasons: tuple[dict[str, Any], ...] = ()
+    links: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,11 @@ class Medication:
     dose_unit: str
     max_daily_dose_param: str  # the parameter holding the maximum daily dose
     frequency_per_day: int = 1
-    coding: tuple[dict, ...] = ()
-    route: dict | None = None  # a coding
+    coding: tuple[dict[str, Any], ...] = ()
+    route: dict[str, Any] | None = None  # a coding
 
     @classmethod
-    def from_data(cls, data: dict) -> Medication:
+    def from_data(cls, data: dict[str, Any]) -> Medication:
         """From the ruleset's `medication` section, already checked against the schema."""
         return cls(concept=data["concept"], display=data["display"], dose_unit=data["dose_unit"],
                    max_daily_dose_param=data["max_daily_dose"]["param"],
@@ -190,12 +191,12 @@ class Ruleset:
     version: str
     title: str
     description: str
-    metadata: dict  # protocol, citations, authors, hooks, topic system, medication
+    metadata: dict[str, Any]  # protocol, citations, authors, hooks, topic system, medication
     parameters: dict[str, Parameter]
     facts: dict[str, FactSpec]
     tables: dict[str, Table]
     rules: tuple[Rule, ...]
-    tests: tuple[dict, ...]
+    tests: tuple[dict[str, Any], ...]
     source_file: str = ""
     source_text: str = ""
 
@@ -224,7 +225,8 @@ class Ruleset:
 
     @property
     def topic_system(self) -> str:
-        return self.metadata.get("topic_system", f"urn:cdsrules:{self.id}:topic")
+        system: str = self.metadata.get("topic_system", f"urn:cdsrules:{self.id}:topic")
+        return system
 
     def param(self, name: str) -> Any:
         return self.parameters[name].value
@@ -249,8 +251,8 @@ class Decision:
     summary: str
     detail: str
     suggestion: Suggestion | None = None
-    override_reasons: list[dict] = field(default_factory=list)
-    links: list[dict] = field(default_factory=list)
+    override_reasons: list[dict[str, Any]] = field(default_factory=list)
+    links: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

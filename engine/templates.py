@@ -15,9 +15,11 @@ import datetime as dt
 import math
 import re
 from functools import lru_cache
+from typing import Any
 
 import jinja2
 from jinja2 import meta
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from .uncertain import SHOWN_TYPES
@@ -74,7 +76,7 @@ def _inserted(value: object) -> str:
     return value if isinstance(value, Markdown) else escape_markdown(_shown(value))
 
 
-def format_number(value) -> str:
+def format_number(value: object) -> str:
     """2.5 -> '2.5', 5.0 -> '5', 0.123456 -> '0.12'; anything else as text (a bounded value as written: '<20')."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or isinstance(value, SHOWN_TYPES):
         return str(value)
@@ -83,7 +85,7 @@ def format_number(value) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def format_date(value) -> str:
+def format_date(value: object) -> str:
     return value.isoformat() if isinstance(value, (dt.date, dt.datetime)) else str(value)
 
 
@@ -93,7 +95,7 @@ def _result_size(operator: str, left: object, right: object) -> float:
         for sequence, times in ((left, right), (right, left)):
             if isinstance(sequence, (str, list, tuple)) and isinstance(times, int):
                 return len(sequence) * times
-    if operator == "**" and all(isinstance(n, int) for n in (left, right)) and right > 0 and abs(left) > 1:
+    if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
         return right * math.log10(abs(left))
     return 0
 
@@ -101,13 +103,13 @@ def _result_size(operator: str, left: object, right: object) -> float:
 class _CardTextEnvironment(SandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**"})
 
-    def call_binop(self, context, operator: str, left, right):
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if _result_size(operator, left, right) > TEXT_LIMIT:
             raise TextTooLong(f"'{operator}' would build more than {TEXT_LIMIT:,} characters")
         return super().call_binop(context, operator, left, right)
 
 
-def _environment(**options) -> SandboxedEnvironment:
+def _environment(**options: Any) -> SandboxedEnvironment:
     environment = _CardTextEnvironment(undefined=NotAvailable, autoescape=False, keep_trailing_newline=False,
                                        **options)
     environment.filters["num"] = format_number
@@ -134,13 +136,13 @@ def template_names(text: str) -> set[str]:
     return set(_template_names(text))
 
 
-def _used(text: str, context: dict) -> dict:
+def _used(text: str, context: dict[str, Any]) -> dict[str, Any]:
     """Only the names the template reads are handed to Jinja, which copies what it is given (all the facts and
     parameters of a ruleset, for the two or three a summary reads)."""
     return {name: context[name] for name in _template_names(text) if name in context}
 
 
-def _capped(text: str, context: dict, markdown: bool) -> str:
+def _capped(text: str, context: dict[str, Any], markdown: bool) -> str:
     """The text rendered piece by piece, stopped as soon as it passes TEXT_LIMIT."""
     pieces, size = [], 0
     for piece in _compiled(text, markdown).generate(_used(text, context)):
@@ -151,11 +153,11 @@ def _capped(text: str, context: dict, markdown: bool) -> str:
     return "".join(pieces).strip()
 
 
-def render(text: str, context: dict) -> Markdown:
+def render(text: str, context: dict[str, Any]) -> Markdown:
     """Markdown (a card detail, an appended line): every inserted value escaped."""
     return Markdown(_capped(text, context, markdown=True))
 
 
-def render_plain(text: str, context: dict) -> str:
+def render_plain(text: str, context: dict[str, Any]) -> str:
     """Plain text (a summary, a suggestion label): values inserted as they are."""
     return _capped(text, context, markdown=False)
