@@ -1,0 +1,13 @@
+"""Synthetic FHIR R4 cohorts for impact analysis, the workbench and benchmarks.
+
+The names callers use, whichever module of the package holds them.
+"""
+from __future__ import annotations
+
+from .command import add_cohort_command, cmd_cohort_generate
+from .files import read_cohort, write_cohort
+from .generator import generate_cohort
+from .model import DEFAULT_START, END_DAY, INDEX_FILE, PATIENT_ID_SYSTEM, CohortCase, CohortPatient
+
+__all__ = ["DEFAULT_START", "END_DAY", "INDEX_FILE", "PATIENT_ID_SYSTEM", "CohortCase", "CohortPatient",
+           "add_cohort_command", "cmd_cohort_generate", "generate_cohort", "read_cohort", "write_cohort"]

@@ -1,0 +1,95 @@
+"""Synthetic FHIR R4 cohorts: plausible children along a post-transplant timeline, for impact analysis and benchmarks.
+
+`cdsrules cohort generate` writes one Bundle per patient and an index (`cohort.json`) naming, for each patient, the
+dates where protocol decisions change. A cohort is a pure function of (n, seed, start): one `random.Random` per
+patient, drawn from one seeded generator, no clock and no global random state, so a seed gives byte-identical files.
+
+The generator plays the clinician who follows the protocol (start from day +4 at the weight-band dose, one level up
+at a 14-day review below 50 x 10^9/L, stop at 100 or after 42 days), acting the day after each criterion is met, so
+that on the criterion day the record still shows the situation the rules must react to. A Bundle is a snapshot of the
+whole timeline; `engine.fhir.resources_as_of` gives the record as it stood on an evaluation date.
+"""
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+
+from .model import DEFAULT_START, END_DAY, CohortPatient, Profile, Timeline, mg
+from .people import draw_profile
+from .resources import Ids, patient_resources
+from .timeline import draw_timeline
+
+STANDARD_DAYS = (2, 4, 10, 18, 25, 32, 46)  # before the start, the start, between reviews, reviews, the six weeks
+
+
+# One block of scenarios, shuffled per block: any n >= len(_BLOCK) contains every scenario.
+_BLOCK = (
+    "treated-fast", "treated-fast", "treated-fast", "treated-slow", "treated-slow", "treated-slow",
+    "treated-plateau", "treated-plateau", "treated-plateau", "hepatotoxicity", "late-transfusion",
+    "weight-band-low", "weight-band-high", "untreated", "no-ecog", "too-old", "too-old", "no-neuroblastoma",
+    "second-transplant", "cardiac", "cardiac", "thrombosis", "liver", "ecog",
+)
+
+
+def generate_cohort(n: int, seed: int, start: date = DEFAULT_START) -> list[CohortPatient]:
+    """n patients whose transplants fall on or after `start` (the first patient's on it); deterministic per seed."""
+    if n < 1:
+        raise ValueError(f"a cohort needs at least one patient, not {n}")
+    rng = random.Random(seed)
+    scenarios = _scenario_plan(n, rng)
+    seeds = [rng.getrandbits(64) for _ in range(n)]
+    return [_patient(i + 1, scenario, random.Random(s), start)
+            for i, (scenario, s) in enumerate(zip(scenarios, seeds, strict=True))]
+
+
+def _scenario_plan(n: int, rng: random.Random) -> list[str]:
+    """Whole shuffled blocks, so that every scenario appears once n reaches a block, whatever the seed."""
+    plan: list[str] = []
+    while len(plan) < n:
+        block = list(_BLOCK)
+        rng.shuffle(block)
+        plan.extend(block)
+    return plan[:n]
+
+
+def _patient(index: int, scenario: str, rng: random.Random, start: date) -> CohortPatient:
+    name = f"patient-{index:04d}"
+    day0 = start + timedelta(days=0 if index == 1 else rng.randint(0, 120))
+    profile = draw_profile(scenario, rng)
+    timeline = draw_timeline(profile, rng)
+    ids = Ids(rng)
+    resources = patient_resources(name, profile, timeline, day0, rng, ids)
+    days = sorted({d for d in STANDARD_DAYS + tuple(timeline.decision_days) if 0 <= d <= END_DAY})
+    return CohortPatient(name, scenario, _description(profile, timeline, day0), day0,
+                         [day0 + timedelta(days=d) for d in days], resources, ids.next())
+
+
+
+_SCENARIO_TEXT = {
+    "treated-fast": "treated, fast recovery", "treated-slow": "treated, slow recovery",
+    "treated-plateau": "treated, plateau 50-90", "hepatotoxicity": "treated, ALT rises above 3 x ULN on therapy",
+    "late-transfusion": "treated, fast recovery with a transfusion just before 100",
+    "weight-band-low": "treated, weight at the 20 kg dose boundary (low band)",
+    "weight-band-high": "treated, weight just above the 20 kg dose boundary (high band)",
+    "untreated": "eligible, never treated",
+    "no-ecog": "no ECOG on record (eligibility incomplete)", "too-old": "ineligible: age 18 or over",
+    "no-neuroblastoma": "ineligible: no neuroblastoma", "second-transplant": "ineligible: second autologous HSCT",
+    "cardiac": "ineligible: recent cardiac history", "thrombosis": "ineligible: active DVT",
+    "liver": "ineligible: ALT above 3 x ULN", "ecog": "ineligible: ECOG 3",
+}
+
+
+def _description(profile: Profile, timeline: Timeline, day0: date) -> str:
+    """One line a reader of an impact report can picture the patient from."""
+    years, months = divmod(int(profile.age_days / 30.4375), 12)
+    age = f"{years} y {months} mo" if years else f"{months} mo"
+    parts = [f"{age}, {profile.weight_kg:g} kg", profile.diagnosis, f"HSCT {day0.isoformat()}"]
+    parts += [h.replace("-", " ") for h in profile.history]
+    if timeline.orders:
+        parts.append(f"hetrombopag {mg(timeline.orders[0].dose)} mg from day +{timeline.orders[0].start}")
+    parts += timeline.events
+    if timeline.transfusions:
+        parts.append(f"{len(timeline.transfusions)} platelet transfusion(s)")
+    return f"{_SCENARIO_TEXT[profile.scenario]}: " + "; ".join(parts)
+
+

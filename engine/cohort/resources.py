@@ -1,0 +1,281 @@
+"""FHIR R4 resources of a patient's whole timeline: Patient, Conditions, Procedures, Observations, orders."""
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from .model import END_DAY, PATIENT_ID_SYSTEM, TEST_DATA_TAG, TZ, Json, Order, Profile, Timeline, mg
+from .timeline import weight_value
+
+LOINC = "http://loinc.org"
+SNOMED = "http://snomed.info/sct"
+UCUM = "http://unitsofmeasure.org"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+RANGE_MEANING = "http://terminology.hl7.org/CodeSystem/referencerange-meaning"
+
+# Normal values are drawn under the lowest paediatric ULN and raised ones above 3.5 x the highest (adult) ULN, so
+# the site's age band or the result's own range never changes which side of the limit a value falls.
+_LOWEST_ULN = {"alt": 26.0, "ast": 33.0, "bilirubin": 18.9}
+_HIGHEST_ALT_ULN = 40.0
+_LAB_RANGES = {"alt": (26, 29, 33, 40), "ast": (33, 36, 41, 40), "bilirubin": (18.9, 20.5, 21)}
+
+
+
+class Ids:
+    """Resource ids as UUIDs drawn from the patient's generator: stable per seed, unique within a cohort."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def next(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
+
+def patient_resources(name: str, profile: Profile, timeline: Timeline, day0: date, rng: random.Random,
+               ids: Ids) -> list[Json]:
+    patient = _patient_resource(name, profile, day0, ids.next())
+    subject = {"reference": f"urn:uuid:{patient['id']}"}
+    at = _Clock(day0)
+    resources = [patient]
+    resources += _conditions(profile, at, subject, ids, rng)
+    resources += _procedures(profile, timeline, at, subject, ids)
+    resources += _observations(profile, timeline, at, subject, ids, rng)
+    resources += _orders(timeline, at, subject, ids)
+    resources += _supportive_orders(profile, timeline, at, subject, ids)
+    return resources
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """Timeline days as FHIR dates and dateTimes."""
+
+    day0: date
+
+    def day(self, offset: int) -> str:
+        return (self.day0 + timedelta(days=offset)).isoformat()
+
+    def time(self, offset: int, clock: str) -> str:
+        return f"{self.day(offset)}T{clock}:00{TZ}"
+
+
+def _concept(system: str, code: str, text: str, display: str | None = None) -> Json:
+    coding = {"system": system, "code": code}
+    if display:
+        coding["display"] = display
+    return {"coding": [coding], "text": text}
+
+
+def _patient_resource(name: str, profile: Profile, day0: date, resource_id: str) -> Json:
+    return {
+        "resourceType": "Patient", "id": resource_id, "meta": {"tag": [TEST_DATA_TAG]},
+        "identifier": [{"system": PATIENT_ID_SYSTEM, "value": name}],
+        "gender": profile.sex,
+        "birthDate": (day0 - timedelta(days=profile.age_days)).isoformat(),
+    }
+
+
+def _condition(concept: Json, onset: str, status: str, subject: Json, resource_id: str) -> Json:
+    return {
+        "resourceType": "Condition", "id": resource_id,
+        "clinicalStatus": {"coding": [{"system": CONDITION_CLINICAL, "code": status}]},
+        "verificationStatus": {"coding": [{"system": CONDITION_VERIFICATION, "code": "confirmed"}]},
+        "code": concept, "subject": subject, "onsetDateTime": onset,
+    }
+
+
+_DIAGNOSES = {  # the description's words -> the coded diagnosis
+    "neuroblastoma": _concept(SNOMED, "432328008", "Neuroblastoma"),
+    "neuroblastoma (ICD-10-CM)": _concept(ICD10CM, "C74.90", "Neuroblastoma of adrenal gland"),
+    "Hodgkin lymphoma": _concept(ICD10, "C81.9", "Hodgkin lymphoma"),
+    "medulloblastoma": _concept(ICD10, "C71.6", "Medulloblastoma"),
+    "Ewing sarcoma": _concept(ICD10, "C41.9", "Ewing sarcoma"),
+}
+# Concept, onset range (days before day 0), clinical status. Exclusions stay inside their window (365 or 90 days)
+# until the end of the timeline, so an "ineligible" patient is ineligible on every evaluation date.
+_HISTORY = {
+    "heart-failure": (_concept(SNOMED, "42343007", "Congestive heart failure"), (60, 300), "resolved"),
+    "arrhythmia": (_concept(ICD10, "I47.1", "Supraventricular tachycardia"), (30, 300), "resolved"),
+    "myocardial-infarction": (_concept(SNOMED, "22298006", "Myocardial infarction"), (10, 35), "resolved"),
+    "active-dvt": (_concept(SNOMED, "128053003", "Deep venous thrombosis, catheter-related"), (7, 40), "active"),
+    "old-dvt": (_concept(SNOMED, "128053003", "Deep venous thrombosis, catheter-related"), (400, 900), "resolved"),
+}
+
+
+def _conditions(profile: Profile, at: _Clock, subject: Json, ids: Ids, rng: random.Random) -> list[Json]:
+    """The diagnosis months before the transplant, and the history the exclusion criteria look at."""
+    found = [_condition(_DIAGNOSES[profile.diagnosis], at.day(-rng.randint(150, 500)), "active", subject, ids.next())]
+    for item in profile.history:
+        concept, (low, high), status = _HISTORY[item]
+        found.append(_condition(concept, at.day(-rng.randint(low, high)), status, subject, ids.next()))
+    return found
+
+
+def _procedure(concept: Json, when: str, subject: Json, resource_id: str) -> Json:
+    return {"resourceType": "Procedure", "id": resource_id, "status": "completed", "code": concept,
+            "subject": subject, "performedDateTime": when}
+
+
+def _procedures(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids) -> list[Json]:
+    hsct = _concept(SNOMED, "709115004", "Autologous haematopoietic stem cell transplant")
+    transfusion = _concept(SNOMED, "180208003", "Platelet transfusion")
+    return ([_procedure(hsct, at.time(day, "10:00"), subject, ids.next()) for day in profile.hsct_days]
+            + [_procedure(transfusion, at.time(day, "14:00"), subject, ids.next())
+               for day in sorted(timeline.transfusions)])
+
+
+def _quantity(value: float | int, unit: str, ucum: bool = True) -> Json:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit} if ucum else {"value": value, "unit": unit}
+
+
+def _observation(code: Json, category: str, when: str, subject: Json, resource_id: str, **value: Any) -> Json:
+    return {"resourceType": "Observation", "id": resource_id, "status": "final",
+            "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": category}]}],
+            "code": code, "subject": subject, "effectiveDateTime": when, **value}
+
+
+_PLATELETS = _concept(LOINC, "777-3", "Platelets", "Platelets [#/volume] in Blood by Automated count")
+_WEIGHT = _concept(LOINC, "29463-7", "Body weight", "Body weight")
+_ECOG = _concept(LOINC, "89247-1", "ECOG performance status", "ECOG Performance Status score")
+_ALT = _concept(LOINC, "1742-6", "ALT", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma")
+_AST = _concept(LOINC, "1920-8", "AST", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma")
+_BILI_MOLAR = _concept(LOINC, "14631-6", "Total bilirubin", "Bilirubin.total [Moles/volume] in Serum or Plasma")
+_BILI_MASS = _concept(LOINC, "1975-2", "Total bilirubin", "Bilirubin.total [Mass/volume] in Serum or Plasma")
+LIVER_DAYS = range(-1, END_DAY + 1, 7)
+ECOG_DAYS = (-7, 14, 35)
+
+
+def _observations(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids,
+                  rng: random.Random) -> list[Json]:
+    found = [_platelet_observation(day, count, at, subject, ids.next(), rng)
+             for day, count in sorted(timeline.platelets.items())]
+    found += [_observation(_WEIGHT, "vital-signs", at.time(day, "08:00"), subject, ids.next(),
+                           valueQuantity=_quantity(weight_value(kg, timeline.weight_units[day]),
+                                                   timeline.weight_units[day]))
+              for day, kg in sorted(timeline.weights.items())]
+    found += list(_liver_observations(profile, at, subject, ids, rng))
+    if profile.ecog is not None:
+        found += [_observation(_ECOG, "survey", at.time(day, "10:00"), subject, ids.next(),
+                               valueInteger=profile.ecog)
+                  for day in ECOG_DAYS]
+    return found
+
+
+def _platelet_observation(day: int, count: int, at: _Clock, subject: Json, resource_id: str,
+                          rng: random.Random) -> Json:
+    """Mostly 10*9/L; some 10*3/uL (the same number), some /uL (x 1000), a few with a lab's non-UCUM label."""
+    draw = rng.random()
+    if draw < 0.65:
+        quantity = _quantity(count, "10*9/L")
+    elif draw < 0.85:
+        quantity = _quantity(count, "10*3/uL")
+    elif draw < 0.95:
+        quantity = _quantity(count * 1000, "/uL")
+    else:
+        quantity = _quantity(count, "10^9/L", ucum=False)
+    return _observation(_PLATELETS, "laboratory", at.time(day, "06:30"), subject, resource_id, valueQuantity=quantity)
+
+
+def _liver_observations(profile: Profile, at: _Clock, subject: Json, ids: Ids,
+                        rng: random.Random) -> Iterator[Json]:
+    """Weekly ALT, AST and total bilirubin; a third carry the lab's own reference range."""
+    for day in LIVER_DAYS:
+        when = at.time(day, "06:30")
+        raised = profile.alt == "high" or (profile.alt == "rising" and day >= (profile.start_day or 0) + 10)
+        alt = round(_HIGHEST_ALT_ULN * rng.uniform(3.5, 6)) if raised else round(
+            _LOWEST_ULN["alt"] * rng.uniform(0.3, 0.95))
+        ast = round(_LOWEST_ULN["ast"] * rng.uniform(0.4, 0.95))
+        bilirubin = round(_LOWEST_ULN["bilirubin"] * rng.uniform(0.2, 0.8), 1)
+        yield _lab(_ALT, alt, "U/L", _range(rng, "alt", "U/L"), when, subject, ids.next())
+        yield _lab(_AST, ast, "U/L", _range(rng, "ast", "U/L"), when, subject, ids.next())
+        if rng.random() < 0.7:
+            yield _lab(_BILI_MOLAR, bilirubin, "umol/L", _range(rng, "bilirubin", "umol/L"), when, subject, ids.next())
+        else:
+            yield _lab(_BILI_MASS, round(bilirubin / 17.1, 2), "mg/dL", _range(rng, "bilirubin", "mg/dL"), when,
+                       subject, ids.next())
+
+
+def _range(rng: random.Random, test: str, unit: str) -> list[Json] | None:
+    """The lab's own upper limit on a third of results; the rest leave the ULN to the site table."""
+    if rng.random() >= 1 / 3:
+        return None
+    high = rng.choice(_LAB_RANGES[test])
+    if unit == "mg/dL":
+        high = round(high / 17.1, 1)
+    return [{"high": _quantity(high, unit),
+             "type": {"coding": [{"system": RANGE_MEANING, "code": "normal"}]}}]
+
+
+def _lab(code: Json, value: float | int, unit: str, ranges: list[Json] | None, when: str, subject: Json,
+         resource_id: str) -> Json:
+    extra = {"referenceRange": ranges} if ranges else {}
+    return _observation(code, "laboratory", when, subject, resource_id, valueQuantity=_quantity(value, unit), **extra)
+
+
+def _orders(timeline: Timeline, at: _Clock, subject: Json, ids: Ids) -> list[Json]:
+    """One MedicationRequest per dose; a new dose replaces the previous order (priorPrescription)."""
+    found: list[Json] = []
+    for order in timeline.orders:
+        resource = _order_resource(order, at, subject, ids.next())
+        if found:
+            resource["priorPrescription"] = {"reference": f"urn:uuid:{found[-1]['id']}"}
+        found.append(resource)
+    return found
+
+
+def _order_resource(order: Order, at: _Clock, subject: Json, resource_id: str) -> Json:
+    bounds = {"start": at.day(order.start)}
+    if order.end is not None:
+        bounds["end"] = at.day(order.end)
+    resource = {
+        "resourceType": "MedicationRequest", "id": resource_id, "status": order.status, "intent": "order",
+        "medicationCodeableConcept": {"text": "Hetrombopag olamine tablet"},
+        "subject": subject, "authoredOn": at.time(order.start, "09:00"),
+        "dosageInstruction": [{
+            "text": f"{mg(order.dose)} mg orally once daily on an empty stomach",
+            "timing": {"repeat": {"boundsPeriod": bounds, "frequency": 1, "period": 1, "periodUnit": "d"}},
+            "route": _concept(SNOMED, "26643006", "Oral route"),
+            "doseAndRate": [{"doseQuantity": _quantity(order.dose, "mg")}],
+        }],
+    }
+    if order.reason:
+        resource["statusReason"] = {"text": order.reason}
+    return resource
+
+
+def _supportive_orders(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids) -> list[Json]:
+    """The other drugs of a transplant ward (prophylaxis from day -7; rhTPO beside hetrombopag, per protocol).
+
+    Besides realism they make the record say "medications were looked at": without any MedicationRequest the
+    extractor cannot tell an untreated patient from an unknown medication history.
+    """
+    found = [_other_order("Ursodeoxycholic acid tablet", "10 mg/kg/day orally in two doses (VOD prophylaxis)",
+                          at, -7, subject, ids.next()),
+             _other_order("Aciclovir tablet", "Antiviral prophylaxis, orally three times daily", at, -7, subject,
+                          ids.next())]
+    if timeline.orders:
+        first, last = timeline.orders[0], timeline.orders[-1]
+        units = round(300 * profile.weight_kg / 100) * 100
+        rhtpo = _other_order("Recombinant human thrombopoietin (rhTPO) injection",
+                             f"{units} U (300 U/kg) subcutaneously once daily, with hetrombopag per protocol",
+                             at, first.start, subject, ids.next(), end=last.end)
+        found.append(rhtpo)
+    return found
+
+
+def _other_order(medication: str, instruction: str, at: _Clock, start: int, subject: Json, resource_id: str,
+                 end: int | None = None) -> Json:
+    bounds = {"start": at.day(start)} | ({"end": at.day(end)} if end is not None else {})
+    return {"resourceType": "MedicationRequest", "id": resource_id, "status": "active" if end is None else "stopped",
+            "intent": "order", "medicationCodeableConcept": {"text": medication}, "subject": subject,
+            "authoredOn": at.time(start, "09:00"),
+            "dosageInstruction": [{"text": instruction, "timing": {"repeat": {"boundsPeriod": bounds}}}]}
+
+

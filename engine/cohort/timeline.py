@@ -1,0 +1,177 @@
+"""The timeline: platelet course, transfusions, weights and the simulated clinician's orders."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from .model import END_DAY, Order, Profile, Timeline, mg
+
+# Protocol numbers the simulated clinician follows (rules/hetrombopag/1.0.0.yaml); the rules decide, not this.
+REVIEW_DAYS, MAX_DAYS = 14, 42
+LOW_DOSE, STEP, MAX_DOSE, WEIGHT_BAND_KG = 2.5, 2.5, 7.5, 20.0
+INCREASE_BELOW, STOP_AT, TRANSFUSION_DAYS = 50, 100, 7
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """A platelet course: fall from `baseline` to `nadir` by `nadir_day`, then a logistic rise towards `level`."""
+
+    baseline: float
+    nadir: float
+    nadir_day: int
+    level: float
+    midpoint: float
+    width: float
+
+    def at(self, day: int) -> float:
+        if day <= self.nadir_day:
+            return float(self.baseline * (self.nadir / self.baseline) ** (max(day, 0) / self.nadir_day))
+        rise = (_logistic(day, self.midpoint, self.width) - _logistic(self.nadir_day, self.midpoint, self.width))
+        rise /= 1 - _logistic(self.nadir_day, self.midpoint, self.width)
+        return self.nadir + (self.level - self.nadir) * rise
+
+
+def _logistic(x: float, midpoint: float, width: float) -> float:
+    return 1 / (1 + math.exp(-(x - midpoint) / width))
+
+
+
+def draw_timeline(profile: Profile, rng: random.Random) -> Timeline:
+    timeline = Timeline()
+    _platelet_course(profile, rng, timeline)
+    _weights(profile, rng, timeline)
+    if profile.start_day is not None:
+        _treat(profile.start_day, timeline)
+    return timeline
+
+
+def _curve(recovery: str, rng: random.Random) -> _Curve:
+    """Engraftment speeds: fast (>= 100 by about day 20), slow (< 50 until about day 30), plateau (50-90)."""
+    baseline, nadir = rng.uniform(60, 180), rng.uniform(5, 20)
+    if recovery == "fast":
+        day = rng.randint(5, 8)
+        return _Curve(baseline, nadir, day, rng.uniform(160, 280), day + rng.uniform(7, 10), rng.uniform(1.8, 2.8))
+    if recovery == "slow":
+        day = rng.randint(7, 10)
+        return _Curve(baseline, nadir, day, rng.uniform(110, 170), rng.uniform(34, 40), rng.uniform(3, 4.5))
+    day = rng.randint(5, 10)
+    return _Curve(baseline, nadir, day, rng.uniform(58, 88), day + rng.uniform(6, 11), rng.uniform(2, 3.5))
+
+
+def _platelet_days(rng: random.Random) -> list[int]:
+    """Daily until day +28 (now and then a day missed, never two), then every other day."""
+    days, skipped = [], False
+    for day in range(-1, 29):
+        skipped = not skipped and day > 1 and rng.random() < 0.08
+        if not skipped:
+            days.append(day)
+    return days + list(range(30, END_DAY + 1, 2))
+
+
+def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline) -> None:
+    """Measured counts: the patient's own course with noise, plus the transfused platelets of recent transfusions."""
+    curve = _curve(profile.recovery, rng)
+    boost: dict[int, float] = {}
+    for day in _platelet_days(rng):
+        own = curve.at(day) * min(max(rng.gauss(1, 0.05), 0.88), 1.12)
+        count = max(1, round(own + boost.get(day, 0)))
+        timeline.platelets[day] = count
+        if _transfuse(profile, timeline, day, count):
+            timeline.transfusions.append(day)
+            for after, extra in ((1, rng.uniform(20, 35)), (2, rng.uniform(10, 20)), (3, rng.uniform(3, 8))):
+                boost[day + after] = boost.get(day + after, 0) + extra
+    if profile.late_transfusion:
+        _late_transfusion(timeline)
+
+
+def _transfuse(profile: Profile, timeline: Timeline, day: int, count: int) -> bool:
+    """Below the patient's threshold in the first two weeks, at most every third day."""
+    recent = timeline.transfusions and day - timeline.transfusions[-1] < 3
+    return 1 <= day <= 14 and count < profile.transfusion_threshold and not recent
+
+
+def _late_transfusion(timeline: Timeline) -> None:
+    """A transfusion (say, before a line removal) two days before the count first reaches 100: that count and the
+    next week's are not the patient's own, so they must not stop the drug."""
+    first = next(d for d in sorted(timeline.platelets) if d > 10 and timeline.platelets[d] >= STOP_AT)
+    if first - 2 not in timeline.transfusions:
+        timeline.transfusions.append(first - 2)
+    timeline.decision_days.add(first)
+    timeline.events.append(f"transfusion day +{first - 2} before the first count >= 100 (day +{first})")
+
+
+def _weights(profile: Profile, rng: random.Random, timeline: Timeline) -> None:
+    """Every third day; a slow loss during aplasia; recorded mostly in kg, some in g or pounds."""
+    loss = 0 if profile.weight_fixed else rng.uniform(0, 0.05)
+    for day in range(-2, END_DAY + 1, 3):
+        kg = profile.weight_kg
+        if not profile.weight_fixed:
+            kg = round(kg * (1 - loss * max(day, 0) / END_DAY) + rng.gauss(0, 0.004 * kg), 1)
+        unit = _weight_unit(rng)
+        if profile.weight_fixed and unit == "[lb_av]":
+            unit = "g"  # pounds would round across the 20 kg band boundary
+        timeline.weights[day] = _weight_read_back(kg, unit)
+        timeline.weight_units[day] = unit
+
+
+def _weight_unit(rng: random.Random) -> str:
+    draw = rng.random()
+    return "kg" if draw < 0.8 else "g" if draw < 0.9 else "[lb_av]"
+
+
+def weight_value(kg: float, unit: str) -> float | int:
+    """The number a scale in that unit would record."""
+    if unit == "g":
+        return round(kg * 1000)
+    if unit == "[lb_av]":
+        return round(kg / 0.45359237, 1)
+    return kg
+
+
+def _weight_read_back(kg: float, unit: str) -> float:
+    """The kilograms a reader gets back from the recorded number: what the clinician's dose must be based on."""
+    factor = {"kg": 1, "g": 0.001, "[lb_av]": 0.45359237}[unit]
+    return round(weight_value(kg, unit) * factor, 6)
+
+
+def _latest(values: dict[int, Any], day: int) -> tuple[int, Any]:
+    """The last value recorded on or before `day` (the timeline records one before day 0)."""
+    known = max(d for d in values if d <= day)
+    return known, values[known]
+
+
+def _stop_reason(timeline: Timeline, days_on_therapy: int, count_day: int, count: int) -> str | None:
+    """Six weeks, or an own count of 100 (not within 7 days after a transfusion: those platelets are donated)."""
+    if days_on_therapy >= MAX_DAYS:
+        return "six weeks of therapy"
+    own = not any(0 <= count_day - t <= TRANSFUSION_DAYS for t in timeline.transfusions)
+    return f"platelets {count}" if count >= STOP_AT and own else None
+
+
+def _treat(start: int, timeline: Timeline) -> None:
+    """The protocol as a careful clinician follows it, acting the day after each criterion is met."""
+    _, weight = _latest(timeline.weights, start)
+    dose = LOW_DOSE if weight <= WEIGHT_BAND_KG else LOW_DOSE + STEP
+    began, last_change, reviewed = start, start, False
+    timeline.decision_days.add(start + REVIEW_DAYS)
+    for day in range(start, END_DAY + 1):
+        count_day, count = _latest(timeline.platelets, day)
+        stop = _stop_reason(timeline, day - start, count_day, count)
+        if stop:
+            timeline.orders.append(Order(began, dose, day, "stopped", f"Protocol stop: {stop}"))
+            timeline.decision_days.add(day)
+            timeline.events.append(f"stop day +{day + 1} ({stop} on day +{day})")
+            return
+        if day - last_change >= REVIEW_DAYS and count < INCREASE_BELOW and dose < MAX_DOSE:
+            timeline.orders.append(Order(began, dose, day, "completed", "Dose increased at titration review"))
+            timeline.decision_days.add(day)
+            dose, began, last_change, reviewed = dose + STEP, day + 1, day + 1, False
+            timeline.events.append(f"{mg(dose)} mg from day +{day + 1} (platelets {count} on day +{day})")
+        elif day - last_change >= REVIEW_DAYS and not reviewed:
+            timeline.decision_days.add(day)  # a review that keeps the dose
+            reviewed = True
+    timeline.orders.append(Order(began, dose, None, "active", None))
+
+
