@@ -14,9 +14,12 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
+from ..model import Ruleset
+from .clinician import Clinician
 from .model import DEFAULT_START, END_DAY, CohortPatient, Profile, Timeline, mg
 from .people import draw_profile
 from .resources import Ids, patient_resources
+from .scenario import Scenarios, resolve
 from .timeline import draw_timeline
 
 STANDARD_DAYS = (2, 4, 10, 18, 25, 32, 46)  # before the start, the start, between reviews, reviews, the six weeks
@@ -31,15 +34,20 @@ _BLOCK = (
 )
 
 
-def generate_cohort(n: int, seed: int, start: date = DEFAULT_START) -> list[CohortPatient]:
-    """n patients whose transplants fall on or after `start` (the first patient's on it); deterministic per seed."""
+def generate_cohort(n: int, seed: int, start: date = DEFAULT_START, ruleset: Ruleset | None = None,
+                    scenarios: Scenarios | None = None) -> list[CohortPatient]:
+    """n patients whose transplants fall on or after `start` (the first patient's on it); deterministic per seed.
+
+    The clinician follows `ruleset` (default: the latest release beside the scenario file) as `scenarios` (default:
+    the file beside the ruleset; with neither, the shipped ruleset that has one) maps its roles."""
     if n < 1:
         raise ValueError(f"a cohort needs at least one patient, not {n}")
+    clinician = resolve(ruleset, scenarios).clinician
     rng = random.Random(seed)
-    scenarios = _scenario_plan(n, rng)
+    plan = _scenario_plan(n, rng)
     seeds = [rng.getrandbits(64) for _ in range(n)]
-    return [_patient(i + 1, scenario, random.Random(s), start)
-            for i, (scenario, s) in enumerate(zip(scenarios, seeds, strict=True))]
+    return [_patient(i + 1, scenario, random.Random(s), start, clinician)
+            for i, (scenario, s) in enumerate(zip(plan, seeds, strict=True))]
 
 
 def _scenario_plan(n: int, rng: random.Random) -> list[str]:
@@ -52,11 +60,11 @@ def _scenario_plan(n: int, rng: random.Random) -> list[str]:
     return plan[:n]
 
 
-def _patient(index: int, scenario: str, rng: random.Random, start: date) -> CohortPatient:
+def _patient(index: int, scenario: str, rng: random.Random, start: date, clinician: Clinician) -> CohortPatient:
     name = f"patient-{index:04d}"
     day0 = start + timedelta(days=0 if index == 1 else rng.randint(0, 120))
-    profile = draw_profile(scenario, rng)
-    timeline = draw_timeline(profile, rng)
+    profile = draw_profile(scenario, rng, clinician)
+    timeline = draw_timeline(profile, rng, clinician)
     ids = Ids(rng)
     resources = patient_resources(name, profile, timeline, day0, rng, ids)
     days = sorted({d for d in STANDARD_DAYS + tuple(timeline.decision_days) if 0 <= d <= END_DAY})

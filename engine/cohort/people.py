@@ -4,9 +4,8 @@ from __future__ import annotations
 import itertools
 import random
 
+from .clinician import Clinician
 from .model import Profile
-
-EARLIEST_START = 4  # the protocol's earliest start day (rules/hetrombopag/1.0.0.yaml)
 
 INELIGIBLE = {"too-old", "no-neuroblastoma", "second-transplant", "cardiac", "thrombosis", "liver", "ecog"}
 BOUNDARY_WEIGHTS = {"weight-band-low": (19.5, 20.0), "weight-band-high": (20.1, 21.0)}  # either side of "> 20 kg"
@@ -20,7 +19,7 @@ _NEUROBLASTOMA = ("neuroblastoma", "neuroblastoma", "neuroblastoma (ICD-10-CM)")
 _OTHER_DIAGNOSES = ("Hodgkin lymphoma", "medulloblastoma", "Ewing sarcoma")  # also treated with autologous HSCT
 
 
-def draw_profile(scenario: str, rng: random.Random) -> Profile:
+def draw_profile(scenario: str, rng: random.Random, clinician: Clinician) -> Profile:
     """Draw the person; the scenario fixes only what it is about, everything else is ordinary variation."""
     age_years = _age_years(scenario, rng)
     weight_fixed = scenario in BOUNDARY_WEIGHTS
@@ -40,7 +39,7 @@ def draw_profile(scenario: str, rng: random.Random) -> Profile:
         recovery=_recovery(scenario, rng),
         transfusion_threshold=rng.choice((0, 10, 15, 20)),
         late_transfusion=scenario == "late-transfusion",
-        start_day=_start_day(scenario, rng) if treated else None,
+        start_day=_start_day(scenario, rng, clinician) if treated else None,
     )
 
 
@@ -87,9 +86,9 @@ def _history(scenario: str, rng: random.Random) -> tuple[str, ...]:
     return ("old-dvt",) if rng.random() < 0.1 else ()  # a resolved line thrombosis years ago does not exclude
 
 
-def _start_day(scenario: str, rng: random.Random) -> int:
+def _start_day(scenario: str, rng: random.Random, clinician: Clinician) -> int:
     """Day +4 for most; a weight-band patient starts later so that day +4 shows the start-dose decision."""
     if scenario in BOUNDARY_WEIGHTS:
         return rng.randint(5, 7)
-    return EARLIEST_START if rng.random() < 0.65 else rng.randint(5, 7)
+    return clinician.start_day if rng.random() < 0.65 else rng.randint(5, 7)
 

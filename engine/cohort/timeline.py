@@ -6,12 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from .clinician import Clinician
 from .model import END_DAY, Order, Profile, Timeline, mg
-
-# Protocol numbers the simulated clinician follows (rules/hetrombopag/1.0.0.yaml); the rules decide, not this.
-REVIEW_DAYS, MAX_DAYS = 14, 42
-LOW_DOSE, STEP, MAX_DOSE, WEIGHT_BAND_KG = 2.5, 2.5, 7.5, 20.0
-INCREASE_BELOW, STOP_AT, TRANSFUSION_DAYS = 50, 100, 7
 
 
 @dataclass(frozen=True)
@@ -38,12 +34,12 @@ def _logistic(x: float, midpoint: float, width: float) -> float:
 
 
 
-def draw_timeline(profile: Profile, rng: random.Random) -> Timeline:
+def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician) -> Timeline:
     timeline = Timeline()
-    _platelet_course(profile, rng, timeline)
+    _platelet_course(profile, rng, timeline, clinician)
     _weights(profile, rng, timeline)
     if profile.start_day is not None:
-        _treat(profile.start_day, timeline)
+        _treat(profile.start_day, timeline, clinician)
     return timeline
 
 
@@ -70,7 +66,7 @@ def _platelet_days(rng: random.Random) -> list[int]:
     return days + list(range(30, END_DAY + 1, 2))
 
 
-def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline) -> None:
+def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline, clinician: Clinician) -> None:
     """Measured counts: the patient's own course with noise, plus the transfused platelets of recent transfusions."""
     curve = _curve(profile.recovery, rng)
     boost: dict[int, float] = {}
@@ -83,7 +79,7 @@ def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline) -
             for after, extra in ((1, rng.uniform(20, 35)), (2, rng.uniform(10, 20)), (3, rng.uniform(3, 8))):
                 boost[day + after] = boost.get(day + after, 0) + extra
     if profile.late_transfusion:
-        _late_transfusion(timeline)
+        _late_transfusion(timeline, clinician)
 
 
 def _transfuse(profile: Profile, timeline: Timeline, day: int, count: int) -> bool:
@@ -92,10 +88,10 @@ def _transfuse(profile: Profile, timeline: Timeline, day: int, count: int) -> bo
     return 1 <= day <= 14 and count < profile.transfusion_threshold and not recent
 
 
-def _late_transfusion(timeline: Timeline) -> None:
+def _late_transfusion(timeline: Timeline, clinician: Clinician) -> None:
     """A transfusion (say, before a line removal) two days before the count first reaches 100: that count and the
     next week's are not the patient's own, so they must not stop the drug."""
-    first = next(d for d in sorted(timeline.platelets) if d > 10 and timeline.platelets[d] >= STOP_AT)
+    first = next(d for d in sorted(timeline.platelets) if d > 10 and clinician.stops_at(timeline.platelets[d]))
     if first - 2 not in timeline.transfusions:
         timeline.transfusions.append(first - 2)
     timeline.decision_days.add(first)
@@ -142,34 +138,36 @@ def _latest(values: dict[int, Any], day: int) -> tuple[int, Any]:
     return known, values[known]
 
 
-def _stop_reason(timeline: Timeline, days_on_therapy: int, count_day: int, count: int) -> str | None:
+def _stop_reason(timeline: Timeline, clinician: Clinician, days_on_therapy: int, count_day: int,
+                 count: int) -> str | None:
     """Six weeks, or an own count of 100 (not within 7 days after a transfusion: those platelets are donated)."""
-    if days_on_therapy >= MAX_DAYS:
+    if days_on_therapy >= clinician.max_days:
         return "six weeks of therapy"
-    own = not any(0 <= count_day - t <= TRANSFUSION_DAYS for t in timeline.transfusions)
-    return f"platelets {count}" if count >= STOP_AT and own else None
+    own = not any(0 <= count_day - t <= clinician.donated_days for t in timeline.transfusions)
+    return f"platelets {count}" if clinician.stops_at(count) and own else None
 
 
-def _treat(start: int, timeline: Timeline) -> None:
+def _treat(start: int, timeline: Timeline, clinician: Clinician) -> None:
     """The protocol as a careful clinician follows it, acting the day after each criterion is met."""
     _, weight = _latest(timeline.weights, start)
-    dose = LOW_DOSE if weight <= WEIGHT_BAND_KG else LOW_DOSE + STEP
+    dose = clinician.start_dose(weight)
     began, last_change, reviewed = start, start, False
-    timeline.decision_days.add(start + REVIEW_DAYS)
+    timeline.decision_days.add(start + clinician.review_days)
     for day in range(start, END_DAY + 1):
         count_day, count = _latest(timeline.platelets, day)
-        stop = _stop_reason(timeline, day - start, count_day, count)
+        stop = _stop_reason(timeline, clinician, day - start, count_day, count)
         if stop:
             timeline.orders.append(Order(began, dose, day, "stopped", f"Protocol stop: {stop}"))
             timeline.decision_days.add(day)
             timeline.events.append(f"stop day +{day + 1} ({stop} on day +{day})")
             return
-        if day - last_change >= REVIEW_DAYS and count < INCREASE_BELOW and dose < MAX_DOSE:
+        reviewing = day - last_change >= clinician.review_days
+        if reviewing and clinician.increases_at(count) and dose < clinician.max_dose:
             timeline.orders.append(Order(began, dose, day, "completed", "Dose increased at titration review"))
             timeline.decision_days.add(day)
-            dose, began, last_change, reviewed = dose + STEP, day + 1, day + 1, False
+            dose, began, last_change, reviewed = dose + clinician.step, day + 1, day + 1, False
             timeline.events.append(f"{mg(dose)} mg from day +{day + 1} (platelets {count} on day +{day})")
-        elif day - last_change >= REVIEW_DAYS and not reviewed:
+        elif reviewing and not reviewed:
             timeline.decision_days.add(day)  # a review that keeps the dose
             reviewed = True
     timeline.orders.append(Order(began, dose, None, "active", None))

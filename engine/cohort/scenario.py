@@ -1,0 +1,106 @@
+"""A ruleset's scenario file (rules/<id>/scenarios.yaml): loaded, schema-checked and tied to a ruleset version.
+
+Errors are located at file, line and path like a ruleset's. The clinician's roles name ruleset parameters and tables,
+so the numbers come from whichever version is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .. import versions
+from ..document import Document, read_document, schema_errors
+from ..errors import RulesetErrors
+from ..loader import load_ruleset
+from ..model import Ruleset
+from .clinician import Clinician, table_rows
+
+SCHEMA = "scenarios.schema.json"
+SCENARIO_FILE = "scenarios.yaml"
+RULES_ROOT = Path(__file__).resolve().parents[2] / "rules"  # the shipped rules
+
+
+@dataclass(frozen=True)
+class Scenarios:
+    """A validated scenario file; `doc` keeps where each value was written, for errors found later."""
+
+    doc: Document
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self.doc.data
+        assert isinstance(data, dict)  # the schema requires a mapping
+        return data
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.doc.file).parent
+
+    def clinician(self, ruleset: Ruleset) -> Clinician:
+        """The roles resolved in `ruleset`; a role naming what the ruleset lacks is reported at its line."""
+        roles = self.data["clinician"]
+        errors = [self.doc.error(("clinician", role), f"ruleset {ruleset.ref} has no parameter '{spec['param']}'")
+                  for role, spec in roles.items() if "param" in spec and spec["param"] not in ruleset.parameters]
+        errors += [self.doc.error(("clinician", role), f"ruleset {ruleset.ref} has no table '{spec['table']}'")
+                   for role, spec in roles.items() if "table" in spec and spec["table"] not in ruleset.tables]
+        if errors:
+            raise RulesetErrors(errors)
+        number = {role: ruleset.param(spec["param"]) for role, spec in roles.items() if "param" in spec}
+        review = roles["review_action"]
+        return Clinician(
+            start_day=number["start_day"], review_days=number["review_interval_days"],
+            max_days=number["max_therapy_days"], step=number["dose_step"], max_dose=number["max_dose"],
+            donated_days=number["donated_count_days"],
+            start_doses=tuple((band, float(dose)) for band, dose in
+                              table_rows(ruleset, ruleset.tables[roles["start_dose"]["table"]])),
+            actions=table_rows(ruleset, ruleset.tables[review["table"]]),
+            increase=review["increase"], stop=review["stop"])
+
+
+def load_scenarios(path: str | Path, text: str | None = None) -> Scenarios:
+    """Read and schema-check a scenario file; raises RulesetErrors listing every problem with its line."""
+    doc = read_document(path, text)
+    errors = schema_errors(doc, SCHEMA)
+    if errors:
+        raise RulesetErrors(errors)
+    return Scenarios(doc)
+
+
+def latest_released(folder: Path) -> Ruleset:
+    """The newest released version in a ruleset folder: what a cohort is drawn for unless told otherwise."""
+    releases = versions.read_manifest(folder)
+    if not releases:
+        raise OSError(f"no released version in {folder}")
+    return load_ruleset(folder / f"{max(releases, key=versions.version_key)}.yaml")
+
+
+@lru_cache(maxsize=1)
+def shipped() -> tuple[Ruleset, Scenarios]:
+    """The shipped ruleset that has a scenario file, at its latest release, with that file."""
+    files = sorted(RULES_ROOT.glob(f"*/{SCENARIO_FILE}"))
+    if len(files) != 1:
+        raise OSError(f"expected one {SCENARIO_FILE} under {RULES_ROOT}, found {len(files)}")
+    return latest_released(files[0].parent), load_scenarios(files[0])
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A ruleset version and the scenario file a cohort is drawn with, and the clinician they make."""
+
+    ruleset: Ruleset
+    scenarios: Scenarios
+    clinician: Clinician
+
+
+def resolve(ruleset: Ruleset | None = None, scenarios: Scenarios | None = None) -> Protocol:
+    """Fill in what is not given: the scenario file beside the ruleset, the latest release beside the file."""
+    if ruleset is None and scenarios is None:
+        ruleset, scenarios = shipped()
+    elif scenarios is None:
+        assert ruleset is not None
+        scenarios = load_scenarios(Path(ruleset.source_file).parent / SCENARIO_FILE)
+    elif ruleset is None:
+        ruleset = latest_released(scenarios.folder)
+    return Protocol(ruleset, scenarios, scenarios.clinician(ruleset))
