@@ -5,10 +5,11 @@ import argparse
 from datetime import date
 from pathlib import Path
 
+from ..loader import load_ruleset
 from .files import write_cohort
 from .generator import generate_cohort
 from .model import DEFAULT_START
-from .people import INELIGIBLE
+from .scenario import load_scenarios, resolve
 
 
 def add_cohort_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,6 +22,10 @@ def add_cohort_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START, metavar="YYYY-MM-DD",
                    help=f"the earliest transplant date (default {DEFAULT_START})")
+    p.add_argument("--ruleset", type=Path, metavar="FILE",
+                   help="the ruleset version the clinician follows (default: the latest release beside the scenarios)")
+    p.add_argument("--scenarios", type=Path, metavar="FILE",
+                   help="the scenario file (default: the one beside the ruleset, else the shipped one)")
     p.set_defaults(command=cmd_cohort_generate)
 
 
@@ -33,8 +38,10 @@ def _positive_int(text: str) -> int:
 
 def cmd_cohort_generate(args: argparse.Namespace) -> int:
     """Write the cohort and say where; 0 on success (errors propagate to cli.main, which reports them)."""
-    patients = generate_cohort(args.n, args.seed, args.start)
+    protocol = resolve(load_ruleset(args.ruleset) if args.ruleset else None,
+                       load_scenarios(args.scenarios) if args.scenarios else None)
+    patients = generate_cohort(args.n, args.seed, args.start, protocol.ruleset, protocol.scenarios)
     index = write_cohort(patients, args.out, {"n": args.n, "seed": args.seed, "start": args.start.isoformat()})
-    ineligible = sum(p.scenario in INELIGIBLE for p in patients)
+    ineligible = sum(p.scenario in protocol.scenarios.ineligible for p in patients)
     print(f"wrote {len(patients)} patients ({ineligible} ineligible by design) to {args.out}; index {index}")
     return 0

@@ -15,23 +15,11 @@ import random
 from datetime import date, timedelta
 
 from ..model import Ruleset
-from .clinician import Clinician
 from .model import DEFAULT_START, END_DAY, CohortPatient, Profile, Timeline, mg
 from .people import draw_profile
 from .resources import Ids, patient_resources
-from .scenario import Scenarios, resolve
+from .scenario import Protocol, Scenarios, resolve
 from .timeline import draw_timeline
-
-STANDARD_DAYS = (2, 4, 10, 18, 25, 32, 46)  # before the start, the start, between reviews, reviews, the six weeks
-
-
-# One block of scenarios, shuffled per block: any n >= len(_BLOCK) contains every scenario.
-_BLOCK = (
-    "treated-fast", "treated-fast", "treated-fast", "treated-slow", "treated-slow", "treated-slow",
-    "treated-plateau", "treated-plateau", "treated-plateau", "hepatotoxicity", "late-transfusion",
-    "weight-band-low", "weight-band-high", "untreated", "no-ecog", "too-old", "too-old", "no-neuroblastoma",
-    "second-transplant", "cardiac", "cardiac", "thrombosis", "liver", "ecog",
-)
 
 
 def generate_cohort(n: int, seed: int, start: date = DEFAULT_START, ruleset: Ruleset | None = None,
@@ -42,62 +30,47 @@ def generate_cohort(n: int, seed: int, start: date = DEFAULT_START, ruleset: Rul
     the file beside the ruleset; with neither, the shipped ruleset that has one) maps its roles."""
     if n < 1:
         raise ValueError(f"a cohort needs at least one patient, not {n}")
-    clinician = resolve(ruleset, scenarios).clinician
+    protocol = resolve(ruleset, scenarios)
     rng = random.Random(seed)
-    plan = _scenario_plan(n, rng)
+    plan = _scenario_plan(n, rng, protocol.scenarios.block)
     seeds = [rng.getrandbits(64) for _ in range(n)]
-    return [_patient(i + 1, scenario, random.Random(s), start, clinician)
+    return [_patient(i + 1, scenario, random.Random(s), start, protocol)
             for i, (scenario, s) in enumerate(zip(plan, seeds, strict=True))]
 
 
-def _scenario_plan(n: int, rng: random.Random) -> list[str]:
+def _scenario_plan(n: int, rng: random.Random, scenarios: tuple[str, ...]) -> list[str]:
     """Whole shuffled blocks, so that every scenario appears once n reaches a block, whatever the seed."""
     plan: list[str] = []
     while len(plan) < n:
-        block = list(_BLOCK)
+        block = list(scenarios)
         rng.shuffle(block)
         plan.extend(block)
     return plan[:n]
 
 
-def _patient(index: int, scenario: str, rng: random.Random, start: date, clinician: Clinician) -> CohortPatient:
+def _patient(index: int, scenario: str, rng: random.Random, start: date, protocol: Protocol) -> CohortPatient:
     name = f"patient-{index:04d}"
     day0 = start + timedelta(days=0 if index == 1 else rng.randint(0, 120))
-    profile = draw_profile(scenario, rng, clinician)
-    timeline = draw_timeline(profile, rng, clinician)
+    profile = draw_profile(scenario, rng, protocol.clinician)
+    timeline = draw_timeline(profile, rng, protocol.clinician)
     ids = Ids(rng)
-    resources = patient_resources(name, profile, timeline, day0, rng, ids)
-    days = sorted({d for d in STANDARD_DAYS + tuple(timeline.decision_days) if 0 <= d <= END_DAY})
-    return CohortPatient(name, scenario, _description(profile, timeline, day0), day0,
+    resources = patient_resources(name, profile, timeline, day0, rng, ids, protocol.scenarios.time_zone)
+    days = sorted({d for d in protocol.scenarios.evaluation_days + tuple(timeline.decision_days) if 0 <= d <= END_DAY})
+    return CohortPatient(name, scenario, _description(profile, timeline, day0, protocol), day0,
                          [day0 + timedelta(days=d) for d in days], resources, ids.next())
 
 
-
-_SCENARIO_TEXT = {
-    "treated-fast": "treated, fast recovery", "treated-slow": "treated, slow recovery",
-    "treated-plateau": "treated, plateau 50-90", "hepatotoxicity": "treated, ALT rises above 3 x ULN on therapy",
-    "late-transfusion": "treated, fast recovery with a transfusion just before 100",
-    "weight-band-low": "treated, weight at the 20 kg dose boundary (low band)",
-    "weight-band-high": "treated, weight just above the 20 kg dose boundary (high band)",
-    "untreated": "eligible, never treated",
-    "no-ecog": "no ECOG on record (eligibility incomplete)", "too-old": "ineligible: age 18 or over",
-    "no-neuroblastoma": "ineligible: no neuroblastoma", "second-transplant": "ineligible: second autologous HSCT",
-    "cardiac": "ineligible: recent cardiac history", "thrombosis": "ineligible: active DVT",
-    "liver": "ineligible: ALT above 3 x ULN", "ecog": "ineligible: ECOG 3",
-}
-
-
-def _description(profile: Profile, timeline: Timeline, day0: date) -> str:
+def _description(profile: Profile, timeline: Timeline, day0: date, protocol: Protocol) -> str:
     """One line a reader of an impact report can picture the patient from."""
     years, months = divmod(int(profile.age_days / 30.4375), 12)
     age = f"{years} y {months} mo" if years else f"{months} mo"
     parts = [f"{age}, {profile.weight_kg:g} kg", profile.diagnosis, f"HSCT {day0.isoformat()}"]
     parts += [h.replace("-", " ") for h in profile.history]
     if timeline.orders:
-        parts.append(f"hetrombopag {mg(timeline.orders[0].dose)} mg from day +{timeline.orders[0].start}")
+        parts.append(f"{protocol.drug} {mg(timeline.orders[0].dose)} mg from day +{timeline.orders[0].start}")
     parts += timeline.events
     if timeline.transfusions:
         parts.append(f"{len(timeline.transfusions)} platelet transfusion(s)")
-    return f"{_SCENARIO_TEXT[profile.scenario]}: " + "; ".join(parts)
+    return f"{protocol.scenarios.text(profile.scenario)}: " + "; ".join(parts)
 
 

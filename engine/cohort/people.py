@@ -7,7 +7,6 @@ import random
 from .clinician import Clinician
 from .model import Profile
 
-INELIGIBLE = {"too-old", "no-neuroblastoma", "second-transplant", "cardiac", "thrombosis", "liver", "ecog"}
 BOUNDARY_WEIGHTS = {"weight-band-low": (19.5, 20.0), "weight-band-high": (20.1, 21.0)}  # either side of "> 20 kg"
 
 # Median body weight (kg) by age (years), both sexes, roughly the WHO/CDC curves.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from .model import END_DAY, PATIENT_ID_SYSTEM, TEST_DATA_TAG, TZ, Json, Order, Profile, Timeline, mg
+from .model import END_DAY, PATIENT_ID_SYSTEM, TEST_DATA_TAG, Json, Order, Profile, Timeline, mg
 from .timeline import weight_value
 
 LOINC = "http://loinc.org"
@@ -39,11 +39,11 @@ class Ids:
         return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
 
-def patient_resources(name: str, profile: Profile, timeline: Timeline, day0: date, rng: random.Random,
-               ids: Ids) -> list[Json]:
+def patient_resources(name: str, profile: Profile, timeline: Timeline, day0: date, rng: random.Random, ids: Ids,
+                      time_zone: str) -> list[Json]:
     patient = _patient_resource(name, profile, day0, ids.next())
     subject = {"reference": f"urn:uuid:{patient['id']}"}
-    at = _Clock(day0)
+    at = _Clock(day0, time_zone)
     resources = [patient]
     resources += _conditions(profile, at, subject, ids, rng)
     resources += _procedures(profile, timeline, at, subject, ids)
@@ -58,12 +58,13 @@ class _Clock:
     """Timeline days as FHIR dates and dateTimes."""
 
     day0: date
+    time_zone: str  # every dateTime's offset; the extractor reads the day as written
 
     def day(self, offset: int) -> str:
         return (self.day0 + timedelta(days=offset)).isoformat()
 
     def time(self, offset: int, clock: str) -> str:
-        return f"{self.day(offset)}T{clock}:00{TZ}"
+        return f"{self.day(offset)}T{clock}:00{self.time_zone}"
 
 
 def _concept(system: str, code: str, text: str, display: str | None = None) -> Json:

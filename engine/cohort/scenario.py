@@ -38,6 +38,26 @@ class Scenarios:
     def folder(self) -> Path:
         return Path(self.doc.file).parent
 
+    @property
+    def block(self) -> tuple[str, ...]:
+        """One block of scenario names, each as many times as its count, in the file's order."""
+        return tuple(name for name, spec in self.data["scenarios"].items() for _ in range(spec["count"]))
+
+    @property
+    def ineligible(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self.data["scenarios"].items() if not spec.get("eligible", True))
+
+    def text(self, scenario: str) -> str:
+        return str(self.data["scenarios"][scenario]["text"])
+
+    @property
+    def time_zone(self) -> str:
+        return str(self.data["timeline"]["time_zone"])
+
+    @property
+    def evaluation_days(self) -> tuple[int, ...]:
+        return tuple(self.data["timeline"]["evaluation_days"])
+
     def clinician(self, ruleset: Ruleset) -> Clinician:
         """The roles resolved in `ruleset`; a role naming what the ruleset lacks is reported at its line."""
         roles = self.data["clinician"]
@@ -92,6 +112,14 @@ class Protocol:
     ruleset: Ruleset
     scenarios: Scenarios
     clinician: Clinician
+
+    @property
+    def drug(self) -> str:
+        """The drug as descriptions name it: the site mapping's medication concept."""
+        medication = self.ruleset.medication
+        if medication is None:
+            raise ValueError(f"ruleset {self.ruleset.ref} names no medication for the clinician to order")
+        return medication.concept
 
 
 def resolve(ruleset: Ruleset | None = None, scenarios: Scenarios | None = None) -> Protocol:
