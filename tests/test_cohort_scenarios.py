@@ -1,0 +1,79 @@
+"""The cohort's scenario file: validated with located errors, and the simulated clinician follows the ruleset version
+it is given, not numbers of its own."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import versions
+from engine.cohort import generate_cohort, load_scenarios, resolve
+from engine.errors import RulesetErrors
+from engine.loader import load_ruleset
+from tests.helpers import HETROMBOPAG, ROOT
+
+SCENARIOS = ROOT / "rules" / "hetrombopag" / "scenarios.yaml"
+TEXT = SCENARIOS.read_text(encoding="utf-8")
+
+
+def _line_of(text: str, fragment: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if fragment in line)
+
+
+def test_the_shipped_scenario_file_is_valid():
+    scenarios = load_scenarios(SCENARIOS)
+    assert len(set(scenarios.block)) == len(scenarios.data["scenarios"])
+
+
+def test_a_bad_value_is_reported_at_its_line():
+    text = TEXT.replace("treated-slow: {count: 3,", "treated-slow: {count: 0,")
+    with pytest.raises(RulesetErrors) as raised:
+        load_scenarios(SCENARIOS, text)
+    [error] = raised.value.errors
+    assert error.line == _line_of(text, "treated-slow: {count: 0")
+    assert error.path == ("scenarios", "treated-slow", "count")
+
+
+def test_a_role_naming_no_parameter_of_the_ruleset_is_reported_at_its_line():
+    text = TEXT.replace("{param: review_interval_days}", "{param: review_days}")
+    with pytest.raises(RulesetErrors) as raised:
+        resolve(load_ruleset(HETROMBOPAG), load_scenarios(SCENARIOS, text))
+    [error] = raised.value.errors
+    assert error.line == _line_of(text, "review_days}") and "review_days" in error.message
+
+
+def test_the_clinician_reads_the_numbers_of_the_version_given():
+    released = resolve(load_ruleset(HETROMBOPAG)).clinician
+    draft = resolve(load_ruleset(HETROMBOPAG.with_name("1.1.0.yaml"))).clinician  # increases below 30, not 50
+    assert released.increases_at(40) and not draft.increases_at(40)
+    assert released.start_dose(20.0) < released.start_dose(20.1)
+
+
+def _orders(patients) -> list[list[tuple[str, float]]]:
+    return [[(r["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]["start"],
+              r["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"])
+             for r in p.resources if r["resourceType"] == "MedicationRequest" and "doseAndRate" in
+             r["dosageInstruction"][0]] for p in patients]
+
+
+def test_another_review_interval_changes_the_orders():
+    text = HETROMBOPAG.read_text(encoding="utf-8")
+    weekly = text.replace("  review_interval_days:\n    value: 14\n", "  review_interval_days:\n    value: 7\n")
+    assert weekly != text
+    fortnightly = generate_cohort(24, 3, ruleset=load_ruleset(HETROMBOPAG))
+    weekly_cohort = generate_cohort(24, 3, ruleset=load_ruleset(HETROMBOPAG, weekly))
+    assert [p.scenario for p in fortnightly] == [p.scenario for p in weekly_cohort]
+    assert _orders(fortnightly) != _orders(weekly_cohort)
+
+
+def test_another_increase_threshold_changes_the_orders():
+    released = generate_cohort(24, 3, ruleset=load_ruleset(HETROMBOPAG))
+    draft = generate_cohort(24, 3, ruleset=load_ruleset(HETROMBOPAG.with_name("1.1.0.yaml")))
+    counts = [sum(len(o) for o in _orders(c)) for c in (released, draft)]
+    assert counts[0] > counts[1], "fewer patients qualify for an increase below 30 than below 50"
+
+
+def test_the_default_cohort_follows_the_latest_release():
+    latest = resolve().ruleset
+    assert latest.version == max(versions.read_manifest(SCENARIOS.parent), key=versions.version_key)
+    assert Path(latest.source_file).parent == SCENARIOS.parent
