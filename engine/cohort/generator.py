@@ -51,7 +51,7 @@ def _scenario_plan(n: int, rng: random.Random, scenarios: tuple[str, ...]) -> li
 def _patient(index: int, scenario: str, rng: random.Random, start: date, protocol: Protocol) -> CohortPatient:
     name = f"patient-{index:04d}"
     day0 = start + timedelta(days=0 if index == 1 else rng.randint(0, 120))
-    profile = draw_profile(scenario, rng, protocol.clinician)
+    profile = draw_profile(scenario, rng, protocol.clinician, protocol.scenarios.person(scenario))
     timeline = draw_timeline(profile, rng, protocol.clinician)
     ids = Ids(rng)
     resources = patient_resources(name, profile, timeline, day0, rng, ids, protocol.scenarios.time_zone)

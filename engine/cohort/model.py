@@ -58,7 +58,7 @@ class Profile:
     weight_kg: float
     weight_fixed: bool  # boundary patients keep one exact weight so the dose band is the one intended
     diagnosis: str  # a key of _DIAGNOSES
-    hsct_days: tuple[int, ...]  # completed autologous HSCTs, days relative to day 0
+    procedure_days: tuple[int, ...]  # the index procedures (day 0 and any earlier), relative to day 0
     history: tuple[str, ...]  # heart-failure | arrhythmia | myocardial-infarction | active-dvt | old-dvt
     ecog: int | None  # None: never recorded
     alt: str  # normal | high | rising

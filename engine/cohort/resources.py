@@ -127,7 +127,7 @@ def _procedure(concept: Json, when: str, subject: Json, resource_id: str) -> Jso
 def _procedures(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids) -> list[Json]:
     hsct = _concept(SNOMED, "709115004", "Autologous haematopoietic stem cell transplant")
     transfusion = _concept(SNOMED, "180208003", "Platelet transfusion")
-    return ([_procedure(hsct, at.time(day, "10:00"), subject, ids.next()) for day in profile.hsct_days]
+    return ([_procedure(hsct, at.time(day, "10:00"), subject, ids.next()) for day in profile.procedure_days]
             + [_procedure(transfusion, at.time(day, "14:00"), subject, ids.next())
                for day in sorted(timeline.transfusions)])
 

@@ -19,6 +19,7 @@ from .clinician import Clinician, table_rows
 
 SCHEMA = "scenarios.schema.json"
 SCENARIO_FILE = "scenarios.yaml"
+_NOT_PERSON = frozenset({"count", "text", "eligible"})  # about the scenario, not the person
 RULES_ROOT = Path(__file__).resolve().parents[2] / "rules"  # the shipped rules
 
 
@@ -46,6 +47,11 @@ class Scenarios:
     @property
     def ineligible(self) -> frozenset[str]:
         return frozenset(name for name, spec in self.data["scenarios"].items() if not spec.get("eligible", True))
+
+    def person(self, scenario: str) -> dict[str, Any]:
+        """What a patient of `scenario` is drawn from: the population, with what the scenario fixes."""
+        fixed = {k: v for k, v in self.data["scenarios"][scenario].items() if k not in _NOT_PERSON}
+        return {**self.data["population"], **fixed}
 
     def text(self, scenario: str) -> str:
         return str(self.data["scenarios"][scenario]["text"])
