@@ -54,7 +54,7 @@ def _patient(index: int, scenario: str, rng: random.Random, start: date, protoco
     profile = draw_profile(scenario, rng, protocol.clinician, protocol.scenarios.person(scenario))
     timeline = draw_timeline(profile, rng, protocol.clinician)
     ids = Ids(rng)
-    resources = patient_resources(name, profile, timeline, day0, rng, ids, protocol.scenarios.time_zone)
+    resources = patient_resources(name, profile, timeline, day0, rng, ids, protocol)
     days = sorted({d for d in protocol.scenarios.evaluation_days + tuple(timeline.decision_days) if 0 <= d <= END_DAY})
     return CohortPatient(name, scenario, _description(profile, timeline, day0, protocol), day0,
                          [day0 + timedelta(days=d) for d in days], resources, ids.next())

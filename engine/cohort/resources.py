@@ -9,13 +9,10 @@ from datetime import date, timedelta
 from typing import Any
 
 from .model import END_DAY, PATIENT_ID_SYSTEM, TEST_DATA_TAG, Json, Order, Profile, Timeline, mg
+from .scenario import Protocol, Scenarios
 from .timeline import weight_value
 
-LOINC = "http://loinc.org"
-SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
-ICD10 = "http://hl7.org/fhir/sid/icd-10"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -40,16 +37,18 @@ class Ids:
 
 
 def patient_resources(name: str, profile: Profile, timeline: Timeline, day0: date, rng: random.Random, ids: Ids,
-                      time_zone: str) -> list[Json]:
+                      protocol: Protocol) -> list[Json]:
+    scenarios = protocol.scenarios
+    codes = Codings.of(scenarios)
     patient = _patient_resource(name, profile, day0, ids.next())
     subject = {"reference": f"urn:uuid:{patient['id']}"}
-    at = _Clock(day0, time_zone)
+    at = _Clock(day0, scenarios.time_zone)
     resources = [patient]
-    resources += _conditions(profile, at, subject, ids, rng)
-    resources += _procedures(profile, timeline, at, subject, ids)
-    resources += _observations(profile, timeline, at, subject, ids, rng)
-    resources += _orders(timeline, at, subject, ids)
-    resources += _supportive_orders(profile, timeline, at, subject, ids)
+    resources += _conditions(profile, at, subject, ids, rng, codes)
+    resources += _procedures(profile, timeline, at, subject, ids, codes)
+    resources += _observations(profile, timeline, at, subject, ids, rng, codes)
+    resources += _orders(timeline, at, subject, ids, protocol)
+    resources += _other_orders(profile, timeline, at, subject, ids, protocol)
     return resources
 
 
@@ -65,6 +64,29 @@ class _Clock:
 
     def time(self, offset: int, clock: str) -> str:
         return f"{self.day(offset)}T{clock}:00{self.time_zone}"
+
+
+@dataclass(frozen=True)
+class Codings:
+    """The scenario file's codings as CodeableConcepts: observations, index procedure and transfusion, diagnoses,
+    and history items with their onset range (days before day 0) and clinical status."""
+
+    observations: dict[str, Json]
+    procedures: dict[str, Json]
+    diagnoses: dict[str, Json]
+    history: dict[str, tuple[Json, tuple[int, int], str]]
+
+    @classmethod
+    def of(cls, scenarios: Scenarios) -> Codings:
+        data = scenarios.data["codings"]
+        return cls({k: _coded(v) for k, v in data["observations"].items()},
+                   {k: _coded(v) for k, v in data["procedures"].items()},
+                   {k: _coded(v) for k, v in data["diagnoses"].items()},
+                   {k: (_coded(v), tuple(v["onset_days_before"]), v["status"]) for k, v in data["history"].items()})
+
+
+def _coded(spec: Json) -> Json:
+    return _concept(spec["system"], spec["code"], spec["text"], spec.get("display"))
 
 
 def _concept(system: str, code: str, text: str, display: str | None = None) -> Json:
@@ -92,29 +114,13 @@ def _condition(concept: Json, onset: str, status: str, subject: Json, resource_i
     }
 
 
-_DIAGNOSES = {  # the description's words -> the coded diagnosis
-    "neuroblastoma": _concept(SNOMED, "432328008", "Neuroblastoma"),
-    "neuroblastoma (ICD-10-CM)": _concept(ICD10CM, "C74.90", "Neuroblastoma of adrenal gland"),
-    "Hodgkin lymphoma": _concept(ICD10, "C81.9", "Hodgkin lymphoma"),
-    "medulloblastoma": _concept(ICD10, "C71.6", "Medulloblastoma"),
-    "Ewing sarcoma": _concept(ICD10, "C41.9", "Ewing sarcoma"),
-}
-# Concept, onset range (days before day 0), clinical status. Exclusions stay inside their window (365 or 90 days)
-# until the end of the timeline, so an "ineligible" patient is ineligible on every evaluation date.
-_HISTORY = {
-    "heart-failure": (_concept(SNOMED, "42343007", "Congestive heart failure"), (60, 300), "resolved"),
-    "arrhythmia": (_concept(ICD10, "I47.1", "Supraventricular tachycardia"), (30, 300), "resolved"),
-    "myocardial-infarction": (_concept(SNOMED, "22298006", "Myocardial infarction"), (10, 35), "resolved"),
-    "active-dvt": (_concept(SNOMED, "128053003", "Deep venous thrombosis, catheter-related"), (7, 40), "active"),
-    "old-dvt": (_concept(SNOMED, "128053003", "Deep venous thrombosis, catheter-related"), (400, 900), "resolved"),
-}
-
-
-def _conditions(profile: Profile, at: _Clock, subject: Json, ids: Ids, rng: random.Random) -> list[Json]:
+def _conditions(profile: Profile, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
+                codes: Codings) -> list[Json]:
     """The diagnosis months before the transplant, and the history the exclusion criteria look at."""
-    found = [_condition(_DIAGNOSES[profile.diagnosis], at.day(-rng.randint(150, 500)), "active", subject, ids.next())]
+    diagnosis = codes.diagnoses[profile.diagnosis]
+    found = [_condition(diagnosis, at.day(-rng.randint(150, 500)), "active", subject, ids.next())]
     for item in profile.history:
-        concept, (low, high), status = _HISTORY[item]
+        concept, (low, high), status = codes.history[item]
         found.append(_condition(concept, at.day(-rng.randint(low, high)), status, subject, ids.next()))
     return found
 
@@ -124,10 +130,10 @@ def _procedure(concept: Json, when: str, subject: Json, resource_id: str) -> Jso
             "subject": subject, "performedDateTime": when}
 
 
-def _procedures(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids) -> list[Json]:
-    hsct = _concept(SNOMED, "709115004", "Autologous haematopoietic stem cell transplant")
-    transfusion = _concept(SNOMED, "180208003", "Platelet transfusion")
-    return ([_procedure(hsct, at.time(day, "10:00"), subject, ids.next()) for day in profile.procedure_days]
+def _procedures(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids,
+                codes: Codings) -> list[Json]:
+    index, transfusion = codes.procedures["index"], codes.procedures["transfusion"]
+    return ([_procedure(index, at.time(day, "10:00"), subject, ids.next()) for day in profile.procedure_days]
             + [_procedure(transfusion, at.time(day, "14:00"), subject, ids.next())
                for day in sorted(timeline.transfusions)])
 
@@ -142,34 +148,28 @@ def _observation(code: Json, category: str, when: str, subject: Json, resource_i
             "code": code, "subject": subject, "effectiveDateTime": when, **value}
 
 
-_PLATELETS = _concept(LOINC, "777-3", "Platelets", "Platelets [#/volume] in Blood by Automated count")
-_WEIGHT = _concept(LOINC, "29463-7", "Body weight", "Body weight")
-_ECOG = _concept(LOINC, "89247-1", "ECOG performance status", "ECOG Performance Status score")
-_ALT = _concept(LOINC, "1742-6", "ALT", "Alanine aminotransferase [Enzymatic activity/volume] in Serum or Plasma")
-_AST = _concept(LOINC, "1920-8", "AST", "Aspartate aminotransferase [Enzymatic activity/volume] in Serum or Plasma")
-_BILI_MOLAR = _concept(LOINC, "14631-6", "Total bilirubin", "Bilirubin.total [Moles/volume] in Serum or Plasma")
-_BILI_MASS = _concept(LOINC, "1975-2", "Total bilirubin", "Bilirubin.total [Mass/volume] in Serum or Plasma")
 LIVER_DAYS = range(-1, END_DAY + 1, 7)
 ECOG_DAYS = (-7, 14, 35)
 
 
-def _observations(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids,
-                  rng: random.Random) -> list[Json]:
-    found = [_platelet_observation(day, count, at, subject, ids.next(), rng)
+def _observations(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
+                  codes: Codings) -> list[Json]:
+    coded = codes.observations
+    found = [_platelet_observation(coded["platelets"], day, count, at, subject, ids.next(), rng)
              for day, count in sorted(timeline.platelets.items())]
-    found += [_observation(_WEIGHT, "vital-signs", at.time(day, "08:00"), subject, ids.next(),
+    found += [_observation(coded["weight"], "vital-signs", at.time(day, "08:00"), subject, ids.next(),
                            valueQuantity=_quantity(weight_value(kg, timeline.weight_units[day]),
                                                    timeline.weight_units[day]))
               for day, kg in sorted(timeline.weights.items())]
-    found += list(_liver_observations(profile, at, subject, ids, rng))
+    found += list(_liver_observations(profile, at, subject, ids, rng, coded))
     if profile.ecog is not None:
-        found += [_observation(_ECOG, "survey", at.time(day, "10:00"), subject, ids.next(),
+        found += [_observation(coded["performance_score"], "survey", at.time(day, "10:00"), subject, ids.next(),
                                valueInteger=profile.ecog)
                   for day in ECOG_DAYS]
     return found
 
 
-def _platelet_observation(day: int, count: int, at: _Clock, subject: Json, resource_id: str,
+def _platelet_observation(code: Json, day: int, count: int, at: _Clock, subject: Json, resource_id: str,
                           rng: random.Random) -> Json:
     """Mostly 10*9/L; some 10*3/uL (the same number), some /uL (x 1000), a few with a lab's non-UCUM label."""
     draw = rng.random()
@@ -181,11 +181,11 @@ def _platelet_observation(day: int, count: int, at: _Clock, subject: Json, resou
         quantity = _quantity(count * 1000, "/uL")
     else:
         quantity = _quantity(count, "10^9/L", ucum=False)
-    return _observation(_PLATELETS, "laboratory", at.time(day, "06:30"), subject, resource_id, valueQuantity=quantity)
+    return _observation(code, "laboratory", at.time(day, "06:30"), subject, resource_id, valueQuantity=quantity)
 
 
-def _liver_observations(profile: Profile, at: _Clock, subject: Json, ids: Ids,
-                        rng: random.Random) -> Iterator[Json]:
+def _liver_observations(profile: Profile, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
+                        coded: dict[str, Json]) -> Iterator[Json]:
     """Weekly ALT, AST and total bilirubin; a third carry the lab's own reference range."""
     for day in LIVER_DAYS:
         when = at.time(day, "06:30")
@@ -194,13 +194,14 @@ def _liver_observations(profile: Profile, at: _Clock, subject: Json, ids: Ids,
             _LOWEST_ULN["alt"] * rng.uniform(0.3, 0.95))
         ast = round(_LOWEST_ULN["ast"] * rng.uniform(0.4, 0.95))
         bilirubin = round(_LOWEST_ULN["bilirubin"] * rng.uniform(0.2, 0.8), 1)
-        yield _lab(_ALT, alt, "U/L", _range(rng, "alt", "U/L"), when, subject, ids.next())
-        yield _lab(_AST, ast, "U/L", _range(rng, "ast", "U/L"), when, subject, ids.next())
+        yield _lab(coded["alt"], alt, "U/L", _range(rng, "alt", "U/L"), when, subject, ids.next())
+        yield _lab(coded["ast"], ast, "U/L", _range(rng, "ast", "U/L"), when, subject, ids.next())
         if rng.random() < 0.7:
-            yield _lab(_BILI_MOLAR, bilirubin, "umol/L", _range(rng, "bilirubin", "umol/L"), when, subject, ids.next())
+            yield _lab(coded["bilirubin_molar"], bilirubin, "umol/L", _range(rng, "bilirubin", "umol/L"), when, subject,
+                       ids.next())
         else:
-            yield _lab(_BILI_MASS, round(bilirubin / 17.1, 2), "mg/dL", _range(rng, "bilirubin", "mg/dL"), when,
-                       subject, ids.next())
+            yield _lab(coded["bilirubin_mass"], round(bilirubin / 17.1, 2), "mg/dL", _range(rng, "bilirubin", "mg/dL"),
+                       when, subject, ids.next())
 
 
 def _range(rng: random.Random, test: str, unit: str) -> list[Json] | None:
@@ -220,54 +221,53 @@ def _lab(code: Json, value: float | int, unit: str, ranges: list[Json] | None, w
     return _observation(code, "laboratory", when, subject, resource_id, valueQuantity=_quantity(value, unit), **extra)
 
 
-def _orders(timeline: Timeline, at: _Clock, subject: Json, ids: Ids) -> list[Json]:
+def _orders(timeline: Timeline, at: _Clock, subject: Json, ids: Ids, protocol: Protocol) -> list[Json]:
     """One MedicationRequest per dose; a new dose replaces the previous order (priorPrescription)."""
     found: list[Json] = []
     for order in timeline.orders:
-        resource = _order_resource(order, at, subject, ids.next())
+        resource = _order_resource(order, at, subject, ids.next(), protocol)
         if found:
             resource["priorPrescription"] = {"reference": f"urn:uuid:{found[-1]['id']}"}
         found.append(resource)
     return found
 
 
-def _order_resource(order: Order, at: _Clock, subject: Json, resource_id: str) -> Json:
+def _order_resource(order: Order, at: _Clock, subject: Json, resource_id: str, protocol: Protocol) -> Json:
+    medication, written = protocol.medication, protocol.scenarios.data["orders"]
     bounds = {"start": at.day(order.start)}
     if order.end is not None:
         bounds["end"] = at.day(order.end)
+    timing = {"boundsPeriod": bounds, "frequency": medication.frequency_per_day, "period": 1, "periodUnit": "d"}
+    instruction: Json = {"text": written["instruction"].format(dose=mg(order.dose), unit=medication.dose_unit),
+                         "timing": {"repeat": timing}}
+    if medication.route:
+        route = medication.route
+        instruction["route"] = _concept(route["system"], route["code"], route["display"])
+    instruction["doseAndRate"] = [{"doseQuantity": _quantity(order.dose, medication.dose_unit)}]
     resource = {
         "resourceType": "MedicationRequest", "id": resource_id, "status": order.status, "intent": "order",
-        "medicationCodeableConcept": {"text": "Hetrombopag olamine tablet"},
-        "subject": subject, "authoredOn": at.time(order.start, "09:00"),
-        "dosageInstruction": [{
-            "text": f"{mg(order.dose)} mg orally once daily on an empty stomach",
-            "timing": {"repeat": {"boundsPeriod": bounds, "frequency": 1, "period": 1, "periodUnit": "d"}},
-            "route": _concept(SNOMED, "26643006", "Oral route"),
-            "doseAndRate": [{"doseQuantity": _quantity(order.dose, "mg")}],
-        }],
+        "medicationCodeableConcept": {"text": written["medication_text"]},
+        "subject": subject, "authoredOn": at.time(order.start, "09:00"), "dosageInstruction": [instruction],
     }
     if order.reason:
         resource["statusReason"] = {"text": order.reason}
     return resource
 
 
-def _supportive_orders(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids) -> list[Json]:
-    """The other drugs of a transplant ward (prophylaxis from day -7; rhTPO beside hetrombopag, per protocol).
-
-    Besides realism they make the record say "medications were looked at": without any MedicationRequest the
-    extractor cannot tell an untreated patient from an unknown medication history.
-    """
-    found = [_other_order("Ursodeoxycholic acid tablet", "10 mg/kg/day orally in two doses (VOD prophylaxis)",
-                          at, -7, subject, ids.next()),
-             _other_order("Aciclovir tablet", "Antiviral prophylaxis, orally three times daily", at, -7, subject,
-                          ids.next())]
-    if timeline.orders:
-        first, last = timeline.orders[0], timeline.orders[-1]
-        units = round(300 * profile.weight_kg / 100) * 100
-        rhtpo = _other_order("Recombinant human thrombopoietin (rhTPO) injection",
-                             f"{units} U (300 U/kg) subcutaneously once daily, with hetrombopag per protocol",
-                             at, first.start, subject, ids.next(), end=last.end)
-        found.append(rhtpo)
+def _other_orders(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids,
+                  protocol: Protocol) -> list[Json]:
+    """The ward's other drugs, each from its day or alongside the course (and then only for the treated)."""
+    found = []
+    for spec in protocol.scenarios.data["orders"]["others"]:
+        if "from_day" in spec:
+            found.append(_other_order(spec["medication"], spec["instruction"], at, spec["from_day"], subject,
+                                      ids.next()))
+        elif timeline.orders:
+            first, last = timeline.orders[0], timeline.orders[-1]
+            step = spec.get("round_units_to", 1)
+            units = round(spec.get("units_per_kg", 0) * profile.weight_kg / step) * step
+            found.append(_other_order(spec["medication"], spec["instruction"].format(units=units), at, first.start,
+                                      subject, ids.next(), end=last.end))
     return found
 
 

@@ -14,7 +14,7 @@ from .. import versions
 from ..document import Document, read_document, schema_errors
 from ..errors import RulesetErrors
 from ..loader import load_ruleset
-from ..model import Ruleset
+from ..model import Medication, Ruleset
 from .clinician import Clinician, table_rows
 
 SCHEMA = "scenarios.schema.json"
@@ -120,12 +120,17 @@ class Protocol:
     clinician: Clinician
 
     @property
-    def drug(self) -> str:
-        """The drug as descriptions name it: the site mapping's medication concept."""
+    def medication(self) -> Medication:
+        """The drug the clinician orders, as the ruleset describes it."""
         medication = self.ruleset.medication
         if medication is None:
             raise ValueError(f"ruleset {self.ruleset.ref} names no medication for the clinician to order")
-        return medication.concept
+        return medication
+
+    @property
+    def drug(self) -> str:
+        """The drug as descriptions name it: the site mapping's medication concept."""
+        return self.medication.concept
 
 
 def resolve(ruleset: Ruleset | None = None, scenarios: Scenarios | None = None) -> Protocol:
