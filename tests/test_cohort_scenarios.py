@@ -2,6 +2,7 @@
 it is given, not numbers of its own."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from engine import versions
 from engine.cohort import generate_cohort, load_scenarios, resolve
 from engine.errors import RulesetErrors
+from engine.fhir import load_site_mapping
 from engine.loader import load_ruleset
 from tests.helpers import HETROMBOPAG, ROOT
 
@@ -77,3 +79,37 @@ def test_the_default_cohort_follows_the_latest_release():
     latest = resolve().ruleset
     assert latest.version == max(versions.read_manifest(SCENARIOS.parent), key=versions.version_key)
     assert Path(latest.source_file).parent == SCENARIOS.parent
+
+
+def _protocol_literals() -> set[str]:
+    """The drug's names, its doses, and every code the scenario file and the ruleset's medication write."""
+    ruleset = load_ruleset(HETROMBOPAG)
+    medication = ruleset.medication
+    literals = {ruleset.id, medication.concept, medication.display, medication.route["code"]}
+    doses = [p.value for name, p in ruleset.parameters.items() if name.endswith("_mg")]
+    literals |= {str(d) if float(d) % 1 else f"{d:g} mg" for d in doses}  # 2.5; 5 only as "5 mg"
+    codings = load_scenarios(SCENARIOS).data["codings"]
+    literals |= {c["code"] for group in codings.values() for c in group.values()}
+    literals |= {name for name in codings["diagnoses"]}  # the diagnoses' own words
+    return literals
+
+
+def test_no_protocol_literal_is_written_in_the_generator():
+    sources = {file.name: file.read_text(encoding="utf-8").lower()
+               for file in (ROOT / "engine" / "cohort").glob("*.py")}
+    found = {(name, literal) for literal in _protocol_literals() for name, text in sources.items()
+             if re.search(rf"(?<![\w.]){re.escape(literal.lower())}(?![\w])", text)}
+    assert not found, f"protocol values written in Python: {sorted(found)}"
+
+
+def test_every_coding_of_the_scenario_file_is_one_the_site_mapping_reads():
+    mapping = load_site_mapping(ROOT / "rules" / "site" / "fhir-r4.yaml")
+    codings = load_scenarios(SCENARIOS).data["codings"]
+    indexes = {"observations": mapping.observation_codes, "procedures": mapping.procedure_codes,
+               "history": mapping.condition_codes}
+    for group, index in indexes.items():
+        for name, c in codings[group].items():
+            assert index.match({"coding": [{"system": c["system"], "code": c["code"]}]}), (group, name)
+    for name in set(load_scenarios(SCENARIOS).data["population"]["diagnosis"]):
+        c = codings["diagnoses"][name]
+        assert mapping.condition_codes.match({"coding": [{"system": c["system"], "code": c["code"]}]}), name
