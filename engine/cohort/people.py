@@ -8,16 +8,13 @@ from typing import Any
 from .clinician import Clinician
 from .model import Profile
 
-# Median body weight (kg) by age (years), both sexes, roughly the WHO/CDC curves.
-_GROWTH = ((0.5, 7.6), (1, 9.6), (1.5, 10.9), (2, 12.2), (3, 14.3), (4, 16.3), (5, 18.4), (6, 20.7), (7, 23.1),
-           (8, 25.8), (9, 28.8), (10, 32.3), (11, 36.5), (12, 41.0), (13, 45.7), (14, 50.5), (15, 54.5),
-           (16, 57.5), (17, 60.0), (18, 61.5), (19, 62.5), (20, 63.5))
 
 def draw_profile(scenario: str, rng: random.Random, clinician: Clinician, person: dict[str, Any]) -> Profile:
     """Draw the person from `person` (the population with what the scenario fixes), in a fixed order of draws."""
     age_years = _age_years(person["age_years"], rng)
     weight_fixed = "weight_kg" in person
-    weight = rng.choice(person["weight_kg"]) if weight_fixed else _weight_for_age(age_years, rng)
+    weight = (rng.choice(person["weight_kg"]) if weight_fixed
+              else _weight_for_age(age_years, rng, person["weight_for_age"]))
     earlier = person.get("earlier_procedure_days")
     return Profile(
         scenario=scenario,
@@ -51,14 +48,14 @@ def _age_years(spec: list[Any], rng: random.Random) -> float:
     return rng.uniform(*chosen["years"])
 
 
-def _weight_for_age(age_years: float, rng: random.Random) -> float:
+def _weight_for_age(age_years: float, rng: random.Random, growth: list[list[float]]) -> float:
     """Median weight for age, a little under (after intensive therapy), with noise."""
-    for (a0, w0), (a1, w1) in itertools.pairwise(_GROWTH):
+    for (a0, w0), (a1, w1) in itertools.pairwise(growth):
         if a0 <= age_years <= a1:
             median = w0 + (w1 - w0) * (age_years - a0) / (a1 - a0)
             break
     else:
-        median = _GROWTH[-1][1]
+        median = growth[-1][1]
     return round(median * 0.95 * min(max(rng.gauss(1, 0.12), 0.75), 1.35), 1)
 
 

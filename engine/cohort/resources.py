@@ -18,11 +18,6 @@ CONDITION_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 RANGE_MEANING = "http://terminology.hl7.org/CodeSystem/referencerange-meaning"
 
-# Normal values are drawn under the lowest paediatric ULN and raised ones above 3.5 x the highest (adult) ULN, so
-# the site's age band or the result's own range never changes which side of the limit a value falls.
-_LOWEST_ULN = {"alt": 26.0, "ast": 33.0, "bilirubin": 18.9}
-_HIGHEST_ALT_ULN = 40.0
-_LAB_RANGES = {"alt": (26, 29, 33, 40), "ast": (33, 36, 41, 40), "bilirubin": (18.9, 20.5, 21)}
 
 
 
@@ -46,7 +41,7 @@ def patient_resources(name: str, profile: Profile, timeline: Timeline, day0: dat
     resources = [patient]
     resources += _conditions(profile, at, subject, ids, rng, codes)
     resources += _procedures(profile, timeline, at, subject, ids, codes)
-    resources += _observations(profile, timeline, at, subject, ids, rng, codes)
+    resources += _observations(profile, timeline, at, subject, ids, rng, codes, scenarios)
     resources += _orders(timeline, at, subject, ids, protocol)
     resources += _other_orders(profile, timeline, at, subject, ids, protocol)
     return resources
@@ -148,24 +143,22 @@ def _observation(code: Json, category: str, when: str, subject: Json, resource_i
             "code": code, "subject": subject, "effectiveDateTime": when, **value}
 
 
-LIVER_DAYS = range(-1, END_DAY + 1, 7)
-ECOG_DAYS = (-7, 14, 35)
 
 
 def _observations(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
-                  codes: Codings) -> list[Json]:
-    coded = codes.observations
+                  codes: Codings, scenarios: Scenarios) -> list[Json]:
+    coded, days = codes.observations, scenarios.data["timeline"]
     found = [_platelet_observation(coded["platelets"], day, count, at, subject, ids.next(), rng)
              for day, count in sorted(timeline.platelets.items())]
     found += [_observation(coded["weight"], "vital-signs", at.time(day, "08:00"), subject, ids.next(),
                            valueQuantity=_quantity(weight_value(kg, timeline.weight_units[day]),
                                                    timeline.weight_units[day]))
               for day, kg in sorted(timeline.weights.items())]
-    found += list(_liver_observations(profile, at, subject, ids, rng, coded))
+    found += list(_liver_observations(profile, at, subject, ids, rng, coded, scenarios))
     if profile.ecog is not None:
         found += [_observation(coded["performance_score"], "survey", at.time(day, "10:00"), subject, ids.next(),
                                valueInteger=profile.ecog)
-                  for day in ECOG_DAYS]
+                  for day in days["performance_score_days"]]
     return found
 
 
@@ -185,30 +178,32 @@ def _platelet_observation(code: Json, day: int, count: int, at: _Clock, subject:
 
 
 def _liver_observations(profile: Profile, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
-                        coded: dict[str, Json]) -> Iterator[Json]:
+                        coded: dict[str, Json], scenarios: Scenarios) -> Iterator[Json]:
+    labs, every = scenarios.data["labs"], scenarios.data["timeline"]["liver_tests"]
+    lowest, ranges = labs["lowest_uln"], labs["reference_highs"]
     """Weekly ALT, AST and total bilirubin; a third carry the lab's own reference range."""
-    for day in LIVER_DAYS:
+    for day in range(every["first_day"], END_DAY + 1, every["every_days"]):
         when = at.time(day, "06:30")
         raised = profile.alt == "high" or (profile.alt == "rising" and day >= (profile.start_day or 0) + 10)
-        alt = round(_HIGHEST_ALT_ULN * rng.uniform(3.5, 6)) if raised else round(
-            _LOWEST_ULN["alt"] * rng.uniform(0.3, 0.95))
-        ast = round(_LOWEST_ULN["ast"] * rng.uniform(0.4, 0.95))
-        bilirubin = round(_LOWEST_ULN["bilirubin"] * rng.uniform(0.2, 0.8), 1)
-        yield _lab(coded["alt"], alt, "U/L", _range(rng, "alt", "U/L"), when, subject, ids.next())
-        yield _lab(coded["ast"], ast, "U/L", _range(rng, "ast", "U/L"), when, subject, ids.next())
+        alt = round(labs["highest_alt_uln"] * rng.uniform(3.5, 6)) if raised else round(
+            lowest["alt"] * rng.uniform(0.3, 0.95))
+        ast = round(lowest["ast"] * rng.uniform(0.4, 0.95))
+        bilirubin = round(lowest["bilirubin"] * rng.uniform(0.2, 0.8), 1)
+        yield _lab(coded["alt"], alt, "U/L", _range(rng, ranges["alt"], "U/L"), when, subject, ids.next())
+        yield _lab(coded["ast"], ast, "U/L", _range(rng, ranges["ast"], "U/L"), when, subject, ids.next())
         if rng.random() < 0.7:
-            yield _lab(coded["bilirubin_molar"], bilirubin, "umol/L", _range(rng, "bilirubin", "umol/L"), when, subject,
-                       ids.next())
+            yield _lab(coded["bilirubin_molar"], bilirubin, "umol/L", _range(rng, ranges["bilirubin"], "umol/L"), when,
+                       subject, ids.next())
         else:
-            yield _lab(coded["bilirubin_mass"], round(bilirubin / 17.1, 2), "mg/dL", _range(rng, "bilirubin", "mg/dL"),
-                       when, subject, ids.next())
+            yield _lab(coded["bilirubin_mass"], round(bilirubin / 17.1, 2), "mg/dL",
+                       _range(rng, ranges["bilirubin"], "mg/dL"), when, subject, ids.next())
 
 
-def _range(rng: random.Random, test: str, unit: str) -> list[Json] | None:
+def _range(rng: random.Random, highs: list[float], unit: str) -> list[Json] | None:
     """The lab's own upper limit on a third of results; the rest leave the ULN to the site table."""
     if rng.random() >= 1 / 3:
         return None
-    high = rng.choice(_LAB_RANGES[test])
+    high = rng.choice(highs)
     if unit == "mg/dL":
         high = round(high / 17.1, 1)
     return [{"high": _quantity(high, unit),
