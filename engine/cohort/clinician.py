@@ -23,12 +23,18 @@ class Clinician:
     actions: tuple[tuple[Band, str], ...]  # at a review, by the latest count
     increase: str  # the action meaning one level up
     stop: str  # the action meaning stop the drug
+    course_complete: str  # the stop reason at the longest course
 
     def start_dose(self, weight_kg: float) -> float:
         return _lookup(self.start_doses, weight_kg)
 
     def action(self, count: float) -> str:
         return _lookup(self.actions, count)
+
+    @property
+    def stop_from(self) -> float:
+        """The lowest count the action is to stop at."""
+        return min(band.low or 0.0 for band, action in self.actions if action == self.stop)
 
     def stops_at(self, count: float) -> bool:
         return self.action(count) == self.stop

@@ -1,13 +1,15 @@
-"""Synthetic FHIR R4 cohorts: plausible children along a post-transplant timeline, for impact analysis and benchmarks.
+"""Synthetic FHIR R4 cohorts: plausible patients along a timeline from an index day, for impact analysis and benchmarks.
 
 `cdsrules cohort generate` writes one Bundle per patient and an index (`cohort.json`) naming, for each patient, the
-dates where protocol decisions change. A cohort is a pure function of (n, seed, start): one `random.Random` per
-patient, drawn from one seeded generator, no clock and no global random state, so a seed gives byte-identical files.
+dates where protocol decisions change. A cohort is a pure function of (n, seed, start) and the protocol: one
+`random.Random` per patient, drawn from one seeded generator, no clock and no global random state, so a seed gives
+byte-identical files.
 
-The generator plays the clinician who follows the protocol (start from day +4 at the weight-band dose, one level up
-at a 14-day review below 50 x 10^9/L, stop at 100 or after 42 days), acting the day after each criterion is met, so
-that on the criterion day the record still shows the situation the rules must react to. A Bundle is a snapshot of the
-whole timeline; `engine.fhir.resources_as_of` gives the record as it stood on an evaluation date.
+Who is drawn, and their courses, come from the ruleset's scenario file (rules/<id>/scenarios.yaml). The generator
+plays the clinician who follows the ruleset version given (start day, start dose by weight, a level up at a review
+when the count calls for it, stop at the count or the longest course), acting the day after each criterion is met,
+so that on the criterion day the record still shows the situation the rules must react to. A Bundle is a snapshot of
+the whole timeline; `engine.fhir.resources_as_of` gives the record as it stood on an evaluation date.
 """
 from __future__ import annotations
 
@@ -64,7 +66,8 @@ def _description(profile: Profile, timeline: Timeline, day0: date, protocol: Pro
     """One line a reader of an impact report can picture the patient from."""
     years, months = divmod(int(profile.age_days / 30.4375), 12)
     age = f"{years} y {months} mo" if years else f"{months} mo"
-    parts = [f"{age}, {profile.weight_kg:g} kg", profile.diagnosis, f"HSCT {day0.isoformat()}"]
+    day0_text = protocol.scenarios.data["timeline"]["day0_text"]
+    parts = [f"{age}, {profile.weight_kg:g} kg", profile.diagnosis, f"{day0_text} {day0.isoformat()}"]
     parts += [h.replace("-", " ") for h in profile.history]
     if timeline.orders:
         parts.append(f"{protocol.drug} {mg(timeline.orders[0].dose)} mg from day +{timeline.orders[0].start}")

@@ -82,7 +82,8 @@ class Scenarios:
             start_doses=tuple((band, float(dose)) for band, dose in
                               table_rows(ruleset, ruleset.tables[roles["start_dose"]["table"]])),
             actions=table_rows(ruleset, ruleset.tables[review["table"]]),
-            increase=review["increase"], stop=review["stop"])
+            increase=review["increase"], stop=review["stop"],
+            course_complete=self.data["timeline"]["course_complete_text"])
 
 
 def load_scenarios(path: str | Path, text: str | None = None) -> Scenarios:

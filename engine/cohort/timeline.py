@@ -44,7 +44,7 @@ def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician) ->
 
 
 def _curve(recovery: str, rng: random.Random) -> _Curve:
-    """Engraftment speeds: fast (>= 100 by about day 20), slow (< 50 until about day 30), plateau (50-90)."""
+    """Engraftment speeds: fast (high by about day 20), slow (low until about day 30), plateau (in between)."""
     baseline, nadir = rng.uniform(60, 180), rng.uniform(5, 20)
     if recovery == "fast":
         day = rng.randint(5, 8)
@@ -95,7 +95,8 @@ def _late_transfusion(timeline: Timeline, clinician: Clinician) -> None:
     if first - 2 not in timeline.transfusions:
         timeline.transfusions.append(first - 2)
     timeline.decision_days.add(first)
-    timeline.events.append(f"transfusion day +{first - 2} before the first count >= 100 (day +{first})")
+    stop = f"{clinician.stop_from:g}"
+    timeline.events.append(f"transfusion day +{first - 2} before the first count >= {stop} (day +{first})")
 
 
 def _weights(profile: Profile, rng: random.Random, timeline: Timeline) -> None:
@@ -140,9 +141,9 @@ def _latest(values: dict[int, Any], day: int) -> tuple[int, Any]:
 
 def _stop_reason(timeline: Timeline, clinician: Clinician, days_on_therapy: int, count_day: int,
                  count: int) -> str | None:
-    """Six weeks, or an own count of 100 (not within 7 days after a transfusion: those platelets are donated)."""
+    """The longest course, or an own count to stop at (not one soon after a transfusion: those are donated)."""
     if days_on_therapy >= clinician.max_days:
-        return "six weeks of therapy"
+        return clinician.course_complete
     own = not any(0 <= count_day - t <= clinician.donated_days for t in timeline.transfusions)
     return f"platelets {count}" if clinician.stops_at(count) and own else None
 
