@@ -54,7 +54,7 @@ def _patient(index: int, scenario: str, rng: random.Random, start: date, protoco
     name = f"patient-{index:04d}"
     day0 = start + timedelta(days=0 if index == 1 else rng.randint(0, 120))
     profile = draw_profile(scenario, rng, protocol.clinician, protocol.scenarios.person(scenario))
-    timeline = draw_timeline(profile, rng, protocol.clinician)
+    timeline = draw_timeline(profile, rng, protocol.clinician, protocol.scenarios.data["recovery"])
     ids = Ids(rng)
     resources = patient_resources(name, profile, timeline, day0, rng, ids, protocol)
     days = sorted({d for d in protocol.scenarios.evaluation_days + tuple(timeline.decision_days) if 0 <= d <= END_DAY})

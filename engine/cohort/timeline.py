@@ -34,26 +34,27 @@ def _logistic(x: float, midpoint: float, width: float) -> float:
 
 
 
-def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician) -> Timeline:
+def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician, recovery: dict[str, Any]) -> Timeline:
+    """The patient's course; `recovery` is the scenario file's platelet courses."""
     timeline = Timeline()
-    _platelet_course(profile, rng, timeline, clinician)
+    _platelet_course(profile, rng, timeline, clinician, recovery)
     _weights(profile, rng, timeline)
     if profile.start_day is not None:
         _treat(profile.start_day, timeline, clinician)
     return timeline
 
 
-def _curve(recovery: str, rng: random.Random) -> _Curve:
-    """Engraftment speeds: fast (high by about day 20), slow (low until about day 30), plateau (in between)."""
-    baseline, nadir = rng.uniform(60, 180), rng.uniform(5, 20)
-    if recovery == "fast":
-        day = rng.randint(5, 8)
-        return _Curve(baseline, nadir, day, rng.uniform(160, 280), day + rng.uniform(7, 10), rng.uniform(1.8, 2.8))
-    if recovery == "slow":
-        day = rng.randint(7, 10)
-        return _Curve(baseline, nadir, day, rng.uniform(110, 170), rng.uniform(34, 40), rng.uniform(3, 4.5))
-    day = rng.randint(5, 10)
-    return _Curve(baseline, nadir, day, rng.uniform(58, 88), day + rng.uniform(6, 11), rng.uniform(2, 3.5))
+def _curve(recovery: str, rng: random.Random, spec: dict[str, Any]) -> _Curve:
+    """The course named `recovery` in the scenario file's `recovery`, drawn in a fixed order."""
+    baseline, nadir = rng.uniform(*spec["baseline"]), rng.uniform(*spec["nadir"])
+    course = spec["courses"][recovery]
+    day = rng.randint(*course["nadir_day"])
+    level = rng.uniform(*course["level"])
+    if "midpoint_day" in course:
+        midpoint = rng.uniform(*course["midpoint_day"])
+    else:
+        midpoint = day + rng.uniform(*course["midpoint_after_nadir"])
+    return _Curve(baseline, nadir, day, level, midpoint, rng.uniform(*course["width"]))
 
 
 def _platelet_days(rng: random.Random) -> list[int]:
@@ -66,9 +67,10 @@ def _platelet_days(rng: random.Random) -> list[int]:
     return days + list(range(30, END_DAY + 1, 2))
 
 
-def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline, clinician: Clinician) -> None:
+def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline, clinician: Clinician,
+                     recovery: dict[str, Any]) -> None:
     """Measured counts: the patient's own course with noise, plus the transfused platelets of recent transfusions."""
-    curve = _curve(profile.recovery, rng)
+    curve = _curve(profile.recovery, rng, recovery)
     boost: dict[int, float] = {}
     for day in _platelet_days(rng):
         own = curve.at(day) * min(max(rng.gauss(1, 0.05), 0.88), 1.12)
