@@ -17,7 +17,7 @@ import random
 from datetime import date, timedelta
 
 from ..model import Ruleset
-from .model import DEFAULT_START, END_DAY, CohortPatient, Profile, Timeline, mg
+from .model import DEFAULT_START, CohortPatient, Profile, Timeline, mg
 from .people import draw_profile
 from .resources import Ids, patient_resources
 from .scenario import Protocol, Scenarios, resolve
@@ -54,10 +54,11 @@ def _patient(index: int, scenario: str, rng: random.Random, start: date, protoco
     name = f"patient-{index:04d}"
     day0 = start + timedelta(days=0 if index == 1 else rng.randint(0, 120))
     profile = draw_profile(scenario, rng, protocol.clinician, protocol.scenarios.person(scenario))
-    timeline = draw_timeline(profile, rng, protocol.clinician, protocol.scenarios.data["recovery"])
+    timeline = draw_timeline(profile, rng, protocol.clinician, protocol.scenarios)
     ids = Ids(rng)
     resources = patient_resources(name, profile, timeline, day0, rng, ids, protocol)
-    days = sorted({d for d in protocol.scenarios.evaluation_days + tuple(timeline.decision_days) if 0 <= d <= END_DAY})
+    scenarios = protocol.scenarios
+    days = sorted({d for d in scenarios.evaluation_days + tuple(timeline.decision_days) if 0 <= d <= scenarios.days})
     return CohortPatient(name, scenario, _description(profile, timeline, day0, protocol), day0,
                          [day0 + timedelta(days=d) for d in days], resources, ids.next())
 

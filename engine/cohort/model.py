@@ -13,7 +13,6 @@ PATIENT_ID_SYSTEM = "https://cdsrules.example.org/fhir/sid/synthetic-patient"
 
 DEFAULT_START = date(2026, 1, 5)
 INDEX_FILE = "cohort.json"
-END_DAY = 50  # the timeline ends here: after the longest course (start day + 42) and inside the 60-day scope
 
 
 # --- the public types -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from .model import END_DAY, PATIENT_ID_SYSTEM, TEST_DATA_TAG, Json, Order, Profile, Timeline, mg
+from .model import PATIENT_ID_SYSTEM, TEST_DATA_TAG, Json, Order, Profile, Timeline, mg
 from .scenario import Protocol, Scenarios
 from .timeline import weight_value
 
@@ -182,7 +182,7 @@ def _liver_observations(profile: Profile, at: _Clock, subject: Json, ids: Ids, r
     labs, every = scenarios.data["labs"], scenarios.data["timeline"]["liver_tests"]
     lowest, ranges = labs["lowest_uln"], labs["reference_highs"]
     """Weekly ALT, AST and total bilirubin; a third carry the lab's own reference range."""
-    for day in range(every["first_day"], END_DAY + 1, every["every_days"]):
+    for day in range(every["first_day"], scenarios.days + 1, every["every_days"]):
         when = at.time(day, "06:30")
         raised = profile.alt == "high" or (profile.alt == "rising" and day >= (profile.start_day or 0) + 10)
         alt = round(labs["highest_alt_uln"] * rng.uniform(3.5, 6)) if raised else round(

@@ -57,6 +57,11 @@ class Scenarios:
         return str(self.data["scenarios"][scenario]["text"])
 
     @property
+    def days(self) -> int:
+        """The timeline's last day after day 0."""
+        return int(self.data["timeline"]["days"])
+
+    @property
     def time_zone(self) -> str:
         return str(self.data["timeline"]["time_zone"])
 

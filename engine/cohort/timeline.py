@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .clinician import Clinician
-from .model import END_DAY, Order, Profile, Timeline, mg
+from .model import Order, Profile, Timeline, mg
+from .scenario import Scenarios
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,14 @@ def _logistic(x: float, midpoint: float, width: float) -> float:
 
 
 
-def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician, recovery: dict[str, Any]) -> Timeline:
-    """The patient's course; `recovery` is the scenario file's platelet courses."""
+def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician, scenarios: Scenarios) -> Timeline:
+    """The patient's course from day 0 to the scenario file's last day."""
+    end_day = scenarios.days
     timeline = Timeline()
-    _platelet_course(profile, rng, timeline, clinician, recovery)
-    _weights(profile, rng, timeline)
+    _platelet_course(profile, rng, timeline, clinician, scenarios.data["recovery"], end_day)
+    _weights(profile, rng, timeline, end_day)
     if profile.start_day is not None:
-        _treat(profile.start_day, timeline, clinician)
+        _treat(profile.start_day, timeline, clinician, end_day)
     return timeline
 
 
@@ -57,22 +59,22 @@ def _curve(recovery: str, rng: random.Random, spec: dict[str, Any]) -> _Curve:
     return _Curve(baseline, nadir, day, level, midpoint, rng.uniform(*course["width"]))
 
 
-def _platelet_days(rng: random.Random) -> list[int]:
+def _platelet_days(rng: random.Random, end_day: int) -> list[int]:
     """Daily until day +28 (now and then a day missed, never two), then every other day."""
     days, skipped = [], False
     for day in range(-1, 29):
         skipped = not skipped and day > 1 and rng.random() < 0.08
         if not skipped:
             days.append(day)
-    return days + list(range(30, END_DAY + 1, 2))
+    return days + list(range(30, end_day + 1, 2))
 
 
 def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline, clinician: Clinician,
-                     recovery: dict[str, Any]) -> None:
+                     recovery: dict[str, Any], end_day: int) -> None:
     """Measured counts: the patient's own course with noise, plus the transfused platelets of recent transfusions."""
     curve = _curve(profile.recovery, rng, recovery)
     boost: dict[int, float] = {}
-    for day in _platelet_days(rng):
+    for day in _platelet_days(rng, end_day):
         own = curve.at(day) * min(max(rng.gauss(1, 0.05), 0.88), 1.12)
         count = max(1, round(own + boost.get(day, 0)))
         timeline.platelets[day] = count
@@ -101,13 +103,13 @@ def _late_transfusion(timeline: Timeline, clinician: Clinician) -> None:
     timeline.events.append(f"transfusion day +{first - 2} before the first count >= {stop} (day +{first})")
 
 
-def _weights(profile: Profile, rng: random.Random, timeline: Timeline) -> None:
+def _weights(profile: Profile, rng: random.Random, timeline: Timeline, end_day: int) -> None:
     """Every third day; a slow loss during aplasia; recorded mostly in kg, some in g or pounds."""
     loss = 0 if profile.weight_fixed else rng.uniform(0, 0.05)
-    for day in range(-2, END_DAY + 1, 3):
+    for day in range(-2, end_day + 1, 3):
         kg = profile.weight_kg
         if not profile.weight_fixed:
-            kg = round(kg * (1 - loss * max(day, 0) / END_DAY) + rng.gauss(0, 0.004 * kg), 1)
+            kg = round(kg * (1 - loss * max(day, 0) / end_day) + rng.gauss(0, 0.004 * kg), 1)
         unit = _weight_unit(rng)
         if profile.weight_fixed and unit == "[lb_av]":
             unit = "g"  # pounds would round across the 20 kg band boundary
@@ -150,13 +152,13 @@ def _stop_reason(timeline: Timeline, clinician: Clinician, days_on_therapy: int,
     return f"platelets {count}" if clinician.stops_at(count) and own else None
 
 
-def _treat(start: int, timeline: Timeline, clinician: Clinician) -> None:
+def _treat(start: int, timeline: Timeline, clinician: Clinician, end_day: int) -> None:
     """The protocol as a careful clinician follows it, acting the day after each criterion is met."""
     _, weight = _latest(timeline.weights, start)
     dose = clinician.start_dose(weight)
     began, last_change, reviewed = start, start, False
     timeline.decision_days.add(start + clinician.review_days)
-    for day in range(start, END_DAY + 1):
+    for day in range(start, end_day + 1):
         count_day, count = _latest(timeline.platelets, day)
         stop = _stop_reason(timeline, clinician, day - start, count_day, count)
         if stop:
