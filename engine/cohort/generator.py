@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
+from ..fhir import SiteMapping
 from ..model import Ruleset
 from .model import DEFAULT_START, CohortPatient, Profile, Timeline, mg
 from .people import draw_profile
@@ -25,14 +26,15 @@ from .timeline import draw_timeline
 
 
 def generate_cohort(n: int, seed: int, start: date = DEFAULT_START, ruleset: Ruleset | None = None,
-                    scenarios: Scenarios | None = None) -> list[CohortPatient]:
+                    scenarios: Scenarios | None = None, mapping: SiteMapping | None = None) -> list[CohortPatient]:
     """n patients whose transplants fall on or after `start` (the first patient's on it); deterministic per seed.
 
     The clinician follows `ruleset` (default: the latest release beside the scenario file) as `scenarios` (default:
-    the file beside the ruleset; with neither, the shipped ruleset that has one) maps its roles."""
+    the file beside the ruleset; with neither, the shipped ruleset that has one) maps its roles. Units convert as
+    `mapping` (default: the site mapping of the ruleset's rules directory) says."""
     if n < 1:
         raise ValueError(f"a cohort needs at least one patient, not {n}")
-    protocol = resolve(ruleset, scenarios)
+    protocol = resolve(ruleset, scenarios, mapping)
     rng = random.Random(seed)
     plan = _scenario_plan(n, rng, protocol.scenarios.block)
     seeds = [rng.getrandbits(64) for _ in range(n)]
@@ -54,7 +56,7 @@ def _patient(index: int, scenario: str, rng: random.Random, start: date, protoco
     name = f"patient-{index:04d}"
     day0 = start + timedelta(days=0 if index == 1 else rng.randint(0, 120))
     profile = draw_profile(scenario, rng, protocol.clinician, protocol.scenarios.person(scenario))
-    timeline = draw_timeline(profile, rng, protocol.clinician, protocol.scenarios)
+    timeline = draw_timeline(profile, rng, protocol.clinician, protocol.scenarios, protocol.weight_units.factors)
     ids = Ids(rng)
     resources = patient_resources(name, profile, timeline, day0, rng, ids, protocol)
     scenarios = protocol.scenarios

@@ -41,7 +41,7 @@ def patient_resources(name: str, profile: Profile, timeline: Timeline, day0: dat
     resources = [patient]
     resources += _conditions(profile, at, subject, ids, rng, codes)
     resources += _procedures(profile, timeline, at, subject, ids, codes)
-    resources += _observations(profile, timeline, at, subject, ids, rng, codes, scenarios)
+    resources += _observations(profile, timeline, at, subject, ids, rng, codes, protocol)
     resources += _orders(timeline, at, subject, ids, protocol)
     resources += _other_orders(profile, timeline, at, subject, ids, protocol)
     return resources
@@ -146,15 +146,16 @@ def _observation(code: Json, category: str, when: str, subject: Json, resource_i
 
 
 def _observations(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
-                  codes: Codings, scenarios: Scenarios) -> list[Json]:
-    coded, days = codes.observations, scenarios.data["timeline"]
+                  codes: Codings, protocol: Protocol) -> list[Json]:
+    coded, days = codes.observations, protocol.scenarios.data["timeline"]
+    weight_units = protocol.weight_units.factors
     found = [_platelet_observation(coded["platelets"], day, count, at, subject, ids.next(), rng)
              for day, count in sorted(timeline.platelets.items())]
     found += [_observation(coded["weight"], "vital-signs", at.time(day, "08:00"), subject, ids.next(),
-                           valueQuantity=_quantity(weight_value(kg, timeline.weight_units[day]),
+                           valueQuantity=_quantity(weight_value(kg, timeline.weight_units[day], weight_units),
                                                    timeline.weight_units[day]))
               for day, kg in sorted(timeline.weights.items())]
-    found += list(_liver_observations(profile, at, subject, ids, rng, coded, scenarios))
+    found += list(_liver_observations(profile, at, subject, ids, rng, coded, protocol))
     if profile.ecog is not None:
         found += [_observation(coded["performance_score"], "survey", at.time(day, "10:00"), subject, ids.next(),
                                valueInteger=profile.ecog)
@@ -178,7 +179,8 @@ def _platelet_observation(code: Json, day: int, count: int, at: _Clock, subject:
 
 
 def _liver_observations(profile: Profile, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
-                        coded: dict[str, Json], scenarios: Scenarios) -> Iterator[Json]:
+                        coded: dict[str, Json], protocol: Protocol) -> Iterator[Json]:
+    scenarios, mass_factor = protocol.scenarios, protocol.bilirubin_units.factors["mg/dL"]
     labs, every = scenarios.data["labs"], scenarios.data["timeline"]["liver_tests"]
     lowest, ranges = labs["lowest_uln"], labs["reference_highs"]
     """Weekly ALT, AST and total bilirubin; a third carry the lab's own reference range."""
@@ -195,17 +197,17 @@ def _liver_observations(profile: Profile, at: _Clock, subject: Json, ids: Ids, r
             yield _lab(coded["bilirubin_molar"], bilirubin, "umol/L", _range(rng, ranges["bilirubin"], "umol/L"), when,
                        subject, ids.next())
         else:
-            yield _lab(coded["bilirubin_mass"], round(bilirubin / 17.1, 2), "mg/dL",
-                       _range(rng, ranges["bilirubin"], "mg/dL"), when, subject, ids.next())
+            yield _lab(coded["bilirubin_mass"], round(bilirubin / mass_factor, 2), "mg/dL",
+                       _range(rng, ranges["bilirubin"], "mg/dL", mass_factor), when, subject, ids.next())
 
 
-def _range(rng: random.Random, highs: list[float], unit: str) -> list[Json] | None:
+def _range(rng: random.Random, highs: list[float], unit: str, factor: float | None = None) -> list[Json] | None:
     """The lab's own upper limit on a third of results; the rest leave the ULN to the site table."""
     if rng.random() >= 1 / 3:
         return None
     high = rng.choice(highs)
-    if unit == "mg/dL":
-        high = round(high / 17.1, 1)
+    if factor is not None:  # the highs are in the canonical unit
+        high = round(high / factor, 1)
     return [{"high": _quantity(high, unit),
              "type": {"coding": [{"system": RANGE_MEANING, "code": "normal"}]}}]
 

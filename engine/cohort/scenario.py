@@ -13,8 +13,10 @@ from typing import Any
 from .. import versions
 from ..document import Document, read_document, schema_errors
 from ..errors import RulesetErrors
-from ..loader import load_ruleset
+from ..fhir import SiteMapping, load_site_mapping
+from ..loader import find_site_mapping, load_ruleset
 from ..model import Medication, Ruleset
+from ..units import UnitTable
 from .clinician import Clinician, table_rows
 
 SCHEMA = "scenarios.schema.json"
@@ -119,11 +121,28 @@ def shipped() -> tuple[Ruleset, Scenarios]:
 
 @dataclass(frozen=True)
 class Protocol:
-    """A ruleset version and the scenario file a cohort is drawn with, and the clinician they make."""
+    """A ruleset version, its site mapping and the scenario file a cohort is drawn with, and the clinician they
+    make."""
 
     ruleset: Ruleset
+    mapping: SiteMapping
     scenarios: Scenarios
     clinician: Clinician
+
+    @property
+    def weight_units(self) -> UnitTable:
+        return self._units("weight")
+
+    @property
+    def bilirubin_units(self) -> UnitTable:
+        return self._units("bilirubin")
+
+    def _units(self, concept: str) -> UnitTable:
+        """The site mapping's units of an observation concept: what a recorded value converts with."""
+        units = self.mapping.observations[concept].units
+        if units is None:
+            raise ValueError(f"the site mapping {self.mapping.file} gives {concept} no units")
+        return units
 
     @property
     def medication(self) -> Medication:
@@ -139,8 +158,10 @@ class Protocol:
         return self.medication.concept
 
 
-def resolve(ruleset: Ruleset | None = None, scenarios: Scenarios | None = None) -> Protocol:
-    """Fill in what is not given: the scenario file beside the ruleset, the latest release beside the file."""
+def resolve(ruleset: Ruleset | None = None, scenarios: Scenarios | None = None,
+            mapping: SiteMapping | None = None) -> Protocol:
+    """Fill in what is not given: the scenario file beside the ruleset, the latest release beside the file, the site
+    mapping of the rules directory the ruleset is in."""
     if ruleset is None and scenarios is None:
         ruleset, scenarios = shipped()
     elif scenarios is None:
@@ -148,4 +169,11 @@ def resolve(ruleset: Ruleset | None = None, scenarios: Scenarios | None = None) 
         scenarios = load_scenarios(Path(ruleset.source_file).parent / SCENARIO_FILE)
     elif ruleset is None:
         ruleset = latest_released(scenarios.folder)
-    return Protocol(ruleset, scenarios, scenarios.clinician(ruleset))
+    if mapping is None:
+        mapping = _site_mapping(find_site_mapping(Path(ruleset.source_file).resolve().parent))
+    return Protocol(ruleset, mapping, scenarios, scenarios.clinician(ruleset))
+
+
+@lru_cache(maxsize=8)
+def _site_mapping(path: Path) -> SiteMapping:
+    return load_site_mapping(path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,12 +36,13 @@ def _logistic(x: float, midpoint: float, width: float) -> float:
 
 
 
-def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician, scenarios: Scenarios) -> Timeline:
+def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician, scenarios: Scenarios,
+                  weight_units: Mapping[str, float]) -> Timeline:
     """The patient's course from day 0 to the scenario file's last day."""
     end_day = scenarios.days
     timeline = Timeline()
     _platelet_course(profile, rng, timeline, clinician, scenarios.data["recovery"], end_day)
-    _weights(profile, rng, timeline, end_day)
+    _weights(profile, rng, timeline, end_day, weight_units)
     if profile.start_day is not None:
         _treat(profile.start_day, timeline, clinician, end_day)
     return timeline
@@ -103,7 +105,8 @@ def _late_transfusion(timeline: Timeline, clinician: Clinician) -> None:
     timeline.events.append(f"transfusion day +{first - 2} before the first count >= {stop} (day +{first})")
 
 
-def _weights(profile: Profile, rng: random.Random, timeline: Timeline, end_day: int) -> None:
+def _weights(profile: Profile, rng: random.Random, timeline: Timeline, end_day: int,
+             factors: Mapping[str, float]) -> None:
     """Every third day; a slow loss during aplasia; recorded mostly in kg, some in g or pounds."""
     loss = 0 if profile.weight_fixed else rng.uniform(0, 0.05)
     for day in range(-2, end_day + 1, 3):
@@ -113,7 +116,7 @@ def _weights(profile: Profile, rng: random.Random, timeline: Timeline, end_day: 
         unit = _weight_unit(rng)
         if profile.weight_fixed and unit == "[lb_av]":
             unit = "g"  # pounds would round across the 20 kg band boundary
-        timeline.weights[day] = _weight_read_back(kg, unit)
+        timeline.weights[day] = _weight_read_back(kg, unit, factors)
         timeline.weight_units[day] = unit
 
 
@@ -122,19 +125,18 @@ def _weight_unit(rng: random.Random) -> str:
     return "kg" if draw < 0.8 else "g" if draw < 0.9 else "[lb_av]"
 
 
-def weight_value(kg: float, unit: str) -> float | int:
-    """The number a scale in that unit would record."""
+def weight_value(kg: float, unit: str, factors: Mapping[str, float]) -> float | int:
+    """The number a scale in that unit would record; `factors` (the site mapping's) turn a unit into kilograms."""
     if unit == "g":
-        return round(kg * 1000)
+        return round(kg * (1 / factors[unit]))
     if unit == "[lb_av]":
-        return round(kg / 0.45359237, 1)
+        return round(kg / factors[unit], 1)
     return kg
 
 
-def _weight_read_back(kg: float, unit: str) -> float:
+def _weight_read_back(kg: float, unit: str, factors: Mapping[str, float]) -> float:
     """The kilograms a reader gets back from the recorded number: what the clinician's dose must be based on."""
-    factor = {"kg": 1, "g": 0.001, "[lb_av]": 0.45359237}[unit]
-    return round(weight_value(kg, unit) * factor, 6)
+    return round(weight_value(kg, unit, factors) * factors[unit], 6)
 
 
 def _latest(values: dict[int, Any], day: int) -> tuple[int, Any]:
