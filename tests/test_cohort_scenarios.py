@@ -113,3 +113,13 @@ def test_every_coding_of_the_scenario_file_is_one_the_site_mapping_reads():
     for name in set(load_scenarios(SCENARIOS).data["population"]["diagnosis"]):
         c = codings["diagnoses"][name]
         assert mapping.condition_codes.match({"coding": [{"system": c["system"], "code": c["code"]}]}), name
+
+
+def test_a_course_not_described_is_reported_where_it_is_named():
+    text = TEXT.replace("treated-slow: {count: 3, text: \"treated, slow recovery\", treated: true, recovery: slow}",
+                        "treated-slow: {count: 3, text: \"treated, slow recovery\", treated: true, recovery: slower}")
+    assert text != TEXT
+    with pytest.raises(RulesetErrors) as raised:
+        load_scenarios(SCENARIOS, text)
+    [error] = raised.value.errors
+    assert error.line == _line_of(text, "recovery: slower") and "slower" in error.message

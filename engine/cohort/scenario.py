@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import versions
 from ..document import Document, read_document, schema_errors
-from ..errors import RulesetErrors
+from ..errors import RulesetError, RulesetErrors
 from ..fhir import SiteMapping, load_site_mapping
 from ..loader import find_site_mapping, load_ruleset
 from ..model import Medication, Ruleset
@@ -96,10 +96,38 @@ class Scenarios:
 def load_scenarios(path: str | Path, text: str | None = None) -> Scenarios:
     """Read and schema-check a scenario file; raises RulesetErrors listing every problem with its line."""
     doc = read_document(path, text)
-    errors = schema_errors(doc, SCHEMA)
+    errors = schema_errors(doc, SCHEMA) or _unknown_names(doc)
     if errors:
         raise RulesetErrors(errors)
     return Scenarios(doc)
+
+
+def _unknown_names(doc: Document) -> list[RulesetError]:
+    """A recovery course, diagnosis or history item drawn but not described is reported where it is named."""
+    data = doc.data
+    assert isinstance(data, dict)
+    known = {"recovery": set(data["recovery"]["courses"]), "diagnosis": set(data["codings"]["diagnoses"]),
+             "history": set(data["codings"]["history"])}
+    people: list[tuple[tuple[str, ...], dict[str, Any]]] = [(("population",), data["population"])]
+    people += [(("scenarios", name), spec) for name, spec in data["scenarios"].items()]
+    errors = []
+    for where, person in people:
+        for key, names in known.items():
+            for path, name in _names(person.get(key)):
+                if name not in names:
+                    errors.append(doc.error((*where, key, *path), f"no {key} '{name}' is described in this file"))
+    return sorted(errors, key=lambda e: (e.line, e.column))
+
+
+def _names(value: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """The names a person's value draws from, each with its path under the value."""
+    if isinstance(value, str):
+        return [((), value)]
+    if isinstance(value, list):
+        return [((i,), v) for i, v in enumerate(value) if isinstance(v, str)]
+    if isinstance(value, dict):
+        return [((key, *path), name) for key, item in value.items() for path, name in _names(item)]
+    return []
 
 
 def latest_released(folder: Path) -> Ruleset:
