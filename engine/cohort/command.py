@@ -21,7 +21,7 @@ def add_cohort_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument("--seed", type=int, required=True, metavar="S", help="the same seed writes the same files")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START, metavar="YYYY-MM-DD",
-                   help=f"the earliest transplant date (default {DEFAULT_START})")
+                   help=f"the earliest day 0 (index date) of a patient (default {DEFAULT_START})")
     p.add_argument("--ruleset", type=Path, metavar="FILE",
                    help="the ruleset version the clinician follows (default: the latest release beside the scenarios)")
     p.add_argument("--scenarios", type=Path, metavar="FILE",

@@ -27,7 +27,7 @@ from .timeline import draw_timeline
 
 def generate_cohort(n: int, seed: int, start: date = DEFAULT_START, ruleset: Ruleset | None = None,
                     scenarios: Scenarios | None = None, mapping: SiteMapping | None = None) -> list[CohortPatient]:
-    """n patients whose transplants fall on or after `start` (the first patient's on it); deterministic per seed.
+    """n patients whose day 0 falls on or after `start` (the first patient's on it); deterministic per seed.
 
     The clinician follows `ruleset` (default: the latest release beside the scenario file) as `scenarios` (default:
     the file beside the ruleset; with neither, the shipped ruleset that has one) maps its roles. Units convert as

@@ -59,7 +59,7 @@ class Profile:
     diagnosis: str  # a key of _DIAGNOSES
     procedure_days: tuple[int, ...]  # the index procedures (day 0 and any earlier), relative to day 0
     history: tuple[str, ...]  # heart-failure | arrhythmia | myocardial-infarction | active-dvt | old-dvt
-    ecog: int | None  # None: never recorded
+    performance_score: int | None  # None: never recorded
     alt: str  # normal | high | rising
     recovery: str  # fast | slow | plateau
     transfusion_threshold: int  # transfuse below this count in the first two weeks; 0: never

@@ -25,7 +25,7 @@ def draw_profile(scenario: str, rng: random.Random, clinician: Clinician, person
         diagnosis=rng.choice(person["diagnosis"]),
         procedure_days=(-rng.randint(*earlier), 0) if earlier else (0,),
         history=_history(person["history"], rng),
-        ecog=_fixed_or_drawn(person["performance_score"], rng),
+        performance_score=_fixed_or_drawn(person["performance_score"], rng),
         alt=person["liver"],
         recovery=_fixed_or_drawn(person["recovery"], rng),
         transfusion_threshold=rng.choice(person["transfusion_below"]),

@@ -111,7 +111,7 @@ def _condition(concept: Json, onset: str, status: str, subject: Json, resource_i
 
 def _conditions(profile: Profile, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
                 codes: Codings) -> list[Json]:
-    """The diagnosis months before the transplant, and the history the exclusion criteria look at."""
+    """The diagnosis months before day 0, and the history the exclusion criteria look at."""
     diagnosis = codes.diagnoses[profile.diagnosis]
     found = [_condition(diagnosis, at.day(-rng.randint(150, 500)), "active", subject, ids.next())]
     for item in profile.history:
@@ -156,9 +156,9 @@ def _observations(profile: Profile, timeline: Timeline, at: _Clock, subject: Jso
                                                    timeline.weight_units[day]))
               for day, kg in sorted(timeline.weights.items())]
     found += list(_liver_observations(profile, at, subject, ids, rng, coded, protocol))
-    if profile.ecog is not None:
+    if profile.performance_score is not None:
         found += [_observation(coded["performance_score"], "survey", at.time(day, "10:00"), subject, ids.next(),
-                               valueInteger=profile.ecog)
+                               valueInteger=profile.performance_score)
                   for day in days["performance_score_days"]]
     return found
 
