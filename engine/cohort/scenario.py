@@ -74,7 +74,9 @@ class Scenarios:
     def clinician(self, ruleset: Ruleset) -> Clinician:
         """The roles resolved in `ruleset`; a role naming what the ruleset lacks is reported at its line."""
         roles = self.data["clinician"]
-        errors = [self.doc.error(("clinician", role), f"ruleset {ruleset.ref} has no parameter '{spec['param']}'")
+        errors = [self.doc.error(("ruleset",), f"this file is for ruleset '{self.data['ruleset']}', not {ruleset.ref}")
+                  ] if self.data["ruleset"] != ruleset.id else []
+        errors += [self.doc.error(("clinician", role), f"ruleset {ruleset.ref} has no parameter '{spec['param']}'")
                   for role, spec in roles.items() if "param" in spec and spec["param"] not in ruleset.parameters]
         errors += [self.doc.error(("clinician", role), f"ruleset {ruleset.ref} has no table '{spec['table']}'")
                    for role, spec in roles.items() if "table" in spec and spec["table"] not in ruleset.tables]
