@@ -41,7 +41,8 @@ def draw_timeline(profile: Profile, rng: random.Random, clinician: Clinician, sc
     """The patient's course from day 0 to the scenario file's last day."""
     end_day = scenarios.days
     timeline = Timeline()
-    _platelet_course(profile, rng, timeline, clinician, scenarios.data["recovery"], end_day)
+    _platelet_course(profile, rng, timeline, clinician, scenarios.data["recovery"], end_day,
+                     scenarios.data["transfusions"])
     _weights(profile, rng, timeline, end_day, weight_units)
     if profile.start_day is not None:
         _treat(profile.start_day, timeline, clinician, end_day)
@@ -72,7 +73,7 @@ def _platelet_days(rng: random.Random, end_day: int) -> list[int]:
 
 
 def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline, clinician: Clinician,
-                     recovery: dict[str, Any], end_day: int) -> None:
+                     recovery: dict[str, Any], end_day: int, transfusions: dict[str, Any]) -> None:
     """Measured counts: the patient's own course with noise, plus the transfused platelets of recent transfusions."""
     curve = _curve(profile.recovery, rng, recovery)
     boost: dict[int, float] = {}
@@ -80,29 +81,33 @@ def _platelet_course(profile: Profile, rng: random.Random, timeline: Timeline, c
         own = curve.at(day) * min(max(rng.gauss(1, 0.05), 0.88), 1.12)
         count = max(1, round(own + boost.get(day, 0)))
         timeline.platelets[day] = count
-        if _transfuse(profile, timeline, day, count):
+        if _transfuse(profile, timeline, day, count, transfusions):
             timeline.transfusions.append(day)
-            for after, extra in ((1, rng.uniform(20, 35)), (2, rng.uniform(10, 20)), (3, rng.uniform(3, 8))):
+            added = [rng.uniform(*between) for between in transfusions["added_counts"]]
+            for after, extra in enumerate(added, 1):
                 boost[day + after] = boost.get(day + after, 0) + extra
     if profile.late_transfusion:
-        _late_transfusion(timeline, clinician)
+        _late_transfusion(timeline, clinician, transfusions["late"])
 
 
-def _transfuse(profile: Profile, timeline: Timeline, day: int, count: int) -> bool:
-    """Below the patient's threshold in the first two weeks, at most every third day."""
-    recent = timeline.transfusions and day - timeline.transfusions[-1] < 3
-    return 1 <= day <= 14 and count < profile.transfusion_threshold and not recent
+def _transfuse(profile: Profile, timeline: Timeline, day: int, count: int, spec: dict[str, Any]) -> bool:
+    """Below the patient's threshold on the transfusion days, at most once in the minimum interval."""
+    recent = timeline.transfusions and day - timeline.transfusions[-1] < spec["min_interval_days"]
+    first, last = spec["days"]
+    return bool(first <= day <= last and count < profile.transfusion_threshold and not recent)
 
 
-def _late_transfusion(timeline: Timeline, clinician: Clinician) -> None:
-    """A transfusion (say, before a line removal) two days before the count first reaches 100: that count and the
-    next week's are not the patient's own, so they must not stop the drug."""
-    first = next(d for d in sorted(timeline.platelets) if d > 10 and clinician.stops_at(timeline.platelets[d]))
-    if first - 2 not in timeline.transfusions:
-        timeline.transfusions.append(first - 2)
+def _late_transfusion(timeline: Timeline, clinician: Clinician, spec: dict[str, Any]) -> None:
+    """A transfusion just before the count first reaches the stop: that count and the next days' are not the
+    patient's own, so they must not stop the drug."""
+    first = next(d for d in sorted(timeline.platelets)
+                 if d > spec["after_day"] and clinician.stops_at(timeline.platelets[d]))
+    day = first - spec["days_before"]
+    if day not in timeline.transfusions:
+        timeline.transfusions.append(day)
     timeline.decision_days.add(first)
     stop = f"{clinician.stop_from:g}"
-    timeline.events.append(f"transfusion day +{first - 2} before the first count >= {stop} (day +{first})")
+    timeline.events.append(f"transfusion day +{day} before the first count >= {stop} (day +{first})")
 
 
 def _weights(profile: Profile, rng: random.Random, timeline: Timeline, end_day: int,
