@@ -17,7 +17,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cohort import DEFAULT_START, END_DAY, add_cohort_command, generate_cohort, read_cohort, write_cohort
+from engine.cohort import DEFAULT_START, add_cohort_command, generate_cohort, read_cohort, resolve, write_cohort
 from engine.fhir import extract_facts, load_site_mapping, resources_as_of
 from engine.loader import load_ruleset
 from engine.runtime import Engine
@@ -25,6 +25,7 @@ from tests.helpers import HETROMBOPAG, ROOT
 
 MAPPING = load_site_mapping(ROOT / "rules" / "site" / "fhir-r4.yaml")
 RULESET = load_ruleset(HETROMBOPAG)
+END_DAY = resolve().scenarios.days  # the shipped scenario file's last day
 REQUIRED_TOPICS = {"start-dose", "eligibility-not-met", "stop-platelets", "stop-duration"}
 
 

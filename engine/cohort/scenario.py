@@ -1,0 +1,209 @@
+"""A ruleset's scenario file (rules/<id>/scenarios.yaml): loaded, schema-checked and tied to a ruleset version.
+
+Errors are located at file, line and path like a ruleset's. The clinician's roles name ruleset parameters and tables,
+so the numbers come from whichever version is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .. import versions
+from ..document import Document, read_document, schema_errors
+from ..errors import RulesetError, RulesetErrors
+from ..fhir import SiteMapping, load_site_mapping
+from ..loader import find_site_mapping, load_ruleset
+from ..model import Medication, Ruleset
+from ..units import UnitTable
+from .clinician import Clinician, table_rows
+
+SCHEMA = "scenarios.schema.json"
+SCENARIO_FILE = "scenarios.yaml"
+_NOT_PERSON = frozenset({"count", "text", "eligible"})  # about the scenario, not the person
+RULES_ROOT = Path(__file__).resolve().parents[2] / "rules"  # the shipped rules
+
+
+@dataclass(frozen=True)
+class Scenarios:
+    """A validated scenario file; `doc` keeps where each value was written, for errors found later."""
+
+    doc: Document
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self.doc.data
+        assert isinstance(data, dict)  # the schema requires a mapping
+        return data
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.doc.file).parent
+
+    @property
+    def block(self) -> tuple[str, ...]:
+        """One block of scenario names, each as many times as its count, in the file's order."""
+        return tuple(name for name, spec in self.data["scenarios"].items() for _ in range(spec["count"]))
+
+    @property
+    def ineligible(self) -> frozenset[str]:
+        return frozenset(name for name, spec in self.data["scenarios"].items() if not spec.get("eligible", True))
+
+    def person(self, scenario: str) -> dict[str, Any]:
+        """What a patient of `scenario` is drawn from: the population, with what the scenario fixes."""
+        fixed = {k: v for k, v in self.data["scenarios"][scenario].items() if k not in _NOT_PERSON}
+        return {**self.data["population"], **fixed}
+
+    def text(self, scenario: str) -> str:
+        return str(self.data["scenarios"][scenario]["text"])
+
+    @property
+    def days(self) -> int:
+        """The timeline's last day after day 0."""
+        return int(self.data["timeline"]["days"])
+
+    @property
+    def time_zone(self) -> str:
+        return str(self.data["timeline"]["time_zone"])
+
+    @property
+    def evaluation_days(self) -> tuple[int, ...]:
+        return tuple(self.data["timeline"]["evaluation_days"])
+
+    def clinician(self, ruleset: Ruleset) -> Clinician:
+        """The roles resolved in `ruleset`; a role naming what the ruleset lacks is reported at its line."""
+        roles = self.data["clinician"]
+        errors = [self.doc.error(("ruleset",), f"this file is for ruleset '{self.data['ruleset']}', not {ruleset.ref}")
+                  ] if self.data["ruleset"] != ruleset.id else []
+        errors += [self.doc.error(("clinician", role), f"ruleset {ruleset.ref} has no parameter '{spec['param']}'")
+                  for role, spec in roles.items() if "param" in spec and spec["param"] not in ruleset.parameters]
+        errors += [self.doc.error(("clinician", role), f"ruleset {ruleset.ref} has no table '{spec['table']}'")
+                   for role, spec in roles.items() if "table" in spec and spec["table"] not in ruleset.tables]
+        if errors:
+            raise RulesetErrors(errors)
+        number = {role: ruleset.param(spec["param"]) for role, spec in roles.items() if "param" in spec}
+        review = roles["review_action"]
+        return Clinician(
+            start_day=number["start_day"], review_days=number["review_interval_days"],
+            max_days=number["max_therapy_days"], step=number["dose_step"], max_dose=number["max_dose"],
+            donated_days=number["donated_count_days"],
+            start_doses=tuple((band, float(dose)) for band, dose in
+                              table_rows(ruleset, ruleset.tables[roles["start_dose"]["table"]])),
+            actions=table_rows(ruleset, ruleset.tables[review["table"]]),
+            increase=review["increase"], stop=review["stop"],
+            course_complete=self.data["timeline"]["course_complete_text"])
+
+
+def load_scenarios(path: str | Path, text: str | None = None) -> Scenarios:
+    """Read and schema-check a scenario file; raises RulesetErrors listing every problem with its line."""
+    doc = read_document(path, text)
+    errors = schema_errors(doc, SCHEMA) or _unknown_names(doc)
+    if errors:
+        raise RulesetErrors(errors)
+    return Scenarios(doc)
+
+
+def _unknown_names(doc: Document) -> list[RulesetError]:
+    """A recovery course, diagnosis or history item drawn but not described is reported where it is named."""
+    data = doc.data
+    assert isinstance(data, dict)
+    known = {"recovery": set(data["recovery"]["courses"]), "diagnosis": set(data["codings"]["diagnoses"]),
+             "history": set(data["codings"]["history"])}
+    people: list[tuple[tuple[str, ...], dict[str, Any]]] = [(("population",), data["population"])]
+    people += [(("scenarios", name), spec) for name, spec in data["scenarios"].items()]
+    errors = []
+    for where, person in people:
+        for key, names in known.items():
+            for path, name in _names(person.get(key)):
+                if name not in names:
+                    errors.append(doc.error((*where, key, *path), f"no {key} '{name}' is described in this file"))
+    return sorted(errors, key=lambda e: (e.line, e.column))
+
+
+def _names(value: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """The names a person's value draws from, each with its path under the value."""
+    if isinstance(value, str):
+        return [((), value)]
+    if isinstance(value, list):
+        return [((i,), v) for i, v in enumerate(value) if isinstance(v, str)]
+    if isinstance(value, dict):
+        return [((key, *path), name) for key, item in value.items() for path, name in _names(item)]
+    return []
+
+
+def latest_released(folder: Path) -> Ruleset:
+    """The newest released version in a ruleset folder: what a cohort is drawn for unless told otherwise."""
+    releases = versions.read_manifest(folder)
+    if not releases:
+        raise OSError(f"no released version in {folder}")
+    return load_ruleset(folder / f"{max(releases, key=versions.version_key)}.yaml")
+
+
+@lru_cache(maxsize=1)
+def shipped() -> tuple[Ruleset, Scenarios]:
+    """The shipped ruleset that has a scenario file, at its latest release, with that file."""
+    files = sorted(RULES_ROOT.glob(f"*/{SCENARIO_FILE}"))
+    if len(files) != 1:
+        raise OSError(f"expected one {SCENARIO_FILE} under {RULES_ROOT}, found {len(files)}")
+    return latest_released(files[0].parent), load_scenarios(files[0])
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A ruleset version, its site mapping and the scenario file a cohort is drawn with, and the clinician they
+    make."""
+
+    ruleset: Ruleset
+    mapping: SiteMapping
+    scenarios: Scenarios
+    clinician: Clinician
+
+    @property
+    def weight_units(self) -> UnitTable:
+        return self._units("weight")
+
+    @property
+    def bilirubin_units(self) -> UnitTable:
+        return self._units("bilirubin")
+
+    def _units(self, concept: str) -> UnitTable:
+        """The site mapping's units of an observation concept: what a recorded value converts with."""
+        units = self.mapping.observations[concept].units
+        if units is None:
+            raise ValueError(f"the site mapping {self.mapping.file} gives {concept} no units")
+        return units
+
+    @property
+    def medication(self) -> Medication:
+        """The drug the clinician orders, as the ruleset describes it."""
+        medication = self.ruleset.medication
+        if medication is None:
+            raise ValueError(f"ruleset {self.ruleset.ref} names no medication for the clinician to order")
+        return medication
+
+    @property
+    def drug(self) -> str:
+        """The drug as descriptions name it: the site mapping's medication concept."""
+        return self.medication.concept
+
+
+def resolve(ruleset: Ruleset | None = None, scenarios: Scenarios | None = None,
+            mapping: SiteMapping | None = None) -> Protocol:
+    """Fill in what is not given: the scenario file beside the ruleset, the latest release beside the file, the site
+    mapping of the rules directory the ruleset is in."""
+    if ruleset is None and scenarios is None:
+        ruleset, scenarios = shipped()
+    elif scenarios is None:
+        assert ruleset is not None
+        scenarios = load_scenarios(Path(ruleset.source_file).parent / SCENARIO_FILE)
+    elif ruleset is None:
+        ruleset = latest_released(scenarios.folder)
+    if mapping is None:
+        mapping = _site_mapping(find_site_mapping(Path(ruleset.source_file).resolve().parent))
+    return Protocol(ruleset, mapping, scenarios, scenarios.clinician(ruleset))
+
+
+@lru_cache(maxsize=8)
+def _site_mapping(path: Path) -> SiteMapping:
+    return load_site_mapping(path)
