@@ -1,6 +1,6 @@
 """A hook request: JSON in, validated with our schema, normalised into one shape.
 
-Real clients send variants (see ../shared/fixtures/external): `patientId` prefixed `Patient/`, draft orders as a
+Real clients send variants (see tests/fixtures/external): `patientId` prefixed `Patient/`, draft orders as a
 Bundle without `type` or a plain array, `doseAndRate` as an object, STU3 `dosageInstruction[].doseQuantity`,
 and the deprecated `medication-prescribe` hook with `context.medications`. They are all accepted here, so nothing
 further down sees them. A dose is never guessed: normalising only moves the dose that was sent.
