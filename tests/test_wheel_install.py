@@ -66,6 +66,9 @@ def test_the_installed_command_validates_and_tests_the_shipped_rules(installed, 
     tested = run(installed, "test", str(rules), cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert " passed, 0 failed" in tested.stdout
+    drawn = run(installed, "cohort", "generate", "--n", "2", "--seed", "1", "--out", "cohort", cwd=tmp_path)
+    assert drawn.returncode == 0, drawn.stderr  # the ruleset and scenario file of ./rules, not of the checkout
+    assert (tmp_path / "cohort" / "cohort.json").is_file()
 
 
 def test_the_installed_command_serves_the_shipped_rules(installed, tmp_path):

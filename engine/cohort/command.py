@@ -9,7 +9,7 @@ from ..loader import load_ruleset
 from .files import write_cohort
 from .generator import generate_cohort
 from .model import DEFAULT_START
-from .scenario import load_scenarios, resolve
+from .scenario import DEFAULT_RULES, load_scenarios, resolve
 
 
 def add_cohort_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +25,9 @@ def add_cohort_command(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     p.add_argument("--ruleset", type=Path, metavar="FILE",
                    help="the ruleset version the clinician follows (default: the latest release beside the scenarios)")
     p.add_argument("--scenarios", type=Path, metavar="FILE",
-                   help="the scenario file (default: the one beside the ruleset, else the shipped one)")
+                   help="the scenario file (default: the one beside the ruleset, else the one under --rules)")
+    p.add_argument("--rules", type=Path, default=DEFAULT_RULES, metavar="DIR",
+                   help=f"the rules folder whose ruleset has a scenario file (default {DEFAULT_RULES})")
     p.set_defaults(command=cmd_cohort_generate)
 
 
@@ -39,7 +41,7 @@ def _positive_int(text: str) -> int:
 def cmd_cohort_generate(args: argparse.Namespace) -> int:
     """Write the cohort and say where; 0 on success (errors propagate to cli.main, which reports them)."""
     protocol = resolve(load_ruleset(args.ruleset) if args.ruleset else None,
-                       load_scenarios(args.scenarios) if args.scenarios else None)
+                       load_scenarios(args.scenarios) if args.scenarios else None, rules_dir=args.rules)
     patients = generate_cohort(args.n, args.seed, args.start, protocol.ruleset, protocol.scenarios)
     index = write_cohort(patients, args.out, {"n": args.n, "seed": args.seed, "start": args.start.isoformat()})
     ineligible = sum(p.scenario in protocol.scenarios.ineligible for p in patients)

@@ -15,26 +15,28 @@ from __future__ import annotations
 
 import random
 from datetime import date, timedelta
+from pathlib import Path
 
 from ..fhir import SiteMapping
 from ..model import Ruleset
 from .model import DEFAULT_START, CohortPatient, Profile, Timeline, mg
 from .people import draw_profile
 from .resources import Ids, patient_resources
-from .scenario import Protocol, Scenarios, resolve
+from .scenario import DEFAULT_RULES, Protocol, Scenarios, resolve
 from .timeline import draw_timeline
 
 
 def generate_cohort(n: int, seed: int, start: date = DEFAULT_START, ruleset: Ruleset | None = None,
-                    scenarios: Scenarios | None = None, mapping: SiteMapping | None = None) -> list[CohortPatient]:
+                    scenarios: Scenarios | None = None, mapping: SiteMapping | None = None,
+                    rules_dir: Path = DEFAULT_RULES) -> list[CohortPatient]:
     """n patients whose day 0 falls on or after `start` (the first patient's on it); deterministic per seed.
 
     The clinician follows `ruleset` (default: the latest release beside the scenario file) as `scenarios` (default:
-    the file beside the ruleset; with neither, the shipped ruleset that has one) maps its roles. Units convert as
+    the file beside the ruleset; with neither, the ruleset of `rules_dir` that has one) maps its roles. Units convert as
     `mapping` (default: the site mapping of the ruleset's rules directory) says."""
     if n < 1:
         raise ValueError(f"a cohort needs at least one patient, not {n}")
-    protocol = resolve(ruleset, scenarios, mapping)
+    protocol = resolve(ruleset, scenarios, mapping, rules_dir)
     rng = random.Random(seed)
     plan = _scenario_plan(n, rng, protocol.scenarios.block)
     seeds = [rng.getrandbits(64) for _ in range(n)]

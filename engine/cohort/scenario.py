@@ -22,7 +22,7 @@ from .clinician import Clinician, table_rows
 SCHEMA = "scenarios.schema.json"
 SCENARIO_FILE = "scenarios.yaml"
 _NOT_PERSON = frozenset({"count", "text", "eligible"})  # about the scenario, not the person
-RULES_ROOT = Path(__file__).resolve().parents[2] / "rules"  # the shipped rules
+DEFAULT_RULES = Path("rules")  # as every command has it: the rules folder in the working directory
 
 
 @dataclass(frozen=True)
@@ -140,12 +140,12 @@ def latest_released(folder: Path) -> Ruleset:
     return load_ruleset(folder / f"{max(releases, key=versions.version_key)}.yaml")
 
 
-@lru_cache(maxsize=1)
-def shipped() -> tuple[Ruleset, Scenarios]:
-    """The shipped ruleset that has a scenario file, at its latest release, with that file."""
-    files = sorted(RULES_ROOT.glob(f"*/{SCENARIO_FILE}"))
+@lru_cache(maxsize=4)
+def shipped(rules_dir: Path = DEFAULT_RULES) -> tuple[Ruleset, Scenarios]:
+    """The ruleset of `rules_dir` that has a scenario file, at its latest release, with that file."""
+    files = sorted(rules_dir.resolve().glob(f"*/{SCENARIO_FILE}"))
     if len(files) != 1:
-        raise OSError(f"expected one {SCENARIO_FILE} under {RULES_ROOT}, found {len(files)}")
+        raise OSError(f"expected one {SCENARIO_FILE} under {rules_dir}, found {len(files)}")
     return latest_released(files[0].parent), load_scenarios(files[0])
 
 
@@ -189,11 +189,11 @@ class Protocol:
 
 
 def resolve(ruleset: Ruleset | None = None, scenarios: Scenarios | None = None,
-            mapping: SiteMapping | None = None) -> Protocol:
+            mapping: SiteMapping | None = None, rules_dir: Path = DEFAULT_RULES) -> Protocol:
     """Fill in what is not given: the scenario file beside the ruleset, the latest release beside the file, the site
     mapping of the rules directory the ruleset is in."""
     if ruleset is None and scenarios is None:
-        ruleset, scenarios = shipped()
+        ruleset, scenarios = shipped(rules_dir)
     elif scenarios is None:
         assert ruleset is not None
         scenarios = load_scenarios(Path(ruleset.source_file).parent / SCENARIO_FILE)

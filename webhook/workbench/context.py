@@ -108,7 +108,7 @@ class Workbench:
         if self._cohort is None:
             self._cohort = _read_cohort(self.cohort_dir) if self.cohort_dir else [
                 CohortPatient(p.name, p.description, p.resources, p.transplant_date, p.evaluation_dates)
-                for p in cohort.generate_cohort(COHORT_SIZE, COHORT_SEED)]
+                for p in cohort.generate_cohort(COHORT_SIZE, COHORT_SEED, rules_dir=self.rules_dir)]
         return self._cohort
 
     def patient(self, name: str) -> CohortPatient | None:
