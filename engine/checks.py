@@ -18,6 +18,8 @@ from .document import Document
 from .errors import RulesetError
 from .expressions import ExpressionError, parse_expression
 from .model import (
+    DOSED_ACTIONS,
+    ORDER_ACTIONS,
     RESERVED_FACTS,
     AllOf,
     Compare,
@@ -305,9 +307,9 @@ def _check_decision(rule: Rule, path: _Path, ruleset: Ruleset, doc: Document, er
     _check_template(suggestion.label, path + ("suggestion", "label"), ruleset, doc, errors)
     if not ruleset.medication:
         errors.append(doc.error(path + ("suggestion",), "a suggestion needs the ruleset's 'medication'"))
-    if suggestion.action in ("create", "update") and not suggestion.dose_fact:
+    if suggestion.action in DOSED_ACTIONS and not suggestion.dose_fact:
         errors.append(doc.error(path + ("suggestion",), f"a '{suggestion.action}' suggestion needs 'dose'"))
-    if suggestion.action in ("update", "stop") and not suggestion.order_fact:
+    if suggestion.action in ORDER_ACTIONS and not suggestion.order_fact:
         errors.append(doc.error(path + ("suggestion",), f"a '{suggestion.action}' suggestion needs 'order'"))
     for key, fact in (("dose", suggestion.dose_fact), ("order", suggestion.order_fact)):
         if fact:

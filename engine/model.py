@@ -133,12 +133,18 @@ class Derivation:
     source: Any  # the literal, the expression text, (table, input fact), or template text
 
 
+# What a suggestion does to an order. A dose comes with a new order, a changed one and a restarted one; every action
+# but `create` names an existing order: the draft being entered, or the active or on-hold one.
+DOSED_ACTIONS = ("create", "update", "restart")
+ORDER_ACTIONS = ("update", "stop", "hold", "restart")
+
+
 @dataclass(frozen=True)
 class SuggestionTemplate:
-    action: str  # "create" | "update" | "stop"
+    action: str  # "create" | "update" | "stop" | "hold" | "restart"
     label: str  # template
     dose_fact: str | None = None  # the daily dose, in the medication's dose unit
-    order_fact: str | None = None  # the id of the order to update or stop
+    order_fact: str | None = None  # the id of the order to update, stop, hold or restart
 
 
 @dataclass(frozen=True)
@@ -237,7 +243,7 @@ class Ruleset:
 
 @dataclass
 class Suggestion:
-    action: str  # "create" | "update" | "stop"
+    action: str  # "create" | "update" | "stop" | "hold" | "restart"
     label: str
     daily_dose: float | None = None  # in the medication's dose unit
     order_id: str | None = None

@@ -2,7 +2,8 @@
 
 Each day sees the record as it stood that day (`fhir.resources_as_of`) plus the orders the simulation itself has
 written; a `create` suggestion becomes an active order from that day, an `update` replaces the active order with
-one at the new dose from that day (so the record shows when the dose changed), and a `stop` stops it. The record's
+one at the new dose from that day (so the record shows when the dose changed), a `stop` stops it, a `hold` puts
+it on hold and a `restart` replaces the held order with an active one at the new dose. The record's
 own orders for the ruleset's medication that start on or after day 0 are set aside: from day 0 the simulation
 writes the orders. Nothing here knows a protocol: the medication comes from `ruleset.medication`, the orders are
 FHIR R4 MedicationRequests read back through the site mapping like any other.
@@ -20,7 +21,9 @@ from .model import Decision, Ruleset, Suggestion
 from .orders import OrderDetails, medication_request, tidy
 from .runtime import Engine
 
-_ACTION_ORDER = {"create": 0, "update": 1, "stop": 2}  # a stop on the same day as a change wins
+# Accepted in this order on one day: a stop or hold on the same day as a change wins.
+HELD = "on-hold"  # FHIR R4 MedicationRequest.status of a held order
+_ACTION_ORDER = {"create": 0, "update": 1, "restart": 1, "hold": 2, "stop": 3}
 
 
 @dataclass
@@ -96,8 +99,9 @@ class Orders:
         return current[-1] if current else None
 
     def active_dose(self) -> float | None:
+        """The daily dose being taken: none while the order is held."""
         order = self.active()
-        return _daily_dose(order) if order else None
+        return _daily_dose(order) if order and order.get("status") != HELD else None
 
     def accept(self, suggestion: Suggestion, on: dt.date) -> str:
         """Carry out one suggestion; what was done, in words ("" when there was nothing to do)."""
@@ -107,6 +111,10 @@ class Orders:
             return self._update(suggestion, on)
         if suggestion.action == "stop":
             return self._stop(on)
+        if suggestion.action == "hold":
+            return self._hold()
+        if suggestion.action == "restart":
+            return self._restart(suggestion.daily_dose, on)
         return ""
 
     def _create(self, daily: float | None, on: dt.date) -> str:
@@ -139,6 +147,22 @@ class Orders:
             return ""
         _end(current, "stopped", on)
         return f"stopped {_show(_daily_dose(current))} {self._unit()}/day"
+
+    def _hold(self) -> str:
+        current = self.active()
+        if current is None or current.get("status") == HELD:
+            return ""
+        current["status"] = HELD
+        return f"held {_show(_daily_dose(current))} {self._unit()}/day"
+
+    def _restart(self, daily: float | None, on: dt.date) -> str:
+        """The held order is completed the day before and a new active order starts today at the new dose."""
+        current = self.active()
+        if current is None or current.get("status") != HELD or daily is None:
+            return ""
+        _end(current, "completed", on - dt.timedelta(days=1))
+        self.orders.append(self._new_order(daily, on))
+        return f"restarted at {_show(daily)} {self._unit()}/day (held at {_show(_daily_dose(current))})"
 
     def _unit(self) -> str:
         return self.medication.dose_unit

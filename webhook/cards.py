@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.fhir import is_fhir_id
-from engine.model import Comparison, Decision, Evaluation, Firing, Ruleset, Suggestion
+from engine.model import DOSED_ACTIONS, Comparison, Decision, Evaluation, Firing, Ruleset, Suggestion
 from engine.orders import OrderDetails, medication_request, with_dose
 from engine.runtime import SUMMARY_LIMIT
 from engine.templates import escape_markdown
@@ -180,7 +180,7 @@ def _suggestion(suggestion: Suggestion | None, ruleset: Ruleset, patient_id: str
                 known_orders: list[dict], order: OrderContext) -> dict | None:
     if suggestion is None:
         return None
-    if suggestion.action in ("create", "update") and not dose_allowed(suggestion.daily_dose, ruleset):
+    if suggestion.action in DOSED_ACTIONS and not dose_allowed(suggestion.daily_dose, ruleset):
         return None
     action = _action(suggestion, ruleset, patient_id, draft_orders, known_orders, order)
     if action is None:
@@ -202,12 +202,19 @@ def _action(suggestion: Suggestion, ruleset: Ruleset, patient_id: str, draft_ord
         if _same_dosing(order, changed):
             return None  # the order already says this: a suggestion that changes nothing is noise
         return {"type": "update", "description": suggestion.label, "resource": changed}
-    if suggestion.action == "stop":
-        active = _find(suggestion.order_id, known_orders) or _find(suggestion.order_id, draft_orders)
-        if active is None:
+    if suggestion.action in _NEW_STATUS:  # the active or on-hold order, in its new status
+        current = _find(suggestion.order_id, known_orders) or _find(suggestion.order_id, draft_orders)
+        if current is None:
             return None
-        return {"type": "update", "description": suggestion.label, "resource": {**active, "status": "stopped"}}
+        resource = {**current, "status": _NEW_STATUS[suggestion.action]}
+        if suggestion.action == "restart":
+            resource = with_dose(resource, ruleset.medication, suggestion.daily_dose)
+        return {"type": "update", "description": suggestion.label, "resource": resource}
     return None
+
+
+# The status an order is given by each action that changes it (FHIR R4 MedicationRequest.status).
+_NEW_STATUS = {"stop": "stopped", "hold": "on-hold", "restart": "active"}
 
 
 def dose_allowed(daily_dose: float | None, ruleset: Ruleset) -> bool:
