@@ -18,7 +18,8 @@ RESERVED_PREFETCH_KEYS = ("patient", "conditions", "procedures", "medications")
 _MEDICATION_FACT_TYPES = {
     "has_history": "boolean", "on_therapy": "boolean", "start_date": "date", "current_daily_dose": "number",
     "last_dose_change_date": "date", "active_order_id": "string", "has_draft_order": "boolean",
-    "draft_order_id": "string", "draft_daily_dose": "number", "draft_frequency_per_day": "number"}
+    "draft_order_id": "string", "draft_daily_dose": "number", "draft_frequency_per_day": "number",
+    "current_status": "string"}
 _DOSE_ROLES = ("current_daily_dose", "last_dose_change_date", "draft_daily_dose", "draft_frequency_per_day")
 _CODED_FACT_TYPES = {"present": "boolean", "active": "boolean", "latest_onset": "date",
                      "count": "integer", "latest_date": "date"}
@@ -31,6 +32,8 @@ def declared_facts(data: dict[str, Any]) -> Iterator[tuple[Path, str, str]]:
         yield ("patient", "birth_date_fact"), patient["birth_date_fact"], "date"
     if "age_fact" in patient:
         yield ("patient", "age_fact"), patient["age_fact"], "integer"
+    for name, spec in patient.get("attributes", {}).items():
+        yield ("patient", "attributes", name, "fact"), spec["fact"], "boolean"
     for name, spec in data.get("observations", {}).items():
         yield ("observations", name, "value_fact"), spec["value_fact"], "integer" if "score" in spec else "number"
         yield ("observations", name, "date_fact"), spec["date_fact"], "date"
@@ -53,6 +56,12 @@ def semantic_problems(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
 
 
 def _check_systems(data: dict[str, Any]) -> Iterator[tuple[Path, str]]:
+    for name, spec in data["patient"].get("attributes", {}).items():
+        for key in ("codes", "undecided"):
+            for i, code_set in enumerate(spec.get(key, ())):
+                if code_set["system"] not in data["systems"]:
+                    yield (("patient", "attributes", name, key, i, "system"),
+                           f"unknown code system '{code_set['system']}'; define it under `systems`")
     for section in ("observations", "conditions", "procedures", "medications"):
         for name, spec in data[section].items():
             for i, code_set in enumerate(spec.get("codes", ())):

@@ -16,7 +16,16 @@ from typing import Any
 
 from .. import units
 from ..uncertain import Possible, days
-from .mapping import CodedConcept, CodeIndex, Extraction, MedicationConcept, ObservationConcept, Score, SiteMapping
+from .mapping import (
+    CodedConcept,
+    CodeIndex,
+    Extraction,
+    MedicationConcept,
+    ObservationConcept,
+    PatientAttribute,
+    Score,
+    SiteMapping,
+)
 from .values import (
     _NO_TIME,
     When,
@@ -198,6 +207,8 @@ def _extract_patient(mapping: SiteMapping, patients: list[dict[str, Any]], today
     if not patients:
         return None
     patient, facts = patients[0], (mapping.birth_date_fact, mapping.age_fact)
+    for attribute in mapping.attributes.values():
+        _extract_attribute(attribute, patient, out)
     written = patient.get("birthDate")
     birth = _when_or_partial(written)
     if birth is None or birth.day > today.isoformat():
@@ -221,6 +232,32 @@ def _extract_patient(mapping: SiteMapping, patients: list[dict[str, Any]], today
         _put_possible(out, mapping.age_fact, Possible(" or ".join(map(str, range(youngest, oldest + 1))), why,
                                                       tuple(range(youngest, oldest + 1))), ages)
     return first, last
+
+
+def _extract_attribute(attribute: PatientAttribute, patient: dict[str, Any], out: Extraction) -> None:
+    """True when the most specific part recorded has one of the codes; missing, with why, when nothing recorded
+    decides it (no extension, or only an undecided code such as a broad category); false otherwise."""
+    ref = _ref(patient)
+    found = [e for e in _objects(patient.get("extension")) if e.get("url") == attribute.extension]
+    parts = [e for extension in found for e in _objects(extension.get("extension"))]
+    for url in attribute.parts:
+        codings = [e["valueCoding"] for e in parts if e.get("url") == url and isinstance(e.get("valueCoding"), dict)]
+        if not codings:
+            continue
+        recorded = ", ".join(_coding_text(c) for c in codings)
+        if any(attribute.codes.match({"coding": [c]}) for c in codings):
+            _put(out, attribute.fact, True, f"{ref} {url}: {recorded}")
+        elif any(attribute.undecided.match({"coding": [c]}) for c in codings):
+            _problem(out, attribute.fact, f"{ref} records {url} {recorded} only, which does not decide it")
+        else:
+            _put(out, attribute.fact, False, f"{ref} {url}: {recorded}")
+        return
+    _problem(out, attribute.fact, f"not recorded ({ref} has no coded {attribute.extension} extension)")
+
+
+def _coding_text(coding: dict[str, Any]) -> str:
+    code, display = _text(coding.get("code")) or "?", _text(coding.get("display"))
+    return f"{code} ({display})" if display else code
 
 
 # --- Observations -------------------------------------------------------------------------------
@@ -702,10 +739,10 @@ def _current_order(mapping: SiteMapping, concept: MedicationConcept, orders: lis
     current = next((o for o in orders if _text(o.resource.get("status")) in mapping.current_statuses), None)
     if current is None:
         return
-    ref = _ref(current.resource)
+    ref, status = _ref(current.resource), current.resource["status"]
+    _put(out, concept.facts.get("current_status"), status, f"{ref} status {status}")
     if is_fhir_id(current.resource.get("id")):
-        _put(out, concept.facts.get("active_order_id"), current.resource["id"],
-             f"{ref} status {current.resource['status']}")
+        _put(out, concept.facts.get("active_order_id"), current.resource["id"], f"{ref} status {status}")
     else:
         _problem(out, concept.facts.get("active_order_id"), f"{ref}, the active order, has no valid FHIR id")
     if isinstance(current.dose, str):

@@ -20,6 +20,7 @@ from .mapping import (
     CodeIndex,
     MedicationConcept,
     ObservationConcept,
+    PatientAttribute,
     Score,
     SiteMapping,
     UlnSpec,
@@ -76,6 +77,8 @@ def _build(file: str, data: dict[str, Any]) -> SiteMapping:
         birth_date_fact=data["patient"].get("birth_date_fact"),
         age_fact=data["patient"].get("age_fact"),
         age_units=_frozen(data.get("age_units", {})),
+        attributes=_frozen({name: _attribute(name, spec, systems)
+                            for name, spec in data["patient"].get("attributes", {}).items()}),
         ignored_statuses=frozenset(data["observation_rules"].get("ignored_statuses", [])),
         range_types=frozenset(data["observation_rules"].get("reference_range_types", [])),
         observations=_frozen({name: _observation(name, spec, tables, data["observation_rules"]["statuses"])
@@ -124,6 +127,12 @@ def _band(band: dict[str, Any], columns: Mapping[str, str]) -> AgeBand:
     low, high = band["from"], band["to"]
     label = band.get("label") or (f"age {low}" if high - low == 1 else f"ages {low}-{high - 1}")
     return AgeBand(low, high, label, _frozen({column: float(band[column]) for column in columns}))
+
+
+def _attribute(name: str, spec: dict[str, Any], systems: dict[str, Any]) -> PatientAttribute:
+    return PatientAttribute(name, spec["fact"], spec["extension"], tuple(spec["parts"]),
+                            _code_index(systems, {name: {"codes": spec["codes"]}}),
+                            _code_index(systems, {name: {"codes": spec.get("undecided", [])}}))
 
 
 def _medication(name: str, spec: dict[str, Any], systems: dict[str, Any]) -> MedicationConcept:

@@ -83,6 +83,18 @@ class CodedConcept:
 
 
 @dataclass(frozen=True)
+class PatientAttribute:
+    """A boolean fact from a coded extension of Patient, e.g. an ancestry from the US Core race extension."""
+
+    name: str
+    fact: str
+    extension: str  # its url
+    parts: tuple[str, ...]  # sub-extension urls with a valueCoding, most specific first
+    codes: CodeIndex  # what makes the fact true
+    undecided: CodeIndex  # what leaves it undecided: the fact is missing
+
+
+@dataclass(frozen=True)
 class MedicationConcept:
     name: str
     patterns: tuple[str, ...]  # casefolded
@@ -100,6 +112,7 @@ class SiteMapping:
     birth_date_fact: str | None
     age_fact: str | None
     age_units: Mapping[str, str]
+    attributes: Mapping[str, PatientAttribute]
     ignored_statuses: frozenset[str]  # results as if they did not exist (entered-in-error, cancelled)
     range_types: frozenset[str]
     observations: Mapping[str, ObservationConcept]
