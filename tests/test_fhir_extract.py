@@ -59,7 +59,12 @@ def test_mapping_declares_every_contract_fact(mapping):
         "peripheral_thrombosis_onset", "myocardial_infarction_onset", "cerebral_infarction_onset",
         "thromboembolic_active", "hsct_count", "hsct_date", "platelet_transfusion_date", "on_therapy",
         "therapy_start_date", "current_daily_dose_mg", "last_dose_change_date", "active_order_id",
-        "has_draft_order", "draft_order_id", "draft_daily_dose_mg", "draft_frequency_per_day", "has_drug_history"}
+        "has_draft_order", "draft_order_id", "draft_daily_dose_mg", "draft_frequency_per_day", "has_drug_history",
+        # the second protocol's: its diagnosis, ancestry, liver disease and its own drug's order facts
+        "has_itp", "east_asian_ancestry", "has_hepatic_impairment", "eltrombopag_history", "eltrombopag_current",
+        "eltrombopag_status", "eltrombopag_start_date", "eltrombopag_dose_mg", "eltrombopag_dose_since",
+        "eltrombopag_order_id", "eltrombopag_draft", "eltrombopag_draft_id", "eltrombopag_draft_dose_mg",
+        "eltrombopag_draft_per_day"}
     assert set(mapping.fact_types) == expected
     assert mapping.fact_types["age_years"] == "integer" and mapping.fact_types["on_therapy"] == "boolean"
 
