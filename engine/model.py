@@ -23,7 +23,7 @@ class Parameter:
     value: Any
     unit: str
     description: str
-    source: str  # "protocol" or "site default, pending investigator decision"
+    source: str  # "protocol", "drug label", "site policy", "site default[, pending <who> decision]"
 
 
 @dataclass(frozen=True)
