@@ -670,3 +670,35 @@ def test_age_is_whole_years_since_the_last_birthday(mapping, birth, today):
         assert "age_years" not in out.facts
     else:
         assert out.facts["age_years"] == today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+
+
+# --- coded Patient attributes (US Core race extension) ------------------------------------------
+
+_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+_CDC = "urn:oid:2.16.840.1.113883.6.238"
+
+
+def _with_race(*parts: tuple[str, str]) -> dict:
+    patient = fx.patient("1990-01-01")
+    patient["extension"] = [{"url": _RACE, "extension": [
+        {"url": url, "valueCoding": {"system": _CDC, "code": code}} for url, code in parts]}]
+    return patient
+
+
+@pytest.mark.parametrize("parts, expected", [
+    ([("ombCategory", "2028-9"), ("detailed", "2034-7")], True),  # Asian, Chinese
+    ([("ombCategory", "2028-9"), ("detailed", "2029-7")], False),  # Asian, Asian Indian
+    ([("ombCategory", "2106-3")], False),  # White only
+])
+def test_the_most_specific_race_code_recorded_decides_ancestry(mapping, parts, expected):
+    out = extract(mapping, _with_race(*parts))
+    assert out.facts["east_asian_ancestry"] is expected
+
+
+def test_the_broad_category_alone_or_no_extension_leaves_ancestry_missing_with_why(mapping):
+    broad = extract(mapping, _with_race(("ombCategory", "2028-9")))
+    assert "east_asian_ancestry" not in broad.facts
+    why = broad.problems["east_asian_ancestry"]
+    assert "2028-9" in why and "does not decide" in why
+    absent = extract(mapping, fx.patient("1990-01-01"))
+    assert "not recorded" in absent.problems["east_asian_ancestry"]

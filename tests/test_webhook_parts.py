@@ -360,3 +360,20 @@ def test_suggestions_leave_the_orders_they_were_made_from_as_they_were(ruleset):
     assert update["dosageInstruction"][0]["timing"]["repeat"]["boundsDuration"] == {"value": 6}
     assert stop["status"] == "stopped"
     assert [draft, active] == sent, "the request's orders are not changed by the suggestions made from them"
+
+
+def test_hold_and_restart_change_the_named_order_status_and_restart_its_dose(ruleset):
+    from engine.orders import OrderDetails, medication_request
+    from webhook.cards import build_cards
+
+    active = medication_request(ruleset.medication, 5, OrderDetails("Patient/p1", "active", "mr1"))
+    held = medication_request(ruleset.medication, 5, OrderDetails("Patient/p1", "on-hold", "mr2"))
+    cards = build_cards(evaluation_with(decision(topic="hold", action="hold", label="Hold", order_id="mr1"),
+                                        decision(topic="restart", action="restart", label="Restart", daily_dose=2.5,
+                                                 order_id="mr2")),
+                        ruleset, "p1", [], [active, held])
+    hold, restart = (c["suggestions"][0]["actions"][0] for c in cards)
+    assert hold["type"] == "update" and hold["resource"]["status"] == "on-hold" and hold["resource"]["id"] == "mr1"
+    assert hold["resource"]["dosageInstruction"] == active["dosageInstruction"]
+    assert restart["resource"]["status"] == "active" and restart["resource"]["id"] == "mr2"
+    assert restart["resource"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 2.5
