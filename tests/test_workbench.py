@@ -133,9 +133,9 @@ def test_pages_carry_security_headers(client):
 
 def test_rulesets_page_lists_versions_status_hash_and_tests(client):
     html = client.get("/workbench/").get_data(as_text=True)
-    released = html[html.index('data-version="1.0.0"'):]
+    released = html[html.index('data-ruleset="hetrombopag" data-version="1.0.0"'):]
     assert "released" in released[:600] and "✓ verified" in released[:1200]
-    assert re.search(r'data-version="1.1.0".*?draft', html, re.S)
+    assert re.search(r'data-ruleset="hetrombopag" data-version="1.1.0".*?draft', html, re.S)
     assert re.search(r"(\d+)/\1 passed", html)
 
 

@@ -73,9 +73,9 @@ def test_every_page_opens_without_errors(page, server):
 
 def test_rulesets_and_a_version_with_its_tables(page, server):
     page.goto(server.base_url + "/workbench/")
-    row = page.locator("tr[data-version='1.0.0']")
+    row = page.locator("tr[data-ruleset='hetrombopag'][data-version='1.0.0']")
     assert "released" in row.inner_text() and "verified" in row.inner_text()
-    assert "draft" in page.locator("tr[data-version='1.1.0']").inner_text()
+    assert "draft" in page.locator("tr[data-ruleset='hetrombopag'][data-version='1.1.0']").inner_text()
     row.locator("a", has_text="1.0.0").click()
     bands = page.locator("#table-titration_action_by_platelets g.band")
     assert bands.count() == 3

@@ -27,9 +27,11 @@ def cohort_cases() -> list[Case]:
 
 
 def _pair() -> tuple[str, VersionInfo | None, VersionInfo | None, list[str]]:
-    """The ruleset and the two versions asked for; by default the last two loadable versions."""
+    """The ruleset and the two versions asked for; by default the first ruleset with two loadable versions, and
+    its last two."""
     shot = snapshot()
-    ruleset_id = request.args.get("ruleset") or next(iter(shot.versions), "")
+    comparable = [r for r, versions in shot.versions.items() if sum(1 for i in versions.values() if i.ruleset) > 1]
+    ruleset_id = request.args.get("ruleset") or next(iter(comparable or shot.versions), "")
     loadable = [v for v, info in shot.versions.get(ruleset_id, {}).items() if info.ruleset]
     old = request.args.get("old") if request.args.get("old") in loadable else (
         loadable[-2] if len(loadable) > 1 else None)
