@@ -81,7 +81,7 @@ def run_under_load(base, rules_copy, tmp_path, fhir, today):
         time.sleep(1)
         versions.release(rules_copy / "hetrombopag" / "1.1.0.yaml", today, "Protocol committee")
         assert subprocess.run(cdsrules_command() + ["reload", "--rules", str(rules_copy)]).returncode == 0
-        assert wait_for(lambda r: r["rulesets"] == ["hetrombopag@1.1.0"] and "reloadError" not in r, base)
+        assert wait_for(lambda r: "hetrombopag@1.1.0" in r["rulesets"] and "reloadError" not in r, base)
 
         broken = rules_copy / "hetrombopag" / "1.2.0.yaml"
         broken.write_text((rules_copy / "hetrombopag" / "1.1.0.yaml").read_text()
@@ -89,7 +89,7 @@ def run_under_load(base, rules_copy, tmp_path, fhir, today):
                                                                                "{param: max_dose}", 1))
         assert subprocess.run(cdsrules_command() + ["reload", "--rules", str(rules_copy)],
                               capture_output=True).returncode == 1
-        assert wait_for(lambda r: "max_dose" in r.get("reloadError", "") and r["rulesets"] == ["hetrombopag@1.1.0"],
+        assert wait_for(lambda r: "max_dose" in r.get("reloadError", "") and "hetrombopag@1.1.0" in r["rulesets"],
                         base)
         time.sleep(1)
     finally:
@@ -140,7 +140,7 @@ def test_an_unreadable_record_is_as_if_nothing_were_kept(rules_copy, tmp_path):
     (tmp_path / "kept" / "current.json").write_text("{not json")
     assert kept.load_last(check_rules) is None
     catalog, _ = kept.load_and_keep(rules_copy, 2.0, check_rules)  # loads, and is kept in its place
-    assert catalog.served_ids() == ["hetrombopag"] and kept.load_last(check_rules)[1] == 2.0
+    assert "hetrombopag" in catalog.served_ids() and kept.load_last(check_rules)[1] == 2.0
 
 
 # --- a worker started after the files changed serves the last good set -------------------------
@@ -160,7 +160,7 @@ def test_a_worker_started_after_a_refused_reload_serves_the_last_good_set(rules_
         released = rules_copy / "hetrombopag" / "1.1.0.yaml"
         versions.release(released, today, "Protocol committee")
         assert reload(rules_copy).returncode == 0
-        assert wait_for(lambda r: r["rulesets"] == ["hetrombopag@1.1.0"] and "reloadError" not in r, server.base_url)
+        assert wait_for(lambda r: "hetrombopag@1.1.0" in r["rulesets"] and "reloadError" not in r, server.base_url)
         expected = hook_cards(server.base_url, fhir)
         assert expected and {card_version(c) for c in expected} == {"1.1.0"}
 
@@ -175,7 +175,7 @@ def test_a_worker_started_after_a_refused_reload_serves_the_last_good_set(rules_
         for _ in range(6):  # every worker now started after the tampering
             assert hook_cards(server.base_url, fhir) == expected
         readiness = requests.get(server.base_url + "/readyz", timeout=5).json()
-        assert readiness["rulesets"] == ["hetrombopag@1.1.0"]
+        assert "hetrombopag@1.1.0" in readiness["rulesets"]
         assert "released file was modified" in readiness["reloadError"]
         assert server.process.poll() is None, server.log()
         assert len(list(temporary.glob("cdsrules-rules-*"))) == 1  # where the master keeps the last good set
@@ -261,7 +261,7 @@ def test_a_server_started_with_broken_rules_stays_up_and_serves_once_they_are_fi
         shutil.copytree(good, rules_copy, dirs_exist_ok=True)
         assert reload(rules_copy).returncode == 0
         in_effect = versions.load_catalog(good).select("hetrombopag", today).version
-        assert wait_for(lambda r: r.get("rulesets") == [f"hetrombopag@{in_effect}"], server.base_url)
+        assert wait_for(lambda r: f"hetrombopag@{in_effect}" in r.get("rulesets", []), server.base_url)
         assert {card_version(c) for c in hook_cards(server.base_url, fhir)} == {in_effect}
         assert server.process.poll() is None, server.log()
     assert reason in server.log()  # serve said what is wrong with the rules when it started

@@ -16,8 +16,9 @@ from tests.conftest import EXTERNAL, TODAY, hetrombopag_order, order_sign_reques
 
 pytestmark = pytest.mark.timeout(60)
 
-SERVICE_IDS = {"hetrombopag-patient-view", "hetrombopag-order-select", "hetrombopag-order-sign"}
+PROTOCOLS = ("eltrombopag-itp", "hetrombopag")
 SERVED_HOOKS = {"patient-view", "order-select", "order-sign"}
+SERVICE_IDS = {f"{protocol}-{hook}" for protocol in PROTOCOLS for hook in SERVED_HOOKS}
 ORDER_HOOKS = {"order-select", "order-sign"}
 
 
@@ -49,7 +50,7 @@ def test_discovery_lists_one_service_per_hook_with_prefetch(client):
     services = client.get("/cds-services").get_json()["services"]
     assert {s["id"] for s in services} == SERVICE_IDS
     for service in services:
-        assert service["hook"] in SERVED_HOOKS and service["id"] == f"hetrombopag-{service['hook']}"
+        assert service["hook"] in SERVED_HOOKS and service["id"].endswith(f"-{service['hook']}")
         assert service["title"] and service["description"] and service["usageRequirements"]
         assert service["prefetch"]["patient"] == "Patient/{{context.patientId}}"
         observation = [t for t in service["prefetch"].values() if t.startswith("Observation?")]
