@@ -57,7 +57,7 @@ def tidy(number: float) -> float:
 def per_day(frequency: float, period: float, periods_per_day: float) -> float:
     """How many times a day `frequency` times per `period` units is, given how many units make a day.
 
-    Not rounded: the caller multiplies by the dose first and rounds once, so 35 mg once a week is 5 mg a day.
+    Not rounded: the caller multiplies by the dose first and rounds once, so 14 mg once a week is 2 mg a day.
     """
     return frequency * periods_per_day / period
 

@@ -120,7 +120,7 @@ def _weights(profile: Profile, rng: random.Random, timeline: Timeline, end_day: 
             kg = round(kg * (1 - loss * max(day, 0) / end_day) + rng.gauss(0, 0.004 * kg), 1)
         unit = _weight_unit(rng)
         if profile.weight_fixed and unit == "[lb_av]":
-            unit = "g"  # pounds would round across the 20 kg band boundary
+            unit = "g"  # a weight fixed on a band boundary must not be rounded across it in pounds
         timeline.weights[day] = _weight_read_back(kg, unit, factors)
         timeline.weight_units[day] = unit
 

@@ -81,7 +81,7 @@ class Segment:
 
 
 def band_output(band: Band, ruleset: Ruleset | None, unit: str) -> str:
-    """What a row maps to, as the pharmacist reads it: '2.5 mg/day' or 'increase'."""
+    """What a row maps to, as the pharmacist reads it: '10 mg/day' or 'increase'."""
     if isinstance(band.output, ParamRef):
         parameter = ruleset.parameters.get(band.output.name) if ruleset else None
         if parameter is None:
