@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from .analysis import CycleError, compute_strata, writes_of
+from .compiler import CORE_PATTERN_ENTRIES, core_pattern_entries, rule_pattern
 from .document import Document
 from .errors import RulesetError
 from .expressions import ExpressionError, parse_expression
@@ -46,6 +47,8 @@ def check_ruleset(ruleset: Ruleset, doc: Document, tests_doc: Document | None = 
     for stage in (_check_file_name, _check_fact_declarations, _check_parameters_used, _check_tables,
                   _check_rules, _check_never_fires, _check_strata):
         stage(ruleset, doc, errors)
+    if not errors:  # compiled only once the rules are sound: a misspelt parameter has no value to compile
+        _check_core_sizes(ruleset, doc, errors)
     _check_tests(ruleset, _data(doc).get("tests", []), doc, errors)
     if tests_doc is not None:
         _check_tests(ruleset, _data(tests_doc).get("tests", []), tests_doc, errors)
@@ -207,6 +210,18 @@ def _check_rules(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) ->
     for name, spec in ruleset.facts.items():
         if spec.derived and name not in writers:
             errors.append(doc.error(("facts", name), f"derived fact '{name}' is never set by any rule"))
+
+
+def _check_core_sizes(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
+    """The rule engine's core holds a bounded condition per rule; a larger one would not load at all."""
+    for index, rule in enumerate(ruleset.rules):
+        entries = core_pattern_entries(rule_pattern(rule, 0, ruleset))
+        if entries > CORE_PATTERN_ENTRIES:
+            errors.append(doc.error(("rules", index, "when"),
+                                    f"this condition is too large for the rule engine: it takes {entries} of the "
+                                    f"{CORE_PATTERN_ENTRIES} places one rule has (every all, any, not, 'in' and "
+                                    "comparison takes 2); split the rule in two, or look the value up in a "
+                                    "decision table"))
 
 
 def _check_condition(spec: dict[str, Any], path: _Path, ruleset: Ruleset, doc: Document,

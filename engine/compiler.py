@@ -18,6 +18,11 @@ from .model import AllOf, AnyOf, Compare, Condition, Exists, FactRef, Missing, N
 
 EPOCH = dt.date(1970, 1, 1)
 
+# The core keeps one fixed array of operators per pattern (MAX_SEQUENCE_EXPRESSIONS = 32 in rete.h) and refuses a
+# pattern that fills it (error 113): each "$and"/"$or" takes two entries, its start and its end. A comparison within
+# the one pattern a rule has is an alpha node and takes none.
+CORE_PATTERN_ENTRIES = 31
+
 _COMPARATORS = {"ne": "$neq", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$lte"}
 _NEGATED = {"eq": "ne", "ne": "eq", "gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt"}
 
@@ -59,8 +64,7 @@ def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable[..., No
     strata = compute_strata(ruleset)
     definition: dict[str, Any] = {}
     for rule in ruleset.rules:
-        pattern = {"$and": [{"stratum": strata[rule.id]}, compile_condition(rule.when, ruleset)]}
-        definition[rule.id] = {"all": [{"m": pattern}], "run": on_fire(rule)}
+        definition[rule.id] = {"all": [{"m": rule_pattern(rule, strata[rule.id], ruleset)}], "run": on_fire(rule)}
     expressions = {d.source: parse_expression(d.source)
                    for rule in ruleset.rules for d in rule.derive if d.kind == "expr"}
     count = max(strata.values(), default=-1) + 1
@@ -73,6 +77,21 @@ def compile_ruleset(ruleset: Ruleset, on_fire: Callable[[Rule], Callable[..., No
                            rule_order={rule.id: i for i, rule in enumerate(ruleset.rules)},
                            param_values={name: p.value for name, p in ruleset.parameters.items()},
                            rules={rule.id: rule for rule in ruleset.rules})
+
+
+def rule_pattern(rule: Rule, stratum: int, ruleset: Ruleset) -> dict[str, Any]:
+    """The rule's one pattern: its condition, on its own stratum's document."""
+    return {"$and": [{"stratum": stratum}, compile_condition(rule.when, ruleset)]}
+
+
+def core_pattern_entries(pattern: Any) -> int:
+    """How many entries of the core's operator array `pattern` takes (at most CORE_PATTERN_ENTRIES)."""
+    if isinstance(pattern, dict):
+        groups = sum(2 for key in pattern if key in ("$and", "$or"))
+        return groups + sum(core_pattern_entries(value) for value in pattern.values())
+    if isinstance(pattern, list):
+        return sum(core_pattern_entries(item) for item in pattern)
+    return 0
 
 
 def _tested_facts(leaves: Iterable[Compare | Exists | Missing]) -> frozenset[str]:

@@ -1,4 +1,5 @@
 """Every invalid ruleset is rejected with file, line, column, path and a plain reason."""
+import json
 import subprocess
 import sys
 
@@ -227,3 +228,41 @@ def test_a_table_of_10000_rows_is_refused_at_its_rows():
     (error,) = errors_for(text)
     assert error.path == ("tables", "start_dose_by_weight", "rows") and error.line == line_of(text, "    rows:")
     assert error.message == f"at most {rows_limit:,} items are allowed here; this list has 10,001"
+
+
+# --- the size of one rule's condition in the engine's core ------------------------------------------------------
+
+
+def _with_wide_rule(comparisons: int) -> str:
+    """The demo ruleset whose first rule asks for any of `comparisons` marker values."""
+    wide = "{any: [" + ", ".join(f"{{fact: marker, eq: {n}}}" for n in range(comparisons)) + "]}"
+    return edited(demo_text(), "    when: {exists: start_date}\n", f"    when: {wide}\n")
+
+
+def test_a_condition_too_large_for_the_core_is_an_error_at_its_rule():
+    text = _with_wide_rule(14)  # 2 (the stratum) + 2 (any) + 14 x 2 = 32 places
+    errors = [e for e in errors_for(text) if "too large for the rule engine" in e.message]
+    assert len(errors) == 1 and errors[0].path == ("rules", 0, "when")
+    assert errors[0].line == line_of(text, "when: {any: [")
+    assert "takes 32 of the 31 places" in errors[0].message
+    load_ruleset(DEMO, text=_with_wide_rule(13))  # 30 places: loads
+
+
+@pytest.mark.parametrize(("comparisons", "loads"), [(13, True), (14, False)])
+def test_the_limit_is_the_core_s_own(comparisons, loads, tmp_path):
+    """The compiled pattern registered in the core directly, in a fresh process: refused exactly above the limit."""
+    from engine.compiler import core_pattern_entries, rule_pattern
+    from engine.document import read_document
+    from engine.loader import build_ruleset
+
+    ruleset = build_ruleset(read_document(DEMO, _with_wide_rule(comparisons)))
+    pattern = rule_pattern(ruleset.rules[0], 0, ruleset)
+    assert (core_pattern_entries(pattern) <= 31) is loads
+    script = ("import json, sys, durable_rules_engine as core\n"
+              "try:\n    core.create_ruleset('wide', sys.argv[1])\nexcept Exception as e:\n"
+              "    print(e); sys.exit(3)\n")
+    definition = json.dumps({"wide-rule": {"all": [{"m": pattern}]}})
+    done = subprocess.run([sys.executable, "-c", script, definition], capture_output=True, text=True, timeout=60)
+    assert (done.returncode == 0) is loads, done.stdout + done.stderr
+    if not loads:
+        assert "113" in done.stdout  # ERR_EXPRESSION_LIMIT_EXCEEDED
