@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def check_ruleset(ruleset: Ruleset, doc: Document, tests_doc: Document | None = 
     _check_tests(ruleset, _data(doc).get("tests", []), doc, errors)
     if tests_doc is not None:
         _check_tests(ruleset, _data(tests_doc).get("tests", []), tests_doc, errors)
-    return sorted(errors, key=lambda e: (e.file, e.line, e.column))
+    return sorted(_merge_parameter_misuse(errors), key=lambda e: (e.file, e.line, e.column))
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -250,10 +251,12 @@ def _check_condition(spec: dict[str, Any], path: _Path, ruleset: Ruleset, doc: D
 
 def _check_operand(fact: str, fact_type: str | None, op: str, value: object, path: _Path, ruleset: Ruleset,
                    doc: Document, errors: list[RulesetError]) -> None:
+    param = None
     if isinstance(value, dict) and "param" in value:
         if not _need_param(value["param"], ruleset, doc, path + ("param",), errors):
             return
-        value = ruleset.param(value["param"])
+        param = value["param"]
+        value = ruleset.param(param)
     elif isinstance(value, dict):
         _need_fact(value["fact"], ruleset, doc, path + ("fact",), errors)
         other = _known_facts(ruleset).get(value["fact"])
@@ -261,16 +264,47 @@ def _check_operand(fact: str, fact_type: str | None, op: str, value: object, pat
             errors.append(doc.error(path, f"'{fact}' ({fact_type}) cannot be compared with '{value['fact']}' "
                                           f"({other})"))
         return
-    if fact_type is None:
+    problem = _type_problem(fact, fact_type, op, value)
+    if problem is None:
         return
+    if param is None:
+        errors.append(doc.error(path, problem))
+    else:  # the wrong text is the parameter's value: say so there, with the use that fixes its type
+        use = f"line {doc.locate(path)[0]} ({'.'.join(map(str, path))}): {problem}"
+        errors.append(doc.error(("parameters", param, "value"), f"{_PARAM_MISUSE.format(param, value)} {use}"))
+
+
+_PARAM_MISUSE = "parameter '{}' is {!r}, which its uses cannot take:"
+
+
+def _type_problem(fact: str, fact_type: str | None, op: str, value: object) -> str | None:
+    if fact_type is None:
+        return None
     if op in ("gt", "gte", "lt", "lte") and fact_type not in NUMERIC | {"date"}:
-        errors.append(doc.error(path, f"'{op}' compares numbers, but '{fact}' is {fact_type}"))
-    elif fact_type in NUMERIC and not _is_number(value):
-        errors.append(doc.error(path, f"expected a number to compare with '{fact}', found {value!r}"))
-    elif fact_type == "boolean" and not isinstance(value, bool):
-        errors.append(doc.error(path, f"'{fact}' is true or false, found {value!r}"))
-    elif fact_type == "string" and not isinstance(value, str):
-        errors.append(doc.error(path, f"'{fact}' is text, found {value!r}"))
+        return f"'{op}' compares numbers, but '{fact}' is {fact_type}"
+    if fact_type in NUMERIC and not _is_number(value):
+        return f"expected a number to compare with '{fact}', found {value!r}"
+    if fact_type == "boolean" and not isinstance(value, bool):
+        return f"'{fact}' is true or false, found {value!r}"
+    if fact_type == "string" and not isinstance(value, str):
+        return f"'{fact}' is text, found {value!r}"
+    return None
+
+
+def _merge_parameter_misuse(errors: list[RulesetError]) -> list[RulesetError]:
+    """One error per misused parameter, at its value, listing every use."""
+    merged: dict[tuple[str, tuple[str | int, ...]], RulesetError] = {}
+    others = []
+    for error in errors:
+        if error.path[:1] != ("parameters",) or " which its uses cannot take: " not in error.message:
+            others.append(error)
+            continue
+        key = (error.file, error.path)
+        if key in merged:
+            use = error.message.split(" which its uses cannot take: ", 1)[1]
+            error = replace(merged[key], message=f"{merged[key].message}; {use}")
+        merged[key] = error
+    return others + list(merged.values())
 
 
 def _check_consequences(rule: Rule, path: _Path, ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:

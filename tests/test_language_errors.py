@@ -266,3 +266,17 @@ def test_the_limit_is_the_core_s_own(comparisons, loads, tmp_path):
     assert (done.returncode == 0) is loads, done.stdout + done.stderr
     if not loads:
         assert "113" in done.stdout  # ERR_EXPRESSION_LIMIT_EXCEEDED
+
+
+def test_a_parameter_of_the_wrong_type_is_reported_at_its_own_value_with_every_use():
+    text = edited(demo_text(), "marker_stop: {value: 150,", "marker_stop: {value: seven,")
+    text = edited(text, "        - {fact: marker, lt: {param: marker_low}}",
+                  "        - {fact: marker, lt: {param: marker_stop}}")  # two uses now
+    (error,) = errors_for(text)
+    assert error.path == ("parameters", "marker_stop", "value")
+    assert error.line == line_of(text, "marker_stop: {value: seven,")
+    assert error.message.startswith("parameter 'marker_stop' is 'seven', which its uses cannot take: ")
+    uses = [line_of(text, "lt: {param: marker_stop}"), line_of(text, "gte: {param: marker_stop}")]
+    for use in uses:
+        assert f"line {use} (rules." in error.message
+    assert "expected a number to compare with 'marker'" in error.message
