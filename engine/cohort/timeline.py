@@ -219,7 +219,8 @@ def _respond(profile: Profile, rng: random.Random, timeline: Timeline, clinician
     change over days); measured every `every_days` from `first_day` with noise. The clinician acts on the latest
     count the day after a criterion is met, so that on the criterion day the record still shows the situation."""
     course_spec = spec["courses"][profile.response]
-    baseline, per_mg = rng.uniform(*spec["baseline"]), rng.uniform(*course_spec["per_mg"])
+    baseline = rng.uniform(*course_spec.get("baseline", spec["baseline"]))
+    per_mg = rng.uniform(*course_spec["per_mg"])
     lag = max(rng.uniform(*course_spec["lag_days"]), 1.0)
     every = spec["count_days"]
     count_days = set(range(every["first_day"], end_day + 1, every["every_days"]))
