@@ -130,3 +130,20 @@ def test_the_workbench_timeline_simulates_an_eltrombopag_patient(tmp_path):
                                                     "patient": high.name, "days": "40"})
     html = page.get_data(as_text=True)
     assert page.status_code == 200 and "hold" in html and "restart" in html
+
+
+def test_no_literal_of_this_protocol_is_written_in_the_generator():
+    import re
+    medication = RULESET.medication
+    literals = {RULESET.id, medication.concept, medication.display}
+    literals |= {str(p.value) if float(p.value) % 1 else f"{p.value:g} mg" for name, p in RULESET.parameters.items()
+                 if name.endswith("_mg")}
+    codings = SCENARIOS.data["codings"]
+    literals |= {c["code"] for group in ("observations", "diagnoses", "history") for c in codings[group].values()}
+    literals |= {part["code"] for group in codings["ancestry"]["groups"].values() for key, part in group.items()
+                 if key != "text"}
+    sources = {file.name: file.read_text(encoding="utf-8").lower()
+               for file in (ROOT / "engine" / "cohort").glob("*.py")}
+    found = {(name, literal) for literal in literals for name, text in sources.items()
+             if re.search(rf"(?<![\w.]){re.escape(literal.lower())}(?![\w])", text)}
+    assert not found, f"protocol values written in Python: {sorted(found)}"

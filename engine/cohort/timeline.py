@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..simulate import HELD  # the order status of a held drug, as the therapy simulation writes it
 from .clinician import Clinician
 from .model import Order, Profile, Timeline, mg
 from .scenario import Scenarios
@@ -241,9 +242,6 @@ def _respond(profile: Profile, rng: random.Random, timeline: Timeline, clinician
             _review(day, timeline, clinician, course)
     if course is not None and not course.stopped:
         timeline.orders.append(Order(course.began, course.dose, None, HELD if course.held else "active", None))
-
-
-HELD = "on-hold"  # the order status of a held drug
 
 
 def _review(day: int, timeline: Timeline, clinician: Clinician, course: _Course) -> None:
