@@ -72,7 +72,10 @@ def _description(profile: Profile, timeline: Timeline, day0: date, protocol: Pro
     years, months = divmod(int(profile.age_days / 30.4375), 12)
     age = f"{years} y {months} mo" if years else f"{months} mo"
     day0_text = protocol.scenarios.data["timeline"]["day0_text"]
-    parts = [f"{age}, {profile.weight_kg:g} kg", profile.diagnosis, f"{day0_text} {day0.isoformat()}"]
+    person = f"{age}, {profile.weight_kg:g} kg" if profile.weight_kg is not None else age
+    parts = [person, profile.diagnosis, f"{day0_text} {day0.isoformat()}"]
+    if profile.ancestry is not None:
+        parts.append(profile.ancestry)
     parts += [h.replace("-", " ") for h in profile.history]
     if timeline.orders:
         parts.append(f"{protocol.drug} {mg(timeline.orders[0].dose)} mg from day +{timeline.orders[0].start}")

@@ -54,17 +54,21 @@ class Profile:
     scenario: str
     age_days: int  # at day 0
     sex: str
-    weight_kg: float
+    weight_kg: float | None  # None: the scenario file draws no weight
     weight_fixed: bool  # boundary patients keep one exact weight so the dose band is the one intended
     diagnosis: str  # a key of _DIAGNOSES
     procedure_days: tuple[int, ...]  # the index procedures (day 0 and any earlier), relative to day 0
     history: tuple[str, ...]  # heart-failure | arrhythmia | myocardial-infarction | active-dvt | old-dvt
     performance_score: int | None  # None: never recorded
     alt: str  # normal | high | rising
-    recovery: str  # fast | slow | plateau
+    recovery: str | None  # a course of the file's recovery section; None: the course follows the dose
     transfusion_threshold: int  # transfuse below this count in the first two weeks; 0: never
     late_transfusion: bool
     start_day: int | None  # None: never treated
+    ancestry: str | None = None  # a group of codings.ancestry written on the Patient; None: not recorded
+    response: str | None = None  # a course of the file's response section (counts that follow the dose)
+    start_dose: str | None = None  # the parameter of this person's start dose; None: the clinician's own
+    draft_dose: float | None = None  # the first order as drafted, when not the start dose
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class Order:
     start: int
     dose: float
     end: int | None  # last day taken; None while the order is still active at the end of the timeline
-    status: str  # active | completed (replaced by a new dose) | stopped (protocol stop)
+    status: str  # active | completed (replaced by a new dose) | stopped (protocol stop) | on-hold
     reason: str | None
 
 

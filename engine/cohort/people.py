@@ -14,7 +14,7 @@ def draw_profile(scenario: str, rng: random.Random, clinician: Clinician, person
     age_years = _age_years(person["age_years"], rng)
     weight_fixed = "weight_kg" in person
     weight = (rng.choice(person["weight_kg"]) if weight_fixed
-              else _weight_for_age(age_years, rng, person["weight_for_age"]))
+              else _weight_for_age(age_years, rng, person["weight_for_age"]) if "weight_for_age" in person else None)
     earlier = person.get("earlier_procedure_days")
     return Profile(
         scenario=scenario,
@@ -25,12 +25,16 @@ def draw_profile(scenario: str, rng: random.Random, clinician: Clinician, person
         diagnosis=rng.choice(person["diagnosis"]),
         procedure_days=(-rng.randint(*earlier), 0) if earlier else (0,),
         history=_history(person["history"], rng),
-        performance_score=_fixed_or_drawn(person["performance_score"], rng),
+        performance_score=_fixed_or_drawn(person.get("performance_score"), rng),
         alt=person["liver"],
-        recovery=_fixed_or_drawn(person["recovery"], rng),
-        transfusion_threshold=rng.choice(person["transfusion_below"]),
-        late_transfusion=person["late_transfusion"],
+        recovery=_fixed_or_drawn(person.get("recovery"), rng),
+        transfusion_threshold=rng.choice(person["transfusion_below"]) if "transfusion_below" in person else 0,
+        late_transfusion=person.get("late_transfusion", False),
         start_day=_start_day(person["start"], rng, clinician) if person["treated"] else None,
+        ancestry=_fixed_or_drawn(person.get("ancestry"), rng),
+        response=_fixed_or_drawn(person.get("response"), rng),
+        start_dose=person.get("start_dose"),
+        draft_dose=person.get("draft_dose"),
     )
 
 
@@ -70,6 +74,6 @@ def _history(spec: dict[str, Any], rng: random.Random) -> tuple[str, ...]:
 
 def _start_day(spec: dict[str, Any], rng: random.Random, clinician: Clinician) -> int:
     """On the clinician's start day (drawn with its share), else a later day; without a share, always later."""
-    if "on_time" not in spec:
+    if "on_time" not in spec or clinician.start_day is None:
         return rng.randint(*spec["late_days"])
     return clinician.start_day if rng.random() < spec["on_time"] else rng.randint(*spec["late_days"])

@@ -36,6 +36,8 @@ def patient_resources(name: str, profile: Profile, timeline: Timeline, day0: dat
     scenarios = protocol.scenarios
     codes = Codings.of(scenarios)
     patient = _patient_resource(name, profile, day0, ids.next())
+    if profile.ancestry is not None:
+        patient["extension"] = [_ancestry(scenarios.data["codings"]["ancestry"], profile.ancestry)]
     subject = {"reference": f"urn:uuid:{patient['id']}"}
     at = _Clock(day0, scenarios.time_zone)
     resources = [patient]
@@ -75,7 +77,7 @@ class Codings:
     def of(cls, scenarios: Scenarios) -> Codings:
         data = scenarios.data["codings"]
         return cls({k: _coded(v) for k, v in data["observations"].items()},
-                   {k: _coded(v) for k, v in data["procedures"].items()},
+                   {k: _coded(v) for k, v in data.get("procedures", {}).items()},
                    {k: _coded(v) for k, v in data["diagnoses"].items()},
                    {k: (_coded(v), tuple(v["onset_days_before"]), v["status"]) for k, v in data["history"].items()})
 
@@ -98,6 +100,14 @@ def _patient_resource(name: str, profile: Profile, day0: date, resource_id: str)
         "gender": profile.sex,
         "birthDate": (day0 - timedelta(days=profile.age_days)).isoformat(),
     }
+
+
+def _ancestry(spec: Json, group: str) -> Json:
+    """The race extension with the group's parts (a broad category, a detailed code) and its text."""
+    written = spec["groups"][group]
+    parts: list[Json] = [{"url": part, "valueCoding": {k: v for k, v in written[part].items() if k != "text"}}
+                         for part in ("ombCategory", "detailed") if part in written]
+    return {"url": spec["extension"], "extension": parts + [{"url": "text", "valueString": written["text"]}]}
 
 
 def _condition(concept: Json, onset: str, status: str, subject: Json, resource_id: str) -> Json:
@@ -127,10 +137,11 @@ def _procedure(concept: Json, when: str, subject: Json, resource_id: str) -> Jso
 
 def _procedures(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids,
                 codes: Codings) -> list[Json]:
-    index, transfusion = codes.procedures["index"], codes.procedures["transfusion"]
-    return ([_procedure(index, at.time(day, "10:00"), subject, ids.next()) for day in profile.procedure_days]
-            + [_procedure(transfusion, at.time(day, "14:00"), subject, ids.next())
-               for day in sorted(timeline.transfusions)])
+    index, transfusion = codes.procedures.get("index"), codes.procedures.get("transfusion")
+    found = [_procedure(index, at.time(day, "10:00"), subject, ids.next()) for day in profile.procedure_days
+             ] if index else []
+    return found + ([_procedure(transfusion, at.time(day, "14:00"), subject, ids.next())
+                     for day in sorted(timeline.transfusions)] if transfusion else [])
 
 
 def _quantity(value: float | int, unit: str, ucum: bool = True) -> Json:
@@ -148,7 +159,7 @@ def _observation(code: Json, category: str, when: str, subject: Json, resource_i
 def _observations(profile: Profile, timeline: Timeline, at: _Clock, subject: Json, ids: Ids, rng: random.Random,
                   codes: Codings, protocol: Protocol) -> list[Json]:
     coded, days = codes.observations, protocol.scenarios.data["timeline"]
-    weight_units = protocol.weight_units.factors
+    weight_units = protocol.weight_units.factors if timeline.weights else {}
     found = [_platelet_observation(coded["platelets"], day, count, at, subject, ids.next(), rng)
              for day, count in sorted(timeline.platelets.items())]
     found += [_observation(coded["weight"], "vital-signs", at.time(day, "08:00"), subject, ids.next(),
@@ -159,7 +170,7 @@ def _observations(profile: Profile, timeline: Timeline, at: _Clock, subject: Jso
     if profile.performance_score is not None:
         found += [_observation(coded["performance_score"], "survey", at.time(day, "10:00"), subject, ids.next(),
                                valueInteger=profile.performance_score)
-                  for day in days["performance_score_days"]]
+                  for day in days.get("performance_score_days", [])]
     return found
 
 
@@ -262,7 +273,7 @@ def _other_orders(profile: Profile, timeline: Timeline, at: _Clock, subject: Jso
         elif timeline.orders:
             first, last = timeline.orders[0], timeline.orders[-1]
             step = spec.get("round_units_to", 1)
-            units = round(spec.get("units_per_kg", 0) * profile.weight_kg / step) * step
+            units = round(spec.get("units_per_kg", 0) * (profile.weight_kg or 0) / step) * step
             found.append(_other_order(spec["medication"], spec["instruction"].format(units=units), at, first.start,
                                       subject, ids.next(), end=last.end))
     return found

@@ -83,16 +83,26 @@ class Scenarios:
         if errors:
             raise RulesetErrors(errors)
         number = {role: ruleset.param(spec["param"]) for role, spec in roles.items() if "param" in spec}
-        review = roles["review_action"]
+        review, start = roles["review_action"], roles["start_dose"]
+        levels = {role: table_rows(ruleset, ruleset.tables[roles[role]["table"]])
+                  for role in ("level_above", "level_below") if role in roles}
         return Clinician(
-            start_day=number["start_day"], review_days=number["review_interval_days"],
-            max_days=number["max_therapy_days"], step=number["dose_step"], max_dose=number["max_dose"],
-            donated_days=number["donated_count_days"],
+            start_day=number.get("start_day"), review_days=number["review_interval_days"],
+            max_days=number.get("max_therapy_days"), step=number.get("dose_step"), max_dose=number["max_dose"],
+            donated_days=number.get("donated_count_days", 0),
             start_doses=tuple((band, float(dose)) for band, dose in
-                              table_rows(ruleset, ruleset.tables[roles["start_dose"]["table"]])),
+                              table_rows(ruleset, ruleset.tables[start["table"]])) if "table" in start else (),
             actions=table_rows(ruleset, ruleset.tables[review["table"]]),
-            increase=review["increase"], stop=review["stop"],
-            course_complete=self.data["timeline"]["course_complete_text"])
+            increase=review["increase"], stop=review.get("stop"),
+            course_complete=self.data["timeline"].get("course_complete_text"),
+            decrease=review.get("decrease"), maintain=review.get("maintain"), hold=review.get("hold"),
+            start_param=start.get("param"),
+            params={name: float(p.value) for name, p in ruleset.parameters.items()
+                    if isinstance(p.value, (int, float)) and not isinstance(p.value, bool)},
+            levels_up=levels.get("level_above", ()), levels_down=levels.get("level_below", ()),
+            increase_after_days=number.get("increase_after_days"), decrease_wait_days=number.get("decrease_wait_days"),
+            restart_below=number.get("restart_below"), no_response_days=number.get("no_response_days"),
+            no_response_below=number.get("no_response_below"))
 
 
 def load_scenarios(path: str | Path, text: str | None = None) -> Scenarios:
@@ -108,8 +118,10 @@ def _unknown_names(doc: Document) -> list[RulesetError]:
     """A recovery course, diagnosis or history item drawn but not described is reported where it is named."""
     data = doc.data
     assert isinstance(data, dict)
-    known = {"recovery": set(data["recovery"]["courses"]), "diagnosis": set(data["codings"]["diagnoses"]),
-             "history": set(data["codings"]["history"])}
+    known = {"recovery": set(data.get("recovery", {}).get("courses", {})),
+             "response": set(data.get("response", {}).get("courses", {})),
+             "ancestry": set(data["codings"].get("ancestry", {}).get("groups", {})),
+             "diagnosis": set(data["codings"]["diagnoses"]), "history": set(data["codings"]["history"])}
     people: list[tuple[tuple[str, ...], dict[str, Any]]] = [(("population",), data["population"])]
     people += [(("scenarios", name), spec) for name, spec in data["scenarios"].items()]
     errors = []
@@ -142,11 +154,23 @@ def latest_released(folder: Path) -> Ruleset:
 
 @lru_cache(maxsize=4)
 def shipped(rules_dir: Path = DEFAULT_RULES) -> tuple[Ruleset, Scenarios]:
-    """The ruleset of `rules_dir` that has a scenario file, at its latest release, with that file."""
+    """The ruleset of `rules_dir` that has a scenario file, at its latest release, with that file; of several, the
+    one in service longest (the earliest first release; a tie goes to the folder name)."""
     files = sorted(rules_dir.resolve().glob(f"*/{SCENARIO_FILE}"))
-    if len(files) != 1:
-        raise OSError(f"expected one {SCENARIO_FILE} under {rules_dir}, found {len(files)}")
-    return latest_released(files[0].parent), load_scenarios(files[0])
+    if not files:
+        raise OSError(f"no {SCENARIO_FILE} under {rules_dir}")
+    return for_folder(min(files, key=_first_in_service).parent)
+
+
+def for_folder(folder: Path) -> tuple[Ruleset, Scenarios]:
+    """A ruleset folder's latest release with its scenario file."""
+    return latest_released(folder), load_scenarios(folder / SCENARIO_FILE)
+
+
+def _first_in_service(file: Path) -> tuple[str, str]:
+    releases = versions.read_manifest(file.parent)
+    first = min((str(r.effective_from) for r in releases.values()), default="9999-12-31")
+    return first, file.parent.name
 
 
 @dataclass(frozen=True)

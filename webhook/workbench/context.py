@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from engine import cohort, fhir
+from engine.cohort.scenario import for_folder
 from engine.errors import RulesetError, RulesetErrors
 from engine.loader import SITE_MAPPING, load_ruleset, ruleset_files
 from engine.model import Ruleset
@@ -87,7 +88,7 @@ class Workbench:
     cohort_dir: Path | None = None
     _snapshot: Snapshot | None = None
     _stamp: tuple = ()
-    _cohort: list | None = None
+    _cohorts: dict[str | None, list] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     sandbox_seat: threading.Lock = field(default_factory=threading.Lock)  # held by the request using the engine
 
@@ -103,16 +104,29 @@ class Workbench:
         """The ruleset folders, without loading anything (for pickers on pages that evaluate nothing)."""
         return sorted({file.parent.name for file in ruleset_files([self.rules_dir])})
 
-    def cohort(self) -> list[CohortPatient]:
-        """Synthetic patients to try rulesets on: a written cohort if configured, else a generated one."""
-        if self._cohort is None:
-            self._cohort = _read_cohort(self.cohort_dir) if self.cohort_dir else [
+    def cohort(self, ruleset_id: str | None = None) -> list[CohortPatient]:
+        """Synthetic patients to try rulesets on: a written cohort if configured, else one generated for the ruleset
+        (from its own scenario file, when it has one; otherwise the default cohort of the rules directory)."""
+        if self.cohort_dir:
+            ruleset_id = None
+        elif ruleset_id is not None and not (self.rules_dir / ruleset_id / cohort.SCENARIO_FILE).is_file():
+            ruleset_id = None
+        if ruleset_id not in self._cohorts:
+            self._cohorts[ruleset_id] = _read_cohort(self.cohort_dir) if self.cohort_dir else [
                 CohortPatient(p.name, p.description, p.resources, p.transplant_date, p.evaluation_dates)
-                for p in cohort.generate_cohort(COHORT_SIZE, COHORT_SEED, rules_dir=self.rules_dir)]
-        return self._cohort
+                for p in _generate(self.rules_dir, ruleset_id)]
+        return self._cohorts[ruleset_id]
 
-    def patient(self, name: str) -> CohortPatient | None:
-        return next((p for p in self.cohort() if p.name == name), None)
+    def patient(self, name: str, ruleset_id: str | None = None) -> CohortPatient | None:
+        return next((p for p in self.cohort(ruleset_id) if p.name == name), None)
+
+
+def _generate(rules_dir: Path, ruleset_id: str | None) -> list[cohort.CohortPatient]:
+    if ruleset_id is None:
+        return cohort.generate_cohort(COHORT_SIZE, COHORT_SEED, rules_dir=rules_dir)
+    ruleset, scenarios = for_folder(rules_dir / ruleset_id)
+    return cohort.generate_cohort(max(COHORT_SIZE, len(scenarios.block)), COHORT_SEED, ruleset=ruleset,
+                                  scenarios=scenarios, rules_dir=rules_dir)
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def chart(ruleset: Ruleset, days: list[Day], fact: str, day0: dt.date):
 def timeline() -> str:
     info = chosen_version(request.values.get("version"))
     form = request.values
-    patients = workbench().cohort()
+    patients = workbench().cohort(info.ruleset_id if info else None)
     result, problem = None, ""
     if info is not None:
         try:
@@ -85,7 +85,7 @@ def _simulate(ruleset: Ruleset, form, patients) -> dict:
     if form.get("source") == "bundle":
         resources, day0, label = parse_bundle(form.get("bundle", ""), "pasted Bundle"), None, "pasted Bundle"
     else:
-        patient = workbench().patient(form.get("patient", "")) or (patients[0] if patients else None)
+        patient = next((p for p in patients if p.name == form.get("patient", "")), patients[0] if patients else None)
         if patient is None:
             raise ScenarioError("no cohort patient to simulate")
         resources, day0, label = patient.resources, patient.day0, f"{patient.name}: {patient.description}"
