@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -189,4 +190,14 @@ def test_every_workbench_page_serves_the_second_protocol(workbench):
     compare = workbench.get("/workbench/compare.md", query_string={"ruleset": PROTOCOL, "old": "1.0.0",
                                                                     "new": "1.1.0", "cohort": "0"})
     assert compare.get_data(as_text=True).startswith(f"# {PROTOCOL} 1.0.0 → 1.1.0")
+    with_cohort = workbench.get("/workbench/compare.md", query_string={"ruleset": PROTOCOL, "old": "1.0.0",
+                                                                        "new": "1.1.0"}).get_data(as_text=True)
+    assert _cases(with_cohort) > _cases(compare.get_data(as_text=True)) + 100  # the protocol's own cohort
+    patients = workbench.get("/workbench/try", query_string={"version": f"{PROTOCOL}@1.0.0"}).get_data(as_text=True)
+    assert "; ITP; " in patients and "HSCT" not in patients  # its own synthetic patients, not the other's
     assert workbench.get("/workbench/outcomes").status_code == 200
+
+
+def _cases(markdown: str) -> int:
+    """How many cases a behavioural impact was computed on ("3 of 355 cases decide differently")."""
+    return int(re.search(r"of (\d+) cases", markdown).group(1))

@@ -18,12 +18,13 @@ from webhook.workbench.context import VersionInfo
 from webhook.workbench.views import sandbox, snapshot, workbench
 
 
-def cohort_cases() -> list[Case]:
-    """The workbench's cohort, each patient on each of its evaluation dates, as the diff's cases."""
+def cohort_cases(ruleset_id: str) -> list[Case]:
+    """The ruleset's cohort, each patient on each of its evaluation dates, as the diff's cases."""
     mapping = snapshot().mapping
     if mapping is None:
         return []
-    return record_cases(mapping, [(f"{p.name} ({p.description})", p.resources, p.dates) for p in workbench().cohort()])
+    return record_cases(mapping, [(f"{p.name} ({p.description})", p.resources, p.dates)
+                                  for p in workbench().cohort(ruleset_id)])
 
 
 def _pair() -> tuple[str, VersionInfo | None, VersionInfo | None, list[str]]:
@@ -42,7 +43,7 @@ def _pair() -> tuple[str, VersionInfo | None, VersionInfo | None, list[str]]:
 def _diff(old: VersionInfo, new: VersionInfo, with_cohort: bool) -> VersionDiff:
     """engine.diff.diff_versions, run on the workbench's engine (which does not recompile per case)."""
     a, b = old.ruleset, new.ruleset
-    cases = test_cases(a, b) + (cohort_cases() if with_cohort else [])
+    cases = test_cases(a, b) + (cohort_cases(a.id) if with_cohort else [])
     return VersionDiff(a.id, a.version, b.version, structural_changes(a, b),
                        behavioural_impact(a, b, cases, sandbox()))
 

@@ -137,7 +137,7 @@ def scenario_from_form(info: VersionInfo, form) -> Scenario:
         hook = form.get("hook") or case.get("hook") or hook
         label = f"test case “{case['name']}”"
     elif source == "cohort":
-        patient = workbench().patient(form.get("patient", ""))
+        patient = workbench().patient(form.get("patient", ""), ruleset.id)
         if patient is None:
             raise ScenarioError("choose a cohort patient")
         resources, facts, date = patient.resources, {}, patient.dates[0]
@@ -208,5 +208,6 @@ def try_patient() -> tuple[str, int]:
         except (ScenarioError, OSError) as error:
             problem = str(error)
     page = render_template("try.html", info=info, versions=version_choices(), form=form, outcome=outcome,
-                           problem=problem, patients=workbench().cohort(), order_hooks=ORDER_HOOKS)
+                           problem=problem, patients=workbench().cohort(info.ruleset_id if info else None),
+                           order_hooks=ORDER_HOOKS)
     return page, 400 if problem else 200
