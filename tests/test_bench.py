@@ -77,3 +77,20 @@ def test_a_longer_history_is_more_results_of_the_monitored_observation():
     small = hook_body("hetrombopag", "order-sign", dt.date.today(), history=10)
     large = hook_body("hetrombopag", "order-sign", dt.date.today(), history=1000)
     assert len(str(large)) > 10 * len(str(small)) / 2
+
+
+def test_a_section_without_request_data_says_so_and_goes_on(monkeypatch):
+    """A served ruleset without a scenario file (or none with one) skips the sections that send requests."""
+    from bench import __main__ as main
+    from bench import protocols, scaling, soak, stages
+
+    why = {i: "no scenario file" for i in protocols.served()}
+    monkeypatch.setattr(protocols, "with_cohort", lambda: ())
+    monkeypatch.setattr(protocols, "skipped", lambda: why)
+    results = {"stages": stages.run(quick=True), "scaling": scaling.run(quick=True), "soak": soak.run(quick=True)}
+    assert results["stages"]["rulesets"] == {} and results["stages"]["skipped"] == why
+    assert results["scaling"]["rulesets"] == {} and results["soak"]["max_growth_mb"] is None
+    results["targets"] = main._targets(results)
+    text = main.render(results, ("stages", "scaling", "soak"))
+    assert all(f"skipped {i}: no scenario file" in text for i in why)
+    assert {t["target"]: t["met"] for t in results["targets"]}["worker RSS growth over the soak"] is None
