@@ -41,9 +41,10 @@ serve: install
 bench: install
 	$(BIN)/python -m bench
 
-# Where a worker spends its time under load (py-spy; needs ptrace: root or CAP_SYS_PTRACE). HOOK=patient-view etc.
+# Where a worker spends its time under load (py-spy; needs ptrace: root or CAP_SYS_PTRACE). HOOK=patient-view etc.,
+# RULESET=<ruleset id> (default: the first served one with a scenario file).
 profile: install
-	$(BIN)/python -m bench.profile $(HOOK)
+	$(BIN)/python -m bench.profile $(or $(HOOK),order-sign) $(RULESET)
 
 # The long variants: 8 clients x 10,000 calls, 30,000 fuzzed requests (their figures go in the closing notes).
 soak: install

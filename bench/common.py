@@ -2,7 +2,8 @@
 
 The server is started the way an operator starts it (`cdsrules serve`, default worker count) on loopback, with a
 fresh SQLite store in a temporary folder. Request bodies carry full prefetch, so no FHIR fallback happens during a
-measurement: built from the patient record the webhook tests use, or from a generated cohort (`cohort_bodies`).
+measurement: built from a ruleset's generated cohort (`bench.protocols`), all of it (`cohort_bodies`) or its typical
+patient (`hook_body`).
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules"
 RESULTS = ROOT / "bench" / "results.json"
 PATIENT = "p1"
-COHORT_PATIENTS, COHORT_SEED = 24, 7  # one block of the generator's scenarios: every one at least once
 
 
 # --- numbers ----------------------------------------------------------------------------------
@@ -99,23 +99,28 @@ def prefetch(resources: list[dict], patient: str = PATIENT) -> dict:
     return prefetch_for(templates(), FhirData(resources), patient)
 
 
-def record(today: dt.date, platelet_history: int = 2) -> list[dict]:
-    """The webhook tests' patient (on hetrombopag, low platelets), with `platelet_history` platelet counts."""
-    from tests.records import observation, patient_record
+def draft_orders(ruleset_id: str, today: dt.date, count: int = 1, patient: str = PATIENT) -> list[dict]:
+    """One draft of the protocol's drug and `count - 1` drafts for other drugs (a full order basket). The draft is
+    written as the cohort's orders are (the scenario file's text, the ruleset's medication) at the highest start
+    dose of the ruleset's table, so patients whom a lower dose fits see the mismatch."""
+    from bench.protocols import protocol
 
-    resources = patient_record(today, PATIENT, platelets=40)
-    extra = max(0, platelet_history - 2)  # patient_record has two
-    for n in range(extra):
-        when = today - dt.timedelta(days=16 + n)
-        resources.append(observation(f"plt-h{n}", PATIENT, "777-3", when, 20 + n % 50, "10*9/L"))
-    return resources
-
-
-def draft_orders(today: dt.date, count: int = 1, patient: str = PATIENT) -> list[dict]:
-    """One hetrombopag draft and `count - 1` drafts for other drugs (a full order basket)."""
-    from tests.records import hetrombopag_order
-
-    drafts = [hetrombopag_order("draft-1", patient, 5, "draft", today)]
+    chosen = protocol(ruleset_id)
+    medication, written = chosen.medication, chosen.scenarios.data["orders"]
+    dose = max(d for _, d in chosen.clinician.start_doses)
+    shown = f"{dose:g}"
+    instruction: dict = {"text": written["instruction"].format(dose=shown, unit=medication.dose_unit),
+                         "timing": {"repeat": {"frequency": medication.frequency_per_day, "period": 1,
+                                               "periodUnit": "d"}},
+                         "doseAndRate": [{"doseQuantity": {"value": dose, "unit": medication.dose_unit,
+                                                           "system": "http://unitsofmeasure.org",
+                                                           "code": medication.dose_unit}}]}
+    if medication.route:
+        instruction["route"] = {"coding": [dict(medication.route)]}
+    drafts = [{"resourceType": "MedicationRequest", "id": "draft-1", "status": "draft", "intent": "order",
+               "medicationCodeableConcept": {"text": written["medication_text"]},
+               "subject": {"reference": f"Patient/{patient}"}, "authoredOn": today.isoformat(),
+               "dosageInstruction": [instruction]}]
     for n in range(count - 1):
         drafts.append({"resourceType": "MedicationRequest", "id": f"other-{n}", "status": "draft", "intent": "order",
                        "medicationCodeableConcept": {"text": f"Other medicine {n} 10 mg tablets"},
@@ -124,9 +129,59 @@ def draft_orders(today: dt.date, count: int = 1, patient: str = PATIENT) -> list
     return drafts
 
 
-def hook_body(hook: str, today: dt.date, platelet_history: int = 2, drafts: int = 1) -> dict:
-    """A full CDS Hooks request for `hook`, prefetch filled."""
-    return _request(hook, PATIENT, draft_orders(today, drafts), record(today, platelet_history))
+def cases(ruleset_id: str, patients: int | None = None) -> list[tuple[str, dt.date, list[dict]]]:
+    """(patient id, day, the record as it stood that day) for each cohort patient on each evaluation date."""
+    from bench.protocols import COHORT_PATIENTS, cohort
+    from engine.fhir import resources_as_of
+
+    found = []
+    for patient in cohort(ruleset_id, patients or COHORT_PATIENTS):
+        pid = next(r["id"] for r in patient.resources if r["resourceType"] == "Patient")
+        for day in patient.evaluation_dates:
+            found.append((pid, day, resources_as_of(patient.resources, day)))
+    return found
+
+
+def typical_case(ruleset_id: str) -> tuple[str, dt.date, list[dict]]:
+    """The cohort case with the median record size: the one patient of the single-patient bodies."""
+    found = sorted(cases(ruleset_id), key=lambda c: (len(json.dumps(c[2])), c[0], c[1]))
+    return found[len(found) // 2]
+
+
+def hook_body(ruleset_id: str, hook: str, today: dt.date, history: int | None = None, drafts: int = 1) -> dict:
+    """A full CDS Hooks request for `hook` about the ruleset's typical cohort patient, prefetch filled; `history`
+    sets how many results of the record's most repeated observation it carries (see `with_history`)."""
+    pid, day, resources = typical_case(ruleset_id)
+    if history is not None:
+        resources = with_history(resources, history)
+    return _request(hook, pid, draft_orders(ruleset_id, today, drafts, pid), _moved(resources, today - day, pid))
+
+
+def repeated_code(resources: list[dict]) -> tuple[str, str]:
+    """(system, code) of the observation the record holds most results of: the protocol's monitored value."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in resources:
+        if r.get("resourceType") == "Observation":
+            coding = r["code"]["coding"][0]
+            key = coding.get("system", ""), coding["code"]
+            counts[key] = counts.get(key, 0) + 1
+    return max(counts, key=lambda k: (counts[k], k))
+
+
+def with_history(resources: list[dict], count: int) -> list[dict]:
+    """The record with exactly `count` results of its most repeated observation: the newest kept, and when it has
+    fewer, copies of the oldest one day apart before it (as a long chart holds them)."""
+    system, code = repeated_code(resources)
+    same = lambda r: (r.get("resourceType") == "Observation"  # noqa: E731
+                      and (r["code"]["coding"][0].get("system", ""), r["code"]["coding"][0]["code"]) == (system, code))
+    results = sorted((r for r in resources if same(r)), key=lambda r: r["effectiveDateTime"], reverse=True)
+    kept = results[:count]
+    oldest = results[-1]
+    for n in range(count - len(kept)):
+        earlier = dt.date.fromisoformat(oldest["effectiveDateTime"][:10]) - dt.timedelta(days=n + 1)
+        kept.append({**oldest, "id": f"{oldest['id']}-h{n}",
+                     "effectiveDateTime": earlier.isoformat() + oldest["effectiveDateTime"][10:]})
+    return [r for r in resources if not same(r)] + kept
 
 
 def _request(hook: str, patient: str, drafts: list[dict], resources: list[dict]) -> dict:
@@ -139,20 +194,12 @@ def _request(hook: str, patient: str, drafts: list[dict], resources: list[dict])
             "prefetch": prefetch(resources, patient)}
 
 
-def cohort_bodies(hook: str, today: dt.date, patients: int = COHORT_PATIENTS) -> list[dict]:
-    """Requests for `hook` about a generated cohort: each patient on each of the dates where a protocol decision
-    changes (screening, start, titration reviews, stop, out of scope), the record as it stood that day, moved in
-    time so that the day is `today` (the server evaluates on the real date)."""
-    from engine.cohort import generate_cohort
-    from engine.fhir import resources_as_of
-
-    bodies = []
-    for patient in generate_cohort(patients, COHORT_SEED):
-        pid = next(r["id"] for r in patient.resources if r["resourceType"] == "Patient")
-        for day in patient.evaluation_dates:
-            resources = _moved(resources_as_of(patient.resources, day), today - day, pid)
-            bodies.append(_request(hook, pid, draft_orders(today, 1, pid), resources))
-    return bodies
+def cohort_bodies(ruleset_id: str, hook: str, today: dt.date, patients: int | None = None) -> list[dict]:
+    """Requests for `hook` about the ruleset's generated cohort: each patient on each of the dates where a protocol
+    decision changes (screening, start, titration reviews, stop, out of scope), the record as it stood that day,
+    moved in time so that the day is `today` (the server evaluates on the real date)."""
+    return [_request(hook, pid, draft_orders(ruleset_id, today, 1, pid), _moved(resources, today - day, pid))
+            for pid, day, resources in cases(ruleset_id, patients)]
 
 
 _DAY = re.compile(r'"(\d{4}-\d{2}-\d{2})')

@@ -1,9 +1,10 @@
-"""`python -m bench.profile [HOOK]` (`make profile`): where a gunicorn worker spends its time under load.
+"""`python -m bench.profile [HOOK] [RULESET]` (`make profile`): where a gunicorn worker spends its time under load.
 
-Starts the real server as the service section does, drives HOOK (order-sign, patient-view or discovery) from 10
-clients, and samples every worker with py-spy for the duration. Prints the functions the workers were in most and
-writes all stacks, collapsed, to bench/profile-HOOK.txt (open it in speedscope or any flame graph tool). py-spy
-attaches with ptrace: run as root, or give the process CAP_SYS_PTRACE (in a container, `--cap-add SYS_PTRACE`).
+Starts the real server as the service section does, drives HOOK (order-sign, patient-view or discovery) of RULESET
+(default: the first served ruleset with request data, see `bench.protocols`) from 10 clients, and samples every worker
+with py-spy for the duration. Prints the functions the workers were in most and writes all stacks, collapsed, to
+bench/profile-HOOK.txt (open it in speedscope or any flame graph tool). py-spy attaches with ptrace: run as root, or
+give the process CAP_SYS_PTRACE (in a container, `--cap-add SYS_PTRACE`).
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import load
+from bench import load, protocols
 from bench.common import ROOT, BodyTemplate, Server, hook_body
-from bench.service import SERVICES
+from bench.service import HOOKS
 
 SECONDS = 10
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*):\d+\)$")
@@ -26,11 +27,15 @@ _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*):\d+\)$")
 
 def main(argv: list[str]) -> int:
     hook = argv[0] if argv else "order-sign"
-    if hook != "discovery" and hook not in SERVICES:
-        print(f"usage: python -m bench.profile [{' | '.join([*SERVICES, 'discovery'])}]", file=sys.stderr)
+    measured = protocols.with_cohort()
+    ruleset_id = argv[1] if len(argv) > 1 else next(iter(measured), None)
+    if hook != "discovery" and (hook not in HOOKS or ruleset_id not in measured):
+        print(f"usage: python -m bench.profile [{' | '.join([*HOOKS, 'discovery'])}] [{' | '.join(measured)}]",
+              file=sys.stderr)
         return 2
     target = load.Target("discovery", "/cds-services") if hook == "discovery" else \
-        load.Target(hook, f"/cds-services/{SERVICES[hook]}", BodyTemplate(hook_body(hook, dt.date.today())).render)
+        load.Target(hook, protocols.service_path(ruleset_id, hook),
+                    BodyTemplate(hook_body(ruleset_id, hook, dt.date.today())).render)
     folder = Path(tempfile.mkdtemp(prefix="cdsrules-profile-"))
     with Server() as server:
         load.run(server.base_url, target, 4, 200)  # warm-up

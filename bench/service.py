@@ -1,9 +1,10 @@
-"""Service: the real server under 1, 10 and 50 concurrent clients; order-sign and patient-view with full
-prefetch for one patient, order-sign about a generated cohort (each patient on each day where a decision changes,
-in turn: every path of the service, records of 9 to 58 KB), and discovery on the same server in the same run as the
-framework floor.
+"""Service: the real server under 1, 10 and 50 concurrent clients. For each served ruleset with request data
+(`bench.protocols`): its order-sign and patient-view services with full prefetch for its typical cohort patient, and
+its order-sign about the whole generated cohort (each patient on each day where a decision changes, in turn: every
+path of the service); and discovery on the same server in the same run as the framework floor. Endpoints are named
+by service id (`<ruleset id>-<hook>`, the cohort one with " cohort" after it).
 
-Each level runs the three endpoints in four interleaved rounds, so a burst of noise on this shared 2-core machine
+Each level runs the endpoints in four interleaved rounds, so a burst of noise on this shared 2-core machine
 lands on all of them alike; the ratio hook / discovery (p50) is computed within the level, over all rounds, and
 for each round alone (their range shows how much the noise moves it). The workers' CPU time
 per request (user + system, from /proc) is reported beside latency: on a shared machine it moves far less than
@@ -13,23 +14,31 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bench import load
+from bench import load, protocols
 from bench.common import BodyTemplate, RoundRobin, Server, cohort_bodies, cpu_seconds, hook_body
 
 LEVELS = (1, 10, 50)
 ROUNDS = 4  # per level, the endpoints take turns this many times
-SERVICES = {"order-sign": "hetrombopag-order-sign", "patient-view": "hetrombopag-patient-view"}
-COHORT = "order-sign cohort"  # order-sign about many patients on many days, in turn (bench.common.cohort_bodies)
+HOOKS = ("order-sign", "patient-view")  # each with its typical patient
+COHORT = "cohort"  # after a service id: order-sign about many patients on many days, in turn
+
+
+def cohort_name(ruleset_id: str) -> str:
+    return f"{protocols.service_id(ruleset_id, 'order-sign')} {COHORT}"
 
 
 def targets(today: dt.date) -> tuple[list[load.Target], dict[str, int]]:
     """The endpoints in the order they take turns, and the size in bytes of each one's request (a mean for the
     cohort)."""
-    bodies = {hook: (service_id, BodyTemplate(hook_body(hook, today))) for hook, service_id in SERVICES.items()}
-    bodies[COHORT] = SERVICES["order-sign"], RoundRobin(cohort_bodies("order-sign", today))
+    bodies: dict[str, tuple[str, BodyTemplate | RoundRobin]] = {}
+    for ruleset_id in protocols.with_cohort():
+        for hook in HOOKS:
+            bodies[protocols.service_id(ruleset_id, hook)] = (protocols.service_path(ruleset_id, hook),
+                                                              BodyTemplate(hook_body(ruleset_id, hook, today)))
+        bodies[cohort_name(ruleset_id)] = (protocols.service_path(ruleset_id, "order-sign"),
+                                           RoundRobin(cohort_bodies(ruleset_id, "order-sign", today)))
     found = [load.Target("discovery", "/cds-services")]
-    found += [load.Target(name, f"/cds-services/{service_id}", body.render)
-              for name, (service_id, body) in bodies.items()]
+    found += [load.Target(name, path, body.render) for name, (path, body) in bodies.items()]
     return found, {name: body.size for name, (_, body) in bodies.items()}
 
 
@@ -72,5 +81,6 @@ def run(quick: bool = False) -> dict:
             levels[str(clients)] = level
         rss_after = server.worker_rss_kb()
     return {"workers": len(rss_before), "levels": levels, "request_bytes": request_bytes,
+            "rulesets": list(protocols.with_cohort()), "skipped": protocols.skipped(),
             "worker_rss_kb": {"after_warmup": rss_before, "after_run": rss_after}}
 

@@ -1,15 +1,15 @@
 """An engine in a child process, for rulesets that are still being written (the workbench's drafts).
 
-durable-rules cannot unregister a ruleset: every version it has seen stays in the process (about 1.4 MB each for
-hetrombopag), so a pharmacist checking draft after draft would grow the server without bound. A draft is also
-untrusted input to a C core, and if it ever crashed that core, the worker serving order-sign would go down with it.
-So these evaluations run in a child process, started with spawn (the parent may run threads), which is replaced
-once it has held `versions_per_child` versions, and stopped after `idle_seconds` without use. A child that dies
-fails the one evaluation it was running with an EvaluationError that says so; the next evaluation starts a new
-child. A draft's templates can loop for as long as they like, so each call has `time_limit` seconds: past it the
-child is killed and the caller gets an EvaluationError that says so. Calls are made one at a time, so the limit
-counts a call's own running time, and the child runs at a lower priority than the server that answers the EHR.
-`run` runs any function in the child, within the same limit.
+durable-rules cannot unregister a ruleset: every version it has seen stays in the process (about 1.4 MB each, as
+measured for the first protocol shipped), so a pharmacist checking draft after draft would grow the server without
+bound. A draft is also untrusted input to a C core, and if it ever crashed that core, the worker serving order-sign
+would go down with it. So these evaluations run in a child process, started with spawn (the parent may run threads),
+which is replaced once it has held `versions_per_child` versions, and stopped after `idle_seconds` without use. A
+child that dies fails the one evaluation it was running with an EvaluationError that says so; the next evaluation
+starts a new child. A draft's templates can loop for as long as they like, so each call has `time_limit` seconds:
+past it the child is killed and the caller gets an EvaluationError that says so. Calls are made one at a time, so
+the limit counts a call's own running time, and the child runs at a lower priority than the server that answers the
+EHR. `run` runs any function in the child, within the same limit.
 
 `SandboxEngine.evaluate` has `Engine.evaluate`'s signature, so run_tests, simulate and behavioural_impact take it
 as they take an Engine. Spawn imports the parent's main module in the child: entry points keep their work under
@@ -34,7 +34,7 @@ from .runtime import Engine
 
 VERSIONS_PER_CHILD = 32  # about 45 MB of registered versions at most, before the child is replaced
 IDLE_SECONDS = 600.0  # a child unused this long is stopped: the workbench is used now and then, not all day
-TIME_LIMIT_SECONDS = 10.0  # per call: checking hetrombopag (load, checks, charts, 50 tests) takes about 1 s
+TIME_LIMIT_SECONDS = 10.0  # per call: checking a shipped ruleset (load, checks, charts, 50 tests) takes about 1 s
 START_SECONDS = 60.0  # for a new child to start, on a busy machine
 CHILD_NICENESS = 10  # the child yields the CPU to the workers answering the EHR
 PARENT_CHECK_SECONDS = 1.0

@@ -44,7 +44,7 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s/:'\"]+/)*([^\s/:'\"]+)")
 
 
 def without_server_paths(text: str, rules_dir: Path) -> str:
-    """`text` with paths in the rules folder made relative to its parent (`rules/hetrombopag/1.2.0.yaml`) and any
+    """`text` with paths in the rules folder made relative to its parent (`rules/<ruleset>/1.2.0.yaml`) and any
     other absolute path cut to its last part."""
     folders = {str(rules_dir), str(rules_dir.absolute()), str(rules_dir.resolve())}
     for folder in sorted((f for f in folders if f.startswith("/") and f != "/"), key=len, reverse=True):

@@ -84,7 +84,8 @@ def openapi_document() -> str:
     schemas["HookRequest"] = _relocate(source)
     schemas.update(_SCHEMAS)
     service_id = {"name": "service_id", "in": "path", "required": True, "schema": {"type": "string"},
-                  "example": "hetrombopag-order-sign"}
+                  "description": "A service as discovery lists it: `<ruleset id>-<hook>`.",
+                  "example": "<ruleset>-order-sign"}
     document = {
         "openapi": "3.1.0",
         "info": {"title": "cdsrules CDS Hooks service", "version": "2.0",

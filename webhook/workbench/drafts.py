@@ -111,7 +111,7 @@ def check_in_child(text: str, ruleset_id: str, rules_dir: Path) -> DraftCheck:
 
 def as_shown(check: DraftCheck, rules_dir: Path) -> DraftCheck:
     """The check with the rules folder's absolute path taken out of every file name and message: the caller sees
-    `hetrombopag/1.1.0.yaml`, not where the server keeps its files."""
+    `<ruleset>/1.1.0.yaml`, not where the server keeps its files."""
     roots = sorted({f"{rules_dir.resolve()}{os.sep}", f"{rules_dir.absolute()}{os.sep}"}, key=len, reverse=True)
 
     def shown(text: str) -> str:
