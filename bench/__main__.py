@@ -20,7 +20,7 @@ from bench.common import RESULTS, ROOT, load_results, save_results
 DEFAULT = ("engine", "stages", "startup", "scaling", "service")
 ALL = DEFAULT + ("soak",)
 
-# Issue 7's targets: (name, section, how to read the figure, limit, unit). A figure measured for each protocol is
+# The service's targets: (name, section, how to read the figure, limit, unit). A figure measured for each protocol is
 # read as the worst of them: every served protocol has to meet the target.
 TARGETS = (
     ("order-sign p99 at 10 clients", "service", lambda r: _worst_endpoint(r, "p99_ms"), 20.0, "ms"),
@@ -193,7 +193,7 @@ def render(results: dict, sections: tuple[str, ...]) -> str:
         else:
             lines.append("\nSoak: no served ruleset has request data")
         lines += _skipped(s)
-    lines += ["\nTargets (issue 7)"]
+    lines += ["\nTargets"]
     for t in results["targets"]:
         state = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")
         stale = "" if t["met"] is None or t.get("taken_at") is None else \

@@ -102,12 +102,14 @@ def prefetch(resources: list[dict], patient: str = PATIENT) -> dict:
 def draft_orders(ruleset_id: str, today: dt.date, count: int = 1, patient: str = PATIENT) -> list[dict]:
     """One draft of the protocol's drug and `count - 1` drafts for other drugs (a full order basket). The draft is
     written as the cohort's orders are (the scenario file's text, the ruleset's medication) at the highest start
-    dose of the ruleset's table, so patients whom a lower dose fits see the mismatch."""
+    dose of the ruleset's table (or its start-dose parameter), so patients whom a lower dose fits see the
+    mismatch."""
     from bench.protocols import protocol
 
     chosen = protocol(ruleset_id)
     medication, written = chosen.medication, chosen.scenarios.data["orders"]
-    dose = max(d for _, d in chosen.clinician.start_doses)
+    clinician = chosen.clinician  # a start-dose table by weight, or one start-dose parameter
+    dose = max((d for _, d in clinician.start_doses), default=None) or clinician.start_dose(None)
     shown = f"{dose:g}"
     instruction: dict = {"text": written["instruction"].format(dose=shown, unit=medication.dose_unit),
                          "timing": {"repeat": {"frequency": medication.frequency_per_day, "period": 1,
