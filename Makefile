@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 
-.PHONY: install lock lint test serve bench profile soak audit clean
+.PHONY: install lock lint test serve bench profile soak audit editor clean
 
 # Installs exactly the versions in requirements.lock (constraints), so every machine and the image run the same set.
 install: $(STAMP)
@@ -54,6 +54,12 @@ soak: install
 # Known vulnerabilities in the pinned dependencies (needs PyPI's JSON API or OSV to be reachable).
 audit: install
 	$(BIN)/pip-audit --skip-editable --strict --progress-spinner off
+
+# The check page's editor: CodeMirror 6 at the versions in webhook/workbench/editor/package-lock.json, bundled into
+# webhook/workbench/static/vendor/editor.js with its licences beside it. Needs Node.js and npm; the bundle is committed,
+# so installing and testing do not.
+editor:
+	cd webhook/workbench/editor && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) .pytest_cache

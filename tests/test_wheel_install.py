@@ -30,7 +30,7 @@ def installed(tmp_path_factory) -> Path:
     source.mkdir()
     for name in SHIPPED:
         if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "node_modules"))
         else:
             shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
@@ -93,3 +93,13 @@ def test_the_installed_command_serves_the_shipped_rules(installed, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_the_wheel_carries_the_workbench_editor_bundle_not_its_sources(installed, tmp_path):
+    script = "import pathlib, webhook.workbench as w; print(pathlib.Path(w.__file__).parent)"
+    package = Path(subprocess.run([str(installed / "python"), "-c", script], cwd=tmp_path, capture_output=True,
+                                  text=True, check=True).stdout.strip())
+    assert (package / "static" / "vendor" / "editor.js").stat().st_size > 100_000
+    assert (package / "static" / "vendor" / "editor.LICENSES.txt").is_file()
+    assert (package / "static" / "workbench.js").is_file() and (package / "templates" / "check.html").is_file()
+    assert not (package / "editor").exists()  # the bundle's npm sources stay in the checkout

@@ -398,3 +398,21 @@ def test_the_json_check_refuses_a_body_it_cannot_read_with_a_400(client, body):
     assert answer.status_code == 400
     outcome = answer.get_json()
     assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "invalid"
+
+
+def test_the_check_page_loads_the_vendored_editor_with_a_nonce_for_its_styles(client):
+    response = client.get("/workbench/check?from=hetrombopag@1.1.0")
+    html = response.get_data(as_text=True)
+    script = re.search(r'<script src="/workbench/static/vendor/editor.js" nonce="([^"]+)" defer>', html)
+    assert script, "the check page loads the bundled editor"
+    policy = response.headers["Content-Security-Policy"]
+    assert f"style-src 'self' 'nonce-{script[1]}';" in policy and "script-src 'self';" in policy
+    assert 'name="text" id="draft-text"' in html  # the form's field, for a browser without scripts
+    again = client.get("/workbench/check").headers["Content-Security-Policy"]
+    assert script[1] not in again  # one nonce per response
+    assert "nonce" not in client.get("/workbench/").headers["Content-Security-Policy"]  # no editor, no nonce
+    static = REPO / "webhook" / "workbench" / "static" / "vendor"
+    bundle, licences = static / "editor.js", static / "editor.LICENSES.txt"
+    assert 100_000 < bundle.stat().st_size < 1_000_000
+    assert "@codemirror/view" in licences.read_text() and "MIT" in licences.read_text()
+    assert client.get("/workbench/static/vendor/editor.js").status_code == 200

@@ -1,8 +1,8 @@
 """The workbench in a real browser: playwright drives Debian's Chromium against the real gunicorn server.
 
-Every page is opened; a broken draft shows its error at its line; a scenario shows the expected cards; a diff and a
-timeline are drawn. Screenshots go to test-output/screenshots/. Set WORKBENCH_DOCS_SCREENSHOT=1 to also refresh
-docs/workbench.png (the README's picture).
+Every page is opened; a broken draft shows its error at its line, and the draft editor marks one as it is typed; a
+scenario shows the expected cards; a diff and a timeline are drawn. Screenshots go to test-output/screenshots/. Set
+WORKBENCH_DOCS_SCREENSHOT=1 to also refresh docs/workbench.png (the README's picture).
 """
 from __future__ import annotations
 
@@ -95,9 +95,8 @@ def test_a_broken_draft_shows_the_error_at_its_line(page, server):
     assert "error" in marked.get_attribute("class")
     assert "gap" in marked.locator(".line-error").inner_text()
     assert page.locator(".table-chart g.problem.gap").count() == 1  # the gap, drawn where it is
-    page.locator(f"a[data-line='{line}']").first.click()  # jumps to the line in the editor
-    selected = page.evaluate("() => { const t = document.getElementById('draft-text');"
-                             " return t.value.slice(t.selectionStart, t.selectionEnd); }")
+    page.locator(f"a[data-line='{line}']").first.click()  # jumps to the line in the editor, selected
+    selected = page.evaluate("() => document.getSelection().toString()")
     assert "[40, 100)" in selected
     shot(page, "check-broken")
 
@@ -155,3 +154,34 @@ def test_alert_outcomes_from_the_store(page, server):
     assert page.locator("#chart-topics svg rect.outcome.overridden").count() >= 2
     assert "Clinical judgment" in page.locator("#override-reasons").inner_text()
     shot(page, "outcomes")
+
+
+def test_the_draft_editor_marks_a_mistyped_value_at_its_line_as_it_is_typed(page, server):
+    page.goto(server.base_url + "/workbench/check?from=hetrombopag@1.1.0")
+    editor = page.locator("#draft-editor")
+    editor.wait_for()
+    assert editor.locator(".cm-lineNumbers .cm-gutterElement").get_by_text("12", exact=True).count() == 1
+    assert editor.locator(".cm-foldGutter .cm-gutterElement span").count() > 0  # a fold marker at each block
+    assert page.locator("#draft-text").is_hidden()  # still the form's field, written by the editor
+    number = page.locator("#draft-text").input_value().splitlines().index("    value: 18") + 1  # max_age_years
+    editor.locator(".cm-content").click()
+    page.keyboard.press("Control+Home")
+    for _ in range(number - 1):
+        page.keyboard.press("ArrowDown")
+    page.keyboard.press("End")
+    page.keyboard.press("Backspace")
+    page.keyboard.press("Backspace")
+    page.keyboard.type("eighteen")
+    assert "value: eighteen" in page.locator("#draft-text").input_value()
+    marked = editor.locator(".cm-line", has_text="value: eighteen").locator(".cm-lintRange-error")
+    marked.wait_for(timeout=10000)  # the check ran ~400 ms after the last key, without reloading the page
+    gutter = editor.locator(".cm-gutter-lint .cm-gutterElement", has=page.locator(".cm-lint-marker-error"))
+    assert gutter.count() == 1
+    assert "problem" in page.locator("#editor-status").inner_text()
+    marked.hover()
+    tooltip = page.locator(".cm-tooltip-lint")
+    tooltip.wait_for()
+    assert "parameter 'max_age_years' is 'eighteen'" in tooltip.inner_text()  # the checker's own message
+    assert editor.locator(".cm-activeLineGutter").get_by_text(str(number), exact=True).count() == 1
+    shot(page, "check-editor")
+    assert page.errors == []  # the editor's styles passed the policy by their nonce; no script error

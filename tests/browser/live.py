@@ -51,10 +51,17 @@ def server_command(rules: Path, port: int, db_url: str) -> list[str]:
             "--db", db_url]
 
 
+def server_env() -> dict[str, str]:
+    """This checkout's sources first, so the server runs them even when the virtualenv's editable install points to
+    another checkout of the project."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+
+
 def start_server(rules: Path, port: int, db_url: str, log_path: Path, timeout: float = 30) -> Server:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(server_command(rules, port, db_url), cwd=REPO, stdout=log,
-                                   stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   stderr=subprocess.STDOUT, env=server_env())
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

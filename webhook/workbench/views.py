@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, redirect, render_template, request, url_for
@@ -98,10 +99,26 @@ def _check_access() -> Response | None:
     return None
 
 
+def csp_nonce() -> str:
+    """This response's nonce for style elements that a page's script adds (the check page's editor inserts its
+    styles so); a page that asks for one gets `'nonce-…'` added to its style-src, other pages keep 'self' alone."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(18)
+    return str(g.csp_nonce)
+
+
+def content_security_policy(nonce: str | None) -> str:
+    policy = SECURITY_HEADERS["Content-Security-Policy"]
+    return policy.replace("style-src 'self'", f"style-src 'self' 'nonce-{nonce}'") if nonce else policy
+
+
 @bp.after_request
 def _headers(response: Response) -> Response:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    if g.get("csp_nonce") and response.headers.get("Content-Security-Policy") == SECURITY_HEADERS[
+            "Content-Security-Policy"]:
+        response.headers["Content-Security-Policy"] = content_security_policy(g.csp_nonce)
     return response
 
 
@@ -147,7 +164,8 @@ def _pretty_json(value: Any) -> str:
 
 @bp.app_context_processor
 def _globals() -> dict:
-    return {"workbench_user": g.get("workbench_user"), "today": today() if request.blueprint == "workbench" else None}
+    return {"workbench_user": g.get("workbench_user"), "today": today() if request.blueprint == "workbench" else None,
+            "csp_nonce": csp_nonce}
 
 
 # --- login -------------------------------------------------------------------------------------

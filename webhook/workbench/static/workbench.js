@@ -1,5 +1,6 @@
 // The workbench's little JavaScript: jump to an error's line in the editor, keep Tab in the editor, show what a
-// suggestion would send, and refresh a form's choices when its version changes. Nothing is fetched.
+// suggestion would send, and refresh a form's choices when its version changes. Nothing is fetched. On the check page
+// vendor/editor.js (CodeMirror) takes the textarea's place when it runs.
 "use strict";
 
 function selectLine(textarea, line) {
@@ -15,7 +16,7 @@ function selectLine(textarea, line) {
 document.addEventListener("click", (event) => {
   const link = event.target.closest("a[data-line]");
   const editor = document.getElementById("draft-text");
-  if (link && editor) {
+  if (link && editor && !editor.hidden) {  // hidden: the editor (vendor/editor.js) runs and jumps itself
     selectLine(editor, Number(link.dataset.line));
   }
   const button = event.target.closest("button[data-suggestion]");
