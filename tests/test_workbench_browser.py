@@ -123,7 +123,7 @@ def test_a_scenario_shows_the_expected_cards(page, server):
 
 
 def test_a_timeline_is_drawn(page, server):
-    page.goto(server.base_url + "/workbench/timeline")
+    page.goto(server.base_url + "/workbench/timeline?version=hetrombopag@1.0.0")
     options = page.locator("select[name=patient] option").all_inner_texts()
     slow = next(i for i, text in enumerate(options) if "slow recovery" in text)
     page.select_option("select[name=patient]", index=slow)
@@ -136,6 +136,20 @@ def test_a_timeline_is_drawn(page, server):
     shot(page, "timeline")
     if os.environ.get("WORKBENCH_DOCS_SCREENSHOT") == "1":
         page.locator("main").screenshot(path=str(REPO / "docs" / "workbench.png"))
+
+
+def test_a_timeline_of_the_second_protocol_holds_and_restarts(page, server):
+    page.goto(server.base_url + "/workbench/timeline?version=eltrombopag-itp@1.0.0")
+    options = page.locator("select[name=patient] option").all_inner_texts()
+    assert options and not any("HSCT" in text for text in options)  # the protocol's own synthetic patients
+    high = next(i for i, text in enumerate(options) if "above 400" in text)
+    page.select_option("select[name=patient]", index=high)
+    page.click("#simulate-button")
+    chart = page.locator("#timeline svg.timeline-chart")
+    assert chart.count() == 1 and chart.locator("rect.dose-bar").count() > 0
+    topics = page.locator("#timeline-days").inner_text()
+    assert "hold" in topics and "restart" in topics
+    shot(page, "timeline-eltrombopag")
 
 
 def test_a_diff_as_a_page(page, server):
