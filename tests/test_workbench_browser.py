@@ -122,6 +122,35 @@ def test_a_scenario_shows_the_expected_cards(page, server):
     shot(page, "try-scenario")
 
 
+def test_a_pasted_patient_with_itp_and_an_eltrombopag_draft_gets_the_start_dose(page, server):
+    """A Bundle pasted as it came (an 8-year-old with ITP, Japanese in the race extension), the draft typed in."""
+    bundle = (RULES / "eltrombopag-itp" / "tests" / "east-asian-child.json").read_text(encoding="utf-8")
+    page.goto(server.base_url + "/workbench/try")
+    page.select_option("select[name=version]", "eltrombopag-itp@1.0.0")
+    page.wait_for_load_state()
+    page.select_option("select[name=hook]", "order-select")
+    page.fill("input[name=date]", "2026-03-01")
+    page.check("input[name=source][value=bundle]")
+    page.locator("textarea[name=bundle]").evaluate("(area, text) => { area.value = text; }", bundle)
+    page.check("input[name=draft][value=dose]")
+    page.fill("input[name=draft_dose]", "25")
+    page.fill("input[name=draft_times]", "1")
+    page.click("#run-button")
+    assert page.locator("#problem").count() == 0
+    assert "eltrombopag-itp@1.0.0" in page.locator(".outcome h2").first.inner_text()
+    cards = page.locator("#cards article.cds-card")
+    assert cards.count() == 1
+    start = page.locator("article[data-topic='start-dose']")
+    assert start.get_attribute("data-indicator") == "info"
+    summary = start.locator(".cds-summary").inner_text()
+    assert "Start eltrombopag 25 mg once daily" in summary and "East-/Southeast-Asian ancestry" in summary
+    assert "East-/Southeast-Asian ancestry recorded" in start.locator(".cds-detail").inner_text()
+    assert start.locator("button.suggestion").count() == 0  # the draft already orders the start dose
+    assert page.locator("#trace").get_by_text("start-dose-reduced").count() >= 1
+    assert page.errors == []
+    shot(page, "try-eltrombopag")
+
+
 def test_a_timeline_is_drawn(page, server):
     page.goto(server.base_url + "/workbench/timeline?version=hetrombopag@1.0.0")
     options = page.locator("select[name=patient] option").all_inner_texts()
