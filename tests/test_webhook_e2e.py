@@ -61,7 +61,7 @@ def test_an_ehr_session(ehr, fhir, live_server):
     today = dt.date.today()  # the live server evaluates on the real date
     fhir.reset(patient_record(today, platelets=40))
     services = {s["id"]: s for s in ehr.get("/cds-services").json()["services"]}
-    assert set(services) == {"hetrombopag-patient-view", "hetrombopag-order-select", "hetrombopag-order-sign"}
+    assert {"hetrombopag-patient-view", "hetrombopag-order-select", "hetrombopag-order-sign"} <= set(services)
 
     draft = hetrombopag_order("draft-1", "p1", 5, "draft", today)
     contexts = {
