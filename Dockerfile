@@ -29,6 +29,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CDSRULES_DB_URL=sqlite:////app/var/cdsrules.db \
     CDSRULES_WORKERS=4 \
     CDSRULES_AUTH="--auth-config /config/auth.yaml"
+# Pango renders the release dossier's PDF (weasyprint).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin cdsrules
 WORKDIR /app
 COPY --from=build /wheels /wheels
