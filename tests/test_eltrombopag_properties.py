@@ -3,8 +3,9 @@
 - No suggestion ever proposes more than the maximum daily dose.
 - No dose is suggested from missing data: not to start when age or East-/Southeast-Asian ancestry is not known,
   not on therapy when the platelet count is missing or stale.
-- Every dose suggested is one of the protocol's levels, for current orders on the levels (an order off them is
-  kept at its own dose, and a draft is changed to it).
+- Every dose suggested is one of the protocol's levels, whatever the current order's dose; a current order off
+  the levels or above the maximum gets a card saying so and no computed dose (since 1.0.1: 1.0.0 kept an off-level
+  dose and stepped from it).
 - The same data sent in other units gives the same decisions.
 
 The levels, the maximum and the windows are read from the ruleset, not written here.
@@ -23,7 +24,7 @@ from tests import fhir_fixtures as fx
 from tests.helpers import ROOT
 
 MAPPING = load_site_mapping(ROOT / "rules" / "site" / "fhir-r4.yaml")
-RULESET = load_ruleset(ROOT / "rules" / "eltrombopag-itp" / "1.0.0.yaml")
+RULESET = load_ruleset(ROOT / "rules" / "eltrombopag-itp" / "1.0.1.yaml")
 ENGINE = Engine()
 FIRST_DAY = dt.date(2026, 3, 1)
 ATC = "http://www.whocc.no/atc"
@@ -176,11 +177,24 @@ def test_no_suggestion_above_the_maximum_daily_dose(p):
 
 
 @FAST
-@given(patients(order_doses=sorted(LEVELS)))
+@given(patients())
 def test_every_suggested_dose_is_a_level(p):
-    """Start doses, steps, restarts and changes to a draft all land on a level, when the current order is on one."""
+    """Start doses, steps, restarts and changes to a draft all land on a level, from current orders on and off them."""
     for topic, dose in suggested_doses(decide(p)):
         assert any(abs(dose - level) < 1e-9 for level in LEVELS), (topic, dose)
+
+
+@FAST
+@given(patients(), st.sampled_from(sorted(set(ORDER_DOSES) - LEVELS)))
+def test_a_current_order_off_the_levels_gets_a_card_and_no_computed_dose(p, dose):
+    """5, 37.5 or 100 mg a day: no next level exists, so no dose is recommended or suggested, and a card says why."""
+    therapy = p["therapy"] or {"started": 30, "changed": None, "first_dose": 50, "status": "active"}
+    p = {**p, "itp": True, "therapy": {**therapy, "dose": dose}}
+    evaluation = decide(p)
+    assert "recommended_dose_mg" not in evaluation.facts
+    assert suggested_doses(evaluation) == []
+    expected = "dose-above-max" if dose > MAX_DAILY_DOSE else "dose-off-level"
+    assert expected in evaluation.topics(), evaluation.topics()
 
 
 @FAST

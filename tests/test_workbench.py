@@ -248,8 +248,11 @@ def test_timeline_and_compare_pages(client):
     html = client.get("/workbench/compare", query_string={"ruleset": "hetrombopag", "old": "1.0.0", "new": "1.1.0",
                                                           "cohort": "0"}).get_data(as_text=True)
     assert "titration_action_by_platelets" in html and 'id="changed-cases"' in html
+    text = client.get("/workbench/compare.md", query_string={"ruleset": "hetrombopag", "cohort": "0"}).get_data(
+        as_text=True)
+    assert text.startswith("# hetrombopag 1.0.1 → 1.1.0")  # by default the ruleset's last two versions
     text = client.get("/workbench/compare.md", query_string={"cohort": "0"}).get_data(as_text=True)
-    assert text.startswith("# hetrombopag 1.0.1 → 1.1.0")  # by default the last two versions
+    assert text.startswith("# eltrombopag-itp 1.0.0 → 1.0.1")  # by default the first ruleset with two versions
 
 
 def test_a_timeline_past_the_time_limit_says_so(tmp_path):
