@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Collection, Iterable
-from dataclasses import replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -270,11 +270,16 @@ def _check_operand(fact: str, fact_type: str | None, op: str, value: object, pat
     if param is None:
         errors.append(doc.error(path, problem))
     else:  # the wrong text is the parameter's value: say so there, with the use that fixes its type
+        at = doc.error(("parameters", param, "value"), f"parameter '{param}' is {value!r}, which its uses cannot take:")
         use = f"line {doc.locate(path)[0]} ({'.'.join(map(str, path))}): {problem}"
-        errors.append(doc.error(("parameters", param, "value"), f"{_PARAM_MISUSE.format(param, value)} {use}"))
+        errors.append(_ParameterMisuse(at.file, at.line, at.column, at.path, at.message, use))
 
 
-_PARAM_MISUSE = "parameter '{}' is {!r}, which its uses cannot take:"
+@dataclass(frozen=True)
+class _ParameterMisuse(RulesetError):
+    """One use that a parameter's value does not fit; merged per parameter into one error at its value."""
+
+    use: str = ""
 
 
 def _type_problem(fact: str, fact_type: str | None, op: str, value: object) -> str | None:
@@ -293,18 +298,17 @@ def _type_problem(fact: str, fact_type: str | None, op: str, value: object) -> s
 
 def _merge_parameter_misuse(errors: list[RulesetError]) -> list[RulesetError]:
     """One error per misused parameter, at its value, listing every use."""
-    merged: dict[tuple[str, tuple[str | int, ...]], RulesetError] = {}
+    misuses: dict[tuple[str, _Path], list[_ParameterMisuse]] = {}
     others = []
     for error in errors:
-        if error.path[:1] != ("parameters",) or " which its uses cannot take: " not in error.message:
+        if isinstance(error, _ParameterMisuse):
+            misuses.setdefault((error.file, error.path), []).append(error)
+        else:
             others.append(error)
-            continue
-        key = (error.file, error.path)
-        if key in merged:
-            use = error.message.split(" which its uses cannot take: ", 1)[1]
-            error = replace(merged[key], message=f"{merged[key].message}; {use}")
-        merged[key] = error
-    return others + list(merged.values())
+    merged = [RulesetError(uses[0].file, uses[0].line, uses[0].column, uses[0].path,
+                           f"{uses[0].message} {'; '.join(misuse.use for misuse in uses)}")
+              for uses in misuses.values()]
+    return others + merged
 
 
 def _check_consequences(rule: Rule, path: _Path, ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
