@@ -89,6 +89,19 @@ def test_each_scenario_gets_the_cards_it_is_about(block):
         assert "data-missing" not in topics, (patient.scenario, topics)
 
 
+def test_on_every_evaluation_date_at_most_one_order_is_current(block):
+    """A restart replaces the held order: replayed after it, the held order reads completed, not on-hold too."""
+    restarted = 0
+    for patient in block:
+        for day in patient.evaluation_dates:
+            current = [r["id"] for r in resources_as_of(patient.resources, day)
+                       if _ours(r) and r["status"] in ("active", "on-hold")]
+            assert len(current) <= 1, (patient.scenario, day, current)
+        restarted += any(_ours(r) and r["status"] == "on-hold" for r in patient.resources) and patient.scenario == (
+            "high-response")
+    assert restarted, "no patient was held and restarted: the test would check nothing"
+
+
 def test_the_start_dose_is_the_one_the_scenario_names(block):
     for patient in block:
         if patient.scenario in START_DOSES:

@@ -8,7 +8,8 @@ from typing import Any
 
 
 def resources_as_of(resources: Iterable[dict[str, Any]], on: date) -> list[dict[str, Any]]:
-    """The record as it was known on `on`: nothing dated after it, and orders that ended later shown active.
+    """The record as it was known on `on`: nothing dated after it, orders that ended later shown active, and held
+    orders restarted before it shown completed.
 
     A snapshot Bundle holds each order's final status: an order replaced on day +19 reads "completed" even when
     replaying day +18, when it was the active order. Its boundsPeriod.end (the last day taken) tells the two apart.
@@ -43,16 +44,25 @@ def _known_since(resource: dict[str, Any]) -> date | None:
 
 
 def _status_on(resource: dict[str, Any], on: date) -> dict[str, Any]:
-    """A completed or stopped order whose last day (boundsPeriod.end) is on or after `on` was active then."""
-    if resource.get("resourceType") != "MedicationRequest" or resource.get("status") not in ("completed", "stopped"):
+    """A completed or stopped order whose last day (boundsPeriod.end) is on or after `on` was active then; an
+    on-hold order whose last day is before `on` had been replaced by then (a restart), so it reads completed."""
+    status = resource.get("status")
+    if resource.get("resourceType") != "MedicationRequest" or status not in ("completed", "stopped", "on-hold"):
         return resource
     ends = [d for d in map(_day, _bounds(resource, "end")) if d is not None]
-    if not ends or max(ends) < on:
+    if not ends:
         return resource
-    active = copy.deepcopy(resource)
-    active["status"] = "active"
-    active.pop("statusReason", None)
-    return active
+    if status == "on-hold":
+        return _with_status(resource, "completed") if max(ends) < on else resource
+    return resource if max(ends) < on else _with_status(resource, "active")
+
+
+def _with_status(resource: dict[str, Any], status: str) -> dict[str, Any]:
+    changed = copy.deepcopy(resource)
+    changed["status"] = status
+    if status == "active":
+        changed.pop("statusReason", None)
+    return changed
 
 
 def _bounds(request: dict[str, Any], key: str) -> list[Any]:
