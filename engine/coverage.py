@@ -5,6 +5,10 @@ fired and `Evaluation.bands` the table row each looked-up fact came from. Whethe
 true is read from the evaluation's facts. That is what the rule saw: a rule runs only after every rule that sets a
 fact it reads (its stratum), and a fact, once set, never changes within an evaluation.
 
+A rule that cannot fire with the version's own parameter values (a site choice the file ships set the other way,
+compared through a fact derived from the parameter) is listed as such and left out of the counts: no test case of
+this version can reach it, and saying so is the honest report; a copy with the parameter changed tests it.
+
 A threshold (percentages of rules fired, of table rows hit and of conditions ever true) is kept per ruleset in its
 release manifest; when absent, every rule and every row must be covered.
 """
@@ -56,17 +60,19 @@ class Part:
     path: str  # where in the rule's `when`, e.g. "when.all[2].any[0]"
     text: str
     ever_true: bool
+    reachable: bool = True  # False: never true with the version's parameter values (see unreachable_parts)
 
 
 @dataclass
 class Coverage:
     ref: str
     cases: int  # the cases that evaluated (a case whose evaluation failed exercises nothing)
-    rules: dict[str, bool]  # rule id -> fired in some case, in file order
+    rules: dict[str, bool]  # rule id -> fired in some case, in file order; the rules that can fire only
     rows: list[Row]
     topics_possible: list[str]
     topics_produced: list[str]
     conditions: list[Part] = field(default_factory=list)
+    unreachable_rules: list[str] = field(default_factory=list)  # cannot fire with the version's parameter values
 
     @property
     def uncovered_rules(self) -> list[str]:
@@ -82,13 +88,14 @@ class Coverage:
 
     @property
     def never_true(self) -> list[Part]:
-        return [part for part in self.conditions if not part.ever_true]
+        return [part for part in self.conditions if part.reachable and not part.ever_true]
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Kind -> (covered, total), for the kinds a threshold names."""
         return {"rules": (sum(self.rules.values()), len(self.rules)),
                 "table_rows": (sum(row.hit for row in self.rows), len(self.rows)),
-                "conditions": (sum(part.ever_true for part in self.conditions), len(self.conditions))}
+                "conditions": (sum(part.ever_true for part in self.conditions),
+                               sum(part.reachable for part in self.conditions))}
 
     def percent(self, kind: str) -> float:
         covered, total = self.counts()[kind]
@@ -98,7 +105,8 @@ class Coverage:
         counts = self.counts()
         return {
             "ruleset": self.ref, "cases": self.cases,
-            "rules": {"covered": counts["rules"][0], "total": counts["rules"][1], "uncovered": self.uncovered_rules},
+            "rules": {"covered": counts["rules"][0], "total": counts["rules"][1], "uncovered": self.uncovered_rules,
+                      "unreachable": self.unreachable_rules},
             "table_rows": {"covered": counts["table_rows"][0], "total": counts["table_rows"][1],
                            "uncovered": [{"table": r.table, "band": r.band, "line": r.line}
                                          for r in self.uncovered_rows]},
@@ -106,7 +114,9 @@ class Coverage:
                        "missing": self.topics_missing},
             "conditions": {"ever_true": counts["conditions"][0], "total": counts["conditions"][1],
                            "never_true": [{"rule": p.rule_id, "path": p.path, "condition": p.text}
-                                          for p in self.never_true]},
+                                          for p in self.never_true],
+                           "unreachable": [{"rule": p.rule_id, "path": p.path, "condition": p.text}
+                                           for p in self.conditions if not p.reachable]},
         }
 
 
@@ -116,11 +126,15 @@ def coverage_of(ruleset: Ruleset, results: Iterable[CaseResult]) -> Coverage:
     fired = {rule_id for e in evaluations for rule_id in e.fired_rules}
     hit = {(table, band) for e in evaluations for table, band in _rows_hit(ruleset, e)}
     produced = {topic for e in evaluations for topic in e.topics()}
+    constants = constant_facts(ruleset)
+    unreachable = [rule.id for rule in ruleset.rules if _never_true(ruleset, rule.when, constants)]
     possible = list(dict.fromkeys(rule.decide.topic for rule in ruleset.rules if rule.decide))
-    parts = [Part(rule.id, path, text, any(_holds(ruleset, condition, e.facts) for e in evaluations))
+    parts = [Part(rule.id, path, text, any(_holds(ruleset, condition, e.facts) for e in evaluations),
+                  not _never_true(ruleset, condition, constants))
              for rule in ruleset.rules for path, condition, text in condition_parts(rule.when, ruleset)]
     return Coverage(
-        ref=ruleset.ref, cases=len(evaluations), rules={rule.id: rule.id in fired for rule in ruleset.rules},
+        ref=ruleset.ref, cases=len(evaluations), unreachable_rules=unreachable,
+        rules={rule.id: rule.id in fired for rule in ruleset.rules if rule.id not in unreachable},
         rows=[Row(name, band.text, band.line, (name, band.text) in hit)
               for name, table in ruleset.tables.items() for band in table.bands],
         topics_possible=possible, topics_produced=[t for t in possible if t in produced]
@@ -134,6 +148,39 @@ def _rows_hit(ruleset: Ruleset, evaluation: Evaluation) -> Iterator[tuple[str, s
         for derivation in by_id[firing.rule_id].derive:
             if derivation.kind == "table" and derivation.fact in evaluation.bands:
                 yield derivation.source[0], evaluation.bands[derivation.fact]
+
+
+# --- what the version's parameters rule out --------------------------------------------------------
+
+
+def constant_facts(ruleset: Ruleset) -> dict[str, list[Any]]:
+    """Derived facts every derivation of which is a parameter or a literal: fact -> the values it can take."""
+    values: dict[str, list[Any]] = {}
+    varying: set[str] = set()
+    for rule in ruleset.rules:
+        for derivation in rule.derive:
+            if derivation.kind == "param":
+                values.setdefault(derivation.fact, []).append(ruleset.param(derivation.source))
+            elif derivation.kind == "value":
+                values.setdefault(derivation.fact, []).append(derivation.source)
+            else:
+                varying.add(derivation.fact)
+        varying.update(derivation.fact for derivation in rule.append)
+    return {fact: found for fact, found in values.items() if fact not in varying}
+
+
+def _never_true(ruleset: Ruleset, condition: Condition, constants: dict[str, list[Any]]) -> bool:
+    """Provably false whatever the facts, given the version's parameters; False when it cannot be shown."""
+    if isinstance(condition, AllOf):
+        return any(_never_true(ruleset, c, constants) for c in condition.items)
+    if isinstance(condition, AnyOf):
+        return all(_never_true(ruleset, c, constants) for c in condition.items)
+    if not isinstance(condition, Compare) or condition.fact not in constants:
+        return False
+    operands = condition.operand if isinstance(condition.operand, tuple) else (condition.operand,)
+    if any(isinstance(o, FactRef) for o in operands):
+        return False
+    return not any(_compares(ruleset, condition, {condition.fact: value}) for value in constants[condition.fact])
 
 
 # --- the parts of a condition, and whether each held --------------------------------------------------
@@ -282,6 +329,8 @@ def format_coverage(coverage: Coverage, threshold: Threshold | None = None) -> s
     lines = [f"{coverage.ref}: coverage of {coverage.cases} case(s)",
              f"  rules fired {counts['rules'][0]}/{counts['rules'][1]} ({coverage.percent('rules'):.0f}%)"]
     lines += [f"    not fired: {rule}" for rule in coverage.uncovered_rules]
+    lines += [f"    cannot fire with this version's parameters (not counted): {rule}"
+              for rule in coverage.unreachable_rules]
     lines.append(f"  table rows hit {counts['table_rows'][0]}/{counts['table_rows'][1]} "
                  f"({coverage.percent('table_rows'):.0f}%)")
     lines += [f"    not hit: {row.table} {row.band} (line {row.line})" for row in coverage.uncovered_rows]
