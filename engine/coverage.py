@@ -129,7 +129,7 @@ def coverage_of(ruleset: Ruleset, results: Iterable[CaseResult]) -> Coverage:
     constants = constant_facts(ruleset)
     unreachable = [rule.id for rule in ruleset.rules if _never_true(ruleset, rule.when, constants)]
     possible = list(dict.fromkeys(rule.decide.topic for rule in ruleset.rules if rule.decide))
-    parts = [Part(rule.id, path, text, any(_holds(ruleset, condition, e.facts) for e in evaluations),
+    parts = [Part(rule.id, path, text, any(holds(ruleset, condition, e.facts) for e in evaluations),
                   not _never_true(ruleset, condition, constants))
              for rule in ruleset.rules for path, condition, text in condition_parts(rule.when, ruleset)]
     return Coverage(
@@ -222,15 +222,15 @@ def one_line(condition: Condition, ruleset: Ruleset) -> str:
     return f"{condition.fact} {_WORDS[condition.op]} {'[' + operand + ']' if condition.op == 'in' else operand}"
 
 
-def _holds(ruleset: Ruleset, condition: Condition, facts: dict[str, Any]) -> bool:
-    """The condition on an evaluation's facts, with the compiler's meaning: a comparison with a missing fact never
-    holds, and `not` is its plain negation (compiler.negate)."""
+def holds(ruleset: Ruleset, condition: Condition, facts: dict[str, Any]) -> bool:
+    """The condition on an evaluation's facts (Evaluation.facts), with the compiler's meaning: a comparison with a
+    missing fact never holds, and `not` is its plain negation (compiler.negate)."""
     if isinstance(condition, AllOf):
-        return all(_holds(ruleset, c, facts) for c in condition.items)
+        return all(holds(ruleset, c, facts) for c in condition.items)
     if isinstance(condition, AnyOf):
-        return any(_holds(ruleset, c, facts) for c in condition.items)
+        return any(holds(ruleset, c, facts) for c in condition.items)
     if isinstance(condition, Not):
-        return not _holds(ruleset, condition.item, facts)
+        return not holds(ruleset, condition.item, facts)
     if isinstance(condition, Exists):
         return facts.get(condition.fact) is not None
     if isinstance(condition, Missing):
