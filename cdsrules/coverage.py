@@ -25,7 +25,7 @@ def add_coverage_options(parser: argparse.ArgumentParser) -> None:
                         help="report what the tests cover; fail below the ruleset's threshold")
     parser.add_argument("--coverage-json", metavar="FILE", help="also write the coverage to FILE as JSON")
     for kind in KINDS:
-        parser.add_argument(f"--threshold-{kind.replace('_', '-')}", type=_percent, metavar="PCT", dest=kind,
+        parser.add_argument(f"--threshold-{kind.replace('_', '-')}", type=_percent, metavar="PCT",
                             help=f"least percentage of {kind.replace('_', ' ')} covered (instead of the ruleset's)")
 
 
@@ -51,7 +51,7 @@ def report(tested: Iterable[tuple[Ruleset, list[CaseResult]]], args: argparse.Na
 
 def _threshold(ruleset: Ruleset, args: argparse.Namespace) -> Threshold:
     written = read_threshold(Path(ruleset.source_file).parent)
-    given = {kind: getattr(args, kind) for kind in KINDS if getattr(args, kind) is not None}
+    given = {kind: value for kind in KINDS if (value := getattr(args, f"threshold_{kind}")) is not None}
     return dataclasses.replace(written, **given)
 
 
