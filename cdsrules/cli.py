@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from cdsrules import coverage
 from cdsrules.audit import add_audit_command
 from engine import diff, versions
 from engine.cohort import add_cohort_command
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("test", help="run the tests written in the rulesets")
     p.add_argument("paths", nargs="*", default=["rules"], metavar="PATH")
     p.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    coverage.add_coverage_options(p)
     p.set_defaults(command=cmd_test)
 
     p = sub.add_parser("evaluate", help="evaluate one ruleset on facts or a FHIR bundle")
@@ -155,9 +157,10 @@ def cmd_validate(args) -> int:
 
 def cmd_test(args) -> int:
     loaded, errors = _load_all(args.paths)
-    engine, failed, total = Engine(), 0, 0
+    engine, failed, total, tested = Engine(), 0, 0, []
     for ruleset in loaded:
         results = run_tests(ruleset, engine)
+        tested.append((ruleset, results))
         bad = [r for r in results if not r.passed]
         total, failed = total + len(results), failed + len(bad)
         print(f"{ruleset.ref}: {len(results) - len(bad)} passed, {len(bad)} failed")
@@ -169,7 +172,8 @@ def cmd_test(args) -> int:
     if errors:
         _print_errors(RulesetErrors(errors))
     print(f"{total - failed} passed, {failed} failed")
-    return EXIT_FAILED if failed or errors else EXIT_OK
+    covered = coverage.report(tested, args) if coverage.wanted(args) else True
+    return EXIT_FAILED if failed or errors or not covered else EXIT_OK
 
 
 def cmd_evaluate(args) -> int:

@@ -289,6 +289,7 @@ class Evaluation:
     decisions: list[Decision]
     trace: list[Firing]
     missing: dict[str, str]  # input fact -> why it was not used (absent, stale, implausible)
+    bands: dict[str, str] = field(default_factory=dict)  # fact from a table -> the row it came from, as written
 
     @property
     def fired_rules(self) -> list[str]:

@@ -364,7 +364,7 @@ class _Run:
             facts={k: to_json_value(v) for k, v in self.facts.items()},
             decisions=[d for _, d in sorted(self.decisions, key=lambda pair: pair[0])],
             trace=[f for _, f in sorted(self.firings, key=lambda pair: pair[0])],
-            missing=dict(self.missing))
+            missing=dict(self.missing), bands={fact: str(text) for fact, text in self.bands.items()})
 
 
 def _operand_ref(operand: Operand) -> str | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from .coverage import THRESHOLD_KEY, Threshold, coverage_of, shortfalls
 from .document import read_document, schema_errors
 from .errors import RulesetError, RulesetErrors
 from .loader import load_ruleset, ruleset_files, site_for
@@ -165,6 +166,18 @@ def read_manifest(folder: Path) -> dict[str, Release]:
     return releases
 
 
+def read_threshold(folder: Path) -> Threshold:
+    """The ruleset's coverage threshold from its manifest (`coverage:`); the default when it names none."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return Threshold()
+    doc = read_document(path)
+    errors = schema_errors(doc, MANIFEST_SCHEMA)
+    if errors:
+        raise RulesetErrors(errors)
+    return Threshold.from_manifest(doc.data)
+
+
 def _date(value: object) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
@@ -213,12 +226,17 @@ def release(file: str | Path, effective_from: dt.date, approved_by: str, note: s
     newer = [v for v in releases if version_key(v) >= version_key(ruleset.version)]
     if newer:
         raise ReleaseRefused(f"{ruleset.version} is not greater than released version(s) {', '.join(sorted(newer))}")
-    failed = [r for r in run_tests(ruleset) if not r.passed]
+    results = run_tests(ruleset)
+    failed = [r for r in results if not r.passed]
     if failed:
         names = "; ".join(f"{r.name}: {r.differences[0]}" for r in failed[:5])
         raise ReleaseRefused(f"{len(failed)} test(s) of {ruleset.ref} fail: {names}")
     if not ruleset.tests:
         raise ReleaseRefused(f"{ruleset.ref} has no tests; a release needs tests that pass")
+    below = shortfalls(coverage_of(ruleset, results), read_threshold(folder))
+    if below:
+        raise ReleaseRefused(f"the tests of {ruleset.ref} cover less than the ruleset's threshold ({MANIFEST}, "
+                             f"`{THRESHOLD_KEY}`): " + "; ".join(below))
     if not approved_by.strip():
         raise ReleaseRefused("a release needs the approver (--approved-by)")
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
@@ -244,7 +262,7 @@ def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
 
 def _write_manifest(folder: Path, ruleset_id: str, releases: dict[str, Release]) -> None:
     """Write atomically: a reader sees the old manifest or the new one, never half of one."""
-    body = {"ruleset": ruleset_id,
+    body = {"ruleset": ruleset_id, **_kept_settings(folder),
             "releases": [releases[v].as_dict() for v in sorted(releases, key=version_key)]}
     text = ("# Released versions of this ruleset. Written by `cdsrules release` / `cdsrules retire`;\n"
             "# a released file must keep the sha256 recorded here.\n"
@@ -253,3 +271,10 @@ def _write_manifest(folder: Path, ruleset_id: str, releases: dict[str, Release])
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(text)
     os.replace(tmp, folder / MANIFEST)
+
+
+def _kept_settings(folder: Path) -> dict[str, object]:
+    """What the manifest says besides its releases (the coverage threshold), kept as written when it is rewritten."""
+    path = folder / MANIFEST
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
+    return {THRESHOLD_KEY: data[THRESHOLD_KEY]} if isinstance(data, dict) and THRESHOLD_KEY in data else {}

@@ -80,6 +80,8 @@ def amended(tmp_path):
     at = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("value:"))
     lines[at] = lines[at].replace("50", "60")
     (rules / PROTOCOL / "1.1.0.yaml").write_text("".join(lines))
+    # The amendment carries the tests kept beside 1.0.0: a release needs its rules and table rows covered.
+    shutil.copy(rules / PROTOCOL / "1.0.0.tests.yaml", rules / PROTOCOL / "1.1.0.tests.yaml")
     return rules
 
 

@@ -1,13 +1,18 @@
 """The Rulesets page (every version with status, release, hash and tests) and the page of one version
-(parameters, tables as bands, rules in plain language, the site mapping that feeds it, tests and results)."""
+(parameters, tables as bands, rules in plain language, the site mapping that feeds it, tests and results, and what
+those tests cover against the ruleset's threshold)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import render_template
 
+from engine.coverage import Threshold, coverage_of, shortfalls
+from engine.errors import RulesetErrors
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
+from engine.versions import read_threshold
 from webhook.workbench import svg
 from webhook.workbench.views import find_version, sandbox, snapshot, today
 
@@ -23,12 +28,23 @@ def version(ruleset_id: str, version: str) -> str:
     ruleset = info.ruleset
     shot = snapshot()
     siblings = list(shot.versions[ruleset_id])
+    results = info.results(sandbox())
+    coverage, threshold = coverage_of(ruleset, results), ruleset_threshold(info.path.parent)
     return render_template(
         "version.html", info=info, ruleset=ruleset, on=today(), siblings=siblings,
         charts={name: svg.table_chart(table, ruleset) for name, table in ruleset.tables.items()},
         rules=[plain_rule(rule, ruleset) for rule in ruleset.rules],
         mapping=mapping_rows(shot.mapping_data, ruleset), unmapped=unmapped_facts(shot.mapping_data, ruleset),
-        results=info.results(sandbox()), mapping_errors=shot.mapping_errors)
+        results=results, mapping_errors=shot.mapping_errors, coverage=coverage, threshold=threshold,
+        below=shortfalls(coverage, threshold) if threshold else [])
+
+
+def ruleset_threshold(folder: Path) -> Threshold | None:
+    """The coverage threshold of the ruleset's manifest; None when the manifest is invalid (the page says why)."""
+    try:
+        return read_threshold(folder)
+    except RulesetErrors:
+        return None
 
 
 # --- rules in plain language ------------------------------------------------------------------
