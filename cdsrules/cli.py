@@ -22,6 +22,7 @@ from engine.errors import EvaluationError, RulesetErrors
 from engine.examples import add_examples_command
 from engine.explain import explain_ruleset, format_evaluation
 from engine.loader import SITE_MAPPING, find_site_mapping, load_ruleset, ruleset_files, site_for
+from engine.review import review_warnings
 from engine.runtime import Engine
 from engine.testing import run_tests
 
@@ -147,6 +148,8 @@ def cmd_validate(args) -> int:
     for ruleset in loaded:
         if ruleset.source_file not in bad_files:
             print(f"ok    {ruleset.source_file}  ({ruleset.ref}, {len(ruleset.rules)} rules)")
+    for warning in review_warnings(loaded, dt.date.today()):  # governance's to act on; the files are valid
+        print(f"{warning.file}: warning: {warning.message}", file=sys.stderr)
     if errors:
         _print_errors(RulesetErrors(errors))
         return EXIT_FAILED
