@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import render_template
 
+from engine.evidence import EVIDENCE_ATTRIBUTES, clauses, evidence, review_by
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
 from webhook.workbench import svg
@@ -28,7 +29,14 @@ def version(ruleset_id: str, version: str) -> str:
         charts={name: svg.table_chart(table, ruleset) for name, table in ruleset.tables.items()},
         rules=[plain_rule(rule, ruleset) for rule in ruleset.rules],
         mapping=mapping_rows(shot.mapping_data, ruleset), unmapped=unmapped_facts(shot.mapping_data, ruleset),
-        results=info.results(sandbox()), mapping_errors=shot.mapping_errors)
+        results=info.results(sandbox()), mapping_errors=shot.mapping_errors, clauses=clauses(ruleset),
+        evidence=source_attributes_shown(ruleset), review_by=review_by(ruleset))
+
+
+def source_attributes_shown(ruleset: Ruleset) -> list[tuple[str, object]]:
+    """(attribute as a reader says it, value) of what the version states, in HTI-1's order."""
+    written = evidence(ruleset)
+    return [(label, written[key]) for key, label in EVIDENCE_ATTRIBUTES if key in written]
 
 
 # --- rules in plain language ------------------------------------------------------------------
@@ -43,6 +51,7 @@ class PlainRule:
     then: list[str]
     topic: str | None
     indicator: str | None
+    cites: tuple[str, ...] = ()
 
 
 def plain_rule(rule: Rule, ruleset: Ruleset) -> PlainRule:
@@ -54,7 +63,8 @@ def plain_rule(rule: Rule, ruleset: Ruleset) -> PlainRule:
             card += f" — suggests {rule.decide.suggestion.action}"
         then.append(card)
     return PlainRule(rule.id, rule.line, rule.explanation, describe_condition(rule.when, ruleset),
-                     then, rule.decide.topic if rule.decide else None, rule.decide.indicator if rule.decide else None)
+                     then, rule.decide.topic if rule.decide else None, rule.decide.indicator if rule.decide else None,
+                     rule.cites)
 
 
 def describe_derivation(d: Derivation) -> str:
