@@ -16,7 +16,7 @@ from . import fhir
 from .diff import Case, VersionDiff, behavioural_impact, record_cases, structural_changes, test_cases
 from .document import read_document
 from .errors import RulesetErrors
-from .evidence import EVIDENCE_ATTRIBUTES, Clause, cited_clauses, evidence, review_by
+from .evidence import Clause, cited_clauses, labelled_evidence, review_by
 from .loader import find_site_mapping, load_ruleset, ruleset_files, site_for
 from .model import Parameter, Rule, Ruleset
 from .runtime import Engine
@@ -95,11 +95,9 @@ class Dossier:
 
 def build_dossier(ruleset: Ruleset, record: ReleaseRecord, tests: list[CaseResult], impact: Impact | None,
                   on: dt.date) -> Dossier:
-    written = evidence(ruleset)
     return Dossier(ruleset=ruleset, generated_on=on, status=_status(record.release, on), record=record,
                    rules=[dossier_rule(rule, ruleset) for rule in ruleset.rules], tests=tests, impact=impact,
-                   evidence=[(label, written[key]) for key, label in EVIDENCE_ATTRIBUTES if key in written],
-                   review_by=review_by(ruleset))
+                   evidence=labelled_evidence(ruleset), review_by=review_by(ruleset))
 
 
 def dossier_rule(rule: Rule, ruleset: Ruleset) -> DossierRule:

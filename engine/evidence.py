@@ -56,6 +56,12 @@ def evidence(ruleset: Ruleset) -> dict[str, Any]:
     return {key: _text(written[key]) for key, _ in EVIDENCE_ATTRIBUTES if key in written}
 
 
+def labelled_evidence(ruleset: Ruleset) -> list[tuple[str, Any]]:
+    """(attribute as a reader says it, value) of what the version states, in HTI-1's order."""
+    written = evidence(ruleset)
+    return [(label, written[key]) for key, label in EVIDENCE_ATTRIBUTES if key in written]
+
+
 def review_by(ruleset: Ruleset) -> dt.date | None:
     value = ruleset.metadata.get("review_by")
     if value is None:

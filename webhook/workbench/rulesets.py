@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from flask import render_template
 
-from engine.evidence import EVIDENCE_ATTRIBUTES, clauses, evidence, review_by
+from engine.evidence import clauses, labelled_evidence, review_by
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
 from webhook.workbench import svg
@@ -30,13 +30,7 @@ def version(ruleset_id: str, version: str) -> str:
         rules=[plain_rule(rule, ruleset) for rule in ruleset.rules],
         mapping=mapping_rows(shot.mapping_data, ruleset), unmapped=unmapped_facts(shot.mapping_data, ruleset),
         results=info.results(sandbox()), mapping_errors=shot.mapping_errors, clauses=clauses(ruleset),
-        evidence=source_attributes_shown(ruleset), review_by=review_by(ruleset))
-
-
-def source_attributes_shown(ruleset: Ruleset) -> list[tuple[str, object]]:
-    """(attribute as a reader says it, value) of what the version states, in HTI-1's order."""
-    written = evidence(ruleset)
-    return [(label, written[key]) for key, label in EVIDENCE_ATTRIBUTES if key in written]
+        evidence=labelled_evidence(ruleset), review_by=review_by(ruleset))
 
 
 # --- rules in plain language ------------------------------------------------------------------
