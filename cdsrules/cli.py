@@ -19,10 +19,12 @@ from cdsrules.audit import add_audit_command
 from engine import diff, versions
 from engine.cohort import add_cohort_command
 from engine.decide import decide, facts_from_record, given_facts
+from engine.dossier import dossier_from_files
 from engine.errors import EvaluationError, RulesetErrors
 from engine.examples import add_examples_command
 from engine.explain import explain_ruleset, format_evaluation
 from engine.loader import SITE_MAPPING, find_site_mapping, load_ruleset, ruleset_files, site_for
+from engine.review import review_warnings
 from engine.runtime import Engine
 from engine.testing import run_tests
 
@@ -103,6 +105,17 @@ def _parser() -> argparse.ArgumentParser:
     form.add_argument("--markdown", action="store_true")
     p.set_defaults(command=cmd_diff)
 
+    p = sub.add_parser("dossier", help="the release dossier of a version, as PDF or HTML")
+    p.add_argument("ruleset_id", metavar="ID")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.pdf|FILE.html")
+    p.add_argument("--rules", default="rules", metavar="DIR")
+    cohort = p.add_mutually_exclusive_group()
+    cohort.add_argument("--cohort", type=Path, metavar="DIR",
+                        help="measure the impact on this cohort (default: one generated from the scenario file)")
+    cohort.add_argument("--tests-only", action="store_true", help="measure the impact on the tests alone")
+    p.set_defaults(command=cmd_dossier)
+
     p = sub.add_parser("reload", help="make running servers load the rules anew (after a release)")
     p.add_argument("--rules", default="rules", metavar="DIR")
     p.set_defaults(command=cmd_reload)
@@ -149,6 +162,8 @@ def cmd_validate(args) -> int:
     for ruleset in loaded:
         if ruleset.source_file not in bad_files:
             print(f"ok    {ruleset.source_file}  ({ruleset.ref}, {len(ruleset.rules)} rules)")
+    for warning in review_warnings(loaded, dt.date.today()):  # governance's to act on; the files are valid
+        print(f"{warning.file}: warning: {warning.message}", file=sys.stderr)
     if errors:
         _print_errors(RulesetErrors(errors))
         return EXIT_FAILED
@@ -242,6 +257,24 @@ def cmd_diff(args) -> int:
         print(diff.render_markdown(result))
     else:
         print(diff.render_text(result))
+    return EXIT_OK
+
+
+def cmd_dossier(args) -> int:
+    from webhook.workbench.dossier_render import dossier_html, dossier_pdf  # the renderer the workbench uses
+
+    if args.out.suffix not in (".pdf", ".html"):
+        raise ValueError(f"{args.out}: the dossier is written as .pdf or .html")
+    found = dossier_from_files(Path(args.rules), args.ruleset_id, args.version, dt.date.today(),
+                               with_cohort=not args.tests_only, cohort_dir=args.cohort)
+    html = dossier_html(found)
+    if args.out.suffix == ".pdf":
+        args.out.write_bytes(dossier_pdf(html))
+    else:
+        args.out.write_text(html, encoding="utf-8")
+    impact = found.impact.measured_on if found.impact else "no previous version"
+    print(f"wrote {args.out}: {found.ruleset.ref}, {len(found.rules)} rules ({len(found.uncited)} citing no clause), "
+          f"{found.tests_passed}/{len(found.tests)} tests passed; impact measured on {impact}")
     return EXIT_OK
 
 

@@ -1,8 +1,8 @@
 """Semantic checks the JSON Schema cannot express. Each check adds errors and the next one still runs.
 
 The checks, in order: file name, names (facts, parameters, tables, override reasons), fact declarations,
-tables (gaps, overlaps, maximum), expressions and templates, derivations and their strata (no cycles),
-rules that can never fire, and the tests' own facts.
+tables (gaps, overlaps, maximum), expressions and templates, the protocol clauses rules cite, derivations and their
+strata (no cycles), rules that can never fire, and the tests' own facts.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ _Path = tuple[str | int, ...]  # where in the document, as Document.error takes 
 def check_ruleset(ruleset: Ruleset, doc: Document, tests_doc: Document | None = None) -> list[RulesetError]:
     errors: list[RulesetError] = []
     for stage in (_check_file_name, _check_fact_declarations, _check_parameters_used, _check_tables,
-                  _check_rules, _check_never_fires, _check_strata):
+                  _check_rules, _check_citations, _check_never_fires, _check_strata):
         stage(ruleset, doc, errors)
     if not errors:  # compiled only once the rules are sound: a misspelt parameter has no value to compile
         _check_core_sizes(ruleset, doc, errors)
@@ -211,6 +211,17 @@ def _check_rules(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) ->
     for name, spec in ruleset.facts.items():
         if spec.derived and name not in writers:
             errors.append(doc.error(("facts", name), f"derived fact '{name}' is never set by any rule"))
+
+
+def _check_citations(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
+    """A rule may cite only clauses the ruleset declares: a misspelt id would trace a rule to nothing."""
+    known = _data(doc).get("clauses") or {}
+    for index, rule in enumerate(ruleset.rules):
+        for position, clause in enumerate(rule.cites):
+            if clause not in known:
+                errors.append(doc.error(("rules", index, "cites", position),
+                                        f"rule '{rule.id}' cites unknown clause '{clause}'{_suggest(clause, known)}; "
+                                        "declare it under 'clauses'"))
 
 
 def _check_core_sizes(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:

@@ -75,7 +75,8 @@ def structural_changes(old: Ruleset, new: Ruleset) -> list[Change]:
     rules_b = {r["id"]: r for r in b.get("rules", [])}
     changes += _named_changes("rule", rules_a, rules_b, lambda rule: rule.get("explanation", "").strip(),
                               _rule_change_text)
-    for key in ("title", "description", "hooks", "medication", "protocol", "override_reasons"):
+    for key in ("title", "description", "hooks", "medication", "protocol", "override_reasons", "clauses", "evidence",
+                "review_by"):
         if a.get(key) != b.get(key):
             changes.append(Change("metadata", key, "changed", f"{key} changed"))
     return changes
@@ -105,8 +106,9 @@ def _named_changes(kind: str, old: dict[str, Any], new: dict[str, Any], describe
 
 
 def _rule_change_text(old: dict[str, Any], new: dict[str, Any]) -> str:
-    parts = [part for part in ("when", "then", "explanation") if old.get(part) != new.get(part)]
-    words = {"when": "its conditions", "then": "what it concludes", "explanation": "its explanation"}
+    parts = [part for part in ("when", "then", "explanation", "cites") if old.get(part) != new.get(part)]
+    words = {"when": "its conditions", "then": "what it concludes", "explanation": "its explanation",
+             "cites": "the protocol clauses it cites"}
     return "changed " + " and ".join(words[p] for p in parts)
 
 

@@ -131,7 +131,8 @@ def build_ruleset(doc: Document) -> Ruleset:
     data = doc.data
     assert isinstance(data, dict)  # only a document that passed the ruleset schema is built, and its top is a mapping
     metadata = {k: data[k] for k in ("protocol", "citations", "authors", "hooks", "services", "topic_system",
-                                      "medication", "override_reasons") if k in data}
+                                      "medication", "override_reasons", "clauses", "evidence", "review_by")
+                if k in data}
     return Ruleset(
         id=data["id"],
         version=data["version"],
@@ -233,4 +234,4 @@ def _rule(spec: dict[str, Any], line: int, data: dict[str, Any]) -> Rule:
         derive=tuple(_derivation(f, v) for f, v in then.get("derive", {}).items()),
         append=tuple(Derivation(f, "template", v) for f, v in then.get("append", {}).items()),
         decide=_decision(then["decide"], data) if "decide" in then else None,
-        line=line)
+        line=line, cites=tuple(spec.get("cites", ())))

@@ -167,6 +167,7 @@ class Rule:
     append: tuple[Derivation, ...] = ()
     decide: DecisionTemplate | None = None
     line: int = 0
+    cites: tuple[str, ...] = ()  # ids of the protocol clauses it implements (the ruleset's `clauses`)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class Ruleset:
     version: str
     title: str
     description: str
-    metadata: dict[str, Any]  # protocol, citations, authors, hooks, topic system, medication
+    metadata: dict[str, Any]  # protocol, citations, authors, hooks, topic system, medication, clauses, evidence...
     parameters: dict[str, Parameter]
     facts: dict[str, FactSpec]
     tables: dict[str, Table]

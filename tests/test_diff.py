@@ -19,9 +19,15 @@ def test_structural_change_names_the_table_rows():
     assert table.name == "titration_action_by_platelets"
     assert "[0, 50) -> 'increase'" in table.text and "[0, 30) -> 'increase'" in table.text
     assert not [c for c in result.changes if c.kind == "parameter"]
-    # the amendment and nothing else: its table, and the two rules whose explanations name the threshold
-    assert {(c.kind, c.name) for c in result.changes} == {
+    # the amendment and nothing else: its table, and the two rules whose explanations name the threshold; besides,
+    # 1.1.0 is the first version to trace its rules to the protocol's clauses and to state its source attributes
+    traceability = {("metadata", "clauses"), ("metadata", "evidence"), ("metadata", "review_by")}
+    only_citations = {(c.kind, c.name) for c in result.changes
+                      if c.text.endswith("changed: changed the protocol clauses it cites")}
+    assert only_citations and all(kind == "rule" for kind, _ in only_citations)
+    assert {(c.kind, c.name) for c in result.changes} - traceability - only_citations == {
         ("table", "titration_action_by_platelets"), ("rule", "titration-step-up"), ("rule", "titration-keep-dose")}
+    assert {(c.kind, c.name) for c in result.changes} >= traceability
 
 
 def test_behavioural_impact_lists_cases_that_decide_differently():

@@ -59,6 +59,8 @@ def shot(page, name: str) -> Path:
 def test_every_page_opens_without_errors(page, server):
     for name, path, heading in [("rulesets", "/workbench/", "Rulesets"),
                                 ("version", "/workbench/rulesets/hetrombopag/1.0.0", "Hetrombopag"),
+                                ("version-draft", "/workbench/rulesets/hetrombopag/1.1.0", "Hetrombopag"),
+                                ("dossier", "/workbench/rulesets/hetrombopag/1.1.0/dossier", "Release dossier"),
                                 ("check", "/workbench/check?from=hetrombopag@1.1.0", "Check a draft"),
                                 ("try", "/workbench/try", "Try a patient"),
                                 ("timeline", "/workbench/timeline", "Therapy timeline"),

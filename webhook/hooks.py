@@ -43,7 +43,10 @@ def runtime() -> Runtime:
 
 @bp.get("/cds-services")
 def discovery() -> dict:
-    return {"services": [s.discovery() for s in runtime().require_rules().services.values()]}
+    """Every service, with the source attributes of the version in effect today (none when none is)."""
+    state = runtime()
+    rules, today = state.require_rules(), state.clock()
+    return {"services": [s.discovery(rules.catalog.select(s.ruleset.id, today)) for s in rules.services.values()]}
 
 
 @bp.post("/cds-services/<service_id>")

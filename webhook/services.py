@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.evidence import source_attributes
 from engine.model import Ruleset
 from engine.versions import Catalog
 from webhook.prefetch import resource_type
+
+EVIDENCE_EXTENSION = "cdsrules.evidence"  # discovery: the source attributes of the version in effect
 
 _HOOK_MOMENTS = {
     "patient-view": "when a patient's chart is opened",
@@ -31,10 +34,12 @@ class Service:
     prefetch: dict[str, str]
     usage_requirements: str
 
-    def discovery(self) -> dict:
-        """This service's entry in the discovery response."""
+    def discovery(self, in_effect: Ruleset | None = None) -> dict:
+        """This service's entry in the discovery response; with the version in effect, its source attributes
+        (HTI-1) under a namespaced extension, as cards carry theirs under `cdsrules.provenance`."""
         entry = {"hook": self.hook, "id": self.id, "title": self.title, "description": self.description,
-                 "prefetch": dict(self.prefetch), "usageRequirements": self.usage_requirements}
+                 "prefetch": dict(self.prefetch), "usageRequirements": self.usage_requirements,
+                 "extension": {EVIDENCE_EXTENSION: source_attributes(in_effect)} if in_effect else None}
         return {k: v for k, v in entry.items() if v}
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask
 
 from engine.sandbox import SandboxEngine
-from webhook.workbench import access, compare, drafts, outcomes, patients, rulesets, timeline
+from webhook.workbench import access, compare, dossier, drafts, outcomes, patients, rulesets, timeline
 from webhook.workbench.context import Workbench
 from webhook.workbench.throttle import Throttle
 from webhook.workbench.views import bp
@@ -24,6 +24,8 @@ from webhook.workbench.views import bp
 PAGES = [  # (URL rule under /workbench, view, methods): every page of the workbench, in one place
     ("/", rulesets.rulesets, ["GET"]),
     ("/rulesets/<ruleset_id>/<version>", rulesets.version, ["GET"]),
+    ("/rulesets/<ruleset_id>/<version>/dossier", dossier.dossier, ["GET"]),
+    ("/rulesets/<ruleset_id>/<version>/dossier.pdf", dossier.dossier_as_pdf, ["GET"]),
     ("/check", drafts.check, ["GET", "POST"]),
     ("/check.json", drafts.check_json, ["POST"]),
     ("/try", patients.try_patient, ["GET", "POST"]),

@@ -10,6 +10,7 @@ from flask import render_template
 
 from engine.coverage import Threshold, coverage_of, shortfalls
 from engine.errors import RulesetErrors
+from engine.evidence import clauses, labelled_evidence, review_by
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
 from engine.versions import read_threshold
@@ -36,7 +37,8 @@ def version(ruleset_id: str, version: str) -> str:
         rules=[plain_rule(rule, ruleset) for rule in ruleset.rules],
         mapping=mapping_rows(shot.mapping_data, ruleset), unmapped=unmapped_facts(shot.mapping_data, ruleset),
         results=results, mapping_errors=shot.mapping_errors, coverage=coverage, threshold=threshold,
-        below=shortfalls(coverage, threshold) if threshold else [])
+        below=shortfalls(coverage, threshold) if threshold else [], clauses=clauses(ruleset),
+        evidence=labelled_evidence(ruleset), review_by=review_by(ruleset))
 
 
 def ruleset_threshold(folder: Path) -> Threshold | None:
@@ -59,6 +61,7 @@ class PlainRule:
     then: list[str]
     topic: str | None
     indicator: str | None
+    cites: tuple[str, ...] = ()
 
 
 def plain_rule(rule: Rule, ruleset: Ruleset) -> PlainRule:
@@ -70,7 +73,8 @@ def plain_rule(rule: Rule, ruleset: Ruleset) -> PlainRule:
             card += f" — suggests {rule.decide.suggestion.action}"
         then.append(card)
     return PlainRule(rule.id, rule.line, rule.explanation, describe_condition(rule.when, ruleset),
-                     then, rule.decide.topic if rule.decide else None, rule.decide.indicator if rule.decide else None)
+                     then, rule.decide.topic if rule.decide else None, rule.decide.indicator if rule.decide else None,
+                     rule.cites)
 
 
 def describe_derivation(d: Derivation) -> str:

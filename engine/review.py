@@ -1,0 +1,55 @@
+"""Review-by dates of the versions in effect: a released version past its date, or without one, is flagged for
+governance. A warning, never a refusal: the service keeps serving the version in effect until a new one is released."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RulesetErrors
+from .evidence import review_by
+from .model import Ruleset
+from .versions import RulesetVersions, read_manifest
+
+
+@dataclass(frozen=True)
+class ReviewWarning:
+    file: str
+    message: str
+
+
+def review_warnings(rulesets: Iterable[Ruleset], on: dt.date) -> list[ReviewWarning]:
+    """For each ruleset folder among `rulesets`, the version in effect on `on` if it is past its review-by date or has
+    none. A folder whose version in effect is not among `rulesets` (one draft validated alone) is not judged."""
+    folders: dict[Path, dict[str, Ruleset]] = {}
+    for ruleset in rulesets:
+        folders.setdefault(Path(ruleset.source_file).parent, {})[ruleset.version] = ruleset
+    warnings = []
+    for folder, loaded in sorted(folders.items()):
+        in_effect = _in_effect(folder, loaded, on)
+        if in_effect is not None:
+            warnings += _judge(in_effect, on)
+    return warnings
+
+
+def _in_effect(folder: Path, loaded: dict[str, Ruleset], on: dt.date) -> Ruleset | None:
+    try:
+        releases = read_manifest(folder)
+    except RulesetErrors:
+        return None  # the manifest's own errors are reported by the check of released files
+    try:
+        return RulesetVersions(folder.name, folder, loaded, releases).select(on)
+    except KeyError:
+        return None
+
+
+def _judge(ruleset: Ruleset, on: dt.date) -> list[ReviewWarning]:
+    due = review_by(ruleset)
+    if due is None:
+        return [ReviewWarning(ruleset.source_file, f"{ruleset.ref}, the released version in effect on {on}, has no "
+                                                   "review-by date (review_by): set one in the next version")]
+    if due < on:
+        return [ReviewWarning(ruleset.source_file, f"{ruleset.ref}, the released version in effect on {on}, was due "
+                                                   f"for review by {due}: review it and release its successor")]
+    return []
