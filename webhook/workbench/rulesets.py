@@ -8,14 +8,14 @@ from flask import render_template
 
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
-from webhook.workbench import svg
+from webhook.workbench import saved, svg
 from webhook.workbench.views import find_version, sandbox, snapshot, today
 
 
 def rulesets() -> str:
     shot, engine = snapshot(), sandbox()
     results = {info.ref: info.results(engine) for info in shot.loaded()}
-    return render_template("rulesets.html", snapshot=shot, results=results, on=today())
+    return render_template("rulesets.html", snapshot=shot, results=results, on=today(), saved=saved.listed())
 
 
 def version(ruleset_id: str, version: str) -> str:
