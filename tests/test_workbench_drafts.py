@@ -170,3 +170,14 @@ def test_a_saved_draft_is_never_served(tmp_path):
     text = AMENDMENT.read_text().replace("hooks: [patient-view, order-select, order-sign]", "hooks: [patient-view]")
     assert save(client, text, "9.0.0").status_code == 303
     assert client.get("/cds-services").get_json() == before
+
+
+def test_the_rulesets_page_lists_the_files_when_the_saved_drafts_cannot_be_read(app, client):
+    client.get("/workbench/")  # the store is migrated by then
+    with app.extensions["cdsrules.workbench"].store.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE drafts")
+    page = client.get("/workbench/")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "Saved drafts are not shown: the saved drafts cannot be read from the store" in text
+    assert 'data-ruleset="hetrombopag" data-version="1.0.0"' in text

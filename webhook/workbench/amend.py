@@ -114,7 +114,7 @@ def edit_from(body: dict[str, Any]) -> Edit:
 
 
 def _is_value(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) and value is not None
+    return isinstance(value, (str, int, float, bool))
 
 
 @dataclass

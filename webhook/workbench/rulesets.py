@@ -15,7 +15,9 @@ from webhook.workbench.views import find_version, sandbox, snapshot, today
 def rulesets() -> str:
     shot, engine = snapshot(), sandbox()
     results = {info.ref: info.results(engine) for info in shot.loaded()}
-    return render_template("rulesets.html", snapshot=shot, results=results, on=today(), saved=saved.listed())
+    drafts, drafts_problem = saved.listed()
+    return render_template("rulesets.html", snapshot=shot, results=results, on=today(), saved=drafts,
+                           saved_problem=drafts_problem)
 
 
 def version(ruleset_id: str, version: str) -> str:

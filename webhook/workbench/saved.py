@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from flask import g, redirect, request, url_for
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 from engine.edits import EditError, SetVersion, apply_edit
@@ -94,12 +95,18 @@ def find_saved(ref: str | None) -> SavedDraft | None:
     return draft
 
 
-def listed() -> dict[str, list[SavedDraft]]:
+def listed() -> tuple[dict[str, list[SavedDraft]], str]:
     """The saved drafts for the rulesets page, by ruleset, newest version first; those whose version is now a file
-    in the rules directory are left out (it is that file's version)."""
+    in the rules directory are left out (it is that file's version). With the store out of reach: none, and why
+    (the files are listed all the same)."""
     versions = snapshot().versions
     found: dict[str, list[SavedDraft]] = {}
-    for draft in workbench().store.drafts():
+    try:
+        stored = workbench().store.drafts()
+    except SQLAlchemyError as error:
+        return {}, f"the saved drafts cannot be read from the store ({type(error).__name__})"
+    for draft in stored:
         if draft.ruleset in versions and draft.version not in versions[draft.ruleset]:
             found.setdefault(draft.ruleset, []).append(draft)
-    return {rid: sorted(drafts, key=lambda d: version_key(d.version), reverse=True) for rid, drafts in found.items()}
+    return {rid: sorted(drafts, key=lambda d: version_key(d.version), reverse=True)
+            for rid, drafts in found.items()}, ""
