@@ -146,6 +146,7 @@ def test_a_released_version_is_never_saved_as_a_draft(app, client):
     assert "id: eltrombopag-itp" in page  # the text is kept on the page, not lost
     assert save(client, AMENDMENT.read_text(), "1.1.0").status_code == 409  # a draft file's version is the file's
     assert save(client, AMENDMENT.read_text(), "1.2").status_code == 400
+    assert save(client, AMENDMENT.read_text(), "1.2.0-" + "x" * 50).status_code == 400  # longer than a version
     assert save(client, "- not a ruleset\n", "1.3.0").status_code == 400
     assert app.extensions["cdsrules.workbench"].store.drafts() == []
 

@@ -17,6 +17,7 @@ from engine.edits import EditError, SetVersion, apply_edit
 from engine.errors import EvaluationError
 from engine.versions import version_key
 from store import SavedDraft
+from store.tables import drafts
 from webhook.workbench.views import policy, sandbox, snapshot, workbench
 
 _SEMVER = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$")  # as the schema
@@ -34,7 +35,8 @@ def current_author() -> str | None:
     rule = policy()
     if not g.get("workbench_user") or not rule.trusted_header or request.remote_addr not in rule.trusted_proxies:
         return None
-    return (request.headers.get(rule.trusted_header) or "").strip() or None
+    user = (request.headers.get(rule.trusted_header) or "").strip()
+    return user[:drafts.c.author.type.length] or None  # a name past the column is kept by its start
 
 
 def set_version_in_child(text: str, version: str) -> tuple[str, str]:
@@ -48,7 +50,7 @@ def set_version_in_child(text: str, version: str) -> tuple[str, str]:
 def save(text: str, ruleset_id: str, version: str) -> SavedDraft:
     """Save the text as ruleset_id@version (its version line set to it); SaveRefused says why not."""
     version = version.strip()
-    if not _SEMVER.match(version):
+    if not _SEMVER.match(version) or len(version) > drafts.c.version.type.length:
         raise SaveRefused(f"'{version}' is not a semantic version (such as 1.2.0)", 400)
     versions = snapshot().versions
     if ruleset_id not in versions:
