@@ -67,7 +67,11 @@ class VersionDiff:
 
 
 def structural_changes(old: Ruleset, new: Ruleset) -> list[Change]:
-    a, b = yaml.safe_load(old.source_text), yaml.safe_load(new.source_text)
+    return document_changes(yaml.safe_load(old.source_text), yaml.safe_load(new.source_text))
+
+
+def document_changes(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
+    """The changes between two ruleset documents as read from YAML (a draft's text need not load to be diffed)."""
     changes = _named_changes("parameter", a.get("parameters", {}), b.get("parameters", {}), _describe_parameter)
     changes += _table_changes(a.get("tables", {}), b.get("tables", {}))
     changes += _named_changes("fact", a.get("facts", {}), b.get("facts", {}), lambda spec: spec.get("description", ""))

@@ -2,8 +2,9 @@
 
 `Store` is the one object the service holds: a database (store/database.py: engine, SQLite's tuning and write
 queue, migrations) and the records kept in it: the audit (store/audit.py), feedback (store/feedback.py), seen token
-ids (store/tokens.py), and the outcome figures read from audit and feedback together (store/analytics.py). The
-tables are in store/tables.py. Nothing here knows about rules or HTTP: the store imports neither engine nor webhook.
+ids (store/tokens.py), ruleset drafts saved from the workbench (store/drafts.py), and the outcome figures read
+from audit and feedback together (store/analytics.py). The tables are in store/tables.py. Nothing here knows about
+rules or HTTP: the store imports neither engine nor webhook.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from typing import Any
 from store.analytics import outcome_summary
 from store.audit import AuditLog, AuditRecord
 from store.database import DEFAULT_DB_URL, Database, StoreError, alembic_config, make_engine
+from store.drafts import DraftLog, SavedDraft
 from store.feedback import FEEDBACK_KEYS, FeedbackLog
 from store.tokens import SeenTokens
 from store.values import utc_instant
 
-__all__ = ["DEFAULT_DB_URL", "FEEDBACK_KEYS", "AuditRecord", "Store", "StoreError", "alembic_config", "make_engine",
-           "utc_instant"]
+__all__ = ["DEFAULT_DB_URL", "FEEDBACK_KEYS", "AuditRecord", "SavedDraft", "Store", "StoreError", "alembic_config",
+           "make_engine", "utc_instant"]
 
 
 class Store:
@@ -30,6 +32,7 @@ class Store:
         self.url, self.engine, self._turn = url, database.engine, database.turn
         self._database = database
         self._audit, self._feedback, self._tokens = AuditLog(database), FeedbackLog(database), SeenTokens(database)
+        self._drafts = DraftLog(database)
 
     # --- schema -------------------------------------------------------------------------
 
@@ -89,3 +92,20 @@ class Store:
     def remember_jti(self, issuer: str, jti: str, expires_at: int) -> bool:
         """Record a token id until it expires; False if it was seen before (a replay)."""
         return self._tokens.remember(issuer, jti, expires_at)
+
+    # --- ruleset drafts -----------------------------------------------------------------
+
+    def save_draft(self, ruleset: str, version: str, text: str, author: str | None) -> SavedDraft:
+        """Save a draft's text as the next revision of ruleset@version (earlier revisions are kept)."""
+        return self._drafts.save(ruleset, version, text, author)
+
+    def draft(self, ruleset: str, version: str) -> SavedDraft | None:
+        """The latest saved text of ruleset@version, or None."""
+        return self._drafts.latest(ruleset, version)
+
+    def draft_history(self, ruleset: str, version: str) -> list[SavedDraft]:
+        return self._drafts.history(ruleset, version)
+
+    def drafts(self) -> list[SavedDraft]:
+        """The latest revision of every saved draft, by ruleset and version."""
+        return self._drafts.latest_of_each()

@@ -84,3 +84,19 @@ seen_jti = Table(
     Column("expires_at", BigInteger, nullable=False, index=True),  # 64 bits: tokens outlive 2038
     PrimaryKeyConstraint("issuer", "jti_sha256"),
 )
+
+# Ruleset drafts saved from the workbench: each save is a row (its revision), so an earlier text is never lost;
+# the draft of a version is its latest revision. Never served: the service reads rules from the rules folder only.
+drafts = Table(
+    "drafts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ruleset", String(200), nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("revision", Integer, nullable=False),  # 1, 2, ... per (ruleset, version)
+    Column("text", Text, nullable=False),
+    Column("text_sha256", String(64), nullable=False),
+    Column("author", String(200)),  # the workbench user, when known
+    Column("saved_at", String(40), nullable=False),  # UTC, ISO 8601
+    UniqueConstraint("ruleset", "version", "revision", name="draft_revision_once"),
+)

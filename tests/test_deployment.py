@@ -2,17 +2,21 @@
 behind one public URL, sharing one rules folder and one store, on SQLite and on PostgreSQL.
 
 Any instance answers any call alike (the workers keep no state between calls); a token used on one instance is a
-replay on the other (the jti cache is in the store); feedback sent to both is kept once; both write one audit.
+replay on the other (the jti cache is in the store); feedback sent to both is kept once; both write one audit; a
+draft saved in the workbench of one is listed and opens in the other's, and neither serves it.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 import requests
+import yaml
 
 from store import Store
 from tests.conftest import (
+    RULES_DIR,
     hetrombopag_order,
     order_sign_request,
     patient_record,
@@ -26,12 +30,15 @@ pytestmark = pytest.mark.timeout(90)
 
 PUBLIC_URL = "https://cds.example.org"  # the load balancer's: tokens name it, whichever instance answers
 SERVICE = "hetrombopag-order-sign"
+USER_HEADER = "X-Forwarded-User"  # set by the reverse proxy in front of the workbench (here: the test, on loopback)
 
 
 @pytest.fixture(scope="module")
 def instances(module_store_url, tmp_path_factory, signer, fhir_server):  # noqa: F811 - the fixture above
     auth = write_auth_config(tmp_path_factory.mktemp("auth"), signer, PUBLIC_URL, [fhir_server.url])
-    arguments = ("--workers", "2", "--auth-config", str(auth), "--db", module_store_url)
+    config = yaml.safe_load(auth.read_text())
+    auth.write_text(yaml.safe_dump({**config, "workbench": {"trusted_header": USER_HEADER}}))
+    arguments = ("--workers", "2", "--auth-config", str(auth), "--db", module_store_url, "--workbench")
     with running_server(tmp_path_factory.mktemp("cds-1"), *arguments) as first, \
             running_server(tmp_path_factory.mktemp("cds-2"), *arguments) as second:
         yield first, second
@@ -83,3 +90,22 @@ def test_feedback_sent_to_both_instances_is_kept_once(instances, signer, fhir, m
         assert response.status_code == 200, response.text
     rows = [r for r in Store(module_store_url).feedback_rows(SERVICE) if r["card"] == card]
     assert len(rows) == 1
+
+
+def test_a_draft_saved_on_one_instance_is_listed_and_opens_on_the_other_and_is_never_served(instances, signer):
+    before = send(instances[1], signer, "GET", "/cds-services").json()
+    text = (RULES_DIR / "hetrombopag" / "1.1.0.yaml").read_text().replace("    value: 18\n", "    value: 16\n", 1)
+    saved = requests.post(instances[0].base_url + "/workbench/drafts/save", timeout=60, allow_redirects=False,
+                          headers={USER_HEADER: "pharmacist.one"},
+                          data={"text": text, "ruleset": "hetrombopag", "save_version": "1.7.0"})
+    assert saved.status_code == 303, saved.text
+    listing = requests.get(instances[1].base_url + "/workbench/", headers={USER_HEADER: "pharmacist.two"}, timeout=60)
+    row = re.search(r'<tr class="saved-draft" data-ruleset="hetrombopag" data-version="1.7.0".*?</tr>', listing.text,
+                    re.S)
+    assert row and "saved by pharmacist.one" in row.group(0)
+    opened = requests.get(instances[1].base_url + "/workbench/check", params={"draft": "hetrombopag@1.7.0"},
+                          headers={USER_HEADER: "pharmacist.two"}, timeout=60)
+    assert "Saved draft hetrombopag@1.7.0." in opened.text and "value: 16" in opened.text
+    assert "version: 1.7.0" in opened.text
+    for instance in instances:
+        assert send(instance, signer, "GET", "/cds-services").json() == before  # a draft is never served

@@ -4,6 +4,7 @@ is killed with SIGKILL under load."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from sqlalchemy import insert, inspect
 
 import schemas
 from store import AuditRecord, Store, StoreError, alembic_config
-from store.tables import audit, audit_card, feedback, metadata, seen_jti
+from store.tables import audit, audit_card, drafts, feedback, metadata, seen_jti
 from tests.conftest import (
     REPO,
     RULES_DIR,
@@ -39,7 +40,7 @@ from tests.fhir_server import FhirServer
 
 pytestmark = pytest.mark.timeout(90)
 
-TABLES = {"feedback", "audit", "audit_card", "jti", "alembic_version"}
+TABLES = {"feedback", "audit", "audit_card", "jti", "drafts", "alembic_version"}
 
 
 def _head() -> str:
@@ -86,6 +87,8 @@ _LIMITED = [
     (_schema_at("ruleset", "$defs", "decision", "properties", "topic"), audit_card.c.topic, 0),
     (_schema_at("ruleset", "$defs", "rule", "properties", "id"), audit_card.c.rule_id, 0),
     (_schema_at("auth-config", "properties", "issuers", "items", "properties", "iss"), seen_jti.c.issuer, 0),
+    (_schema_at("ruleset", "properties", "id"), drafts.c.ruleset, 0),
+    (_schema_at("ruleset", "properties", "version"), drafts.c.version, 0),
 ]
 
 
@@ -277,6 +280,53 @@ def test_upgrading_keeps_the_jtis_seen_before(store_url):
     store.migrate()
     assert store.remember_jti("iss", "seen-before", future) is False, "still a replay after the upgrade"
     assert store.remember_jti("iss", "new", future) is True
+
+
+# --- drafts -----------------------------------------------------------------------------------
+
+
+def test_saving_a_draft_again_keeps_the_earlier_text_as_history(store_url):
+    first, second = Store(store_url), Store(store_url)  # two instances sharing the store
+    first.migrate()
+    saved = first.save_draft("hetrombopag", "1.2.0", "version: 1.2.0\n", "pharmacist.a")
+    assert (saved.revision, saved.author, saved.text_sha256) == (
+        1, "pharmacist.a", hashlib.sha256(b"version: 1.2.0\n").hexdigest())
+    again = second.save_draft("hetrombopag", "1.2.0", "version: 1.2.0  # reviewed\n", None)
+    assert again.revision == 2 and again.author is None
+    assert first.draft("hetrombopag", "1.2.0").text == "version: 1.2.0  # reviewed\n"
+    assert [d.text for d in first.draft_history("hetrombopag", "1.2.0")] == [
+        "version: 1.2.0\n", "version: 1.2.0  # reviewed\n"]
+    second.save_draft("eltrombopag-itp", "1.0.1", "version: 1.0.1\n", None)
+    assert [(d.ruleset, d.version, d.revision) for d in first.drafts()] == [
+        ("eltrombopag-itp", "1.0.1", 1), ("hetrombopag", "1.2.0", 2)]
+    assert first.draft("hetrombopag", "9.9.9") is None
+    assert saved.saved_at <= again.saved_at
+
+
+def test_drafts_saved_at_once_by_many_writers_each_get_a_revision(store_url):
+    store = Store(store_url)
+    store.migrate()
+    stores = [Store(store_url) for _ in range(4)]
+    threads = [threading.Thread(target=s.save_draft, args=("hetrombopag", "2.0.0", f"text {i}", None))
+               for i, s in enumerate(stores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(d.revision for d in store.draft_history("hetrombopag", "2.0.0")) == [1, 2, 3, 4]
+
+
+def test_the_drafts_migration_goes_down_and_up_again(store_url):
+    store = Store(store_url)
+    store.migrate()
+    store.save_draft("hetrombopag", "1.2.0", "text", None)
+    from alembic import command
+
+    command.downgrade(alembic_config(store_url), "0004")
+    with store.engine.connect() as connection:
+        assert "drafts" not in inspect(connection).get_table_names()
+    store.migrate()
+    assert store.schema_revision() == "0005" and store.drafts() == []
 
 
 # --- outcomes ---------------------------------------------------------------------------------

@@ -230,3 +230,51 @@ def test_the_draft_editor_marks_a_mistyped_value_at_its_line_as_it_is_typed(page
     assert editor.locator(".cm-activeLineGutter").get_by_text(str(number), exact=True).count() == 1
     shot(page, "check-editor")
     assert page.errors == []  # the editor's styles passed the policy by their nonce; no script error
+
+
+def scroll_editor_to(page, number: int) -> None:
+    """Bring line `number` into the editor's view: CodeMirror draws only the lines near what is shown."""
+    page.locator("#draft-editor .cm-scroller").evaluate(
+        "(scroller, number) => { const line = scroller.querySelector('.cm-line');"
+        " scroller.scrollTop = Math.max(0, (number - 5) * line.getBoundingClientRect().height); }", number)
+
+
+def test_a_parameter_amended_in_the_form_is_rewritten_proposed_saved_and_listed(page, server):
+    page.goto(server.base_url + "/workbench/check?from=hetrombopag@1.1.0")
+    page.locator("#draft-editor").wait_for()
+    field = page.locator("#amend-form input[data-name='max_age_years']")
+    assert field.input_value() == "18"
+    field.fill("16")
+    field.press("Tab")  # leaving the field sends the edit
+    page.locator("#proposal", has_text="Proposed version 1.2.0").wait_for()
+    assert "minor" in page.locator("#proposal").inner_text()
+    assert "+    value: 16" in page.locator("#amend-diff").inner_text()
+    text = page.locator("#draft-text").input_value()
+    assert "    value: 16\n" in text and "    value: 18\n" not in text
+    scroll_editor_to(page, text.splitlines().index("    value: 16") + 1)
+    page.locator("#draft-editor .cm-line", has_text="value: 16").wait_for()  # in the editor too
+    page.locator("#editor-status", has_text="No problems in the text").wait_for(timeout=10000)  # checked, no reload
+    assert page.locator("#save-version").input_value() == "1.2.0"
+    page.click("#save-button")
+    page.locator("#saved-draft").wait_for()
+    assert "Saved as draft hetrombopag@1.2.0" in page.locator("#saved-draft").inner_text()
+    assert "version: 1.2.0" in page.locator("#draft-text").input_value()
+    shot(page, "amend-saved")
+    page.goto(server.base_url + "/workbench/")
+    row = page.locator("tr.saved-draft[data-ruleset='hetrombopag'][data-version='1.2.0']")
+    assert "draft (saved)" in row.inner_text() and "never served" in row.inner_text()
+    row.locator("a", has_text="open in check").click()
+    assert "value: 16" in page.locator("#draft-text").input_value()
+    assert page.errors == []
+
+
+def test_a_posted_drafts_problems_are_marked_in_the_editor_as_it_opens(page, server):
+    page.goto(server.base_url + "/workbench/check?from=hetrombopag@1.1.0")
+    text = page.locator("#draft-text").input_value().replace("    value: 18\n", "    value: eighteen\n", 1)
+    page.locator("#draft-text").evaluate("(area, text) => { area.value = text; }", text)
+    page.click("#check-button")
+    assert "problem" in page.locator("#verdict").inner_text()
+    scroll_editor_to(page, text.splitlines().index("    value: eighteen") + 1)
+    marked = page.locator("#draft-editor .cm-line", has_text="value: eighteen").locator(".cm-lintRange-error")
+    marked.wait_for(timeout=5000)  # without a keystroke
+    assert page.locator("#editor-status").inner_text() == ""  # no check was asked for: the page's own problems

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask
 
 from engine.sandbox import SandboxEngine
-from webhook.workbench import access, compare, dossier, drafts, outcomes, patients, rulesets, timeline
+from webhook.workbench import access, amend, compare, dossier, drafts, outcomes, patients, rulesets, saved, timeline
 from webhook.workbench.context import Workbench
 from webhook.workbench.throttle import Throttle
 from webhook.workbench.views import bp
@@ -28,6 +28,8 @@ PAGES = [  # (URL rule under /workbench, view, methods): every page of the workb
     ("/rulesets/<ruleset_id>/<version>/dossier.pdf", dossier.dossier_as_pdf, ["GET"]),
     ("/check", drafts.check, ["GET", "POST"]),
     ("/check.json", drafts.check_json, ["POST"]),
+    ("/amend.json", amend.amend_json, ["POST"]),
+    ("/drafts/save", saved.save_draft, ["POST"]),
     ("/try", patients.try_patient, ["GET", "POST"]),
     ("/timeline", timeline.timeline, ["GET", "POST"]),
     ("/compare", compare.compare, ["GET"]),

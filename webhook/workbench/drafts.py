@@ -27,9 +27,13 @@ from engine.model import Ruleset
 from engine.runtime import Engine
 from engine.sandbox import child_engine
 from engine.testing import CaseResult, run_tests
+from store import SavedDraft
 from webhook.outcome import HookError, operation_outcome
 from webhook.request import load_json
 from webhook.workbench import svg
+from webhook.workbench.amend import FormFields, form_fields
+from webhook.workbench.context import VersionInfo
+from webhook.workbench.saved import find_saved
 from webhook.workbench.views import chosen_version, sandbox, snapshot, workbench
 
 _SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
@@ -52,10 +56,11 @@ class DraftCheck:
     results: list[CaseResult]
     charts: dict[str, Markup]
     test_problem: str = ""
+    tests_run: bool = True  # False for the editor's checks as one types: the tests run on "Validate and test"
 
     @property
     def ok(self) -> bool:
-        return not self.errors and not self.other_errors and not self.test_problem and all(
+        return not self.errors and not self.other_errors and not self.test_problem and self.tests_run and all(
             r.passed for r in self.results)
 
     def lines(self, text: str) -> list[Line]:
@@ -85,7 +90,7 @@ class DraftCheck:
         return {"file": str(self.path), "ok": self.ok,
                 "errors": [e.as_dict() for e in self.errors + self.other_errors],
                 "tests": [{"name": r.name, "passed": r.passed, "differences": r.differences} for r in self.results],
-                "test_problem": self.test_problem}
+                "test_problem": self.test_problem, "tests_run": self.tests_run}
 
 
 def draft_path(rules_dir: Path, ruleset_id: str, text: str) -> Path:
@@ -98,12 +103,12 @@ def draft_path(rules_dir: Path, ruleset_id: str, text: str) -> Path:
     return rules_dir / ruleset_id / f"{version if _SEMVER.match(version) else DRAFT_NAME}.yaml"
 
 
-def check_in_child(text: str, ruleset_id: str, rules_dir: Path) -> DraftCheck:
+def check_in_child(text: str, ruleset_id: str, rules_dir: Path, with_tests: bool = True) -> DraftCheck:
     """check_draft, as the sandbox's child runs it (with the child's engine), as the caller is shown it."""
     path = rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml"
     try:
         path = draft_path(rules_dir, ruleset_id, text)
-        check = check_draft(text, path, rules_dir, child_engine())
+        check = check_draft(text, path, rules_dir, child_engine(), with_tests)
     except Exception as exc:  # a draft must never take the page down; say what happened instead
         check = not_checked(path, f"the draft could not be checked: {type(exc).__name__}: {exc}")
     return as_shown(check, rules_dir)
@@ -133,8 +138,8 @@ def not_checked(path: Path, reason: str) -> DraftCheck:
     return DraftCheck(path, [RulesetError(str(path), 0, 0, (), reason)], [], None, [], {})
 
 
-def check_draft(text: str, path: Path, rules_dir: Path, engine: Engine) -> DraftCheck:
-    """Validate the text as the file at `path`; if it loads, run its tests."""
+def check_draft(text: str, path: Path, rules_dir: Path, engine: Engine, with_tests: bool = True) -> DraftCheck:
+    """Validate the text as the file at `path`; if it loads (and `with_tests`), run its tests."""
     errors: list[RulesetError] = []
     ruleset = None
     try:
@@ -147,7 +152,8 @@ def check_draft(text: str, path: Path, rules_dir: Path, engine: Engine) -> Draft
                        _charts(path, text))
     if ruleset is not None:
         check.errors += outside_files(ruleset, path, rules_dir, text)
-    if ruleset is not None and not check.errors:
+    check.tests_run = with_tests and ruleset is not None and not check.errors
+    if check.tests_run:
         try:
             check.results = run_tests(ruleset, engine)
         except Exception as exc:  # a draft must never take the page down; say what happened instead
@@ -187,7 +193,7 @@ def _folders() -> list[str]:
     return list(snapshot().versions)
 
 
-def _run(text: str, ruleset_id: str) -> DraftCheck:
+def _run(text: str, ruleset_id: str, with_tests: bool = True) -> DraftCheck:
     rules_dir = workbench().rules_dir
     folders = _folders()
     if ruleset_id not in folders:
@@ -195,7 +201,8 @@ def _run(text: str, ruleset_id: str) -> DraftCheck:
     # The child keeps the draft's version once its tests have run, as it keeps every version it evaluates.
     version = "draft " + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     try:
-        return sandbox().run(check_in_child, text, ruleset_id, rules_dir, doing="checking the draft", version=version)
+        return sandbox().run(check_in_child, text, ruleset_id, rules_dir, with_tests, doing="checking the draft",
+                             version=version)
     except EvaluationError as error:
         return as_shown(not_checked(rules_dir / ruleset_id / f"{DRAFT_NAME}.yaml", str(error)), rules_dir)
 
@@ -203,17 +210,40 @@ def _run(text: str, ruleset_id: str) -> DraftCheck:
 def check() -> str:
     if request.method == "POST":
         text, ruleset_id = request.form.get("text", ""), request.form.get("ruleset", "")
-        return render_template("check.html", text=text, ruleset_id=ruleset_id, folders=_folders(),
-                               result=_run(text, ruleset_id))
+        return render_check(text, ruleset_id, result=_run(text, ruleset_id), base=request.form.get("base") or None)
+    saved = find_saved(request.args.get("draft"))
+    if saved is not None:
+        return render_check(saved.text, saved.ruleset, saved=saved, just_saved=request.args.get("saved"))
     start = chosen_version(request.args.get("from"))
     text = start.ruleset.source_text if start else ""
-    return render_template("check.html", text=text, ruleset_id=start.ruleset_id if start else "",
-                           folders=_folders(), result=None, start=start)
+    return render_check(text, start.ruleset_id if start else "", start=start, base=start.ref if start else None)
+
+
+def render_check(text: str, ruleset_id: str, result: DraftCheck | None = None, start: VersionInfo | None = None,
+                 base: str | None = None, saved: SavedDraft | None = None, just_saved: str | None = None,
+                 save_problem: str = "") -> str:
+    """The check page: the editor, the amendment form of the text's parameters and rows, the save form and, after
+    "Validate and test", the result; the posted draft's problems go to the editor to be marked as it opens."""
+    problems = [e.as_dict() for e in result.errors] if result else []
+    return render_template("check.html", text=text, ruleset_id=ruleset_id, folders=_folders(), result=result,
+                           start=start, base=base, saved=saved, just_saved=just_saved, save_problem=save_problem,
+                           problems=problems, fields=_fields(text))
+
+
+def _fields(text: str) -> FormFields:
+    if not text.strip():
+        return FormFields(problem="no text yet")
+    try:
+        return sandbox().run(form_fields, text, doing="reading the draft's parameters")
+    except EvaluationError as error:
+        return FormFields(problem=str(error))
 
 
 def check_json():
-    """The same check for a script: body {"text": ..., "ruleset": ...}; answers errors and test results. A body
-    that is not such an object (or nests too deep) is a 400 with an OperationOutcome, as the hooks answer."""
+    """The same check for a script: body {"text": ..., "ruleset": ...}; answers errors and test results. With
+    `"tests": false` only the checks run (the editor asks so as one types: the tests, the slow part, wait for
+    "Validate and test"). A body that is not such an object (or nests too deep) is a 400 with an OperationOutcome,
+    as the hooks answer."""
     try:
         body = load_json(request.get_data(cache=False))
     except HookError as error:
@@ -221,5 +251,5 @@ def check_json():
     if not isinstance(body, dict):
         shape = 'The body must be a JSON object: {"text": ..., "ruleset": ...}.'
         return jsonify(operation_outcome("invalid", shape)), 400
-    result = _run(str(body.get("text", "")), str(body.get("ruleset", "")))
+    result = _run(str(body.get("text", "")), str(body.get("ruleset", "")), body.get("tests", True) is not False)
     return jsonify(result.as_dict())

@@ -14,14 +14,16 @@ from engine.evidence import clauses, labelled_evidence, review_by
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
 from engine.versions import read_threshold
-from webhook.workbench import svg
+from webhook.workbench import saved, svg
 from webhook.workbench.views import find_version, sandbox, snapshot, today
 
 
 def rulesets() -> str:
     shot, engine = snapshot(), sandbox()
     results = {info.ref: info.results(engine) for info in shot.loaded()}
-    return render_template("rulesets.html", snapshot=shot, results=results, on=today())
+    drafts, drafts_problem = saved.listed()
+    return render_template("rulesets.html", snapshot=shot, results=results, on=today(), saved=drafts,
+                           saved_problem=drafts_problem)
 
 
 def version(ruleset_id: str, version: str) -> str:

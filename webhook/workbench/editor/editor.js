@@ -1,6 +1,9 @@
 // The draft editor of the check page: CodeMirror 6 over the page's textarea, which stays the form's field.
 // Line numbers, YAML highlighting, folding, and the checker's errors at their line as the text is typed: the text
-// is sent to /workbench/check.json a moment after the last keystroke, one check at a time.
+// is sent to /workbench/check.json a moment after the last keystroke, one check at a time, for the checks only (its
+// tests run on "Validate and test"). A draft posted with the page has its problems marked as it opens (the page puts
+// them in the textarea's data-problems), and the page's other scripts replace the text by a "cdsrules:replace" event
+// on the textarea (the amendment form does, with the text the server rewrote).
 // Built into ../static/vendor/editor.js by `make editor`; the page works without it (the plain textarea).
 import { basicSetup } from "codemirror";
 import { EditorView, keymap } from "@codemirror/view";
@@ -32,7 +35,7 @@ function diagnostics(doc, errors) {
   });
 }
 
-function checker(form, status, initial) {
+function checker(form, status, initial, problems) {
   const url = form.dataset.checkUrl;
   let running = Promise.resolve();
   let last = [];
@@ -42,7 +45,7 @@ function checker(form, status, initial) {
       const response = await fetch(url, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ text, ruleset }),
+        body: JSON.stringify({ text, ruleset, tests: false }),
         credentials: "same-origin",
       });
       if (response.status === 503) {  // another check in this server process: wait for it
@@ -56,11 +59,11 @@ function checker(form, status, initial) {
 
   return async (view) => {
     const text = view.state.doc.toString();
-    // The text as the page came: nothing to check yet (the page lists a posted draft's problems), and a check
-    // would hold this server process's sandbox while the pharmacist may be on to another page.
+    // The text as the page came: the problems the page was sent with, no check (it would hold this server
+    // process's sandbox while the pharmacist may be on to another page).
     if (text === initial) {
       status.textContent = "";
-      return [];
+      return diagnostics(view.state.doc, problems);
     }
     const ruleset = form.elements.ruleset ? form.elements.ruleset.value : "";
     const turn = running.then(async () => {
@@ -87,6 +90,24 @@ function checker(form, status, initial) {
   };
 }
 
+function postedProblems(textarea) {
+  try {
+    return JSON.parse(textarea.dataset.problems || "[]");
+  } catch (error) {
+    return [];
+  }
+}
+
+// The smallest change from the editor's text to `text`, so the cursor and scroll stay where they were.
+function replacement(doc, text) {
+  const old = doc.toString();
+  let from = 0;
+  while (from < old.length && from < text.length && old[from] === text[from]) from += 1;
+  let end = 0;
+  while (end < old.length - from && end < text.length - from && old[old.length - 1 - end] === text[text.length - 1 - end]) end += 1;
+  return { from, to: old.length - end, insert: text.slice(from, text.length - end) };
+}
+
 function start() {
   const textarea = document.getElementById("draft-text");
   const form = textarea && textarea.form;
@@ -104,7 +125,7 @@ function start() {
         keymap.of([indentWithTab]),
         yaml(),
         lintGutter(),
-        linter(checker(form, status, textarea.value), { delay: DELAY_MS }),
+        linter(checker(form, status, textarea.value, postedProblems(textarea)), { delay: DELAY_MS }),
         EditorView.cspNonce.of(NONCE),
         EditorView.contentAttributes.of({ "aria-label": textarea.getAttribute("aria-label") || "Ruleset YAML" }),
         EditorView.updateListener.of((update) => {
@@ -118,6 +139,9 @@ function start() {
   view.dom.id = "draft-editor";
   textarea.hidden = true;
   textarea.dataset.editor = "codemirror";
+  textarea.addEventListener("cdsrules:replace", (event) => {
+    view.dispatch({ changes: replacement(view.state.doc, event.detail.text) });
+  });
 
   document.addEventListener("click", (event) => {  // "line 12" in the problems list: there, in the editor
     const link = event.target.closest("a[data-line]");
