@@ -197,7 +197,7 @@ class Ruleset:
     version: str
     title: str
     description: str
-    metadata: dict[str, Any]  # protocol, citations, authors, hooks, topic system, medication
+    metadata: dict[str, Any]  # protocol, citations, authors, hooks, topic system, medication, therapy start
     parameters: dict[str, Parameter]
     facts: dict[str, FactSpec]
     tables: dict[str, Table]
@@ -228,6 +228,12 @@ class Ruleset:
             return None
         limit = self.param(medication.max_daily_dose_param)
         return float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) else None
+
+    @property
+    def therapy_start(self) -> str | None:
+        """The input date fact holding when the patient's therapy started, if the ruleset names one."""
+        fact: str | None = self.metadata.get("therapy_start")
+        return fact
 
     @property
     def topic_system(self) -> str:
