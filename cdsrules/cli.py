@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--effective-from", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
     p.add_argument("--approved-by", required=True, metavar="TEXT")
     p.add_argument("--note", default="", metavar="TEXT")
+    p.add_argument("--applies-to", choices=[versions.APPLIES_TO_ALL, versions.APPLIES_TO_NEW_THERAPIES],
+                   default=versions.APPLIES_TO_ALL,
+                   help="all patients (default), or only therapies started on or after the effective date")
     p.set_defaults(command=cmd_release)
 
     p = sub.add_parser("retire", help="end a released version's effect")
@@ -208,12 +211,14 @@ def cmd_explain(args) -> int:
 
 def cmd_release(args) -> int:
     try:
-        entry = versions.release(args.file, args.effective_from, args.approved_by, args.note)
+        entry = versions.release(args.file, args.effective_from, args.approved_by, args.note,
+                                 applies_to=args.applies_to)
     except versions.ReleaseRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"released {Path(args.file).parent.name}@{entry.version} effective from {entry.effective_from} "
-          f"(sha256 {entry.sha256[:12]}..., approved by {entry.approved_by})")
+          f"(sha256 {entry.sha256[:12]}..., approved by {entry.approved_by})"
+          + (" for therapies started from then on" if entry.applies_to == versions.APPLIES_TO_NEW_THERAPIES else ""))
     return EXIT_OK
 
 

@@ -5,9 +5,15 @@ The amendment is eltrombopag-itp 1.1.0, a copy of 1.0.0 that stops for no respon
 and names its therapy start fact, released with `cdsrules release --applies-to new-therapies`."""
 from __future__ import annotations
 
+import datetime as dt
+import shutil
+import subprocess
+import sys
+
 import pytest
 import yaml
 
+from engine import versions
 from engine.errors import RulesetErrors
 from engine.loader import load_ruleset
 from tests.conftest import RULES_DIR
@@ -15,6 +21,11 @@ from tests.conftest import RULES_DIR
 pytestmark = pytest.mark.timeout(180)
 
 PROTOCOL = "eltrombopag-itp"
+EFFECTIVE = dt.date(2026, 12, 20)  # 1.1.0's effective date
+
+
+def cdsrules(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cdsrules.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def amendment_text(therapy_start: str | None = "eltrombopag_start_date") -> str:
@@ -33,7 +44,42 @@ def amendment_text(therapy_start: str | None = "eltrombopag_start_date") -> str:
     return text
 
 
-# --- checking ----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def amended(tmp_path):
+    """The rules tree with 1.1.0 released for new therapies only, from EFFECTIVE."""
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    amendment = rules / PROTOCOL / "1.1.0.yaml"
+    amendment.write_text(amendment_text())
+    released = cdsrules("release", str(amendment), "--effective-from", EFFECTIVE.isoformat(),
+                        "--approved-by", "Drug and therapeutics committee", "--applies-to", "new-therapies")
+    assert released.returncode == 0, released.stderr
+    assert "for therapies started from then on" in released.stdout
+    return rules
+
+
+# --- releasing and checking -------------------------------------------------------------------------------------
+
+
+def test_the_release_records_whom_it_applies_to_and_leaves_earlier_entries_as_written(amended):
+    manifest = (amended / PROTOCOL / versions.MANIFEST).read_text()
+    original = (RULES_DIR / PROTOCOL / versions.MANIFEST).read_text()
+    assert manifest.startswith(original)  # the 1.0.0 entry as it was written
+    assert manifest.count("applies_to") == 1 and "applies_to: new-therapies" in manifest
+    releases = versions.read_manifest(amended / PROTOCOL)
+    assert releases["1.0.0"].applies_to == "all" and releases["1.1.0"].applies_to == "new-therapies"
+    assert cdsrules("validate", str(amended / PROTOCOL)).returncode == 0
+
+
+def test_new_therapies_only_is_refused_for_a_version_naming_no_therapy_start(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    amendment = rules / PROTOCOL / "1.1.0.yaml"
+    amendment.write_text(amendment_text(therapy_start=None))
+    refused = cdsrules("release", str(amendment), "--effective-from", EFFECTIVE.isoformat(), "--approved-by", "board",
+                       "--applies-to", "new-therapies")
+    assert refused.returncode == 1 and "names no therapy_start fact" in refused.stderr
+    assert list(versions.read_manifest(rules / PROTOCOL)) == ["1.0.0"]
 
 
 @pytest.mark.parametrize("named,message", [("alt_u_l", "must be a date fact read from the record, not number"),
