@@ -9,19 +9,28 @@ import datetime as dt
 import shutil
 import subprocess
 import sys
+import uuid
 
 import pytest
 import yaml
 
-from engine import versions
+from engine import fhir, versions
+from engine.choice import choose_version
+from engine.decide import facts_from_record, given_facts
 from engine.errors import RulesetErrors
-from engine.loader import load_ruleset
-from tests.conftest import RULES_DIR
+from engine.loader import SITE_MAPPING, load_ruleset
+from tests.conftest import RULES_DIR, build_app, order_sign_request, prefetch_for
+from tests.test_second_protocol import eltrombopag_draft, itp_record
 
 pytestmark = pytest.mark.timeout(180)
 
 PROTOCOL = "eltrombopag-itp"
 EFFECTIVE = dt.date(2026, 12, 20)  # 1.1.0's effective date
+DAY = dt.date(2027, 2, 15)  # the calls' date: 1.1.0 is in effect
+ON_75_SINCE = DAY - dt.timedelta(days=28)  # 28 days at the highest dose: the no-response check applies
+BEFORE, AFTER = dt.date(2026, 11, 1), dt.date(2026, 12, 22)  # therapy starts either side of EFFECTIVE
+OLD_REASON = (f"therapy started {BEFORE}, before 1.1.0's effective date {EFFECTIVE}, which applies to new "
+              "therapies only")
 
 
 def cdsrules(*args: str) -> subprocess.CompletedProcess:
@@ -56,6 +65,28 @@ def amended(tmp_path):
     assert released.returncode == 0, released.stderr
     assert "for therapies started from then on" in released.stdout
     return rules
+
+
+def order(patient: str, ident: str, start: dt.date, daily_mg: float, status: str) -> dict:
+    return {"resourceType": "MedicationRequest", "id": ident, "status": status, "intent": "order",
+            "medicationCodeableConcept": {"text": "Eltrombopag tablets"},
+            "subject": {"reference": f"Patient/{patient}"}, "authoredOn": start.isoformat(),
+            "dosageInstruction": [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d",
+                                                         "boundsPeriod": {"start": start.isoformat()}}},
+                                   "doseAndRate": [{"doseQuantity": {"value": daily_mg, "unit": "mg",
+                                                                     "system": "http://unitsofmeasure.org",
+                                                                     "code": "mg"}}]}]}
+
+
+def on_therapy(patient: str, started: dt.date) -> list[dict]:
+    """Started at 50 mg on `started`, at 75 mg for the last 28 days, platelets 55: a response under 1.0.0 (50),
+    none under 1.1.0 (60)."""
+    return itp_record(DAY, patient, platelets=55) + [order(patient, f"{patient}-start", started, 50, "completed"),
+                                                     order(patient, f"{patient}-now", ON_75_SINCE, 75, "active")]
+
+
+def facts_of(resources: list[dict], drafts: list[dict] | None = None) -> fhir.Extraction:
+    return facts_from_record(fhir.load_site_mapping(RULES_DIR / SITE_MAPPING), resources, DAY, drafts)
 
 
 # --- releasing and checking -------------------------------------------------------------------------------------
@@ -95,3 +126,68 @@ def test_therapy_start_must_name_a_declared_date_fact(tmp_path, named, message):
     (error,) = raised.value.errors
     assert message in error.message and error.path == ("therapy_start",)
     assert error.line == text.splitlines().index(f"therapy_start: {named}") + 1
+
+
+# --- the choice ---------------------------------------------------------------------------------------------------
+
+
+def test_the_version_chosen_by_when_the_therapy_started(amended):
+    ruleset_versions = versions.load_catalog(amended).rulesets[PROTOCOL]
+    before = choose_version(ruleset_versions, DAY, facts_of(on_therapy("a", BEFORE)))
+    assert (before.ruleset.version, before.reason) == ("1.0.0", OLD_REASON)
+    assert before.therapy_start == {"eltrombopag_start_date": BEFORE.isoformat()} and before.in_effect == "1.1.0"
+    after = choose_version(ruleset_versions, DAY, facts_of(on_therapy("b", AFTER)))
+    assert after.ruleset.version == "1.1.0"
+    assert after.reason == (f"in effect on {DAY} (it applies to new therapies only; the therapy started {AFTER}, on "
+                            f"or after its effective date {EFFECTIVE})")
+    draft = choose_version(ruleset_versions, DAY, facts_of(itp_record(DAY, "c"), [eltrombopag_draft("c", 50, DAY)]))
+    assert draft.ruleset.version == "1.1.0" and draft.therapy_start == {}
+    assert "no therapy start date (`eltrombopag_start_date`) is on record: a new therapy" in draft.reason
+    before_it = choose_version(ruleset_versions, EFFECTIVE - dt.timedelta(days=1), facts_of(on_therapy("a", BEFORE)))
+    assert (before_it.ruleset.version, before_it.reason) == ("1.0.0", f"in effect on {EFFECTIVE - dt.timedelta(1)}")
+
+
+def test_a_therapy_begun_before_any_release_keeps_the_first_one(amended):
+    ruleset_versions = versions.load_catalog(amended).rulesets[PROTOCOL]
+    early = dt.date(2026, 6, 1)  # before 1.0.0 took effect (2026-12-03)
+    chosen = choose_version(ruleset_versions, DAY, given_facts({"eltrombopag_start_date": early.isoformat()}))
+    assert chosen.ruleset.version == "1.0.0" and chosen.reason.startswith(f"therapy started {early}, before 1.1.0's")
+
+
+# --- served, audited, replayed ------------------------------------------------------------------------------------
+
+
+def test_served_cards_name_the_version_that_decided_and_why(amended, tmp_path, fhir_server):
+    app = build_app(tmp_path, fhir_server, RULES_DIR=str(amended), CLOCK=lambda: DAY)
+    client = app.test_client()
+    services = {s["id"]: s for s in client.get("/cds-services").get_json()["services"]}
+
+    def patient_view(patient: str, resources: list[dict]) -> tuple[str, list[dict]]:
+        fhir_server.reset(resources)
+        body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": patient},
+                "prefetch": prefetch_for(services[f"{PROTOCOL}-patient-view"]["prefetch"], fhir_server, patient)}
+        answer = client.post(f"/cds-services/{PROTOCOL}-patient-view", json=body)
+        assert answer.status_code == 200, answer.data[:500]
+        return body["hookInstance"], answer.get_json()["cards"]
+
+    started_before, old_cards = patient_view("a", on_therapy("a", BEFORE))
+    assert [c["source"]["topic"]["code"] for c in old_cards] == ["titration-maintain"]  # 55 is a response at 50
+    for card in old_cards:
+        provenance = card["extension"]["cdsrules.provenance"]
+        assert (provenance["version"], provenance["version_reason"]) == ("1.0.0", OLD_REASON)
+        assert f"ruleset {PROTOCOL} 1.0.0 ({OLD_REASON})" in card["detail"]
+
+    started_after, new_cards = patient_view("b", on_therapy("b", AFTER))
+    assert {c["source"]["topic"]["code"] for c in new_cards} == {"discontinue", "titration-maintain"}  # not at 60
+    for card in new_cards:
+        provenance = card["extension"]["cdsrules.provenance"]
+        assert provenance["version"] == "1.1.0" and provenance["version_reason"].startswith(f"in effect on {DAY} (")
+        assert card["detail"].endswith(f"ruleset {PROTOCOL} 1.1.0")  # today's version: nothing more to say
+
+    fhir_server.reset(itp_record(DAY, "c"))
+    body = order_sign_request("c", [eltrombopag_draft("c", 50, DAY)],
+                              prefetch=prefetch_for(services[f"{PROTOCOL}-order-sign"]["prefetch"], fhir_server, "c"))
+    answer = client.post(f"/cds-services/{PROTOCOL}-order-sign", json=body)
+    (start_card,) = answer.get_json()["cards"]
+    assert start_card["extension"]["cdsrules.provenance"]["version"] == "1.1.0"
+    assert "a new therapy" in start_card["extension"]["cdsrules.provenance"]["version_reason"]
