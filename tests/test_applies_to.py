@@ -20,6 +20,7 @@ from engine.decide import facts_from_record, given_facts
 from engine.errors import RulesetErrors
 from engine.loader import SITE_MAPPING, load_ruleset
 from tests.conftest import RULES_DIR, build_app, order_sign_request, prefetch_for
+from tests.test_audit import audit_cli
 from tests.test_second_protocol import eltrombopag_draft, itp_record
 
 pytestmark = pytest.mark.timeout(180)
@@ -157,8 +158,10 @@ def test_a_therapy_begun_before_any_release_keeps_the_first_one(amended):
 # --- served, audited, replayed ------------------------------------------------------------------------------------
 
 
-def test_served_cards_name_the_version_that_decided_and_why(amended, tmp_path, fhir_server):
-    app = build_app(tmp_path, fhir_server, RULES_DIR=str(amended), CLOCK=lambda: DAY)
+def test_served_cards_name_the_version_that_decided_and_why_and_replay_chooses_the_same(amended, tmp_path,
+                                                                                        fhir_server, capsys):
+    url = f"sqlite:///{tmp_path / 'cds.db'}"
+    app = build_app(tmp_path, fhir_server, RULES_DIR=str(amended), DB_URL=url, CLOCK=lambda: DAY)
     client = app.test_client()
     services = {s["id"]: s for s in client.get("/cds-services").get_json()["services"]}
 
@@ -191,3 +194,39 @@ def test_served_cards_name_the_version_that_decided_and_why(amended, tmp_path, f
     (start_card,) = answer.get_json()["cards"]
     assert start_card["extension"]["cdsrules.provenance"]["version"] == "1.1.0"
     assert "a new therapy" in start_card["extension"]["cdsrules.provenance"]["version_reason"]
+
+    store = app.extensions["cdsrules"].store
+    records = {r["hook_instance"]: r for r in store.audit_records()}
+    old_record, new_record = records[started_before], records[started_after]
+    assert old_record["version"] == "1.0.0" and old_record["version_choice"] == {
+        "version": "1.0.0", "reason": OLD_REASON, "in_effect": "1.1.0",
+        "therapy_start": {"eltrombopag_start_date": BEFORE.isoformat()}}
+    assert old_record["manifest_sha256"] == versions.read_manifest(amended / PROTOCOL)["1.0.0"].sha256
+    assert new_record["version"] == "1.1.0" and records[body["hookInstance"]]["version"] == "1.1.0"
+    store.engine.dispose()
+    capsys.readouterr()
+    for record in (old_record, new_record):
+        assert audit_cli("audit", "replay", record["decision_id"], "--db", url, "--rules", str(amended)) == 0
+        out = capsys.readouterr().out
+        assert f"chosen again: {record['version']} ({record['version_choice']['reason']})" in out
+        assert out.strip().endswith("identical")
+
+
+def test_a_replay_says_when_the_released_versions_now_choose_another(amended, tmp_path, fhir_server, capsys):
+    """The same record, replayed on a tree where 1.1.0 applies to all: the choice is no longer the one made."""
+    url = f"sqlite:///{tmp_path / 'cds.db'}"
+    app = build_app(tmp_path, fhir_server, RULES_DIR=str(amended), DB_URL=url, CLOCK=lambda: DAY)
+    client = app.test_client()
+    template = {s["id"]: s for s in client.get("/cds-services").get_json()["services"]}[f"{PROTOCOL}-patient-view"]
+    fhir_server.reset(on_therapy("a", BEFORE))
+    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": "a"},
+            "prefetch": prefetch_for(template["prefetch"], fhir_server, "a")}
+    assert client.post(f"/cds-services/{PROTOCOL}-patient-view", json=body).status_code == 200
+    store = app.extensions["cdsrules"].store
+    (record,) = [r for r in store.audit_records() if r["hook_instance"] == body["hookInstance"]]
+    store.engine.dispose()
+    manifest = amended / PROTOCOL / versions.MANIFEST
+    manifest.write_text(manifest.read_text().replace("  applies_to: new-therapies\n", ""))
+    capsys.readouterr()
+    assert audit_cli("audit", "replay", record["decision_id"], "--db", url, "--rules", str(amended)) == 1
+    assert "DIFFERENT: the released versions now choose 1.1.0, not 1.0.0" in capsys.readouterr().out

@@ -64,7 +64,7 @@ def call(service_id: str) -> dict:
     else:
         cards, evaluation, choice = answer(service, versions, ruleset, hook_request, today)
     decided_by = choice.ruleset if choice else ruleset
-    _audit(service, decided_by, hook_request, cards, evaluation, started)
+    _audit(service, decided_by, hook_request, cards, evaluation, started, choice)
     metrics.record_decisions(service.id, decided_by and decided_by.ref, [c["source"]["topic"]["code"] for c in cards])
     return {"cards": cards}
 
@@ -125,7 +125,7 @@ def _may_fetch_from(url: str) -> bool:
 
 
 def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest, cards: list[dict],
-           evaluation: Evaluation | None, started: float) -> None:
+           evaluation: Evaluation | None, started: float, choice: VersionChoice | None = None) -> None:
     """Record the call before it is answered: what was decided, from which facts, by which exact rules.
 
     A call whose record cannot be written is not answered (503): advice given without its record would be
@@ -155,6 +155,7 @@ def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest,
         cards=[{"uuid": c["uuid"], "topic": t, "rule_id": decided_by.get(t)}
                for c, t in zip(cards, topics, strict=True)],
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        version_choice=choice.as_dict() if choice else None,
     )
     if not state.store.add_audit(record):
         metrics.count_audit_failure()
