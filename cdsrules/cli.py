@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("new", metavar="V2")
     p.add_argument("--rules", default="rules", metavar="DIR")
     p.add_argument("--cohort", metavar="DIR", help="also compare on a generated cohort (cdsrules cohort generate)")
+    p.add_argument("--effective-from", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="V2's effective date, for a draft (a released V2 has its own): with --cohort, which patients "
+                        "it changes as new therapies only")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true")
     form.add_argument("--markdown", action="store_true")
@@ -236,7 +239,8 @@ def cmd_diff(args) -> int:
     folder = Path(args.rules) / args.ruleset_id
     old, new = (load_ruleset(folder / f"{v}.yaml") for v in (args.old, args.new))
     extra = diff.cohort_cases(args.cohort, Path(args.rules) / SITE_MAPPING) if args.cohort else []
-    result = diff.diff_versions(old, new, extra)
+    released = versions.read_manifest(folder).get(args.new)
+    result = diff.diff_versions(old, new, extra, args.effective_from or (released and released.effective_from))
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     elif args.markdown:

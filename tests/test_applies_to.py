@@ -6,6 +6,7 @@ and names its therapy start fact, released with `cdsrules release --applies-to n
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import subprocess
 import sys
@@ -230,3 +231,46 @@ def test_a_replay_says_when_the_released_versions_now_choose_another(amended, tm
     capsys.readouterr()
     assert audit_cli("audit", "replay", record["decision_id"], "--db", url, "--rules", str(amended)) == 1
     assert "DIFFERENT: the released versions now choose 1.1.0, not 1.0.0" in capsys.readouterr().out
+
+
+# --- the amendment diff on a cohort ------------------------------------------------------------------------------
+
+
+def test_the_cohort_diff_counts_the_patients_each_choice_affects(amended, tmp_path):
+    cohort = tmp_path / "cohort"
+    made = cdsrules("cohort", "generate", "--n", "16", "--seed", "1", "--out", str(cohort),
+                    "--ruleset", str(amended / PROTOCOL / "1.0.0.yaml"))
+    assert made.returncode == 0, made.stderr
+    diff = ["diff", "--rules", str(amended), PROTOCOL, "1.0.0", "1.1.0", "--cohort", str(cohort)]
+    as_json = json.loads(cdsrules(*diff, "--json").stdout)
+    choice = as_json["choice"]
+    assert choice["patients"] == 16 and choice["effective_from"] == EFFECTIVE.isoformat()
+    assert choice["therapy_start"] == "eltrombopag_start_date"
+    changed = list(dict.fromkeys(c["case"] for c in as_json["impact"]["changed"] if c["case"].startswith("patient-")))
+    assert choice["if_all"] == changed and changed  # the cohort's patients stopped for no response at 50-59
+    # The cohort's therapies all began in 2026, before 1.1.0: as new therapies only, it changes none of them.
+    assert choice["if_new_therapies"] == []
+    every = json.loads(cdsrules(*diff, "--json", "--effective-from", "2026-01-01").stdout)["choice"]
+    assert every["if_new_therapies"] == changed  # taking effect before any of them began: all are new therapies
+
+    text = cdsrules(*diff).stdout
+    assert (f"Whom 1.1.0 applies to (cohort of 16 patients; 1.1.0 effective from {EFFECTIVE}, therapy start "
+            "`eltrombopag_start_date`):") in text
+    assert f"  if it applies to all: {len(changed)} patient(s) decide differently: {', '.join(changed)}" in text
+    assert "  if it applies to new therapies only: 0 patient(s) decide differently" in text
+    without_cohort = cdsrules("diff", "--rules", str(amended), PROTOCOL, "1.0.0", "1.1.0")
+    assert "Whom" not in without_cohort.stdout and "cases decide differently" in without_cohort.stdout
+    markdown = cdsrules(*diff, "--markdown").stdout
+    assert "## Whom 1.1.0 applies to" in markdown and "- if it applies to new therapies only: 0 patient(s)" in markdown
+
+
+def test_the_cohort_diff_of_a_draft_without_therapy_start_says_why_it_cannot_count(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    (rules / PROTOCOL / "1.1.0.yaml").write_text(amendment_text(therapy_start=None))
+    cohort = tmp_path / "cohort"
+    assert cdsrules("cohort", "generate", "--n", "4", "--seed", "1", "--out", str(cohort),
+                    "--ruleset", str(rules / PROTOCOL / "1.0.0.yaml")).returncode == 0
+    text = cdsrules("diff", "--rules", str(rules), PROTOCOL, "1.0.0", "1.1.0", "--cohort", str(cohort)).stdout
+    assert ("if it applies to new therapies only: cannot be told (1.1.0 names no therapy_start fact: it can only "
+            "apply to all)") in text
