@@ -55,6 +55,7 @@ def _run_one(app, ruleset_id: str, calls: int) -> dict:
 def _time_steps(app, service_id: str, template: BodyTemplate, calls: int) -> tuple[dict[str, list[float]], list[dict]]:
     """The steps of webhook.hooks.call, each timed; the app context stands in for the request's."""
     from engine import fhir
+    from engine.choice import choose_version
     from webhook import hooks
     from webhook.cards import build_cards
     from webhook.prefetch import gather
@@ -63,7 +64,7 @@ def _time_steps(app, service_id: str, template: BodyTemplate, calls: int) -> tup
     state = app.extensions["cdsrules"]
     service = state.service(service_id)
     today = dt.date.today()
-    ruleset = state.catalog.select(service.ruleset.id, today)
+    versions = state.catalog.rulesets[service.ruleset.id]
     times: dict[str, list[float]] = {name: [] for name in STEPS}
     for n in range(calls + calls // 10):
         body, clock = template.render(), _Clock()
@@ -77,13 +78,15 @@ def _time_steps(app, service_id: str, template: BodyTemplate, calls: int) -> tup
         extraction = fhir.extract_facts(state.mapping, resources, today, draft_orders=orders,
                                         supplied=gathered.supplied)
         clock.lap("extract")
-        evaluation = state.engine.evaluate(ruleset, extraction.facts, today, hook=request.hook,
+        choice = choose_version(versions, today, extraction)  # the version that decides, as webhook.hooks asks
+        assert choice is not None, f"no version of {service.ruleset.id} is in effect on {today}"
+        evaluation = state.engine.evaluate(choice.ruleset, extraction.facts, today, hook=request.hook,
                                            reasons=extraction.problems)
         clock.lap("evaluate")
         known = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
-        cards = build_cards(evaluation, ruleset, request.patient_id, orders, known)
+        cards = build_cards(evaluation, choice.ruleset, request.patient_id, orders, known, choice=choice)
         clock.lap("cards")
-        hooks._audit(service, ruleset, request, cards, evaluation, clock.started)
+        hooks._audit(service, choice.ruleset, request, cards, evaluation, clock.started, choice)
         clock.lap("audit")
         if n >= calls // 10:  # the first tenth warms caches
             for name, seconds in clock.laps.items():

@@ -15,7 +15,7 @@ from engine.audit import ReplayRefused, describe, replay
 EXIT_IDENTICAL, EXIT_DIFFERENT, EXIT_REFUSED = 0, 1, 2
 EXPORT_FIELDS = ["decision_id", "created_at", "hook_instance", "service", "hook", "evaluated_hook", "patient_id",
                  "evaluation_date", "ruleset", "version", "manifest_sha256", "fired_rules", "decisions", "cards",
-                 "facts", "missing", "latency_ms"]
+                 "facts", "missing", "latency_ms", "version_choice"]
 
 
 def open_store(url: str | None) -> Any:
@@ -105,6 +105,10 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
           f"(sha256 {record['manifest_sha256']}) on {record['evaluation_date']}, hook "
           f"{record.get('evaluated_hook') or record['hook']}, patient {record['patient_id']}, "
           f"recorded {record['created_at']}")
+    kept = record.get("version_choice")
+    if kept and result.choice is not None:
+        print(f"version chosen: {record['version']} ({kept['reason']})")
+        print(f"chosen again: {result.choice.ruleset.version} ({result.choice.reason})")
     for title, decisions in (("recorded", record["decisions"]), ("replayed", result.decisions)):
         print(f"{title}:")
         for line in [describe(d, result.dose_unit) for d in decisions] or ["(no decision)"]:
@@ -112,5 +116,10 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
     if result.fired_rules != record["fired_rules"]:
         print(f"fired rules differ: recorded {', '.join(record['fired_rules']) or '-'}; "
               f"replayed {', '.join(result.fired_rules) or '-'}")
-    print("identical" if result.identical else "DIFFERENT: the decisions are not the ones recorded")
+    if result.choice is not None and not result.same_choice:
+        print(f"DIFFERENT: the released versions now choose {result.choice.ruleset.version}, not {record['version']}")
+    if result.decisions != record["decisions"]:
+        print("DIFFERENT: the decisions are not the ones recorded")
+    elif result.identical:
+        print("identical")
     return EXIT_IDENTICAL if result.identical else EXIT_DIFFERENT

@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--effective-from", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
     p.add_argument("--approved-by", required=True, metavar="TEXT")
     p.add_argument("--note", default="", metavar="TEXT")
+    p.add_argument("--applies-to", choices=[versions.APPLIES_TO_ALL, versions.APPLIES_TO_NEW_THERAPIES],
+                   default=versions.APPLIES_TO_ALL,
+                   help="all patients (default), or only therapies started on or after the effective date")
     p.set_defaults(command=cmd_release)
 
     p = sub.add_parser("retire", help="end a released version's effect")
@@ -100,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("new", metavar="V2")
     p.add_argument("--rules", default="rules", metavar="DIR")
     p.add_argument("--cohort", metavar="DIR", help="also compare on a generated cohort (cdsrules cohort generate)")
+    p.add_argument("--effective-from", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="V2's effective date, for a draft (a released V2 has its own): with --cohort, which patients "
+                        "it changes as new therapies only")
     form = p.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true")
     form.add_argument("--markdown", action="store_true")
@@ -227,12 +233,14 @@ def cmd_explain(args) -> int:
 
 def cmd_release(args) -> int:
     try:
-        entry = versions.release(args.file, args.effective_from, args.approved_by, args.note)
+        entry = versions.release(args.file, args.effective_from, args.approved_by, args.note,
+                                 applies_to=args.applies_to)
     except versions.ReleaseRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"released {Path(args.file).parent.name}@{entry.version} effective from {entry.effective_from} "
-          f"(sha256 {entry.sha256[:12]}..., approved by {entry.approved_by})")
+          f"(sha256 {entry.sha256[:12]}..., approved by {entry.approved_by})"
+          + (" for therapies started from then on" if entry.applies_to == versions.APPLIES_TO_NEW_THERAPIES else ""))
     return EXIT_OK
 
 
@@ -250,7 +258,8 @@ def cmd_diff(args) -> int:
     folder = Path(args.rules) / args.ruleset_id
     old, new = (load_ruleset(folder / f"{v}.yaml") for v in (args.old, args.new))
     extra = diff.cohort_cases(args.cohort, Path(args.rules) / SITE_MAPPING) if args.cohort else []
-    result = diff.diff_versions(old, new, extra)
+    released = versions.read_manifest(folder).get(args.new)
+    result = diff.diff_versions(old, new, extra, args.effective_from or (released and released.effective_from))
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     elif args.markdown:

@@ -2,20 +2,25 @@
 
 A replay loads the version file the record names, refuses it when its sha256 is not the one recorded at the time,
 evaluates the recorded facts (and the recorded reasons for missing ones) on the recorded date and hook, and compares
-the decisions. The records themselves live in the store (store.audit); `cdsrules audit` reads them there.
+the decisions. A record that kept why its version decided (engine.choice) is chosen for again from the released
+versions and the therapy start dates it recorded, so a replay also shows the choice is the one made at the time.
+The records themselves live in the store (store.audit); `cdsrules audit` reads them there.
 """
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .choice import VersionChoice, choose_version
 from .decide import decide, given_facts
+from .errors import RulesetErrors
 from .loader import load_ruleset, site_for
 from .model import Decision
 from .runtime import Engine
 from .templates import format_number
-from .versions import file_sha256
+from .versions import file_sha256, load_catalog
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:
@@ -48,10 +53,15 @@ class Replay:
     decisions: list[dict[str, Any]]  # as replayed now
     fired_rules: list[str]
     dose_unit: str  # of the ruleset's medication, in which both the recorded and the replayed doses are
+    choice: VersionChoice | None = None  # chosen again; None for a record that kept no choice
+
+    @property
+    def same_choice(self) -> bool:
+        return self.choice is None or self.choice.ruleset.version == self.record["version"]
 
     @property
     def identical(self) -> bool:
-        return bool(self.decisions == self.record["decisions"])
+        return bool(self.decisions == self.record["decisions"]) and self.same_choice
 
 
 def replay(record: dict[str, Any], rules_dir: str | Path, engine: Engine | None = None) -> Replay:
@@ -71,4 +81,24 @@ def replay(record: dict[str, Any], rules_dir: str | Path, engine: Engine | None 
     evaluation = decide(engine or Engine(), ruleset, facts, record["evaluation_date"],
                         record.get("evaluated_hook") or record.get("hook"))
     return Replay(record, [decision_summary(d) for d in evaluation.decisions], evaluation.fired_rules,
-                  ruleset.medication.dose_unit if ruleset.medication else "")
+                  ruleset.medication.dose_unit if ruleset.medication else "", _choose_again(record, Path(rules_dir)))
+
+
+def _choose_again(record: dict[str, Any], rules_dir: Path) -> VersionChoice | None:
+    """The version the released versions choose now for the recorded date and therapy start dates."""
+    kept = record.get("version_choice")
+    if not kept:
+        return None  # recorded before choices were kept: the version in effect on its date decided
+    try:
+        versions = load_catalog(rules_dir).rulesets.get(record["ruleset"])
+    except RulesetErrors as exc:
+        raise ReplayRefused(f"{rules_dir}: the released versions cannot be read to choose again: "
+                            f"{exc.errors[0].file}: {exc.errors[0].message}") from None
+    if versions is None:
+        raise ReplayRefused(f"{rules_dir} holds no ruleset {record['ruleset']} to choose a version from")
+    facts = given_facts({**record["facts"], **(kept.get("therapy_start") or {})}, record.get("missing"))
+    choice = choose_version(versions, dt.date.fromisoformat(record["evaluation_date"]), facts)
+    if choice is None:
+        raise ReplayRefused(f"no released version of {record['ruleset']} is in effect on "
+                            f"{record['evaluation_date']} in {rules_dir}")
+    return choice

@@ -121,12 +121,27 @@ def _check_fact_declarations(ruleset: Ruleset, doc: Document, errors: list[Rules
                 errors.append(doc.error(path, "'max_age_days' needs 'observed_on' to know the value's date"))
         if spec.plausible is not None and (spec.type not in NUMERIC or spec.plausible[0] > spec.plausible[1]):
             errors.append(doc.error(path + ("plausible",), "'plausible' is [min, max] of a number fact"))
+    _check_therapy_start(ruleset, doc, errors)
     medication = ruleset.medication
     if medication:
         name = medication.max_daily_dose_param
         if _need_param(name, ruleset, doc, ("medication", "max_daily_dose"), errors) and \
                 not _is_number(ruleset.param(name)):
             errors.append(doc.error(("medication", "max_daily_dose"), "the maximum daily dose must be a number"))
+
+
+def _check_therapy_start(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:
+    """The start date is read from the record before any rule runs (engine/choice.py): an input date fact."""
+    name = ruleset.therapy_start
+    if name is None:
+        return
+    spec = ruleset.facts.get(name)
+    if spec is None:
+        errors.append(doc.error(("therapy_start",), f"unknown fact '{name}'{_suggest(name, ruleset.facts)}; "
+                                                    "therapy_start must be a declared date fact"))
+    elif spec.type != "date" or spec.derived:
+        errors.append(doc.error(("therapy_start",), f"therapy_start '{name}' must be a date fact read from the "
+                                                    f"record, not {'derived' if spec.derived else spec.type}"))
 
 
 def _check_parameters_used(ruleset: Ruleset, doc: Document, errors: list[RulesetError]) -> None:

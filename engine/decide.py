@@ -8,6 +8,7 @@ into cards), the workbench, the therapy simulation, the version diff, the rulese
 and the audit replay. So a fact the site mapping reads, a bounded value (engine/certainty.py) or a reason a fact is
 missing reaches the rules the same way wherever the question is asked. Reading the record depends only on the site
 mapping, not on the ruleset: a caller that asks several versions about one record (the diff) reads it once.
+Which released version answers a call on a date is engine/choice.py's `decide_in_effect`, on these same facts.
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Structure: parameters, table rows, facts and rules added, removed or changed, in plain words.
 Behaviour: both versions evaluated on the same cases (both versions' tests, and an optional cohort); every
 case whose decisions (topic, indicator, dose) differ is listed, with counts.
+Whom it applies to (with a cohort): the cohort patients whose decisions change if the new version applies to all,
+and if it applies to new therapies only (engine/choice.py), when those started before it do not get it.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Any
 import yaml
 
 from . import fhir
+from .choice import started_on
 from .decide import decide, facts_from_record
 from .errors import EvaluationError
 from .fhir import Extraction
@@ -52,12 +55,25 @@ class Impact:
 
 
 @dataclass
+class ChoiceImpact:
+    """Cohort patients whose decisions change if the new version applies to all, and to new therapies only."""
+
+    patients: int  # cohort patients compared
+    if_all: list[str]  # the patients with a case that decides differently
+    if_new_therapies: list[str] | None  # those of them whose therapy is new on such a day; None: cannot be told
+    effective_from: str | None
+    therapy_start: str | None  # the new version's therapy_start fact
+    note: str = ""  # why the new-therapies count cannot be told
+
+
+@dataclass
 class VersionDiff:
     ruleset: str
     old: str
     new: str
     changes: list[Change]
     impact: Impact
+    choice: ChoiceImpact | None = None  # with a cohort only
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,7 +96,7 @@ def document_changes(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:
     changes += _named_changes("rule", rules_a, rules_b, lambda rule: rule.get("explanation", "").strip(),
                               _rule_change_text)
     for key in ("title", "description", "hooks", "medication", "protocol", "override_reasons", "clauses", "evidence",
-                "review_by"):
+                "review_by", "therapy_start"):
         if a.get(key) != b.get(key):
             changes.append(Change("metadata", key, "changed", f"{key} changed"))
     return changes
@@ -213,10 +229,39 @@ def record_cases(mapping: fhir.SiteMapping, patients: Iterable[tuple[str, list[d
             for name, resources, days in patients for day in days]
 
 
-def diff_versions(old: Ruleset, new: Ruleset, extra_cases: Iterable[Case] = ()) -> VersionDiff:
-    cases = test_cases(old, new) + list(extra_cases)
-    return VersionDiff(old.id, old.version, new.version, structural_changes(old, new),
-                       behavioural_impact(old, new, cases))
+def diff_versions(old: Ruleset, new: Ruleset, extra_cases: Iterable[Case] = (),
+                  effective_from: dt.date | None = None) -> VersionDiff:
+    """`extra_cases`: a cohort's, each patient's days under one name; `effective_from`: the new version's, by which
+    the cohort's patients are split into those it applies to as new therapies and the others."""
+    cohort = list(extra_cases)
+    impact = behavioural_impact(old, new, test_cases(old, new) + cohort)
+    choice = choice_impact(new, cohort, impact, effective_from) if cohort else None
+    return VersionDiff(old.id, old.version, new.version, structural_changes(old, new), impact, choice)
+
+
+def choice_impact(new: Ruleset, cohort: list[Case], impact: Impact, effective_from: dt.date | None) -> ChoiceImpact:
+    """Which cohort patients decide differently if `new` applies to all, and if to new therapies only: then a day
+    counts only when the patient's therapy (new's `therapy_start` fact) is not on record or began on or after
+    `effective_from`, as engine.choice chooses in service."""
+    changed = {(c.case, c.date) for c in impact.changed}
+    differing = [case for case in cohort if (case.name, case.date.isoformat()) in changed]
+    if_all = _names(differing)
+    note = ""
+    if new.therapy_start is None:
+        note = f"{new.version} names no therapy_start fact: it can only apply to all"
+    elif effective_from is None:
+        note = f"{new.version} is not released: give --effective-from to count new therapies"
+    if note:
+        return ChoiceImpact(len(_names(cohort)), if_all, None, None, new.therapy_start, note)
+    assert effective_from is not None
+    new_therapies = [case for case in differing
+                     if (start := started_on(new, case.facts.facts)) is None or start >= effective_from]
+    return ChoiceImpact(len(_names(cohort)), if_all, _names(new_therapies), effective_from.isoformat(),
+                        new.therapy_start)
+
+
+def _names(cases: Iterable[Case]) -> list[str]:
+    return list(dict.fromkeys(case.name for case in cases))  # each patient once, in cohort order
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -235,7 +280,31 @@ def render_text(diff: VersionDiff) -> str:
         lines += ["", f"  {case.case} ({case.date})",
                   f"    {diff.old}: {', '.join(case.before) or 'no cards'}",
                   f"    {diff.new}: {', '.join(case.after) or 'no cards'}"]
+    if diff.choice:
+        lines += ["", _choice_heading(diff)]
+        lines += [f"  {line}" for line in _choice_lines(diff.choice)]
     return "\n".join(lines)
+
+
+def _choice_heading(diff: VersionDiff) -> str:
+    choice = diff.choice
+    assert choice is not None
+    basis = f"; {diff.new} effective from {choice.effective_from}, therapy start `{choice.therapy_start}`" \
+        if choice.effective_from else ""
+    return f"Whom {diff.new} applies to (cohort of {choice.patients} patients{basis}):"
+
+
+def _choice_lines(choice: ChoiceImpact) -> list[str]:
+    lines = [f"if it applies to all: {_patients(choice.if_all)}"]
+    if choice.if_new_therapies is None:
+        lines.append(f"if it applies to new therapies only: cannot be told ({choice.note})")
+    else:
+        lines.append(f"if it applies to new therapies only: {_patients(choice.if_new_therapies)}")
+    return lines
+
+
+def _patients(names: list[str]) -> str:
+    return f"{len(names)} patient(s) decide differently" + (f": {', '.join(names)}" if names else "")
 
 
 def render_markdown(diff: VersionDiff) -> str:
@@ -253,4 +322,7 @@ def render_markdown(diff: VersionDiff) -> str:
         lines += ["", "| topic | cases gaining it | cases losing it |", "|---|---|---|"]
         for topic in sorted(set(impact.topics_added) | set(impact.topics_removed)):
             lines.append(f"| {topic} | {impact.topics_added.get(topic, 0)} | {impact.topics_removed.get(topic, 0)} |")
+    if diff.choice:
+        lines += ["", "## " + _choice_heading(diff).rstrip(":"), ""]
+        lines += [f"- {line}" for line in _choice_lines(diff.choice)]
     return "\n".join(lines)

@@ -131,7 +131,8 @@ def build_ruleset(doc: Document) -> Ruleset:
     data = doc.data
     assert isinstance(data, dict)  # only a document that passed the ruleset schema is built, and its top is a mapping
     metadata = {k: data[k] for k in ("protocol", "citations", "authors", "hooks", "services", "topic_system",
-                                      "medication", "override_reasons", "clauses", "evidence", "review_by")
+                                      "medication", "override_reasons", "clauses", "evidence", "review_by",
+                                      "therapy_start")
                 if k in data}
     return Ruleset(
         id=data["id"],

@@ -231,6 +231,12 @@ class Ruleset:
         return float(limit) if isinstance(limit, (int, float)) and not isinstance(limit, bool) else None
 
     @property
+    def therapy_start(self) -> str | None:
+        """The input date fact holding when the patient's therapy started, if the ruleset names one."""
+        fact: str | None = self.metadata.get("therapy_start")
+        return fact
+
+    @property
     def topic_system(self) -> str:
         system: str = self.metadata.get("topic_system", f"urn:cdsrules:{self.id}:topic")
         return system

@@ -27,6 +27,7 @@ from .testing import run_tests
 MANIFEST = "releases.yaml"
 RELOAD_MARKER = ".reload"  # `cdsrules reload` touches <rules>/.reload; every server worker watching it reloads
 MANIFEST_SCHEMA = "releases.schema.json"
+APPLIES_TO_ALL, APPLIES_TO_NEW_THERAPIES = "all", "new-therapies"  # whom a release applies to (engine/choice.py)
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
 
 
@@ -53,6 +54,7 @@ class Release:
     released_at: str
     effective_to: dt.date | None = None
     note: str = ""
+    applies_to: str = APPLIES_TO_ALL  # new-therapies: only therapies started on or after effective_from
 
     def in_effect(self, on: dt.date) -> bool:
         """Effective from `effective_from` through `effective_to`, both days included."""
@@ -65,6 +67,8 @@ class Release:
             data["effective_to"] = self.effective_to.isoformat()
         if self.note:
             data["note"] = self.note
+        if self.applies_to != APPLIES_TO_ALL:  # entries that apply to all keep the form they were written in
+            data["applies_to"] = self.applies_to
         return data
 
 
@@ -162,7 +166,7 @@ def read_manifest(folder: Path) -> dict[str, Release]:
             version=item["version"], sha256=item["sha256"], effective_from=_date(item["effective_from"]),
             approved_by=item["approved_by"], released_at=str(item["released_at"]),
             effective_to=_date(item["effective_to"]) if item.get("effective_to") else None,
-            note=item.get("note", ""))
+            note=item.get("note", ""), applies_to=item.get("applies_to", APPLIES_TO_ALL))
     return releases
 
 
@@ -216,7 +220,7 @@ class ReleaseRefused(Exception):
 
 
 def release(file: str | Path, effective_from: dt.date, approved_by: str, note: str = "",
-            now: dt.datetime | None = None) -> Release:
+            now: dt.datetime | None = None, applies_to: str = APPLIES_TO_ALL) -> Release:
     file = Path(file)
     ruleset = load_ruleset(file)  # raises RulesetErrors when invalid
     folder = file.parent
@@ -239,8 +243,12 @@ def release(file: str | Path, effective_from: dt.date, approved_by: str, note: s
                              f"`{THRESHOLD_KEY}`): " + "; ".join(below))
     if not approved_by.strip():
         raise ReleaseRefused("a release needs the approver (--approved-by)")
+    if applies_to == APPLIES_TO_NEW_THERAPIES and ruleset.therapy_start is None:
+        raise ReleaseRefused(f"{ruleset.ref} names no therapy_start fact, so whether a therapy started before "
+                             "its effective date cannot be told; it can only apply to all")
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
-    entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by.strip(), stamp, note=note)
+    entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by.strip(), stamp, note=note,
+                    applies_to=applies_to)
     releases[entry.version] = entry
     _write_manifest(folder, ruleset.id, releases)
     return entry
@@ -255,7 +263,7 @@ def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
     if effective_to < current.effective_from:
         raise ReleaseRefused(f"effective-to {effective_to} is before effective-from {current.effective_from}")
     releases[version] = Release(current.version, current.sha256, current.effective_from, current.approved_by,
-                                current.released_at, effective_to, current.note)
+                                current.released_at, effective_to, current.note, current.applies_to)
     _write_manifest(folder, folder.name, releases)
     return releases[version]
 

@@ -17,7 +17,7 @@ from store.values import dumps, iso, loads, now
 
 log = logging.getLogger(__name__)
 
-JSON_COLUMNS = ("facts", "missing", "fired_rules", "decisions", "cards")
+JSON_COLUMNS = ("facts", "missing", "fired_rules", "decisions", "cards", "version_choice")
 
 
 @dataclass
@@ -40,6 +40,7 @@ class AuditRecord:
     facts: dict[str, Any] | None = None  # None: nothing was evaluated (no version in effect, not our drug)
     missing: dict[str, str] = field(default_factory=dict)
     decisions: list[dict[str, Any]] = field(default_factory=list)  # engine.audit.decision_summary() of each
+    version_choice: dict[str, Any] | None = None  # engine.choice.VersionChoice.as_dict(): why `version` decided
 
 
 _AUDIT_FIELDS = tuple(f.name for f in fields(AuditRecord))

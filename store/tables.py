@@ -60,6 +60,7 @@ audit = Table(
     Column("cards", Text, nullable=False),  # JSON list of {uuid, topic}
     Column("latency_ms", Float, nullable=False),
     Column("created_at", String(40), nullable=False, index=True),
+    Column("version_choice", Text),  # JSON object: why the version decided (engine.choice); NULL before 0006
 )
 
 # One row per card shown, so feedback (which names only the card) joins on the card uuid to topic and rule.

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.choice import VersionChoice
 from engine.fhir import is_fhir_id
 from engine.model import DOSED_ACTIONS, Comparison, Decision, Evaluation, Firing, Ruleset, Suggestion
 from engine.orders import OrderDetails, medication_request, with_dose
@@ -36,8 +37,10 @@ class OrderContext:
 
 
 def build_cards(evaluation: Evaluation, ruleset: Ruleset, patient_id: str, draft_orders: list[dict],
-                known_orders: list[dict], order: OrderContext | None = None) -> list[dict]:
-    """Cards for the decisions, each topic once; `known_orders` are the MedicationRequests fetched or prefetched."""
+                known_orders: list[dict], order: OrderContext | None = None,
+                choice: VersionChoice | None = None) -> list[dict]:
+    """Cards for the decisions, each topic once; `known_orders` are the MedicationRequests fetched or prefetched.
+    `choice`: why this version decides (engine.choice), said in each card's provenance."""
     firings = {f.rule_id: f for f in evaluation.trace}
     order = order or OrderContext(authored=dt.date.fromisoformat(evaluation.evaluation_date))
     cards, topics = [], set()
@@ -45,7 +48,7 @@ def build_cards(evaluation: Evaluation, ruleset: Ruleset, patient_id: str, draft
         if decision.topic in topics:
             continue
         topics.add(decision.topic)
-        card = _card(decision, ruleset, evaluation, firings.get(decision.rule_id))
+        card = _card(decision, ruleset, evaluation, firings.get(decision.rule_id), choice)
         suggestion = _suggestion(decision.suggestion, ruleset, patient_id, draft_orders, known_orders, order)
         if suggestion:
             card["suggestions"] = [suggestion]
@@ -54,11 +57,12 @@ def build_cards(evaluation: Evaluation, ruleset: Ruleset, patient_id: str, draft
     return cards
 
 
-def _card(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: Firing | None) -> dict:
+def _card(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: Firing | None,
+          choice: VersionChoice | None) -> dict:
     return {
         "uuid": str(uuid.uuid4()),
         "summary": shorten(decision.summary),
-        "detail": _detail(decision, ruleset, evaluation, firing),
+        "detail": _detail(decision, ruleset, evaluation, firing, choice),
         "indicator": decision.indicator,
         "source": {
             "label": ruleset.title,
@@ -71,6 +75,7 @@ def _card(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: 
             "cdsrules.provenance": {
                 "ruleset": ruleset.id,
                 "version": ruleset.version,
+                "version_reason": choice.reason if choice else None,
                 "rules": evaluation.fired_rules,
             }
         },
@@ -99,12 +104,16 @@ def topic_display(topic: str) -> str:
     return topic.replace("-", " ").replace("_", " ").capitalize()
 
 
-def _detail(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: Firing | None) -> str:
+def _detail(decision: Decision, ruleset: Ruleset, evaluation: Evaluation, firing: Firing | None,
+            choice: VersionChoice | None) -> str:
     parts = [decision.detail.strip()]
     basis = _basis(firing, ruleset, evaluation) if firing else []
     if basis:
         parts.append("**Basis**\n\n" + "\n".join(f"- {line}" for line in basis))
-    parts.append(f"Rule `{decision.rule_id}` · ruleset {ruleset.id} {ruleset.version}")
+    footer = f"Rule `{decision.rule_id}` · ruleset {ruleset.id} {ruleset.version}"
+    if choice and choice.in_effect != ruleset.version:
+        footer += f" ({choice.reason})"  # an earlier version than today's decides: the clinician sees why
+    parts.append(footer)
     return "\n\n".join(p for p in parts if p)
 
 

@@ -1,8 +1,8 @@
 """Discovery and service calls: the path of one decision, top to bottom.
 
 request -> (order hooks: is our drug in the draft orders? if not, no cards) -> prefetch or FHIR fallback ->
-the patient's own resources, each once (engine.record) -> facts and evaluation (engine.decide) -> cards ->
-audit record -> response.
+the patient's own resources, each once (engine.record) -> facts -> the version that decides and its evaluation
+(engine.choice, engine.decide) -> cards -> audit record -> response.
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from flask import Blueprint, current_app
 
 from engine import fhir
 from engine.audit import decision_summary
-from engine.decide import decide, facts_from_record
+from engine.choice import VersionChoice, decide_in_effect
+from engine.decide import facts_from_record
 from engine.model import Evaluation, Ruleset
 from engine.record import OtherPatientError, Record, own_record
+from engine.versions import RulesetVersions
 from store import AuditRecord
 from webhook import metrics
 from webhook.auth import current_issuer
@@ -56,35 +58,43 @@ def call(service_id: str) -> dict:
     service = state.service(service_id)
     hook_request = parse_hook_request(read_body(), service.hook)
     today = state.clock()
-    ruleset = state.catalog.select(service.ruleset.id, today)
-    if ruleset is None:
+    versions = state.catalog.rulesets.get(service.ruleset.id)
+    ruleset = versions.select(today) if versions else None
+    if versions is None or ruleset is None:
         log.warning("%s: no released version of %s is in effect on %s; no cards", service.id, service.ruleset.id,
                     today)
-        cards, evaluation = [], None
+        cards, evaluation, choice = [], None, None
     else:
-        cards, evaluation = answer(service, ruleset, hook_request, today)
-    _audit(service, ruleset, hook_request, cards, evaluation, started)
-    metrics.record_decisions(service.id, ruleset and ruleset.ref, [c["source"]["topic"]["code"] for c in cards])
+        cards, evaluation, choice = answer(service, versions, ruleset, hook_request, today)
+    decided_by = choice.ruleset if choice else ruleset
+    _audit(service, decided_by, hook_request, cards, evaluation, started, choice)
+    metrics.record_decisions(service.id, decided_by and decided_by.ref, [c["source"]["topic"]["code"] for c in cards])
     return {"cards": cards}
 
 
-def answer(service: Service, ruleset: Ruleset, hook_request: HookRequest,
-           today: dt.date) -> tuple[list[dict], Evaluation | None]:
-    """The cards for one call, and the evaluation behind them (None when nothing was evaluated)."""
+def answer(service: Service, versions: RulesetVersions, ruleset: Ruleset, hook_request: HookRequest,
+           today: dt.date) -> tuple[list[dict], Evaluation | None, VersionChoice | None]:
+    """The cards for one call, the evaluation behind them and the version chosen to decide (None when nothing was
+    evaluated). `ruleset` is the version in effect today; the version that decides may be an earlier one
+    (engine.choice), chosen from the same facts."""
     state = runtime()
     orders = _own(list(hook_request.draft_orders), hook_request, "draft order").resources
     if hook_request.is_order_hook and not fhir.draft_orders_mention(state.mapping, ruleset.medication.concept, orders):
-        return [], None  # an order hook about other drugs: nothing to say, nothing fetched
+        return [], None, None  # an order hook about other drugs: nothing to say, nothing fetched
     gathered = gather(service.prefetch, hook_request, state.fetcher, _may_fetch_from)
     sent = [normalise_resource(r) for payload in gathered.payloads.values() for r in fhir.resources_from(payload)]
     resources = _own(sent, hook_request, "resource").resources
     facts = facts_from_record(state.mapping, resources, today, orders if hook_request.is_order_hook else None,
                               gathered.supplied)
-    evaluation = decide(state.engine, ruleset, facts, today, hook_request.hook)
+    chosen = decide_in_effect(state.engine, versions, facts, today, hook_request.hook)
+    assert chosen is not None  # `ruleset` is in effect today in these same versions
+    choice, evaluation = chosen
+    ruleset = choice.ruleset
     known_orders = [r for r in resources if r.get("resourceType") == "MedicationRequest"]
     medication = state.mapping.medications.get(ruleset.medication.concept)
     order = OrderContext(medication.order_coding if medication else (), hook_request.context.get("userId"), today)
-    return build_cards(evaluation, ruleset, hook_request.patient_id, orders, known_orders, order), evaluation
+    cards = build_cards(evaluation, ruleset, hook_request.patient_id, orders, known_orders, order, choice)
+    return cards, evaluation, choice
 
 
 def _own(resources: list[dict], hook_request: HookRequest, kind: str) -> Record:
@@ -118,7 +128,7 @@ def _may_fetch_from(url: str) -> bool:
 
 
 def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest, cards: list[dict],
-           evaluation: Evaluation | None, started: float) -> None:
+           evaluation: Evaluation | None, started: float, choice: VersionChoice | None = None) -> None:
     """Record the call before it is answered: what was decided, from which facts, by which exact rules.
 
     A call whose record cannot be written is not answered (503): advice given without its record would be
@@ -148,6 +158,7 @@ def _audit(service: Service, ruleset: Ruleset | None, hook_request: HookRequest,
         cards=[{"uuid": c["uuid"], "topic": t, "rule_id": decided_by.get(t)}
                for c, t in zip(cards, topics, strict=True)],
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        version_choice=choice.as_dict() if choice else None,
     )
     if not state.store.add_audit(record):
         metrics.count_audit_failure()
