@@ -62,6 +62,7 @@ def amended(tmp_path):
     shutil.copytree(RULES_DIR, rules)
     amendment = rules / PROTOCOL / "1.1.0.yaml"
     amendment.write_text(amendment_text())
+    shutil.copy(rules / PROTOCOL / "1.0.0.tests.yaml", rules / PROTOCOL / "1.1.0.tests.yaml")  # the coverage
     released = cdsrules("release", str(amendment), "--effective-from", EFFECTIVE.isoformat(),
                         "--approved-by", "Drug and therapeutics committee", "--applies-to", "new-therapies")
     assert released.returncode == 0, released.stderr
@@ -109,6 +110,7 @@ def test_new_therapies_only_is_refused_for_a_version_naming_no_therapy_start(tmp
     shutil.copytree(RULES_DIR, rules)
     amendment = rules / PROTOCOL / "1.1.0.yaml"
     amendment.write_text(amendment_text(therapy_start=None))
+    shutil.copy(rules / PROTOCOL / "1.0.0.tests.yaml", rules / PROTOCOL / "1.1.0.tests.yaml")
     refused = cdsrules("release", str(amendment), "--effective-from", EFFECTIVE.isoformat(), "--approved-by", "board",
                        "--applies-to", "new-therapies")
     assert refused.returncode == 1 and "names no therapy_start fact" in refused.stderr
