@@ -4,6 +4,10 @@ Lifecycle: a version file not in its ruleset's manifest (`rules/<id>/releases.ya
 tested and shown in tools, never served. `release` records a version with the sha256 of its bytes; from then
 on a file whose bytes differ is refused. `retire` ends a version's effect. The version in effect on a date is the
 released one with the latest `effective_from` on or before it that is not retired on that date.
+
+A manifest may name its ruleset's governance (`governance: {approvals_required: N}`, engine/governance.py): a
+release then needs N approvals of its bytes by people other than its proposer, or an emergency reason, which the
+manifest records beside it.
 """
 from __future__ import annotations
 
@@ -12,13 +16,15 @@ import hashlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from .document import read_document, schema_errors
+from .document import Document, read_document, schema_errors
 from .errors import RulesetError, RulesetErrors
+from .governance import Approval, Governance, governance_from, shortfall
 from .loader import load_ruleset, ruleset_files, site_for
 from .model import Ruleset
 from .testing import run_tests
@@ -52,18 +58,28 @@ class Release:
     released_at: str
     effective_to: dt.date | None = None
     note: str = ""
+    proposed_by: str = ""  # governed releases: who proposed it; `approved_by` then names the approvers
+    approvals: tuple[Approval, ...] = ()
+    emergency_reason: str = ""  # a governed ruleset released without its approvals, and why
 
     def in_effect(self, on: dt.date) -> bool:
         """Effective from `effective_from` through `effective_to`, both days included."""
         return self.effective_from <= on and (self.effective_to is None or on <= self.effective_to)
 
-    def as_dict(self) -> dict[str, str]:
-        data = {"version": self.version, "sha256": self.sha256, "effective_from": self.effective_from.isoformat(),
-                "approved_by": self.approved_by, "released_at": self.released_at}
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "version": self.version, "sha256": self.sha256, "effective_from": self.effective_from.isoformat(),
+            "approved_by": self.approved_by, "released_at": self.released_at}
         if self.effective_to:
             data["effective_to"] = self.effective_to.isoformat()
         if self.note:
             data["note"] = self.note
+        if self.proposed_by:
+            data["proposed_by"] = self.proposed_by
+        if self.approvals:
+            data["approvals"] = [a.as_dict() for a in self.approvals]
+        if self.emergency_reason:
+            data["emergency_reason"] = self.emergency_reason
         return data
 
 
@@ -143,25 +159,39 @@ def load_catalog(root: str | Path) -> Catalog:
     return Catalog(root, found, digest.hexdigest()[:16])
 
 
-def read_manifest(folder: Path) -> dict[str, Release]:
+def _manifest_data(folder: Path) -> tuple[Document | None, dict[str, Any]]:
+    """The manifest's document and its data, checked against the schema; no document when there is no manifest."""
     path = folder / MANIFEST
     if not path.exists():
-        return {}
+        return None, {}
     doc = read_document(path)
     errors = schema_errors(doc, MANIFEST_SCHEMA)
     if errors:
         raise RulesetErrors(errors)
+    return doc, doc.data if isinstance(doc.data, dict) else {}  # the schema requires a mapping
+
+
+def read_governance(folder: str | Path) -> Governance:
+    """The ruleset's governance from its manifest; none when the manifest names none (or does not exist)."""
+    return governance_from(_manifest_data(Path(folder))[1].get("governance"))
+
+
+def read_manifest(folder: Path) -> dict[str, Release]:
+    doc, data = _manifest_data(folder)
     releases: dict[str, Release] = {}
-    data = doc.data if isinstance(doc.data, dict) else {}  # the schema requires a mapping
     for index, item in enumerate(data.get("releases", [])):
         if item["version"] in releases:
+            assert doc is not None
             raise RulesetErrors([doc.error(("releases", index, "version"),
                                            f"version {item['version']} is released twice")])
         releases[item["version"]] = Release(
             version=item["version"], sha256=item["sha256"], effective_from=_date(item["effective_from"]),
             approved_by=item["approved_by"], released_at=str(item["released_at"]),
             effective_to=_date(item["effective_to"]) if item.get("effective_to") else None,
-            note=item.get("note", ""))
+            note=item.get("note", ""), proposed_by=item.get("proposed_by", ""),
+            approvals=tuple(Approval(a["approver"], str(a["approved_at"]), a.get("comment", ""))
+                            for a in item.get("approvals", [])),
+            emergency_reason=item.get("emergency_reason", ""))
     return releases
 
 
@@ -203,7 +233,11 @@ class ReleaseRefused(Exception):
 
 
 def release(file: str | Path, effective_from: dt.date, approved_by: str, note: str = "",
-            now: dt.datetime | None = None) -> Release:
+            now: dt.datetime | None = None, proposed_by: str = "", approvals: tuple[Approval, ...] = (),
+            emergency_reason: str = "") -> Release:
+    """Record a draft as released. Under governance the approvals (of exactly this file's bytes, as the caller
+    found them) must suffice, or an emergency reason is recorded instead; `approved_by` then defaults to the
+    approvers' names."""
     file = Path(file)
     ruleset = load_ruleset(file)  # raises RulesetErrors when invalid
     folder = file.parent
@@ -219,13 +253,25 @@ def release(file: str | Path, effective_from: dt.date, approved_by: str, note: s
         raise ReleaseRefused(f"{len(failed)} test(s) of {ruleset.ref} fail: {names}")
     if not ruleset.tests:
         raise ReleaseRefused(f"{ruleset.ref} has no tests; a release needs tests that pass")
-    if not approved_by.strip():
+    _check_governance(read_governance(folder), proposed_by, approvals, emergency_reason)
+    approved_by = approved_by.strip() or ", ".join(dict.fromkeys(a.approver for a in approvals))
+    if not approved_by:
         raise ReleaseRefused("a release needs the approver (--approved-by)")
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
-    entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by.strip(), stamp, note=note)
+    entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by, stamp, note=note,
+                    proposed_by=proposed_by, approvals=tuple(approvals), emergency_reason=emergency_reason.strip())
     releases[entry.version] = entry
     _write_manifest(folder, ruleset.id, releases)
     return entry
+
+
+def _check_governance(governance: Governance, proposed_by: str, approvals: tuple[Approval, ...],
+                      emergency_reason: str) -> None:
+    if not governance.configured or emergency_reason.strip():
+        return
+    refusal = shortfall(governance, proposed_by, approvals)
+    if refusal:
+        raise ReleaseRefused(f"{refusal}; approve a proposal in the workbench, or give an emergency reason")
 
 
 def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
@@ -236,16 +282,18 @@ def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
     current = releases[version]
     if effective_to < current.effective_from:
         raise ReleaseRefused(f"effective-to {effective_to} is before effective-from {current.effective_from}")
-    releases[version] = Release(current.version, current.sha256, current.effective_from, current.approved_by,
-                                current.released_at, effective_to, current.note)
+    releases[version] = replace(current, effective_to=effective_to)
     _write_manifest(folder, folder.name, releases)
     return releases[version]
 
 
 def _write_manifest(folder: Path, ruleset_id: str, releases: dict[str, Release]) -> None:
     """Write atomically: a reader sees the old manifest or the new one, never half of one."""
-    body = {"ruleset": ruleset_id,
-            "releases": [releases[v].as_dict() for v in sorted(releases, key=version_key)]}
+    body: dict[str, object] = {"ruleset": ruleset_id}
+    governance = read_governance(folder)
+    if governance.configured:  # kept as written: releasing never changes the rules of releasing
+        body["governance"] = governance.as_dict()
+    body["releases"] = [releases[v].as_dict() for v in sorted(releases, key=version_key)]
     text = ("# Released versions of this ruleset. Written by `cdsrules release` / `cdsrules retire`;\n"
             "# a released file must keep the sha256 recorded here.\n"
             + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
