@@ -2,8 +2,9 @@
 
 `Store` is the one object the service holds: a database (store/database.py: engine, SQLite's tuning and write
 queue, migrations) and the records kept in it: the audit (store/audit.py), feedback (store/feedback.py), seen token
-ids (store/tokens.py), and the outcome figures read from audit and feedback together (store/analytics.py). The
-tables are in store/tables.py. Nothing here knows about rules or HTTP: the store imports neither engine nor webhook.
+ids (store/tokens.py), proposed releases and their reviews (store/proposals.py), and the outcome figures read from
+audit and feedback together (store/analytics.py). The tables are in store/tables.py. Nothing here knows about
+rules or HTTP: the store imports neither engine nor webhook.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from store.analytics import outcome_summary
 from store.audit import AuditLog, AuditRecord
 from store.database import DEFAULT_DB_URL, Database, StoreError, alembic_config, make_engine
 from store.feedback import FEEDBACK_KEYS, FeedbackLog
+from store.proposals import Proposals
 from store.tokens import SeenTokens
 from store.values import utc_instant
 
@@ -30,6 +32,7 @@ class Store:
         self.url, self.engine, self._turn = url, database.engine, database.turn
         self._database = database
         self._audit, self._feedback, self._tokens = AuditLog(database), FeedbackLog(database), SeenTokens(database)
+        self.proposals = Proposals(database)  # proposed releases and their reviews (store/proposals.py)
 
     # --- schema -------------------------------------------------------------------------
 

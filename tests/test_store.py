@@ -39,7 +39,7 @@ from tests.fhir_server import FhirServer
 
 pytestmark = pytest.mark.timeout(90)
 
-TABLES = {"feedback", "audit", "audit_card", "jti", "alembic_version"}
+TABLES = {"feedback", "audit", "audit_card", "jti", "proposal", "proposal_review", "alembic_version"}
 
 
 def _head() -> str:
