@@ -19,6 +19,8 @@ from store import Store
 from store.proposals import ProposalRefused, text_sha256
 from tests.helpers import demo_text, edited
 from tests.test_workbench import RULES, make_app
+from webhook.workbench import access
+from webhook.workbench.access import WorkbenchConfigError
 
 D = dt.date.fromisoformat
 SECRET = "a-secret-that-signs-login-cookies-for-tests"
@@ -297,3 +299,37 @@ def test_a_review_of_other_bytes_is_refused_and_a_changed_text_supersedes(tmp_pa
     rejected = client.post(f"/workbench/proposals/{first.id + 1}/review", headers=bearer("ben"),
                            data={"decision": "reject", "sha256": sha256(changed["text"]), "comment": ""})
     assert rejected.status_code == 409 and "rejection needs a comment" in rejected.get_data(as_text=True)
+
+
+def test_names_from_the_trusted_header_get_their_roles_from_the_config(tmp_path, governed_rules, store_url):
+    section = {"trusted_header": "X-Forwarded-User", "trusted_header_roles": {"ana": ["author"], "ben": ["approver"]}}
+    client = make_app(tmp_path, auth={"workbench": section}, rules=governed_rules, DB_URL=store_url).test_client()
+    form = propose_form(governed_rules)
+    unlisted = client.post("/workbench/propose", data=form, headers={"X-Forwarded-User": "zoe"})
+    assert unlisted.status_code == 403 and "zoe does not hold the author role" in unlisted.get_data(as_text=True)
+    assert client.post("/workbench/propose", data=form, headers={"X-Forwarded-User": "ana"}).status_code == 302
+    assert Store(store_url).proposals.listing()[0].proposed_by == "ana"
+
+
+@pytest.mark.parametrize("users,message", [
+    ([{"name": "ana", "token_sha256": "0" * 64, "roles": ["author"]},
+      {"name": "ana", "token_sha256": "1" * 64, "roles": ["approver"]}], "named twice"),
+    ([{"name": "ana", "token_sha256": "0" * 64, "roles": ["author"]},
+      {"name": "ben", "token_sha256": "0" * 64, "roles": ["approver"]}], "a token of their own"),
+    ([{"name": "ana", "token_sha256": "0" * 64, "roles": ["owner"]}], "roles must be"),
+])
+def test_users_in_the_auth_config_are_checked(tmp_path, users, message):
+    (tmp_path / "session.secret").write_text(SECRET)
+    with pytest.raises(WorkbenchConfigError, match=message):
+        make_app(tmp_path, auth={"workbench": {"users": users, "session_secret_file": "session.secret"}})
+
+
+def test_a_user_cookie_is_bound_to_that_users_token(tmp_path, governed_rules, store_url):
+    app = users_app(tmp_path, governed_rules, store_url)
+    policy = app.extensions["cdsrules.workbench.access"]
+    cookie = access.cookie_value(policy, user="ben")
+    assert access.cookie_caller(policy, cookie).user.name == "ben"
+    issued, expires, _, signature = cookie.split(".")
+    forged = ".".join([issued, expires, b"cy".hex(), signature])  # ben's session passed off as cy's
+    assert access.cookie_caller(policy, forged) is None
+    assert access.cookie_caller(policy, access.cookie_value(policy)).user is None, "the shared token names nobody"
