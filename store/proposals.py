@@ -117,11 +117,10 @@ class Proposals:
             if sha256 != current.sha256:
                 raise ProposalRefused(f"the text reviewed (sha256 {sha256[:12]}…) is not the text proposed (sha256 "
                                       f"{current.sha256[:12]}…): a changed text needs a new proposal")
-            try:
-                with connection.begin_nested():
-                    connection.execute(insert(proposal_review).values(
-                        proposal_id=proposal_id, reviewer=reviewer, reviewed_at=now(), decision=decision,
-                        comment=comment, sha256=sha256))
+            try:  # the refusal leaves the block, so the whole transaction is rolled back
+                connection.execute(insert(proposal_review).values(
+                    proposal_id=proposal_id, reviewer=reviewer, reviewed_at=now(), decision=decision,
+                    comment=comment, sha256=sha256))
             except IntegrityError:
                 raise ProposalRefused(f"{reviewer} has already reviewed proposal {proposal_id}") from None
             if decision == REJECT:
