@@ -219,6 +219,10 @@ def test_the_shared_token_and_an_unauthenticated_workbench_cannot_propose(tmp_pa
     client = users_app(tmp_path, governed_rules, store_url).test_client()
     shared = {"Authorization": f"Bearer {SHARED}"}
     assert client.get("/workbench/proposals", headers=shared).status_code == 200, "the shared token may look"
+    checked = client.post("/workbench/check", headers=shared,
+                          data={"text": propose_form(governed_rules)["text"], "ruleset": "hetrombopag"})
+    assert 'id="propose-note"' in checked.get_data(as_text=True) and 'id="propose-form"' not in checked.get_data(
+        as_text=True), "the page offers proposing only to an author"
     refused = client.post("/workbench/propose", data=propose_form(governed_rules), headers=shared)
     assert refused.status_code == 403 and "names nobody" in refused.get_data(as_text=True)
     not_author = client.post("/workbench/propose", data=propose_form(governed_rules), headers=bearer("ben"))
@@ -238,6 +242,12 @@ def test_a_user_logs_in_with_their_own_token_and_the_page_names_them(tmp_path, g
     proposed = client.post("/workbench/propose", data=propose_form(governed_rules))
     assert proposed.status_code == 302, proposed.get_data(as_text=True)
     assert Store(store_url).proposals.listing()[0].proposed_by == "ana"
+    released = client.post("/workbench/propose", data=propose_form(governed_rules, "1.0.0"))
+    assert released.status_code == 409 and "already released" in released.get_data(as_text=True)
+    older = {**propose_form(governed_rules, "1.0.0"), "version": "0.9.0"}
+    older["text"] = older["text"].replace("version: 1.0.0", "version: 0.9.0", 1)
+    refused = client.post("/workbench/propose", data=older)
+    assert refused.status_code == 409 and "not greater than every released version" in refused.get_data(as_text=True)
 
 
 def test_the_release_follows_the_approvals_needed_and_records_them(tmp_path, governed_rules, store_url):

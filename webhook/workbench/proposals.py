@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 
 from flask import Response, abort, redirect, render_template, request, url_for
@@ -17,18 +18,26 @@ from flask import Response, abort, redirect, render_template, request, url_for
 from engine.diff import VersionDiff, behavioural_impact, render_markdown, structural_changes, test_cases
 from engine.errors import EvaluationError
 from engine.model import Parameter, Ruleset
-from engine.versions import ReleaseRefused
+from engine.versions import ReleaseRefused, version_key
 from store.proposals import APPROVE, Proposal, ProposalRefused
 from webhook.workbench import access
 from webhook.workbench.compare import cohort_cases
 from webhook.workbench.context import VersionInfo
 from webhook.workbench.drafts import DraftCheck, as_shown, check_in_child, not_checked
 from webhook.workbench.releasing import approvals_required, release_if_approved
-from webhook.workbench.views import parse_date, sandbox, snapshot, today, workbench
+from webhook.workbench.views import bp, parse_date, sandbox, snapshot, today, workbench
+
+_SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 
 
 def proposals_store():
     return workbench().store.proposals
+
+
+@bp.app_context_processor
+def _identity() -> dict:
+    """The user asking, for pages that offer proposing or reviewing only to those who may."""
+    return {"current_user": access.current_user(), "AUTHOR": access.AUTHOR}
 
 
 def _user_with(role: str) -> access.User:
@@ -59,9 +68,12 @@ def propose(ruleset_id: str, version: str, text: str, effective_from: dt.date, n
     user = _user_with(access.AUTHOR)
     if ruleset_id not in snapshot().versions:
         raise ProposalRefused(f"there is no ruleset '{ruleset_id}' under the rules directory")
-    existing = snapshot().find(ruleset_id, version)
-    if existing is not None and existing.release is not None:
+    released = [v for v, info in snapshot().versions[ruleset_id].items() if info.release is not None]
+    if version in released:
         raise ProposalRefused(f"{ruleset_id}@{version} is already released; released versions never change")
+    if _SEMVER.match(version) and any(version_key(v) >= version_key(version) for v in released):
+        raise ProposalRefused(f"{version} is not greater than every released version of {ruleset_id} "
+                              f"({', '.join(released)}); propose a greater version")
     check = check_text(ruleset_id, text)
     if check.ruleset is None or not check.ok:
         raise ProposalRefused("only a draft that is valid and passes its tests can be proposed; check it first")

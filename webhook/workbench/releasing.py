@@ -20,7 +20,7 @@ from pathlib import Path
 from engine.errors import RulesetErrors
 from engine.governance import Approval
 from engine.versions import RELOAD_MARKER, Release, ReleaseRefused, file_sha256, read_governance, read_manifest, release
-from store.proposals import Proposal, Proposals
+from store.proposals import OPEN, Proposal, Proposals
 
 LOCK_FILE = ".release.lock"  # one release at a time per ruleset folder, across workers and instances on it
 
@@ -32,7 +32,7 @@ def approvals_required(folder: Path) -> int:
 def release_if_approved(rules_dir: Path, proposals: Proposals, proposal: Proposal) -> Release | None:
     """Release the proposal if it has its approvals (None if not yet); ReleaseRefused says why it cannot be."""
     folder = rules_dir / proposal.ruleset
-    if proposal.status != "open" or len({a.reviewer for a in proposal.approvals}) < approvals_required(folder):
+    if proposal.status != OPEN or len({a.reviewer for a in proposal.approvals}) < approvals_required(folder):
         return None
     with _locked(folder):
         entry = _release(folder, proposal)
