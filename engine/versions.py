@@ -18,11 +18,10 @@ import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from .document import Document, read_document, schema_errors
+from .document import read_document, schema_errors
 from .errors import RulesetError, RulesetErrors
 from .governance import Approval, Governance, governance_from, shortfall
 from .loader import load_ruleset, ruleset_files, site_for
@@ -159,29 +158,18 @@ def load_catalog(root: str | Path) -> Catalog:
     return Catalog(root, found, digest.hexdigest()[:16])
 
 
-def _manifest_data(folder: Path) -> tuple[Document | None, dict[str, Any]]:
-    """The manifest's document and its data, checked against the schema; no document when there is no manifest."""
+def read_manifest(folder: Path) -> dict[str, Release]:
     path = folder / MANIFEST
     if not path.exists():
-        return None, {}
+        return {}
     doc = read_document(path)
     errors = schema_errors(doc, MANIFEST_SCHEMA)
     if errors:
         raise RulesetErrors(errors)
-    return doc, doc.data if isinstance(doc.data, dict) else {}  # the schema requires a mapping
-
-
-def read_governance(folder: str | Path) -> Governance:
-    """The ruleset's governance from its manifest; none when the manifest names none (or does not exist)."""
-    return governance_from(_manifest_data(Path(folder))[1].get("governance"))
-
-
-def read_manifest(folder: Path) -> dict[str, Release]:
-    doc, data = _manifest_data(folder)
     releases: dict[str, Release] = {}
+    data = doc.data if isinstance(doc.data, dict) else {}  # the schema requires a mapping
     for index, item in enumerate(data.get("releases", [])):
         if item["version"] in releases:
-            assert doc is not None
             raise RulesetErrors([doc.error(("releases", index, "version"),
                                            f"version {item['version']} is released twice")])
         releases[item["version"]] = Release(
@@ -242,6 +230,8 @@ def release(file: str | Path, effective_from: dt.date, approved_by: str, note: s
     ruleset = load_ruleset(file)  # raises RulesetErrors when invalid
     folder = file.parent
     releases = read_manifest(folder)
+    _check_governance(read_governance(folder), proposed_by, approvals, emergency_reason)
+    approved_by = approved_by.strip() or ", ".join(dict.fromkeys(a.approver for a in approvals))
     if ruleset.version in releases:
         raise ReleaseRefused(f"{ruleset.ref} is already released; released versions never change")
     newer = [v for v in releases if version_key(v) >= version_key(ruleset.version)]
@@ -253,12 +243,10 @@ def release(file: str | Path, effective_from: dt.date, approved_by: str, note: s
         raise ReleaseRefused(f"{len(failed)} test(s) of {ruleset.ref} fail: {names}")
     if not ruleset.tests:
         raise ReleaseRefused(f"{ruleset.ref} has no tests; a release needs tests that pass")
-    _check_governance(read_governance(folder), proposed_by, approvals, emergency_reason)
-    approved_by = approved_by.strip() or ", ".join(dict.fromkeys(a.approver for a in approvals))
-    if not approved_by:
+    if not approved_by.strip():
         raise ReleaseRefused("a release needs the approver (--approved-by)")
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
-    entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by, stamp, note=note,
+    entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by.strip(), stamp, note=note,
                     proposed_by=proposed_by, approvals=tuple(approvals), emergency_reason=emergency_reason.strip())
     releases[entry.version] = entry
     _write_manifest(folder, ruleset.id, releases)
@@ -272,6 +260,18 @@ def _check_governance(governance: Governance, proposed_by: str, approvals: tuple
     refusal = shortfall(governance, proposed_by, approvals)
     if refusal:
         raise ReleaseRefused(f"{refusal}; approve a proposal in the workbench, or give an emergency reason")
+
+
+def read_governance(folder: str | Path) -> Governance:
+    """The ruleset's governance from its manifest (`governance:`); none when it names none or does not exist."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return Governance()
+    doc = read_document(path)
+    errors = schema_errors(doc, MANIFEST_SCHEMA)
+    if errors:
+        raise RulesetErrors(errors)
+    return governance_from(doc.data.get("governance") if isinstance(doc.data, dict) else None)
 
 
 def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
@@ -289,11 +289,8 @@ def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
 
 def _write_manifest(folder: Path, ruleset_id: str, releases: dict[str, Release]) -> None:
     """Write atomically: a reader sees the old manifest or the new one, never half of one."""
-    body: dict[str, object] = {"ruleset": ruleset_id}
-    governance = read_governance(folder)
-    if governance.configured:  # kept as written: releasing never changes the rules of releasing
-        body["governance"] = governance.as_dict()
-    body["releases"] = [releases[v].as_dict() for v in sorted(releases, key=version_key)]
+    body = {"ruleset": ruleset_id, **_governance_section(folder),
+            "releases": [releases[v].as_dict() for v in sorted(releases, key=version_key)]}
     text = ("# Released versions of this ruleset. Written by `cdsrules release` / `cdsrules retire`;\n"
             "# a released file must keep the sha256 recorded here.\n"
             + yaml.safe_dump(body, sort_keys=False, allow_unicode=True))
@@ -301,3 +298,9 @@ def _write_manifest(folder: Path, ruleset_id: str, releases: dict[str, Release])
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(text)
     os.replace(tmp, folder / MANIFEST)
+
+
+def _governance_section(folder: Path) -> dict[str, object]:
+    """The manifest's governance, kept as written when it is rewritten: releasing never changes its rules."""
+    governance = read_governance(folder)
+    return {"governance": governance.as_dict()} if governance.configured else {}
