@@ -44,6 +44,7 @@ def govern(folder: Path, approvals_required: int) -> None:
     """Give the ruleset's manifest a governance section (a new manifest when it has none)."""
     path = folder / versions.MANIFEST
     data = yaml.safe_load(path.read_text()) if path.exists() else {"ruleset": folder.name, "releases": []}
+    data.pop("governance", None)
     path.write_text(yaml.safe_dump({"governance": {"approvals_required": approvals_required}, **data},
                                    sort_keys=False))
 
@@ -343,3 +344,27 @@ def test_a_user_cookie_is_bound_to_that_users_token(tmp_path, governed_rules, st
     forged = ".".join([issued, expires, b"cy".hex(), signature])  # ben's session passed off as cy's
     assert access.cookie_caller(policy, forged) is None
     assert access.cookie_caller(policy, access.cookie_value(policy)).user is None, "the shared token names nobody"
+
+
+def test_a_refused_release_leaves_the_draft_as_it_was_and_the_proposal_open(tmp_path, governed_rules, store_url):
+    folder = governed_rules / "hetrombopag"
+    govern(folder, 1)
+    client = users_app(tmp_path, governed_rules, store_url).test_client()
+    form = propose_form(governed_rules)
+    on_disk = form["text"]
+    reworded = {**form, "text": on_disk + "\n# reworded for the committee\n"}
+    assert client.post("/workbench/propose", data=reworded, headers=bearer("ana")).status_code == 302
+    proposal = Store(store_url).proposals.listing()[0]
+    greater = folder / "1.2.0.yaml"  # released meanwhile, in an emergency: 1.1.0 is no longer greater
+    greater.write_text(on_disk.replace("version: 1.1.0", "version: 1.2.0", 1))
+    versions.release(greater, D("2026-03-01"), "On-call pharmacist", emergency_reason="wrong dose on a card")
+
+    approved = client.post(f"/workbench/proposals/{proposal.id}/review", headers=bearer("ben"),
+                           data={"decision": "approve", "sha256": proposal.sha256, "comment": "fine"})
+    page = approved.get_data(as_text=True)
+    assert approved.status_code == 409 and "Approved, but not released" in page and "not greater" in page
+    assert (folder / "1.1.0.yaml").read_text() == on_disk, "the draft is as it was before the refused release"
+    assert "1.1.0" not in versions.read_manifest(folder)
+    assert Store(store_url).proposals.get(proposal.id).status == "open"
+    again = client.post(f"/workbench/proposals/{proposal.id}/release", headers=bearer("ben"))
+    assert again.status_code == 409 and "Not released" in again.get_data(as_text=True)
