@@ -120,5 +120,7 @@ def test_an_author_proposes_and_another_user_approves_and_the_version_is_release
     ben.goto(server.base_url + "/workbench/")
     row = ben.locator("tr[data-ruleset='hetrombopag'][data-version='1.1.0']")
     assert "released" in row.inner_text() and "ben" in row.inner_text()
+    released = (server.rules / "hetrombopag" / "1.1.0.yaml").read_bytes()
+    assert released == (REPO / "rules" / "hetrombopag" / "1.1.0.yaml").read_bytes(), "the bytes proposed, as typed"
     entry = yaml.safe_load((server.rules / "hetrombopag" / "releases.yaml").read_text())["releases"][-1]
     assert (entry["version"], entry["proposed_by"], entry["approvals"][0]["approver"]) == ("1.1.0", "ana", "ben")

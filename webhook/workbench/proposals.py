@@ -89,8 +89,10 @@ def propose_page() -> Response:
     """From the check page's form: the text, its ruleset, the effective date and a note."""
     form = request.form
     effective_from = parse_date(form.get("effective_from"), today())
+    # A browser sends a text box's lines ending in CR LF (HTML's form encoding); the file is written as it was typed.
+    text = form.get("text", "").replace("\r\n", "\n")
     try:
-        proposal = propose(form.get("ruleset", ""), form.get("version", ""), form.get("text", ""), effective_from,
+        proposal = propose(form.get("ruleset", ""), form.get("version", ""), text, effective_from,
                            form.get("note", ""))
     except ProposalRefused as refusal:
         abort(409, description=str(refusal))
