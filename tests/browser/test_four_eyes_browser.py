@@ -124,3 +124,14 @@ def test_an_author_proposes_and_another_user_approves_and_the_version_is_release
     assert released == (REPO / "rules" / "hetrombopag" / "1.1.0.yaml").read_bytes(), "the bytes proposed, as typed"
     entry = yaml.safe_load((server.rules / "hetrombopag" / "releases.yaml").read_text())["releases"][-1]
     assert (entry["version"], entry["proposed_by"], entry["approvals"][0]["approver"]) == ("1.1.0", "ana", "ben")
+    assert "hetrombopag@1.1.0" in served(server), "effective today, served without a restart"
+
+
+def served(server, seconds: float = 30) -> list[str]:
+    """The rulesets the running server serves once it has reloaded after the release (or when time is up)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        rulesets = requests.get(server.base_url + "/readyz", timeout=5).json()["rulesets"]
+        if "hetrombopag@1.1.0" in rulesets or time.monotonic() > deadline:
+            return rulesets
+        time.sleep(0.5)
