@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cdsrules.audit import open_store
 from engine import versions
 from engine.governance import Approval
 from engine.loader import load_ruleset
+
+if TYPE_CHECKING:
+    from store.proposals import Proposal
 
 
 def release_file(file: str | Path, effective_from: dt.date | None, approved_by: str, note: str, db_url: str | None,
@@ -32,8 +36,7 @@ def release_file(file: str | Path, effective_from: dt.date | None, approved_by: 
             "approved proposal of this file, or --emergency-reason")
     ruleset = load_ruleset(file)
     sha256 = versions.file_sha256(file)
-    store = open_store(db_url)
-    proposal = store.proposals.open_for(folder.name, ruleset.version, sha256)
+    proposal = _open_proposal(db_url, folder.name, ruleset.version, sha256)
     if proposal is None:
         raise versions.ReleaseRefused(
             f"the store holds no open proposal of {ruleset.ref} with this file's sha256 {sha256[:12]}…: propose "
@@ -41,8 +44,19 @@ def release_file(file: str | Path, effective_from: dt.date | None, approved_by: 
     approvals = tuple(Approval(a.reviewer, a.reviewed_at, a.comment) for a in proposal.approvals)
     entry = versions.release(file, effective_from or proposal.effective_from, approved_by, note or proposal.note,
                              proposed_by=proposal.proposed_by, approvals=approvals)
-    store.proposals.mark_released(proposal.id)
+    open_store(db_url).proposals.mark_released(proposal.id)
     return entry
+
+
+def _open_proposal(db_url: str, ruleset_id: str, version: str, sha256: str) -> Proposal | None:
+    """The store's open proposal of exactly these bytes, or None; OSError when the store cannot say."""
+    from sqlalchemy.exc import SQLAlchemyError  # the store loads only when a governed release reads it
+
+    try:
+        return open_store(db_url).proposals.open_for(ruleset_id, version, sha256)
+    except SQLAlchemyError as error:
+        raise OSError(f"cannot read the proposals in the store (is it migrated to the schema of this version? "
+                      f"`cdsrules serve` migrates it): {type(error).__name__}") from None
 
 
 def _needed(effective_from: dt.date | None) -> dt.date:

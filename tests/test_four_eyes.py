@@ -368,3 +368,12 @@ def test_a_refused_release_leaves_the_draft_as_it_was_and_the_proposal_open(tmp_
     assert Store(store_url).proposals.get(proposal.id).status == "open"
     again = client.post(f"/workbench/proposals/{proposal.id}/release", headers=bearer("ben"))
     assert again.status_code == 409 and "Not released" in again.get_data(as_text=True)
+
+
+def test_a_store_without_proposals_is_named_not_a_traceback(demo, tmp_path, capsys):
+    govern(demo, 1)
+    path = demo_version(demo, "1.0.0")
+    old = Store(f"sqlite:///{tmp_path / 'old.db'}")
+    old.migrate("0004")  # made before proposals existed
+    assert main(["release", str(path), "--effective-from", "2026-01-01", "--db", old.url]) == 1
+    assert "cannot read the proposals in the store" in capsys.readouterr().err
