@@ -16,6 +16,7 @@ import yaml
 
 from cdsrules import coverage
 from cdsrules.audit import add_audit_command
+from cdsrules.four_eyes import describe, release_file
 from engine import diff, versions
 from engine.cohort import add_cohort_command
 from engine.decide import decide, facts_from_record, given_facts
@@ -82,12 +83,16 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("release", help="release a draft version (records it in the manifest)")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--effective-from", required=True, type=dt.date.fromisoformat, metavar="YYYY-MM-DD")
-    p.add_argument("--approved-by", required=True, metavar="TEXT")
+    p.add_argument("--effective-from", type=dt.date.fromisoformat, metavar="YYYY-MM-DD",
+                   help="needed, unless an approved proposal gives it")
+    p.add_argument("--approved-by", default="", metavar="TEXT", help="needed, unless an approved proposal names them")
     p.add_argument("--note", default="", metavar="TEXT")
     p.add_argument("--applies-to", choices=[versions.APPLIES_TO_ALL, versions.APPLIES_TO_NEW_THERAPIES],
                    default=versions.APPLIES_TO_ALL,
                    help="all patients (default), or only therapies started on or after the effective date")
+    p.add_argument("--db", metavar="URL", help="the workbench's store, with the approved proposal (governed rulesets)")
+    p.add_argument("--emergency-reason", default="", metavar="TEXT",
+                   help="release a governed ruleset without its approvals; the reason is recorded")
     p.set_defaults(command=cmd_release)
 
     p = sub.add_parser("retire", help="end a released version's effect")
@@ -233,14 +238,16 @@ def cmd_explain(args) -> int:
 
 def cmd_release(args) -> int:
     try:
-        entry = versions.release(args.file, args.effective_from, args.approved_by, args.note,
-                                 applies_to=args.applies_to)
+        entry = release_file(args.file, args.effective_from, args.approved_by, args.note, args.db,
+                             args.emergency_reason, applies_to=args.applies_to)
     except versions.ReleaseRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"released {Path(args.file).parent.name}@{entry.version} effective from {entry.effective_from} "
           f"(sha256 {entry.sha256[:12]}..., approved by {entry.approved_by})"
           + (" for therapies started from then on" if entry.applies_to == versions.APPLIES_TO_NEW_THERAPIES else ""))
+    for line in describe(entry):
+        print(line)
     return EXIT_OK
 
 

@@ -4,6 +4,10 @@ Lifecycle: a version file not in its ruleset's manifest (`rules/<id>/releases.ya
 tested and shown in tools, never served. `release` records a version with the sha256 of its bytes; from then
 on a file whose bytes differ is refused. `retire` ends a version's effect. The version in effect on a date is the
 released one with the latest `effective_from` on or before it that is not retired on that date.
+
+A manifest may name its ruleset's governance (`governance: {approvals_required: N}`, engine/governance.py): a
+release then needs N approvals of its bytes by people other than its proposer, or an emergency reason, which the
+manifest records beside it.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -20,6 +24,7 @@ import yaml
 from .coverage import THRESHOLD_KEY, Threshold, coverage_of, shortfalls
 from .document import read_document, schema_errors
 from .errors import RulesetError, RulesetErrors
+from .governance import Approval, Governance, governance_from, shortfall
 from .loader import load_ruleset, ruleset_files, site_for
 from .model import Ruleset
 from .testing import run_tests
@@ -55,20 +60,30 @@ class Release:
     effective_to: dt.date | None = None
     note: str = ""
     applies_to: str = APPLIES_TO_ALL  # new-therapies: only therapies started on or after effective_from
+    proposed_by: str = ""  # governed releases: who proposed it; `approved_by` then names the approvers
+    approvals: tuple[Approval, ...] = ()
+    emergency_reason: str = ""  # a governed ruleset released without its approvals, and why
 
     def in_effect(self, on: dt.date) -> bool:
         """Effective from `effective_from` through `effective_to`, both days included."""
         return self.effective_from <= on and (self.effective_to is None or on <= self.effective_to)
 
-    def as_dict(self) -> dict[str, str]:
-        data = {"version": self.version, "sha256": self.sha256, "effective_from": self.effective_from.isoformat(),
-                "approved_by": self.approved_by, "released_at": self.released_at}
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {
+            "version": self.version, "sha256": self.sha256, "effective_from": self.effective_from.isoformat(),
+            "approved_by": self.approved_by, "released_at": self.released_at}
         if self.effective_to:
             data["effective_to"] = self.effective_to.isoformat()
         if self.note:
             data["note"] = self.note
         if self.applies_to != APPLIES_TO_ALL:  # entries that apply to all keep the form they were written in
             data["applies_to"] = self.applies_to
+        if self.proposed_by:
+            data["proposed_by"] = self.proposed_by
+        if self.approvals:
+            data["approvals"] = [a.as_dict() for a in self.approvals]
+        if self.emergency_reason:
+            data["emergency_reason"] = self.emergency_reason
         return data
 
 
@@ -166,7 +181,11 @@ def read_manifest(folder: Path) -> dict[str, Release]:
             version=item["version"], sha256=item["sha256"], effective_from=_date(item["effective_from"]),
             approved_by=item["approved_by"], released_at=str(item["released_at"]),
             effective_to=_date(item["effective_to"]) if item.get("effective_to") else None,
-            note=item.get("note", ""), applies_to=item.get("applies_to", APPLIES_TO_ALL))
+            note=item.get("note", ""), applies_to=item.get("applies_to", APPLIES_TO_ALL),
+            proposed_by=item.get("proposed_by", ""),
+            approvals=tuple(Approval(a["approver"], str(a["approved_at"]), a.get("comment", ""))
+                            for a in item.get("approvals", [])),
+            emergency_reason=item.get("emergency_reason", ""))
     return releases
 
 
@@ -220,11 +239,17 @@ class ReleaseRefused(Exception):
 
 
 def release(file: str | Path, effective_from: dt.date, approved_by: str, note: str = "",
-            now: dt.datetime | None = None, applies_to: str = APPLIES_TO_ALL) -> Release:
+            now: dt.datetime | None = None, applies_to: str = APPLIES_TO_ALL, proposed_by: str = "",
+            approvals: tuple[Approval, ...] = (), emergency_reason: str = "") -> Release:
+    """Record a draft as released. Under governance the approvals (of exactly this file's bytes, as the caller
+    found them) must suffice, or an emergency reason is recorded instead; `approved_by` then defaults to the
+    approvers' names."""
     file = Path(file)
     ruleset = load_ruleset(file)  # raises RulesetErrors when invalid
     folder = file.parent
     releases = read_manifest(folder)
+    _check_governance(read_governance(folder), proposed_by, approvals, emergency_reason)
+    approved_by = approved_by.strip() or ", ".join(dict.fromkeys(a.approver for a in approvals))
     if ruleset.version in releases:
         raise ReleaseRefused(f"{ruleset.ref} is already released; released versions never change")
     newer = [v for v in releases if version_key(v) >= version_key(ruleset.version)]
@@ -248,10 +273,32 @@ def release(file: str | Path, effective_from: dt.date, approved_by: str, note: s
                              "its effective date cannot be told; it can only apply to all")
     stamp = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0).isoformat()
     entry = Release(ruleset.version, file_sha256(file), effective_from, approved_by.strip(), stamp, note=note,
-                    applies_to=applies_to)
+                    applies_to=applies_to, proposed_by=proposed_by, approvals=tuple(approvals),
+                    emergency_reason=emergency_reason.strip())
     releases[entry.version] = entry
     _write_manifest(folder, ruleset.id, releases)
     return entry
+
+
+def _check_governance(governance: Governance, proposed_by: str, approvals: tuple[Approval, ...],
+                      emergency_reason: str) -> None:
+    if not governance.configured or emergency_reason.strip():
+        return
+    refusal = shortfall(governance, proposed_by, approvals)
+    if refusal:
+        raise ReleaseRefused(f"{refusal}; approve a proposal in the workbench, or give an emergency reason")
+
+
+def read_governance(folder: str | Path) -> Governance:
+    """The ruleset's governance from its manifest (`governance:`); none when it names none or does not exist."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return Governance()
+    doc = read_document(path)
+    errors = schema_errors(doc, MANIFEST_SCHEMA)
+    if errors:
+        raise RulesetErrors(errors)
+    return governance_from(doc.data.get("governance") if isinstance(doc.data, dict) else None)
 
 
 def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
@@ -262,15 +309,14 @@ def retire(folder: str | Path, version: str, effective_to: dt.date) -> Release:
     current = releases[version]
     if effective_to < current.effective_from:
         raise ReleaseRefused(f"effective-to {effective_to} is before effective-from {current.effective_from}")
-    releases[version] = Release(current.version, current.sha256, current.effective_from, current.approved_by,
-                                current.released_at, effective_to, current.note, current.applies_to)
+    releases[version] = replace(current, effective_to=effective_to)
     _write_manifest(folder, folder.name, releases)
     return releases[version]
 
 
 def _write_manifest(folder: Path, ruleset_id: str, releases: dict[str, Release]) -> None:
     """Write atomically: a reader sees the old manifest or the new one, never half of one."""
-    body = {"ruleset": ruleset_id, **_kept_settings(folder),
+    body = {"ruleset": ruleset_id, **_kept_settings(folder), **_governance_section(folder),
             "releases": [releases[v].as_dict() for v in sorted(releases, key=version_key)]}
     text = ("# Released versions of this ruleset. Written by `cdsrules release` / `cdsrules retire`;\n"
             "# a released file must keep the sha256 recorded here.\n"
@@ -286,3 +332,7 @@ def _kept_settings(folder: Path) -> dict[str, object]:
     path = folder / MANIFEST
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
     return {THRESHOLD_KEY: data[THRESHOLD_KEY]} if isinstance(data, dict) and THRESHOLD_KEY in data else {}
+def _governance_section(folder: Path) -> dict[str, object]:
+    """The manifest's governance, kept as written when it is rewritten: releasing never changes its rules."""
+    governance = read_governance(folder)
+    return {"governance": governance.as_dict()} if governance.configured else {}

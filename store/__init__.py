@@ -2,8 +2,9 @@
 
 `Store` is the one object the service holds: a database (store/database.py: engine, SQLite's tuning and write
 queue, migrations) and the records kept in it: the audit (store/audit.py), feedback (store/feedback.py), seen token
-ids (store/tokens.py), ruleset drafts saved from the workbench (store/drafts.py), and the outcome figures read
-from audit and feedback together (store/analytics.py). The tables are in store/tables.py. Nothing here knows about
+ids (store/tokens.py), ruleset drafts saved from the workbench (store/drafts.py), proposed releases and their
+reviews (store/proposals.py), and the outcome figures read from audit and feedback together (store/analytics.py).
+The tables are in store/tables.py. Nothing here knows about
 rules or HTTP: the store imports neither engine nor webhook.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from store.audit import AuditLog, AuditRecord
 from store.database import DEFAULT_DB_URL, Database, StoreError, alembic_config, make_engine
 from store.drafts import DraftLog, SavedDraft
 from store.feedback import FEEDBACK_KEYS, FeedbackLog
+from store.proposals import Proposals
 from store.tokens import SeenTokens
 from store.values import utc_instant
 
@@ -33,6 +35,7 @@ class Store:
         self._database = database
         self._audit, self._feedback, self._tokens = AuditLog(database), FeedbackLog(database), SeenTokens(database)
         self._drafts = DraftLog(database)
+        self.proposals = Proposals(database)  # proposed releases and their reviews (store/proposals.py)
 
     # --- schema -------------------------------------------------------------------------
 

@@ -101,3 +101,35 @@ drafts = Table(
     Column("saved_at", String(40), nullable=False),  # UTC, ISO 8601
     UniqueConstraint("ruleset", "version", "revision", name="draft_revision_once"),
 )
+
+# A proposed release: the draft's bytes frozen as they were proposed, so an approval is of exactly these bytes.
+proposal = Table(
+    "proposal",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ruleset", String(200), nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("proposed_by", String(200), nullable=False),
+    Column("proposed_at", String(40), nullable=False),
+    Column("effective_from", String(10), nullable=False),  # YYYY-MM-DD
+    Column("note", Text, nullable=False),
+    Column("status", String(20), nullable=False),  # open | rejected | superseded | released
+    Column("superseded_by", Integer),  # the proposal of a changed text that replaced this one
+    Index("proposal_version", "ruleset", "version"),
+)
+
+# An approval or rejection of one proposal, by one reviewer, of the bytes they were shown (their sha256).
+proposal_review = Table(
+    "proposal_review",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("proposal_id", Integer, nullable=False),
+    Column("reviewer", String(200), nullable=False),
+    Column("reviewed_at", String(40), nullable=False),
+    Column("decision", String(10), nullable=False),  # approve | reject
+    Column("comment", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    UniqueConstraint("proposal_id", "reviewer", name="proposal_review_once"),
+)

@@ -23,7 +23,7 @@ from sqlalchemy import insert, inspect
 
 import schemas
 from store import AuditRecord, Store, StoreError, alembic_config
-from store.tables import audit, audit_card, drafts, feedback, metadata, seen_jti
+from store.tables import audit, audit_card, drafts, feedback, metadata, proposal, proposal_review, seen_jti
 from tests.conftest import (
     REPO,
     RULES_DIR,
@@ -40,7 +40,7 @@ from tests.fhir_server import FhirServer
 
 pytestmark = pytest.mark.timeout(90)
 
-TABLES = {"feedback", "audit", "audit_card", "jti", "drafts", "alembic_version"}
+TABLES = {"feedback", "audit", "audit_card", "jti", "drafts", "proposal", "proposal_review", "alembic_version"}
 
 
 def _head() -> str:
@@ -73,6 +73,7 @@ def _schema_at(name: str, *path: str) -> dict:
     return node
 
 
+_WORKBENCH_USER = ("properties", "workbench", "properties", "users", "items", "properties")
 _FEEDBACK_ITEM = ("$defs", "feedbackRequest", "properties", "feedback", "items", "properties")
 # Every string that reaches a column, from where it is checked: a request, a ruleset or the auth config.
 _LIMITED = [
@@ -89,6 +90,11 @@ _LIMITED = [
     (_schema_at("auth-config", "properties", "issuers", "items", "properties", "iss"), seen_jti.c.issuer, 0),
     (_schema_at("ruleset", "properties", "id"), drafts.c.ruleset, 0),
     (_schema_at("ruleset", "properties", "version"), drafts.c.version, 0),
+    (_schema_at("auth-config", *_WORKBENCH_USER, "name"), proposal.c.proposed_by, 0),
+    (_schema_at("auth-config", *_WORKBENCH_USER, "name"), proposal_review.c.reviewer, 0),
+    (_schema_at("auth-config", "properties", "workbench", "properties", "trusted_header_roles", "propertyNames"),
+     proposal_review.c.reviewer, 0),  # a header's name has roles only when the config lists it
+    (_schema_at("ruleset", "properties", "version"), proposal.c.version, 0),
 ]
 
 

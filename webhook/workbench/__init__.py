@@ -16,7 +16,19 @@ from typing import Any
 from flask import Flask
 
 from engine.sandbox import SandboxEngine
-from webhook.workbench import access, amend, compare, dossier, drafts, outcomes, patients, rulesets, saved, timeline
+from webhook.workbench import (
+    access,
+    amend,
+    compare,
+    dossier,
+    drafts,
+    outcomes,
+    patients,
+    proposals,
+    rulesets,
+    saved,
+    timeline,
+)
 from webhook.workbench.context import Workbench
 from webhook.workbench.throttle import Throttle
 from webhook.workbench.views import bp
@@ -35,6 +47,11 @@ PAGES = [  # (URL rule under /workbench, view, methods): every page of the workb
     ("/compare", compare.compare, ["GET"]),
     ("/compare.md", compare.compare_markdown, ["GET"]),
     ("/outcomes", outcomes.outcomes, ["GET"]),
+    ("/propose", proposals.propose_page, ["POST"]),
+    ("/proposals", proposals.proposal_list, ["GET"]),
+    ("/proposals/<int:proposal_id>", proposals.proposal_page, ["GET"]),
+    ("/proposals/<int:proposal_id>/review", proposals.review_page, ["POST"]),
+    ("/proposals/<int:proposal_id>/release", proposals.release_page, ["POST"]),
 ]
 for _rule, _view, _methods in PAGES:  # once, when the package is first imported; the login page is in views.py
     bp.add_url_rule(_rule, view_func=_view, methods=_methods)

@@ -7,6 +7,12 @@ auth config's `workbench:` section names the credential: `token_sha256` (the sha
 only from `trusted_proxies`, default loopback). With authentication on and no `workbench:` section, the workbench
 refuses to start rather than open without a credential.
 
+Identities, for the four-eyes release of a ruleset version: `users` gives each person a token of their own
+(`{name, token_sha256, roles}`; the login cookie then names the user, signed with their token's hash), and
+`trusted_header_roles` maps the names the proxy sends to their roles. Roles are `author` (may propose a release)
+and `approver` (may approve or reject one). The shared `token_sha256` and the loopback of `--no-auth` name nobody:
+they may look, never propose or approve. `current_user()` is who is asking, for the pages that need to know.
+
 Login cookies are signed with the secret in `session_secret_file` (required with `token_sha256`), never with
 anything the config itself holds: whoever reads the config must not be able to mint a session. The secret is a file
 the operator provides, rather than one drawn at start (which would differ between gunicorn workers and instances)
@@ -21,12 +27,12 @@ import ipaddress
 import math
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from flask import Response, redirect, request, url_for
+from flask import Response, g, has_request_context, redirect, request, url_for
 from werkzeug.exceptions import TooManyRequests
 
 from webhook.hosts import Hosts
@@ -37,11 +43,42 @@ COOKIE_SECONDS = 8 * 3600  # the session length: no cookie is valid for longer
 CLOCK_SKEW_SECONDS = 60  # a cookie issued by another instance whose clock runs a little ahead
 MIN_SECRET_BYTES = 32
 LOOPBACK = ("127.0.0.1", "::1")
-_COOKIE_FORMAT = re.compile(r"([0-9]{1,12})\.([0-9]{1,12})\.([0-9a-f]{64})")
+# issued.expires[.user name as UTF-8 hex].signature: the name in hex needs no escaping, whatever it holds
+_COOKIE_FORMAT = re.compile(r"([0-9]{1,12})\.([0-9]{1,12})\.(?:([0-9a-f]{2,1600})\.)?([0-9a-f]{64})")
+AUTHOR, APPROVER = "author", "approver"
+ROLES = (AUTHOR, APPROVER)
+MAX_NAME = 200  # a user's name is stored with what they propose and approve (store/tables.py: String(200))
 
 
 class WorkbenchConfigError(ValueError):
     """The workbench cannot be opened safely with this configuration."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A person the workbench knows by name, and what they may do."""
+
+    name: str
+    roles: frozenset[str] = frozenset()
+
+    def may(self, role: str) -> bool:
+        return role in self.roles
+
+
+@dataclass(frozen=True)
+class UserToken:
+    """A user's own workbench token, stored as its sha256."""
+
+    user: User
+    token_sha256: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the name shown in the page, and the user, when the credential names one."""
+
+    shown: str  # a user name, 'token' (the shared token) or 'loopback'
+    user: User | None = None
 
 
 @dataclass(frozen=True)
@@ -52,10 +89,12 @@ class AccessPolicy:
     trusted_header: str | None = None
     trusted_proxies: tuple[str, ...] = LOOPBACK
     session_secret: bytes | None = field(default=None, repr=False)  # signs login cookies
+    users: tuple[UserToken, ...] = ()
+    header_roles: Mapping[str, frozenset[str]] = field(default_factory=dict)  # trusted_header user -> roles
 
     @property
     def has_token(self) -> bool:
-        return self.token_sha256 is not None
+        return self.token_sha256 is not None or bool(self.users)
 
 
 def policy_from(auth_config: str | None, allowed_hosts: Iterable[str] = ()) -> AccessPolicy:
@@ -85,18 +124,72 @@ def _policy(source: str, section: dict, hosts: Hosts) -> AccessPolicy:
         raise WorkbenchConfigError(f"{source}: workbench.token_sha256 must be 64 hexadecimal digits")
     if header is not None and (not isinstance(header, str) or not header.strip()):
         raise WorkbenchConfigError(f"{source}: workbench.trusted_header must be a header name")
-    if token is None and header is None:
-        raise WorkbenchConfigError(f"{source}: workbench needs token_sha256 or trusted_header")
+    users = _users(source, section.get("users", []), token)
+    if token is None and header is None and not users:
+        raise WorkbenchConfigError(f"{source}: workbench needs token_sha256, users or trusted_header")
     if not isinstance(proxies, list) or not all(_is_address(p) for p in proxies):
         raise WorkbenchConfigError(f"{source}: workbench.trusted_proxies must be a list of IP addresses")
-    secret = _session_secret(source, section.get("session_secret_file")) if token is not None else None
-    return AccessPolicy(False, hosts, token.lower() if token else None, header, tuple(proxies), secret)
+    header_roles = _header_roles(source, section.get("trusted_header_roles", {}))
+    if header_roles and header is None:
+        raise WorkbenchConfigError(f"{source}: workbench.trusted_header_roles needs workbench.trusted_header")
+    needs_secret = token is not None or bool(users)
+    secret = _session_secret(source, section.get("session_secret_file")) if needs_secret else None
+    return AccessPolicy(False, hosts, token.lower() if token else None, header, tuple(proxies), secret, users,
+                        header_roles)
+
+
+def _is_sha256(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower())
+
+
+def _users(source: str, entries: object, shared: str | None) -> tuple[UserToken, ...]:
+    """`users: [{name, token_sha256, roles}]`: each name and each token once, the shared token's too."""
+    if not isinstance(entries, list):
+        raise WorkbenchConfigError(f"{source}: workbench.users must be a list of {{name, token_sha256, roles}}")
+    found: list[UserToken] = []
+    digests = {shared.lower()} if isinstance(shared, str) else set()
+    for index, entry in enumerate(entries):
+        where = f"{source}: workbench.users[{index}]"
+        if not isinstance(entry, dict):
+            raise WorkbenchConfigError(f"{where} must be a mapping with name, token_sha256 and roles")
+        name = _user_name(where, entry.get("name"))
+        if not _is_sha256(entry.get("token_sha256")):
+            raise WorkbenchConfigError(f"{where}.token_sha256 must be 64 hexadecimal digits")
+        digest = str(entry["token_sha256"]).lower()
+        if name in {u.user.name for u in found}:
+            raise WorkbenchConfigError(f"{where}: the user {name} is named twice")
+        if digest in digests:
+            raise WorkbenchConfigError(f"{where}: this token_sha256 is another credential's too; each user needs "
+                                       "a token of their own")
+        digests.add(digest)
+        found.append(UserToken(User(name, _roles(where, entry.get("roles", []))), digest))
+    return tuple(found)
+
+
+def _header_roles(source: str, entries: object) -> dict[str, frozenset[str]]:
+    if not isinstance(entries, dict):
+        raise WorkbenchConfigError(f"{source}: workbench.trusted_header_roles must map user names to roles")
+    where = f"{source}: workbench.trusted_header_roles"
+    return {_user_name(where, name): _roles(f"{where}.{name}", roles) for name, roles in entries.items()}
+
+
+def _user_name(where: str, name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > MAX_NAME:
+        raise WorkbenchConfigError(f"{where}: a user name is 1 to {MAX_NAME} characters without surrounding spaces")
+    return name
+
+
+def _roles(where: str, roles: object) -> frozenset[str]:
+    if not isinstance(roles, list) or any(r not in ROLES for r in roles):
+        raise WorkbenchConfigError(f"{where}: roles must be a list of {', '.join(ROLES)}")
+    return frozenset(roles)
 
 
 def _session_secret(source: str, name: object) -> bytes:
     """The cookie signing key from its file (relative to the auth config); at least 32 bytes."""
     if not isinstance(name, str) or not name:
-        raise WorkbenchConfigError(f"{source}: workbench.token_sha256 needs workbench.session_secret_file, a file "
+        raise WorkbenchConfigError(f"{source}: workbench.token_sha256 and workbench.users need "
+                                   "workbench.session_secret_file, a file "
                                    "holding the secret that signs login cookies (e.g. `openssl rand -hex 32 > FILE`)")
     path = Path(source).resolve().parent / name
     try:
@@ -122,19 +215,31 @@ def _is_address(value: object) -> bool:
 
 def who(policy: AccessPolicy, throttle: Throttle) -> str | None:
     """Who is asking, if they may: a user name, 'token' or 'loopback'; None if not allowed."""
+    caller = identify(policy, throttle)
+    return caller.shown if caller else None
+
+
+def identify(policy: AccessPolicy, throttle: Throttle) -> Caller | None:
+    """Who is asking, if they may, and the user their credential names (none for the shared token or loopback)."""
     if policy.open_on_loopback:
-        return "loopback" if _is_loopback(request.remote_addr) else None
+        return Caller("loopback") if _is_loopback(request.remote_addr) else None
     if policy.trusted_header and request.remote_addr in policy.trusted_proxies:
-        user = (request.headers.get(policy.trusted_header) or "").strip()
-        if user:
-            return user
+        name = (request.headers.get(policy.trusted_header) or "").strip()
+        if name:
+            return Caller(name, User(name, policy.header_roles.get(name, frozenset())))
     if policy.has_token:
         bearer = _bearer(request.headers.get("Authorization"))
-        if bearer is not None and token_accepted(policy, throttle, bearer):
-            return "token"
-        if cookie_valid(policy, request.cookies.get(COOKIE)):
-            return "token"
+        if bearer is not None:
+            owner = token_owner(policy, throttle, bearer)
+            if owner is not None:
+                return owner
+        return cookie_caller(policy, request.cookies.get(COOKIE))
     return None
+
+
+def current_user() -> User | None:
+    """The user asking in this request (name and roles); None for the shared token, loopback or no request."""
+    return g.get("workbench_identity") if has_request_context() else None
 
 
 def _is_loopback(address: str | None) -> bool:
@@ -150,53 +255,95 @@ def _bearer(header: str | None) -> str | None:
 
 
 def token_accepted(policy: AccessPolicy, throttle: Throttle, token: str | None) -> bool:
-    """Whether this is the workbench token; a 429 while the caller's address waits after wrong ones."""
+    """Whether this is a workbench token; a 429 while the caller's address waits after wrong ones."""
+    return token_owner(policy, throttle, token) is not None
+
+
+def token_owner(policy: AccessPolicy, throttle: Throttle, token: str | None) -> Caller | None:
+    """Whose token this is (a user's, or the shared one), if any; a 429 while the address waits after wrong ones."""
     address = request.remote_addr or "unknown"
     wait = throttle.wait_seconds(address)
     if wait > 0:
         raise TooManyRequests("Too many wrong workbench tokens from this address; try again later.",
                               retry_after=math.ceil(wait))
-    if token_matches(policy, token):
+    owner = _owner(policy, token)
+    if owner is not None:
         throttle.succeeded(address)
-        return True
+        return owner
     throttle.failed(address)
-    return False
+    return None
 
 
 def token_matches(policy: AccessPolicy, token: str | None) -> bool:
-    if not token or not policy.token_sha256:
-        return False
+    return _owner(policy, token) is not None
+
+
+def _owner(policy: AccessPolicy, token: str | None) -> Caller | None:
+    """Every credential is compared (in constant time), so how long it takes says nothing of whose it is."""
+    if not token:
+        return None
     digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
-    return hmac.compare_digest(digest, policy.token_sha256)
+    found = None
+    if policy.token_sha256 and hmac.compare_digest(digest, policy.token_sha256):
+        found = Caller("token")
+    for entry in policy.users:
+        if hmac.compare_digest(digest, entry.token_sha256):
+            found = Caller(entry.user.name, entry.user)
+    return found
 
 
-def _signature(policy: AccessPolicy, issued: int, expires: int) -> str:
-    """Signed with the server secret; the token's hash is signed too, so changing the token logs everybody out."""
-    message = f"workbench-session:{issued}:{expires}:{policy.token_sha256}".encode()
+def _signature(policy: AccessPolicy, issued: int, expires: int, user: UserToken | None = None) -> str:
+    """Signed with the server secret; the token's hash is signed too, so changing a token logs out whoever used
+    it (everybody, for the shared one)."""
+    if user is None:
+        message = f"workbench-session:{issued}:{expires}:{policy.token_sha256}".encode()
+    else:
+        message = f"workbench-user-session:{issued}:{expires}:{_hex(user.user.name)}:{user.token_sha256}".encode()
+    assert policy.session_secret is not None
     return hmac.new(policy.session_secret, message, "sha256").hexdigest()
 
 
-def cookie_value(policy: AccessPolicy, now: float | None = None) -> str:
-    """A new session's cookie, valid for one session length."""
+def _hex(name: str) -> str:
+    return name.encode("utf-8").hex()
+
+
+def cookie_value(policy: AccessPolicy, now: float | None = None, user: str | None = None) -> str:
+    """A new session's cookie, valid for one session length; naming `user` when their own token logged in."""
     issued = int(now if now is not None else time.time())
-    return session_cookie(policy, issued, issued + COOKIE_SECONDS)
+    return session_cookie(policy, issued, issued + COOKIE_SECONDS, user)
 
 
-def session_cookie(policy: AccessPolicy, issued: int, expires: int) -> str:
-    """`issued.expires.signature`, in whole seconds since the epoch."""
-    return f"{issued}.{expires}.{_signature(policy, issued, expires)}"
+def session_cookie(policy: AccessPolicy, issued: int, expires: int, user: str | None = None) -> str:
+    """`issued.expires.signature` (`issued.expires.<user name in hex>.signature` for a user), in whole seconds since
+    the epoch."""
+    if user is None:
+        return f"{issued}.{expires}.{_signature(policy, issued, expires)}"
+    entry = next(u for u in policy.users if u.user.name == user)
+    return f"{issued}.{expires}.{_hex(user)}.{_signature(policy, issued, expires, entry)}"
 
 
 def cookie_valid(policy: AccessPolicy, value: str | None, now: float | None = None) -> bool:
-    """Signed with our secret, issued by now, not expired, and never longer than one session."""
+    return cookie_caller(policy, value, now) is not None
+
+
+def cookie_caller(policy: AccessPolicy, value: str | None, now: float | None = None) -> Caller | None:
+    """Whose session this is, if it is signed with our secret, issued by now, not expired, and never longer than
+    one session."""
     match = _COOKIE_FORMAT.fullmatch(value or "")
-    if match is None or not policy.token_sha256 or not policy.session_secret:
-        return False
+    if match is None or not policy.session_secret:
+        return None
     issued, expires = int(match[1]), int(match[2])
     now = now if now is not None else time.time()
     if issued > now + CLOCK_SKEW_SECONDS or expires <= now or expires - issued > COOKIE_SECONDS:
-        return False
-    return hmac.compare_digest(match[3], _signature(policy, issued, expires))
+        return None
+    if match[3] is None:
+        if policy.token_sha256 and hmac.compare_digest(match[4], _signature(policy, issued, expires)):
+            return Caller("token")
+        return None
+    entry = next((u for u in policy.users if _hex(u.user.name) == match[3]), None)
+    if entry is not None and hmac.compare_digest(match[4], _signature(policy, issued, expires, entry)):
+        return Caller(entry.user.name, entry.user)
+    return None
 
 
 def refuse(policy: AccessPolicy) -> Response:

@@ -92,10 +92,10 @@ def _check_access() -> Response | None:
         abort(403, description=forged)  # another site's page posting through the user's browser
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
-    user = access.who(policy(), throttle())
-    if user is None:
+    caller = access.identify(policy(), throttle())
+    if caller is None:
         return access.refuse(policy())
-    g.workbench_user = user
+    g.workbench_user, g.workbench_identity = caller.shown, caller.user
     return None
 
 
@@ -180,10 +180,12 @@ def login() -> Response | str:
     target = access.safe_next(request.values.get("next"))
     if request.method == "GET":
         return render_template("login.html", next=target, failed=False)
-    if not access.token_accepted(rule, throttle(), request.form.get("token")):
+    owner = access.token_owner(rule, throttle(), request.form.get("token"))
+    if owner is None:
         return Response(render_template("login.html", next=target, failed=True), status=401)
     response = redirect(target)
-    response.set_cookie(access.COOKIE, access.cookie_value(rule), max_age=access.COOKIE_SECONDS, path="/workbench",
+    value = access.cookie_value(rule, user=owner.user.name if owner.user else None)
+    response.set_cookie(access.COOKIE, value, max_age=access.COOKIE_SECONDS, path="/workbench",
                         httponly=True, samesite="Strict", secure=request.is_secure)
     return response
 
