@@ -357,6 +357,7 @@ def test_a_refused_release_leaves_the_draft_as_it_was_and_the_proposal_open(tmp_
     proposal = Store(store_url).proposals.listing()[0]
     greater = folder / "1.2.0.yaml"  # released meanwhile, in an emergency: 1.1.0 is no longer greater
     greater.write_text(on_disk.replace("version: 1.1.0", "version: 1.2.0", 1))
+    (folder / "1.2.0.tests.yaml").write_bytes((folder / "1.1.0.tests.yaml").read_bytes())  # the coverage
     versions.release(greater, D("2026-03-01"), "On-call pharmacist", emergency_reason="wrong dose on a card")
 
     approved = client.post(f"/workbench/proposals/{proposal.id}/review", headers=bearer("ben"),
