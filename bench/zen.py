@@ -20,7 +20,7 @@ import json
 import time
 from typing import Any
 
-from bench import protocols
+from bench import plain_extract, protocols
 from bench.common import RULES, percentile
 from bench.zen_graph import day_number, graph
 from engine import fhir
@@ -88,14 +88,9 @@ def _run_one(ruleset_id: str, patients: int, rounds: int) -> dict:
     extracted = [fhir.extract_facts(mapping, resources, day) for resources, day, _ in chosen]
     inputs = [zen_input(ruleset, e.facts, day, hook) for e, (_, day, hook) in zip(extracted, chosen, strict=True)]
 
-    differ, same = [], 0
-    for n, (extraction, (_, day, hook), given) in enumerate(zip(extracted, chosen, inputs, strict=True)):
-        ours = sorted(decide(engine, ruleset, extraction, day, hook).topics())
-        theirs = sorted(zen_topics(decision.evaluate(given)))
-        if ours == theirs:
-            same += 1
-        else:
-            differ.append(f"case {n} ({day}, {hook}): ours {ours}, ZEN {theirs}")
+    plain = [zen_input(ruleset, plain_extract.extract(resources, day), day, hook) for resources, day, hook in chosen]
+    ours = [sorted(decide(engine, ruleset, e, day, hook).topics()) for e, (_, day, hook) in zip(extracted, chosen,
+                                                                                                strict=True)]
 
     def ours_decisions(n: int) -> None:
         decide(engine, ruleset, extracted[n], chosen[n][1], chosen[n][2])
@@ -107,11 +102,28 @@ def _run_one(ruleset_id: str, patients: int, rounds: int) -> dict:
         resources, day, hook = chosen[n]
         decide(engine, ruleset, fhir.extract_facts(mapping, resources, day), day, hook)
 
+    def zen_whole(n: int) -> None:
+        resources, day, hook = chosen[n]
+        decision.evaluate(zen_input(ruleset, plain_extract.extract(resources, day), day, hook))
+
     engines = {"ours": {"decisions": _rate(ours_decisions, len(chosen), rounds),
                         "extraction_and_decisions": _rate(ours_whole, len(chosen), rounds)},
-               "ZEN": {"decisions": _rate(zen_decisions, len(chosen), rounds)}}
+               "ZEN": {"decisions": _rate(zen_decisions, len(chosen), rounds),
+                       "extraction_and_decisions": _rate(zen_whole, len(chosen), rounds)}}
     return {"ruleset": ruleset.ref, "cases": len(chosen), "engines": engines,
-            "agreement": {"cases": len(chosen), "same": same, "differ": differ}, "zen_over_ours": _ratios(engines)}
+            "agreement": _agreement(decision, ours, inputs, chosen),
+            "agreement_plain_extraction": _agreement(decision, ours, plain, chosen),
+            "zen_over_ours": _ratios(engines)}
+
+
+def _agreement(decision, ours: list[list[str]], inputs: list[dict], chosen: list) -> dict:
+    """Case by case, whether ZEN on `inputs` gives the topics our engine gave."""
+    differ = []
+    for n, (given, (_, day, hook)) in enumerate(zip(inputs, chosen, strict=True)):
+        theirs = sorted(zen_topics(decision.evaluate(given)))
+        if theirs != ours[n]:
+            differ.append(f"case {n} ({day}, {hook}): ours {ours[n]}, ZEN {theirs}")
+    return {"cases": len(inputs), "same": len(inputs) - len(differ), "differ": differ}
 
 
 def _rate(call, count: int, rounds: int) -> dict:
