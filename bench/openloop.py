@@ -49,7 +49,7 @@ def warm_up(server: Server, mixes: list[arrivals.Mix]) -> None:
 def run(quick: bool = False, rates: tuple[float, ...] | None = None, seconds: float | None = None) -> dict:
     rates = rates or (QUICK_RATES if quick else RATES)
     seconds = seconds or (2.0 if quick else 10.0)
-    found: dict = {"rates": list(rates), "seconds": seconds, "rulesets": list(protocols.with_cohort()),
+    found: dict = {"rates": list(rates), "seconds_per_rate": seconds, "rulesets": list(protocols.with_cohort()),
                    "skipped": protocols.skipped(), "slow_ms": arrivals.SLOW_MS, "stores": {}}
     if not protocols.with_cohort():
         return found
