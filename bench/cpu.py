@@ -33,9 +33,10 @@ def mixes(today: dt.date) -> list[arrivals.Mix]:
     return found
 
 
-def run(quick: bool = False) -> dict:
-    calls = 300 if quick else 3000
-    step_seconds = 2.0 if quick else 8.0
+def run(quick: bool = False, calls: int | None = None, step_seconds: float | None = None,
+        max_rate: int = MAX_RATE) -> dict:
+    calls = calls or (300 if quick else 3000)
+    step_seconds = step_seconds or (2.0 if quick else 8.0)
     found: dict = {"calls": calls, "rulesets": list(protocols.with_cohort()), "skipped": protocols.skipped(),
                    "p99_limit_ms": P99_LIMIT_MS, "cores": len(os.sched_getaffinity(0))}
     if not protocols.with_cohort():
@@ -45,7 +46,7 @@ def run(quick: bool = False) -> dict:
     with Server() as server:
         openloop.warm_up(server, chosen)
         found["per_call"] = {mix.name: _cpu_per_call(server, mix, calls) for mix in chosen}
-        found["search"] = _search(server, chosen[-1], step_seconds)
+        found["search"] = _search(server, chosen[-1], step_seconds, max_rate)
     floor = found["per_call"]["discovery"]["cpu_ms"]
     for row in found["per_call"].values():
         row["over_discovery"] = round(row["cpu_ms"] / floor, 2) if floor else None
@@ -67,7 +68,7 @@ def _cpu_per_call(server: Server, mix: arrivals.Mix, calls: int) -> dict:
             "errors": outcome["errors"], "p50_ms": outcome["p50_ms"]}
 
 
-def _search(server: Server, mix: arrivals.Mix, seconds: float) -> list[dict]:
+def _search(server: Server, mix: arrivals.Mix, seconds: float, max_rate: int) -> list[dict]:
     steps: list[dict] = []
 
     def probe(rate: float) -> bool:
@@ -79,7 +80,7 @@ def _search(server: Server, mix: arrivals.Mix, seconds: float) -> list[dict]:
 
     low, high = None, None
     rate = FIRST_RATE
-    while rate <= MAX_RATE:
+    while rate <= max_rate:
         if not probe(rate):
             high = rate
             break

@@ -53,10 +53,10 @@ def run(quick: bool = False, rates: tuple[float, ...] | None = None, seconds: fl
                    "skipped": protocols.skipped(), "slow_ms": arrivals.SLOW_MS, "stores": {}}
     if not protocols.with_cohort():
         return found
-    today = dt.date.today()  # the server evaluates on the real date
+    mixes = order_sign_mix(dt.date.today()), discovery_mix()  # the server evaluates on the real date
     for store, url in _stores():
         with url as db_url:
-            found["stores"][store] = _measure(db_url, rates, seconds, today)
+            found["stores"][store] = _measure(db_url, mixes, rates, seconds)
     if PG_URL_VARIABLE not in os.environ:
         found["stores"]["postgresql"] = {"skipped": f"{PG_URL_VARIABLE} is not set"}
     return found
@@ -92,8 +92,9 @@ def pg_schema(base: str) -> Iterator[str]:
         admin.dispose()
 
 
-def _measure(db_url: str | None, rates: tuple[float, ...], seconds: float, today: dt.date) -> dict:
-    order_sign, discovery = order_sign_mix(today), discovery_mix()
+def _measure(db_url: str | None, mixes: tuple[arrivals.Mix, arrivals.Mix], rates: tuple[float, ...],
+             seconds: float) -> dict:
+    order_sign, discovery = mixes
     server = Server(db_url=db_url)
     server.db_url = db_url  # None: the fresh SQLite file, whatever CDSRULES_BENCH_DB says
     levels = {}

@@ -18,6 +18,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from bench import plain_extract, protocols
@@ -77,7 +78,27 @@ def run(quick: bool = False) -> dict:
     return found
 
 
-def _run_one(ruleset_id: str, patients: int, rounds: int) -> dict:
+@dataclass
+class Prepared:
+    """One ruleset's graph, engines and cohort cases, each case's facts as both engines are given them, and our
+    topics."""
+
+    ruleset: Any
+    decision: Any  # zen.ZenDecision
+    engine: Engine
+    mapping: Any
+    chosen: list[tuple[list[dict], dt.date, str]]
+    extracted: list
+    inputs: list[dict]  # our extraction's facts, as ZEN's input
+    plain: list[dict]  # the plain extraction's facts, as ZEN's input
+    ours: list[list[str]]
+
+    def agreement(self) -> dict:
+        return {"agreement": _agreement(self.decision, self.ours, self.inputs, self.chosen),
+                "agreement_plain_extraction": _agreement(self.decision, self.ours, self.plain, self.chosen)}
+
+
+def prepare(ruleset_id: str, patients: int) -> Prepared:
     import zen
 
     ruleset = protocols.catalog().select(ruleset_id, dt.date.today())  # the version in effect
@@ -87,10 +108,16 @@ def _run_one(ruleset_id: str, patients: int, rounds: int) -> dict:
     chosen = cases(ruleset_id, patients)
     extracted = [fhir.extract_facts(mapping, resources, day) for resources, day, _ in chosen]
     inputs = [zen_input(ruleset, e.facts, day, hook) for e, (_, day, hook) in zip(extracted, chosen, strict=True)]
-
     plain = [zen_input(ruleset, plain_extract.extract(resources, day), day, hook) for resources, day, hook in chosen]
     ours = [sorted(decide(engine, ruleset, e, day, hook).topics()) for e, (_, day, hook) in zip(extracted, chosen,
                                                                                                 strict=True)]
+    return Prepared(ruleset, decision, engine, mapping, chosen, extracted, inputs, plain, ours)
+
+
+def _run_one(ruleset_id: str, patients: int, rounds: int) -> dict:
+    p = prepare(ruleset_id, patients)
+    ruleset, decision, engine, mapping, chosen = p.ruleset, p.decision, p.engine, p.mapping, p.chosen
+    extracted, inputs = p.extracted, p.inputs
 
     def ours_decisions(n: int) -> None:
         decide(engine, ruleset, extracted[n], chosen[n][1], chosen[n][2])
@@ -110,9 +137,7 @@ def _run_one(ruleset_id: str, patients: int, rounds: int) -> dict:
                         "extraction_and_decisions": _rate(ours_whole, len(chosen), rounds)},
                "ZEN": {"decisions": _rate(zen_decisions, len(chosen), rounds),
                        "extraction_and_decisions": _rate(zen_whole, len(chosen), rounds)}}
-    return {"ruleset": ruleset.ref, "cases": len(chosen), "engines": engines,
-            "agreement": _agreement(decision, ours, inputs, chosen),
-            "agreement_plain_extraction": _agreement(decision, ours, plain, chosen),
+    return {"ruleset": ruleset.ref, "cases": len(chosen), "engines": engines, **p.agreement(),
             "zen_over_ours": _ratios(engines)}
 
 
