@@ -43,10 +43,8 @@ def zen_input(ruleset, facts: dict[str, Any], day: dt.date, hook: str) -> dict[s
             continue
         if spec.type == "date":
             found[name] = day_number(to_date(name, value))
-        elif isinstance(value, bool) or isinstance(value, str) or isinstance(value, list):
-            found[name] = value
-        elif isinstance(value, (int, float)):
-            found[name] = int(value) if spec.type == "integer" else float(value)
+        elif spec.type in ("integer", "number") and not isinstance(value, bool):
+            found[name] = int(value) if spec.type == "integer" else float(value)  # a bounded value as written
         else:
             found[name] = value
     return found
