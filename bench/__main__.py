@@ -1,10 +1,11 @@
 """`python -m bench [SECTION ...] [--quick]`: benchmarks side by side, a printed table and bench/results.json.
 
-Sections: engine, stages, startup, scaling, service (the default run, a few minutes) and soak (100,000 calls: only when
-named). Each section measures every served ruleset it has data for (`bench.protocols`), labelled by ruleset id, and
-names the ones it skips. `--quick` is a smoke run of the same code with small counts. Figures are for comparison within
-one run on one machine; the ratios (hook / discovery) are computed within one run for that reason. Sections not run keep
-their last figures in results.json, marked with the time they were taken.
+Sections: engine, stages, startup, scaling, service, openloop, cpu, zen (the default run, a few minutes) and soak
+(100,000 calls: only when named). Each section measures every served ruleset it has data for (`bench.protocols`),
+labelled by ruleset id, and names the ones it skips. `--quick` is a smoke run of the same code with small counts.
+Figures are for comparison within one run on one machine; the ratios (hook / discovery, ZEN / ours) are computed
+within one run for that reason. Sections not run keep their last figures in results.json, marked with the time they
+were taken.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 
 from bench.common import RESULTS, ROOT, load_results, save_results
 
-DEFAULT = ("engine", "stages", "startup", "scaling", "service")
+DEFAULT = ("engine", "stages", "startup", "scaling", "service", "openloop", "cpu", "zen")
 ALL = DEFAULT + ("soak",)
 
 # The service's targets: (name, section, how to read the figure, limit, unit). A figure measured for each protocol is
@@ -30,6 +31,13 @@ TARGETS = (
     ("worker RSS growth over the soak", "soak", lambda r: r["max_growth_mb"], 5.0, "MB"),
     ("cost at 1,000 / at 100 results of a history", "scaling",
      lambda r: _worst(row["growth"]["history_1000_over_100"] for row in r.get("rulesets", {}).values()), 10.0, "x"),
+    ("open-loop order-sign p99 at 200/s, SQLite", "openloop", lambda r: _open_loop_p99(r, "sqlite", "200"), 20.0, "ms"),
+    ("open-loop order-sign p99 at 200/s, PostgreSQL", "openloop",
+     lambda r: _open_loop_p99(r, "postgresql", "200"), 30.0, "ms"),
+    ("order-sign CPU per call / discovery's", "cpu", lambda r: r.get("worst_order_sign_over_discovery"), 2.5, "x"),
+    ("ZEN decisions/s / ours", "zen", lambda r: r.get("zen_over_ours", {}).get("decisions"), 1.0, "x"),
+    ("ZEN extraction + decisions/s / ours", "zen",
+     lambda r: r.get("zen_over_ours", {}).get("extraction_and_decisions"), 1.0, "x"),
 )
 
 
@@ -42,6 +50,11 @@ def _worst_endpoint(service: dict, key: str) -> float | None:
     """The worst figure of the order-sign services (one patient each) at 10 clients."""
     level = service.get("levels", {}).get("10", {})
     return _worst(row.get(key) for name, row in level.items() if name.endswith("-order-sign"))
+
+
+def _open_loop_p99(openloop: dict, store: str, rate: str) -> float | None:
+    """Order-sign p99 at one offered rate on one store (None when that store or rate was not measured)."""
+    return openloop.get("stores", {}).get(store, {}).get("levels", {}).get(rate, {}).get("order-sign", {}).get("p99_ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +107,15 @@ def _run(section: str, args) -> dict:
     if section == "scaling":
         from bench import scaling
         return scaling.run(args.quick)
+    if section == "openloop":
+        from bench import openloop
+        return openloop.run(args.quick)
+    if section == "cpu":
+        from bench import cpu
+        return cpu.run(args.quick)
+    if section == "zen":
+        from bench import zen
+        return zen.run(args.quick)
     from bench import soak
     return soak.run(args.quick, args.calls)
 
@@ -193,6 +215,15 @@ def render(results: dict, sections: tuple[str, ...]) -> str:
         else:
             lines.append("\nSoak: no served ruleset has request data")
         lines += _skipped(s)
+    if "openloop" in sections:
+        from bench.render_open import openloop_lines
+        lines += openloop_lines(results["openloop"])
+    if "cpu" in sections:
+        from bench.render_open import cpu_lines
+        lines += cpu_lines(results["cpu"])
+    if "zen" in sections:
+        from bench.render_open import zen_lines
+        lines += zen_lines(results["zen"])
     lines += ["\nTargets"]
     for t in results["targets"]:
         state = "not measured" if t["met"] is None else ("met" if t["met"] else "MISSED")

@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,8 +85,10 @@ def children(pid: int) -> list[int]:
 # --- request bodies ---------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
 def templates() -> dict[str, str]:
-    """The prefetch templates the services advertise (from the site mapping)."""
+    """The prefetch templates the services advertise (from the site mapping, read and validated once: a cohort's
+    bodies would otherwise validate it once each)."""
     from engine import fhir
 
     return fhir.prefetch_templates(fhir.load_site_mapping(RULES / "site" / "fhir-r4.yaml"))
