@@ -22,7 +22,7 @@ from tests.test_audit import audit_cli
 pytestmark = pytest.mark.timeout(120)
 
 PROTOCOL = "eltrombopag-itp"
-RELEASED = RULES_DIR / PROTOCOL / "1.0.0.yaml"
+RELEASED = RULES_DIR / PROTOCOL / "1.0.1.yaml"  # the version in effect on DAY
 DAY = dt.date(2026, 12, 10)  # after the release's effective date
 SNOMED, LOINC = "http://snomed.info/sct", "http://loinc.org"
 
@@ -72,7 +72,7 @@ def amended(tmp_path):
     """The rules tree with an amendment 1.1.0 that raises the no-response count from 50 to 60 (a draft)."""
     rules = tmp_path / "rules"
     shutil.copytree(RULES_DIR, rules)
-    text = RELEASED.read_text().replace("version: 1.0.0", "version: 1.1.0", 1)
+    text = RELEASED.read_text().replace("version: 1.0.1", "version: 1.1.0", 1)
     document = yaml.safe_load(text)
     assert document["parameters"]["no_response_platelets"]["value"] == 50
     lines = text.splitlines(keepends=True)
@@ -80,8 +80,8 @@ def amended(tmp_path):
     at = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("value:"))
     lines[at] = lines[at].replace("50", "60")
     (rules / PROTOCOL / "1.1.0.yaml").write_text("".join(lines))
-    # The amendment carries the tests kept beside 1.0.0: a release needs its rules and table rows covered.
-    shutil.copy(rules / PROTOCOL / "1.0.0.tests.yaml", rules / PROTOCOL / "1.1.0.tests.yaml")
+    # The amendment carries the tests kept beside 1.0.1: a release needs its rules and table rows covered.
+    shutil.copy(rules / PROTOCOL / "1.0.1.tests.yaml", rules / PROTOCOL / "1.1.0.tests.yaml")
     return rules
 
 
@@ -109,7 +109,7 @@ def test_evaluate_a_fhir_bundle_of_the_second_protocol(tmp_path):
 
 
 def test_diff_release_and_retire_an_amendment(amended):
-    diff = cdsrules("diff", "--rules", str(amended), PROTOCOL, "1.0.0", "1.1.0")
+    diff = cdsrules("diff", "--rules", str(amended), PROTOCOL, "1.0.1", "1.1.0")
     assert diff.returncode == 0, diff.stderr
     assert "no_response_platelets" in diff.stdout and "60" in diff.stdout
     effective = DAY + dt.timedelta(days=7)
@@ -125,12 +125,12 @@ def test_diff_release_and_retire_an_amendment(amended):
     released = cdsrules(*release)
     assert released.returncode == 0, released.stderr
     catalog = versions.load_catalog(amended)
-    assert catalog.select(PROTOCOL, DAY).version == "1.0.0"
+    assert catalog.select(PROTOCOL, DAY).version == "1.0.1"
     assert catalog.select(PROTOCOL, effective).version == "1.1.0"
     retired = cdsrules("retire", "--rules", str(amended), "--effective-to", (effective + dt.timedelta(days=30))
                        .isoformat(), PROTOCOL, "1.1.0")
     assert retired.returncode == 0, retired.stderr
-    assert versions.load_catalog(amended).select(PROTOCOL, effective + dt.timedelta(days=31)).version == "1.0.0"
+    assert versions.load_catalog(amended).select(PROTOCOL, effective + dt.timedelta(days=31)).version == "1.0.1"
 
 
 # --- served, audited, replayed -------------------------------------------------------------------------------
@@ -148,10 +148,10 @@ def test_a_served_call_is_audited_and_replays_identically(tmp_path, fhir_server,
     answer = client.post(f"/cds-services/{PROTOCOL}-order-sign", json=body)
     assert answer.status_code == 200
     (card,) = answer.get_json()["cards"]
-    assert f"ruleset {PROTOCOL} 1.0.0" in card["detail"] and "50 mg once daily" in card["summary"]
+    assert f"ruleset {PROTOCOL} 1.0.1" in card["detail"] and "50 mg once daily" in card["summary"]
     store = app.extensions["cdsrules"].store
     (record,) = [r for r in store.audit_records() if r["hook_instance"] == body["hookInstance"]]
-    assert (record["ruleset"], record["version"]) == (PROTOCOL, "1.0.0")
+    assert (record["ruleset"], record["version"]) == (PROTOCOL, "1.0.1")
     app.extensions["cdsrules"].store.engine.dispose()
     assert audit_cli("audit", "replay", record["decision_id"], "--db", url, "--rules", str(RULES_DIR)) == 0
     assert capsys.readouterr().out.strip().endswith("identical")
