@@ -2,10 +2,12 @@
 
 The version in effect on the call's date decides, unless its release applies to new therapies only
 (`applies_to: new-therapies` in releases.yaml) and the patient's therapy started before its effective date: a
-patient already on therapy keeps the version that was in effect when the therapy started, by the same rule again
-for that version. The start date is the fact the version names in `therapy_start`, read from the facts the site
-mapping extracted for the call (extraction does not depend on the version, so choosing reads nothing more). A
-therapy whose start is not on record (no order yet: a draft being entered) is a new therapy.
+patient already on therapy keeps the versions that applied to it before: the latest release in effect that took
+effect earlier and applies to this therapy (one for all patients, such as a correction released since the start,
+or one for new therapies that took effect by the start), by the same rule again for that version. The start date
+is the fact the version names in `therapy_start`, read from the facts the site mapping extracted for the call
+(extraction does not depend on the version, so choosing reads nothing more). A therapy whose start is not on
+record (no order yet: a draft being entered) is a new therapy.
 
 The reason is said on every card and kept in the audit, and a replay chooses again from what was recorded.
 """
@@ -72,7 +74,7 @@ def choose_version(versions: RulesetVersions, on: dt.date, facts: Extraction) ->
             said = (f"it applies to new therapies only; the therapy started {start.isoformat()}, on or after its "
                     f"effective date {release.effective_from.isoformat()}")
             break
-        earlier = _version_met_first(versions, start, release)
+        earlier = _version_for_therapy(versions, on, start, release)
         if earlier is None:
             said = (f"it applies to new therapies only; the therapy started {start.isoformat()}, before its effective "
                     f"date {release.effective_from.isoformat()}, but no earlier version was in effect for it")
@@ -98,12 +100,17 @@ def started_on(ruleset: Ruleset, facts: Mapping[str, Any]) -> dt.date | None:
         return None
 
 
-def _version_met_first(versions: RulesetVersions, start: dt.date, later: Release) -> Release | None:
-    """The version in effect on the therapy's start date; if none was (the therapy began before any release, or
-    between a retirement and the next release), the first to take effect after it, before `later` did."""
-    in_effect = versions.select(start)  # took effect on or before `start`, so before `later`
-    if in_effect is not None:
-        return versions.releases[in_effect.version]
+def _version_for_therapy(versions: RulesetVersions, on: dt.date, start: dt.date, later: Release) -> Release | None:
+    """The version that decides on `on` for a therapy started on `start`, which `later` does not apply to: the
+    latest of those in effect on `on` that took effect before `later` and apply to this therapy (to all patients,
+    or to new therapies from on or before its start), so a correction released for all since the start applies to
+    it too. If none does (the versions for it were retired, or the therapy began before any release and only
+    releases for new therapies followed), the first to take effect after the start, before `later` did."""
+    fitting = [r for r in versions.releases.values()
+               if r.in_effect(on) and r.effective_from < later.effective_from
+               and (r.applies_to != APPLIES_TO_NEW_THERAPIES or r.effective_from <= start)]
+    if fitting:
+        return max(fitting, key=lambda r: (r.effective_from, version_key(r.version)))
     after = [r for r in versions.releases.values() if start < r.effective_from < later.effective_from]
     if not after:
         return None

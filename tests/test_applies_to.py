@@ -1,5 +1,6 @@
-"""A release that applies to new therapies only: patients already on therapy keep the version in effect when their
-therapy started, on every card (with why), in the audit and its replay, and in the amendment diff's cohort counts.
+"""A release that applies to new therapies only: patients already on therapy keep the versions that applied to them
+(the latest released for all: 1.0.1, the correction of 1.0.0), on every card (with why), in the audit and its
+replay, and in the amendment diff's cohort counts.
 
 The amendment is eltrombopag-itp 1.1.0, a copy of 1.0.0 that stops for no response below 60 x 10⁹/L instead of 50
 and names its therapy start fact, released with `cdsrules release --applies-to new-therapies`."""
@@ -82,7 +83,7 @@ def order(patient: str, ident: str, start: dt.date, daily_mg: float, status: str
 
 
 def on_therapy(patient: str, started: dt.date) -> list[dict]:
-    """Started at 50 mg on `started`, at 75 mg for the last 28 days, platelets 55: a response under 1.0.0 (50),
+    """Started at 50 mg on `started`, at 75 mg for the last 28 days, platelets 55: a response under 1.0.1 (50),
     none under 1.1.0 (60)."""
     return itp_record(DAY, patient, platelets=55) + [order(patient, f"{patient}-start", started, 50, "completed"),
                                                      order(patient, f"{patient}-now", ON_75_SINCE, 75, "active")]
@@ -114,7 +115,7 @@ def test_new_therapies_only_is_refused_for_a_version_naming_no_therapy_start(tmp
     refused = cdsrules("release", str(amendment), "--effective-from", EFFECTIVE.isoformat(), "--approved-by", "board",
                        "--applies-to", "new-therapies")
     assert refused.returncode == 1 and "names no therapy_start fact" in refused.stderr
-    assert list(versions.read_manifest(rules / PROTOCOL)) == ["1.0.0"]
+    assert list(versions.read_manifest(rules / PROTOCOL)) == ["1.0.0", "1.0.1"]
 
 
 @pytest.mark.parametrize("named,message", [("alt_u_l", "must be a date fact read from the record, not number"),
@@ -138,7 +139,7 @@ def test_therapy_start_must_name_a_declared_date_fact(tmp_path, named, message):
 def test_the_version_chosen_by_when_the_therapy_started(amended):
     ruleset_versions = versions.load_catalog(amended).rulesets[PROTOCOL]
     before = choose_version(ruleset_versions, DAY, facts_of(on_therapy("a", BEFORE)))
-    assert (before.ruleset.version, before.reason) == ("1.0.0", OLD_REASON)
+    assert (before.ruleset.version, before.reason) == ("1.0.1", OLD_REASON)
     assert before.therapy_start == {"eltrombopag_start_date": BEFORE.isoformat()} and before.in_effect == "1.1.0"
     after = choose_version(ruleset_versions, DAY, facts_of(on_therapy("b", AFTER)))
     assert after.ruleset.version == "1.1.0"
@@ -148,12 +149,25 @@ def test_the_version_chosen_by_when_the_therapy_started(amended):
     assert draft.ruleset.version == "1.1.0" and draft.therapy_start == {}
     assert "no therapy start date (`eltrombopag_start_date`) is on record: a new therapy" in draft.reason
     before_it = choose_version(ruleset_versions, EFFECTIVE - dt.timedelta(days=1), facts_of(on_therapy("a", BEFORE)))
-    assert (before_it.ruleset.version, before_it.reason) == ("1.0.0", f"in effect on {EFFECTIVE - dt.timedelta(1)}")
+    assert (before_it.ruleset.version, before_it.reason) == ("1.0.1", f"in effect on {EFFECTIVE - dt.timedelta(1)}")
 
 
-def test_a_therapy_begun_before_any_release_keeps_the_first_one(amended):
+def test_a_therapy_begun_before_a_correction_for_all_follows_the_correction(amended):
+    """1.0.1 applies to all: a therapy begun under 1.0.0, or before any release, is decided by 1.0.1, not 1.0.0."""
     ruleset_versions = versions.load_catalog(amended).rulesets[PROTOCOL]
-    early = dt.date(2026, 6, 1)  # before 1.0.0 took effect (2026-12-03)
+    for start in (dt.date(2026, 6, 1), dt.date(2026, 12, 3)):  # before 1.0.0 took effect; the day 1.0.0 did
+        chosen = choose_version(ruleset_versions, DAY, given_facts({"eltrombopag_start_date": start.isoformat()}))
+        assert chosen.ruleset.version == "1.0.1"
+        assert chosen.reason.startswith(f"therapy started {start}, before 1.1.0's")
+
+
+def test_a_therapy_with_no_version_for_it_in_effect_gets_the_first_after_its_start(amended):
+    """1.0.0 and 1.0.1 retired before 1.1.0: nothing in effect applies to a therapy begun before 1.0.0, so the first
+    version released after its start decides, as the card says."""
+    for version in ("1.0.0", "1.0.1"):
+        versions.retire(amended / PROTOCOL, version, EFFECTIVE - dt.timedelta(days=1))
+    ruleset_versions = versions.load_catalog(amended).rulesets[PROTOCOL]
+    early = dt.date(2026, 6, 1)
     chosen = choose_version(ruleset_versions, DAY, given_facts({"eltrombopag_start_date": early.isoformat()}))
     assert chosen.ruleset.version == "1.0.0" and chosen.reason.startswith(f"therapy started {early}, before 1.1.0's")
 
@@ -180,8 +194,8 @@ def test_served_cards_name_the_version_that_decided_and_why_and_replay_chooses_t
     assert [c["source"]["topic"]["code"] for c in old_cards] == ["titration-maintain"]  # 55 is a response at 50
     for card in old_cards:
         provenance = card["extension"]["cdsrules.provenance"]
-        assert (provenance["version"], provenance["version_reason"]) == ("1.0.0", OLD_REASON)
-        assert f"ruleset {PROTOCOL} 1.0.0 ({OLD_REASON})" in card["detail"]
+        assert (provenance["version"], provenance["version_reason"]) == ("1.0.1", OLD_REASON)
+        assert f"ruleset {PROTOCOL} 1.0.1 ({OLD_REASON})" in card["detail"]
 
     started_after, new_cards = patient_view("b", on_therapy("b", AFTER))
     assert {c["source"]["topic"]["code"] for c in new_cards} == {"discontinue", "titration-maintain"}  # not at 60
@@ -201,10 +215,10 @@ def test_served_cards_name_the_version_that_decided_and_why_and_replay_chooses_t
     store = app.extensions["cdsrules"].store
     records = {r["hook_instance"]: r for r in store.audit_records()}
     old_record, new_record = records[started_before], records[started_after]
-    assert old_record["version"] == "1.0.0" and old_record["version_choice"] == {
-        "version": "1.0.0", "reason": OLD_REASON, "in_effect": "1.1.0",
+    assert old_record["version"] == "1.0.1" and old_record["version_choice"] == {
+        "version": "1.0.1", "reason": OLD_REASON, "in_effect": "1.1.0",
         "therapy_start": {"eltrombopag_start_date": BEFORE.isoformat()}}
-    assert old_record["manifest_sha256"] == versions.read_manifest(amended / PROTOCOL)["1.0.0"].sha256
+    assert old_record["manifest_sha256"] == versions.read_manifest(amended / PROTOCOL)["1.0.1"].sha256
     assert new_record["version"] == "1.1.0" and records[body["hookInstance"]]["version"] == "1.1.0"
     store.engine.dispose()
     capsys.readouterr()
@@ -232,7 +246,7 @@ def test_a_replay_says_when_the_released_versions_now_choose_another(amended, tm
     manifest.write_text(manifest.read_text().replace("  applies_to: new-therapies\n", ""))
     capsys.readouterr()
     assert audit_cli("audit", "replay", record["decision_id"], "--db", url, "--rules", str(amended)) == 1
-    assert "DIFFERENT: the released versions now choose 1.1.0, not 1.0.0" in capsys.readouterr().out
+    assert "DIFFERENT: the released versions now choose 1.1.0, not 1.0.1" in capsys.readouterr().out
 
 
 # --- the amendment diff on a cohort ------------------------------------------------------------------------------
