@@ -80,21 +80,28 @@ def send_calls(server, fhir_server) -> dict[str, int]:
 
 
 def test_counts_add_up_across_two_workers(server, fhir_server):
-    before = scrape(server.base_url)  # the discovery call of send_calls comes after this
-    topics = send_calls(server, fhir_server)
+    before = scrape(server.base_url)  # the discovery calls of send_calls come after this
+    topics: dict[str, int] = {}
+    rounds = 0
+    while rounds < 5 and (rounds == 0 or len(worker_pids(server.metrics_dir)) < 2):
+        # The kernel may hand every connection of a round to one worker on a busy machine; another round lets the
+        # second answer too, which is what this test needs to add counts up across workers.
+        for topic, count in send_calls(server, fhir_server).items():
+            topics[topic] = topics.get(topic, 0) + count
+        rounds += 1
     assert topics, "this patient's data calls for advice"
     assert len(worker_pids(server.metrics_dir)) >= 2, "both workers should have answered some calls"
 
     for _ in range(4):  # whichever worker answers the scrape, the totals are the same
         samples = scrape(server.base_url)
         calls = total(samples, "cdsrules_requests_total", endpoint="hooks.call", service=SERVICE, status="200")
-        assert calls == CALLS
+        assert calls == CALLS * rounds
         assert total(samples, "cdsrules_request_duration_seconds_count", endpoint="hooks.call",
-                     service=SERVICE) == CALLS
+                     service=SERVICE) == CALLS * rounds
         discoveries = total(samples, "cdsrules_requests_total", endpoint="hooks.discovery") - \
             total(before, "cdsrules_requests_total", endpoint="hooks.discovery")
-        assert discoveries == DISCOVERIES + 1  # and the one that read the prefetch templates
-        assert total(samples, "cdsrules_evaluations_total", service=SERVICE, ruleset="hetrombopag") == CALLS
+        assert discoveries == (DISCOVERIES + 1) * rounds  # and the one that read the prefetch templates
+        assert total(samples, "cdsrules_evaluations_total", service=SERVICE, ruleset="hetrombopag") == CALLS * rounds
         for topic, count in topics.items():
             assert total(samples, "cdsrules_decisions_total", service=SERVICE, topic=topic) == count
         assert total(samples, "cdsrules_rules_reload_failed") == 0
