@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cdsrules.cli import main
 from engine import versions
 from store import Store
 from tests.test_four_eyes import bearer, govern, users_app
@@ -138,3 +139,38 @@ def test_whom_a_release_applies_to_is_all_or_new_therapies_only(tmp_path, rules)
     refused = client.post("/workbench/propose", data=plain, headers=bearer("ana"))
     assert refused.status_code == 409 and "names no therapy_start fact" in refused.get_data(as_text=True)
     assert Store(f"sqlite:///{tmp_path / 'wb.db'}").proposals.listing() == []
+
+
+def test_the_command_line_releases_whom_the_approved_proposal_applies_to(rules, store_url, capsys):
+    with_tests_file(rules)
+    path = rules / "hetrombopag" / f"{AMENDED}.yaml"
+    path.write_text(amended_text(rules).replace("version: 1.1.0", f"version: {AMENDED}", 1))
+    store = Store(store_url)
+    store.migrate()
+    proposal = store.proposals.propose("hetrombopag", AMENDED, path.read_text(), "ana", "2026-05-01",
+                                       applies_to="new-therapies")
+    store.proposals.review(proposal.id, "ben", "approve", "", proposal.sha256)
+    release = ["release", str(path), "--db", store_url]
+    other = Store(store_url).proposals.propose("hetrombopag", AMENDED, path.read_text(), "ana", "2026-05-01")
+    assert other.id != proposal.id, "the same bytes on other terms are a new proposal"
+    assert store.proposals.get(proposal.id).status == "superseded"
+
+    store.proposals.review(other.id, "ben", "approve", "", other.sha256)
+    assert main([*release, "--applies-to", "new-therapies"]) == 1
+    assert "the approved proposal applies to all, not new-therapies" in capsys.readouterr().err
+    assert main(release) == 0
+    assert versions.read_manifest(rules / "hetrombopag")[AMENDED].applies_to == "all"
+
+
+def test_the_command_line_records_new_therapies_only_from_the_proposal(rules, store_url, capsys):
+    with_tests_file(rules)
+    path = rules / "hetrombopag" / f"{AMENDED}.yaml"
+    path.write_text(amended_text(rules).replace("version: 1.1.0", f"version: {AMENDED}", 1))
+    store = Store(store_url)
+    store.migrate()
+    proposal = store.proposals.propose("hetrombopag", AMENDED, path.read_text(), "ana", "2026-05-01",
+                                       applies_to="new-therapies")
+    store.proposals.review(proposal.id, "ben", "approve", "", proposal.sha256)
+    assert main(["release", str(path), "--db", store_url]) == 0, capsys.readouterr().err
+    assert "for therapies started from then on" in capsys.readouterr().out
+    assert versions.read_manifest(rules / "hetrombopag")[AMENDED].applies_to == "new-therapies"
