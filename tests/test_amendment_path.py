@@ -94,6 +94,12 @@ def test_a_saved_draft_is_proposed_and_its_release_writes_the_frozen_bytes_not_a
     review = client.get(f"/workbench/proposals/{proposal.id}", headers=bearer("ben")).get_data(as_text=True)
     assert "new therapies only" in review and 'id="choice-new-therapies" class="chosen"' in review
     assert "threshold met" in review and 'id="approval-refused"' not in review
+    dossier = client.get(f"/workbench/proposals/{proposal.id}/dossier", headers=bearer("ben"))
+    text = dossier.get_data(as_text=True)
+    assert dossier.status_code == 200 and AMENDED in text and "Proposed by" in text
+    assert draft.text_sha256 in text and "a draft, not in the manifest" in text and "new therapies only" in text
+    pdf = client.get(f"/workbench/proposals/{proposal.id}/dossier.pdf", headers=bearer("ben"))
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf" and pdf.data.startswith(b"%PDF-")
     assert approve(client, proposal).status_code == 302
     folder = rules / "hetrombopag"
     assert (folder / f"{AMENDED}.yaml").read_text() == draft.text, "the frozen bytes, not the later revision"

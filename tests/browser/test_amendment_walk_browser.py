@@ -173,6 +173,10 @@ def test_an_amendment_walks_from_the_form_to_the_served_release(browser, server,
     assert "if it applies to all patients" in ben.locator("#choice-counts").inner_text()
     assert "passed" in ben.locator("#tests").inner_text() and ben.locator("#pending").count() == 1
     shots.take(ben, "review")
+    ben.click("#proposal-dossier")  # the dossier of the proposed text, before it is released
+    assert proposed_sha256 in ben.locator("body").inner_text()
+    shots.take(ben, "proposal-dossier")
+    ben.goto(proposal_url)
     loaded_at = requests.get(server.base_url + "/readyz", timeout=5).json()["rulesLoadedAt"]
     ben.fill("#review-form textarea[name=comment]", "the ECOG window as amendment 2 says")
     ben.click("#approve")
