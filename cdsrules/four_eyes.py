@@ -42,9 +42,13 @@ def release_file(file: str | Path, effective_from: dt.date | None, approved_by: 
         raise versions.ReleaseRefused(
             f"the store holds no open proposal of {ruleset.ref} with this file's sha256 {sha256[:12]}…: propose "
             "exactly this text in the workbench and have it approved")
+    if applies_to != versions.APPLIES_TO_ALL and applies_to != proposal.applies_to:
+        raise versions.ReleaseRefused(f"the approved proposal applies to {proposal.applies_to}, not {applies_to}: "
+                                      "propose it again with whom it applies to")
     approvals = tuple(Approval(a.reviewer, a.reviewed_at, a.comment) for a in proposal.approvals)
+    # Whom it applies to is part of what was approved: the proposal's, never the command line's default.
     entry = versions.release(file, effective_from or proposal.effective_from, approved_by, note or proposal.note,
-                             applies_to=applies_to, proposed_by=proposal.proposed_by, approvals=approvals)
+                             applies_to=proposal.applies_to, proposed_by=proposal.proposed_by, approvals=approvals)
     open_store(db_url).proposals.mark_released(proposal.id)
     return entry
 

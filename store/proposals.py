@@ -6,7 +6,8 @@ rules that hold whatever page or command writes here:
 
 - nobody reviews their own proposal;
 - an approval counts only for exactly the proposed bytes: one of any other sha256 is refused;
-- a changed text is a new proposal, and the open proposal of the same version it replaces is superseded;
+- a changed text, or the same text to take effect on another date or for other patients, is a new proposal, and
+  the open proposal of the same version it replaces is superseded: approvers approve the terms with the bytes;
 - a rejection needs a comment, and closes the proposal.
 
 How many approvals a release needs is the ruleset's own (its manifest's `governance:`), not the store's.
@@ -26,6 +27,7 @@ from store.tables import proposal, proposal_review
 from store.values import iso, now
 
 OPEN, REJECTED, SUPERSEDED, RELEASED = "open", "rejected", "superseded", "released"
+APPLIES_TO_ALL = "all"  # whom the release applies to, as its manifest entry records it (engine/versions.py)
 APPROVE, REJECT = "approve", "reject"
 
 
@@ -56,6 +58,7 @@ class Proposal:
     status: str
     superseded_by: int | None
     reviews: tuple[Review, ...] = ()
+    applies_to: str = APPLIES_TO_ALL  # all | new-therapies
 
     @property
     def approvals(self) -> list[Review]:
@@ -79,20 +82,24 @@ class Proposals:
         self._engine, self._turn = database.engine, database.turn
 
     def propose(self, ruleset: str, version: str, text: str, proposed_by: str, effective_from: dt.date | str,
-                note: str = "") -> Proposal:
-        """Freeze `text` as the proposed release of ruleset@version. The same bytes already open are that proposal;
-        other bytes open for the version are superseded by this one."""
+                note: str = "", applies_to: str = APPLIES_TO_ALL) -> Proposal:
+        """Freeze `text` as the proposed release of ruleset@version. The same bytes already open, on the same terms
+        (effective date, whom it applies to), are that proposal; any other open for the version is superseded by
+        this one."""
         if not proposed_by.strip():
             raise ProposalRefused("a proposal needs the person proposing it")
-        digest = text_sha256(text)
+        digest, effective = text_sha256(text), iso(effective_from)
         with self._turn(), self._engine.begin() as connection:
-            open_ones = connection.execute(select(proposal.c.id, proposal.c.sha256).where(
+            open_ones = connection.execute(select(
+                proposal.c.id, proposal.c.sha256, proposal.c.effective_from, proposal.c.applies_to).where(
                 proposal.c.ruleset == ruleset, proposal.c.version == version, proposal.c.status == OPEN)).all()
-            same = next((row.id for row in open_ones if row.sha256 == digest), None)
+            same = next((row.id for row in open_ones if (row.sha256, row.effective_from, row.applies_to) == (
+                digest, effective, applies_to)), None)
             if same is None:
                 same = connection.execute(insert(proposal).values(
                     ruleset=ruleset, version=version, text=text, sha256=digest, proposed_by=proposed_by.strip(),
-                    proposed_at=now(), effective_from=iso(effective_from), note=note.strip(), status=OPEN,
+                    proposed_at=now(), effective_from=effective, note=note.strip(), status=OPEN,
+                    applies_to=applies_to,
                 )).inserted_primary_key[0]
                 replaced = [row.id for row in open_ones]
                 if replaced:
@@ -174,4 +181,5 @@ def _proposal(connection: Connection, row: Row) -> Proposal:
                                  .order_by(proposal_review.c.id)).all()
     return Proposal(row.id, row.ruleset, row.version, row.text, row.sha256, row.proposed_by, row.proposed_at,
                     dt.date.fromisoformat(row.effective_from), row.note, row.status, row.superseded_by,
-                    tuple(Review(r.reviewer, r.reviewed_at, r.decision, r.comment, r.sha256) for r in reviews))
+                    tuple(Review(r.reviewer, r.reviewed_at, r.decision, r.comment, r.sha256) for r in reviews),
+                    row.applies_to)

@@ -117,6 +117,7 @@ proposal = Table(
     Column("note", Text, nullable=False),
     Column("status", String(20), nullable=False),  # open | rejected | superseded | released
     Column("superseded_by", Integer),  # the proposal of a changed text that replaced this one
+    Column("applies_to", String(20), nullable=False, server_default="all"),  # all | new-therapies (0008)
     Index("proposal_version", "ruleset", "version"),
 )
 

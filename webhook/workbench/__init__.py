@@ -24,7 +24,9 @@ from webhook.workbench import (
     drafts,
     outcomes,
     patients,
+    proposal_dossier,
     proposals,
+    propose_saved,
     rulesets,
     saved,
     timeline,
@@ -48,10 +50,13 @@ PAGES = [  # (URL rule under /workbench, view, methods): every page of the workb
     ("/compare.md", compare.compare_markdown, ["GET"]),
     ("/outcomes", outcomes.outcomes, ["GET"]),
     ("/propose", proposals.propose_page, ["POST"]),
+    ("/drafts/propose", propose_saved.propose_saved, ["POST"]),
     ("/proposals", proposals.proposal_list, ["GET"]),
     ("/proposals/<int:proposal_id>", proposals.proposal_page, ["GET"]),
     ("/proposals/<int:proposal_id>/review", proposals.review_page, ["POST"]),
     ("/proposals/<int:proposal_id>/release", proposals.release_page, ["POST"]),
+    ("/proposals/<int:proposal_id>/dossier", proposal_dossier.proposal_dossier, ["GET"]),
+    ("/proposals/<int:proposal_id>/dossier.pdf", proposal_dossier.proposal_dossier_as_pdf, ["GET"]),
 ]
 for _rule, _view, _methods in PAGES:  # once, when the package is first imported; the login page is in views.py
     bp.add_url_rule(_rule, view_func=_view, methods=_methods)

@@ -18,12 +18,13 @@ from flask import Response, abort, redirect, render_template, request, url_for
 from engine.diff import VersionDiff, behavioural_impact, render_markdown, structural_changes, test_cases
 from engine.errors import EvaluationError
 from engine.model import Parameter, Ruleset
-from engine.versions import ReleaseRefused, version_key
-from store.proposals import APPROVE, Proposal, ProposalRefused
+from engine.versions import APPLIES_TO_ALL, APPLIES_TO_NEW_THERAPIES, ReleaseRefused, version_key
+from store.proposals import APPROVE, OPEN, Proposal, ProposalRefused
 from webhook.workbench import access
 from webhook.workbench.compare import cohort_cases
 from webhook.workbench.context import VersionInfo
 from webhook.workbench.drafts import DraftCheck, as_shown, check_in_child, not_checked
+from webhook.workbench.readiness import APPLIES_TO_CHOICES, ProposedCoverage, proposed_coverage, whom_it_changes
 from webhook.workbench.releasing import approvals_required, release_if_approved
 from webhook.workbench.views import bp, parse_date, sandbox, snapshot, today, workbench
 
@@ -63,9 +64,13 @@ def check_text(ruleset_id: str, text: str) -> DraftCheck:
         return as_shown(not_checked(rules_dir / ruleset_id / "draft.yaml", str(error)), rules_dir)
 
 
-def propose(ruleset_id: str, version: str, text: str, effective_from: dt.date, note: str = "") -> Proposal:
-    """Propose `text` as the release of ruleset_id@version by the user asking; ProposalRefused says why not."""
+def propose(ruleset_id: str, version: str, text: str, effective_from: dt.date, note: str = "",
+            applies_to: str = APPLIES_TO_ALL) -> Proposal:
+    """Propose `text` as the release of ruleset_id@version by the user asking, for all patients or for therapies
+    started from `effective_from` on (`applies_to`); ProposalRefused says why not."""
     user = _user_with(access.AUTHOR)
+    if applies_to not in APPLIES_TO_CHOICES:
+        raise ProposalRefused(f"a release applies to {' or '.join(APPLIES_TO_CHOICES)}, not {applies_to!r}")
     if ruleset_id not in snapshot().versions:
         raise ProposalRefused(f"there is no ruleset '{ruleset_id}' under the rules directory")
     released = [v for v, info in snapshot().versions[ruleset_id].items() if info.release is not None]
@@ -79,7 +84,10 @@ def propose(ruleset_id: str, version: str, text: str, effective_from: dt.date, n
         raise ProposalRefused("only a draft that is valid and passes its tests can be proposed; check it first")
     if check.ruleset.version != version or check.ruleset.id != ruleset_id:
         raise ProposalRefused(f"the text is {check.ruleset.ref}, not {ruleset_id}@{version}")
-    return proposals_store().propose(ruleset_id, version, text, user.name, effective_from, note)
+    if applies_to == APPLIES_TO_NEW_THERAPIES and check.ruleset.therapy_start is None:
+        raise ProposalRefused(f"{check.ruleset.ref} names no therapy_start fact, so whether a therapy started before "
+                              "its effective date cannot be told; it can only apply to all")
+    return proposals_store().propose(ruleset_id, version, text, user.name, effective_from, note, applies_to)
 
 
 # --- pages ------------------------------------------------------------------------------------
@@ -93,7 +101,7 @@ def propose_page() -> Response:
     text = form.get("text", "").replace("\r\n", "\n")
     try:
         proposal = propose(form.get("ruleset", ""), form.get("version", ""), text, effective_from,
-                           form.get("note", ""))
+                           form.get("note", ""), form.get("applies_to", APPLIES_TO_ALL))
     except ProposalRefused as refusal:
         abort(409, description=str(refusal))
     return redirect(url_for("workbench.proposal_page", proposal_id=proposal.id))
@@ -113,6 +121,7 @@ class Review:
     diff: VersionDiff | None
     pending: list[Parameter]
     required: int
+    coverage: ProposedCoverage
 
 
 def in_effect(ruleset_id: str, on: dt.date) -> VersionInfo | None:
@@ -122,21 +131,24 @@ def in_effect(ruleset_id: str, on: dt.date) -> VersionInfo | None:
     return max(released, key=lambda i: i.release.effective_from, default=None)  # type: ignore[union-attr]
 
 
-def _review(proposal: Proposal) -> Review:
+def _review(proposal: Proposal, with_diff: bool = True) -> Review:
     check = check_text(proposal.ruleset, proposal.text)
     current = in_effect(proposal.ruleset, today())
     diff = None
-    if check.ruleset is not None and current is not None and current.ruleset is not None:
-        diff = _diff(current.ruleset, check.ruleset)
+    if with_diff and check.ruleset is not None and current is not None and current.ruleset is not None:
+        diff = _diff(current.ruleset, check.ruleset, proposal.effective_from)
     pending = [p for p in check.ruleset.parameters.values() if "pending" in p.source] if check.ruleset else []
-    return Review(proposal, check, current, diff, pending, approvals_required(workbench().rules_dir / proposal.ruleset))
+    return Review(proposal, check, current, diff, pending, approvals_required(workbench().rules_dir / proposal.ruleset),
+                  proposed_coverage(proposal.ruleset, check.ruleset, check.results))
 
 
-def _diff(old: Ruleset, new: Ruleset) -> VersionDiff:
-    """As the compare page: structure, and decisions on both versions' tests and the synthetic cohort."""
-    cases = test_cases(old, new) + cohort_cases(old.id)
-    return VersionDiff(old.id, old.version, new.version, structural_changes(old, new),
-                       behavioural_impact(old, new, cases, sandbox()))
+def _diff(old: Ruleset, new: Ruleset, effective_from: dt.date) -> VersionDiff:
+    """As `cdsrules diff --cohort`: structure, decisions on both versions' tests and the synthetic cohort, and the
+    cohort patients each choice of whom the new version applies to would change from its proposed effective date."""
+    cohort = cohort_cases(old.id)
+    impact = behavioural_impact(old, new, test_cases(old, new) + cohort, sandbox())
+    return VersionDiff(old.id, old.version, new.version, structural_changes(old, new), impact,
+                       whom_it_changes(new, cohort, impact, effective_from))
 
 
 def _found(proposal_id: int) -> Proposal:
@@ -153,7 +165,7 @@ def proposal_page(proposal_id: int, problem: str = "") -> str:
                            markdown=render_markdown(review.diff) if review.diff else "",
                            may_review=bool(user and user.may(access.APPROVER)
                                            and user.name != review.proposal.proposed_by),
-                           problem=problem)
+                           problem=problem, applies_to_choices=APPLIES_TO_CHOICES)
 
 
 def _after(proposal_id: int, problem: str) -> Response:
@@ -167,8 +179,12 @@ def review_page(proposal_id: int) -> Response:
     """Approve or reject, with a comment, the bytes whose sha256 the page showed; the approval that completes the
     count releases the version."""
     user = _user_with(access.APPROVER)
-    _found(proposal_id)
+    found = _found(proposal_id)
     decision = request.form.get("decision", "")
+    if decision == APPROVE and found.status == OPEN:
+        refusal = _review(found, with_diff=False).coverage.refusal
+        if refusal:
+            abort(409, description=f"Not approved: {refusal}.")
     try:
         proposal = proposals_store().review(proposal_id, user.name, decision, request.form.get("comment", ""),
                                             request.form.get("sha256", ""))

@@ -53,8 +53,8 @@ def _release(folder: Path, proposal: Proposal) -> Release:
         raise ReleaseRefused(f"{path.name} does not hold the approved bytes after writing them")
     approvals = tuple(Approval(a.reviewer, a.reviewed_at, a.comment) for a in proposal.approvals)
     try:
-        return release(path, proposal.effective_from, "", proposal.note, proposed_by=proposal.proposed_by,
-                       approvals=approvals)
+        return release(path, proposal.effective_from, "", proposal.note, applies_to=proposal.applies_to,
+                       proposed_by=proposal.proposed_by, approvals=approvals)
     except RulesetErrors as exc:
         _restore(path, before)
         raise ReleaseRefused(f"{proposal.ruleset}@{proposal.version} does not load: "
