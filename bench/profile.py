@@ -2,8 +2,10 @@
 
 Starts the real server as the service section does, drives HOOK (order-sign, patient-view or discovery) of RULESET
 (default: the first served ruleset with request data, see `bench.protocols`) from 10 clients, and samples every worker
-with py-spy for the duration. Prints the functions the workers were in most and writes all stacks, collapsed, to
-bench/profile-HOOK.txt (open it in speedscope or any flame graph tool). py-spy attaches with ptrace: run as root, or
+with py-spy for the duration. `python -m bench.profile openloop [RATE]` sends the open-loop section's cohort
+order-sign mix instead, at RATE requests a second (default 200) with Poisson arrivals. Prints the functions the
+workers were in most and writes all stacks, collapsed, to bench/profile-HOOK.txt (open it in speedscope or any flame
+graph tool). py-spy attaches with ptrace: run as root, or
 give the process CAP_SYS_PTRACE (in a container, `--cap-add SYS_PTRACE`).
 """
 from __future__ import annotations
@@ -17,16 +19,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import load, protocols
+from bench import arrivals, load, openloop, protocols
 from bench.common import ROOT, BodyTemplate, Server, hook_body
 from bench.service import HOOKS
 
 SECONDS = 10
+OPEN_LOOP_RATE = 200
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*):\d+\)$")
 
 
 def main(argv: list[str]) -> int:
     hook = argv[0] if argv else "order-sign"
+    if hook == "openloop":
+        return _report(_profile_open_loop(float(argv[1]) if len(argv) > 1 else OPEN_LOOP_RATE), hook)
     measured = protocols.with_cohort()
     ruleset_id = argv[1] if len(argv) > 1 else next(iter(measured), None)
     if hook != "discovery" and (hook not in HOOKS or ruleset_id not in measured):
@@ -45,7 +50,28 @@ def main(argv: list[str]) -> int:
             load.run(server.base_url, target, 10, 500)
         for sampler in samplers:
             sampler.wait()
-    stacks = [line for path in folder.glob("*.txt") for line in path.read_text().splitlines() if line.strip()]
+    return _report(_stacks(folder), hook)
+
+
+def _profile_open_loop(rate: float) -> list[str]:
+    mix = openloop.order_sign_mix(dt.date.today())
+    folder = Path(tempfile.mkdtemp(prefix="cdsrules-profile-"))
+    with Server() as server:
+        openloop.warm_up(server, [mix])
+        samplers = [_sample(pid, folder / f"{pid}.txt") for pid in server.worker_pids()]
+        outcome = arrivals.run(server.base_url, mix, rate, SECONDS)
+        for sampler in samplers:
+            sampler.wait()
+    print(f"{mix.name} at {rate:g}/s: p50 {outcome['p50_ms']} ms, p99 {outcome['p99_ms']} ms, "
+          f"{outcome['errors']} errors")
+    return _stacks(folder)
+
+
+def _stacks(folder: Path) -> list[str]:
+    return [line for path in folder.glob("*.txt") for line in path.read_text().splitlines() if line.strip()]
+
+
+def _report(stacks: list[str], hook: str) -> int:
     if not stacks:
         print("py-spy recorded nothing: it needs ptrace (root, or CAP_SYS_PTRACE)", file=sys.stderr)
         return 1

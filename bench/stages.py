@@ -4,7 +4,7 @@ For each served ruleset with request data (`bench.protocols`), the steps are the
 the same order on the same request the service section sends to its order-sign service, each timed on its own, with
 discovery in the same process as the framework floor. What is left between the steps' sum and the whole request through
 the Flask test client is Flask's own work (routing, hooks, the JSON response). The audit write goes to a fresh SQLite
-file with the production settings (WAL, synchronous=FULL).
+file with the production settings (WAL, synchronous=NORMAL).
 """
 from __future__ import annotations
 

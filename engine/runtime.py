@@ -48,7 +48,7 @@ from .model import (
     Ruleset,
     Suggestion,
 )
-from .templates import Markdown, TextTooLong, escape_markdown, render, render_plain
+from .templates import Markdown, TextTooLong, escape_markdown, prepare, render, render_plain
 
 SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
 
@@ -106,6 +106,7 @@ class Engine:
                 definition = {**copy.deepcopy(compiled.definition),
                               SESSION_OPENER: {"all": [_OPENER_PATTERN], "run": _never_called(None)}}
                 _host().set_rulesets({compiled.engine_name: definition})
+                _prepare_texts(ruleset)
                 found = compiled, _host().get_ruleset(compiled.engine_name)._handle
                 _REGISTERED[compiled.engine_name] = found
             _BY_OBJECT[id(ruleset)] = (ruleset, *found)  # holds the object, so its id is not reused
@@ -122,6 +123,19 @@ class Engine:
         with _LOCK:
             _run_strata(compiled, handle, run)
         return run.result()
+
+
+def _prepare_texts(ruleset: Ruleset) -> None:
+    """Every text a rule of the version renders, compiled as it is registered rather than by a call's evaluation:
+    each rendered as _Run renders it, markdown or plain."""
+    for rule in ruleset.rules:
+        for derivation in rule.append:
+            prepare(derivation.source, markdown=True)
+        if rule.decide:
+            prepare(rule.decide.summary, markdown=False)
+            prepare(rule.decide.detail, markdown=True)
+            if rule.decide.suggestion:
+                prepare(rule.decide.suggestion.label, markdown=False)
 
 
 def _run_strata(compiled: CompiledRuleset, handle: int, run: _Run) -> None:

@@ -94,7 +94,10 @@ MAX_JSON_DEPTH = 64  # FHIR resources nest about 10 deep; far deeper is an attac
 MAX_RESOURCES = 10_000  # draft orders plus prefetched resources in one request
 
 # A surrogate as a JSON escape, or as the UTF-8-style bytes json.loads lets through (it decodes "surrogatepass").
-_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+# Two patterns, not one alternation: each begins with a literal, which the regex engine finds at memchr speed (the
+# alternation tried every position of a 30 KB body in Python's matcher: 51 us against 12).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
 _NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
 _SQUARE = bytes.maketrans(b"{}", b"[]")  # for depth, an object is an array
 
@@ -123,15 +126,19 @@ def load_json(body: bytes) -> object:
         too_deep = _depth_exceeds(document, MAX_JSON_DEPTH)
     if too_deep:
         raise bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
-    if (json.detect_encoding(body) != "utf-8" or _SURROGATE.search(body)) and _holds_lone_surrogate(document):
+    if (json.detect_encoding(body) != "utf-8" or _may_hold_surrogate(body)) and _holds_lone_surrogate(document):
         raise bad_request("The request body holds a string that is not Unicode text (a lone surrogate, such as "
                           "\\ud800).")
     return document
 
 
+def _may_hold_surrogate(body: bytes) -> bool:
+    return _SURROGATE_BYTES.search(body) is not None or _SURROGATE_ESCAPE.search(body) is not None
+
+
 def _holds_lone_surrogate(document: object) -> bool:
     """A lone surrogate parses as JSON but cannot be stored or logged as UTF-8: refused here, not failing there.
-    Only bodies in which _SURROGATE finds one (or not in UTF-8) are checked; a paired escape passes."""
+    Only bodies in which _may_hold_surrogate finds one (or not in UTF-8) are checked; a paired escape passes."""
     try:
         json.dumps(document, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -145,14 +152,15 @@ def nesting_depth(valid_json: bytes) -> int:
 
     Escaped backslashes, then escaped quotes, are dropped; then all but quotes and brackets. Every quote left opens
     or closes a string: where no string holds a bracket, each string is now two adjacent quotes, which go in one
-    pass; otherwise splitting on the quotes keeps the text outside strings at the even places. Each pass over what
-    is left takes away the innermost pairs of brackets, so the number of passes is the depth."""
+    pass (it takes two quotes in a row, so every quote left keeps its place, odd or even); otherwise splitting what
+    is left on the quotes keeps the text outside strings at the even places. Each pass over what is left takes away
+    the innermost pairs of brackets, so the number of passes is the depth."""
     if b"\\" in valid_json:
         valid_json = valid_json.replace(b"\\\\", b"").replace(b'\\"', b"")
     tokens = valid_json.translate(None, _NOT_QUOTES_OR_BRACKETS)
     brackets = tokens.replace(b'""', b"")
     if b'"' in brackets:  # a string holds a bracket
-        brackets = b"".join(tokens.split(b'"')[0::2])
+        brackets = b"".join(brackets.split(b'"')[0::2])
     brackets = brackets.translate(_SQUARE)
     depth = 0
     while brackets:
