@@ -94,6 +94,8 @@ def test_a_saved_draft_is_proposed_and_its_release_writes_the_frozen_bytes_not_a
     review = client.get(f"/workbench/proposals/{proposal.id}", headers=bearer("ben")).get_data(as_text=True)
     assert "new therapies only" in review and 'id="choice-new-therapies" class="chosen"' in review
     assert "threshold met" in review and 'id="approval-refused"' not in review
+    listing = client.get("/workbench/proposals", headers=bearer("ben")).get_data(as_text=True)
+    assert f"{proposal.ruleset}@{proposal.version}" in listing and "new therapies only" in listing
     dossier = client.get(f"/workbench/proposals/{proposal.id}/dossier", headers=bearer("ben"))
     text = dossier.get_data(as_text=True)
     assert dossier.status_code == 200 and AMENDED in text and "Proposed by" in text
