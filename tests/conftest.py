@@ -185,6 +185,16 @@ def live_server(tmp_path_factory, signer, fhir_server):
         yield server
 
 
+@pytest.fixture(scope="session")
+def plain_server(tmp_path_factory):
+    """`cdsrules serve --no-auth` on the shipped rules with its default workers, shared by the modules that only call
+    it: they tell their records apart by hookInstance and card uuid, and none changes its rules, files or workers.
+    (Starting one takes seconds of both cores; a module that needs a fresh or differently configured server starts
+    its own with running_server.)"""
+    with running_server(tmp_path_factory.mktemp("plain"), "--no-auth") as server:
+        yield server
+
+
 def _wait_ready(server: LiveServer, path: str = "/readyz", timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
