@@ -205,7 +205,7 @@ def _wait_ready(server: LiveServer, path: str = "/readyz", timeout: float = 30) 
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)  # a refused connection costs nothing; the sooner it answers, the sooner a test goes on
     raise RuntimeError(f"the server did not become ready:\n{server.log()}")
 
 
