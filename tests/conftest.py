@@ -229,3 +229,20 @@ def suite_log(tmp_path_factory):
     root.removeHandler(handler)
     root.setLevel(previous)
     handler.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under pytest-xdist (`-n 2`) each worker writes under a folder of its own, and test_zz_no_secrets, run by one
+    worker, sees only that worker's files, perhaps before the other is done. So the controller, once every worker
+    has finished, checks the files of them all; without xdist the test alone checks everything."""
+    config = session.config
+    if hasattr(config, "workerinput") or getattr(config.option, "dist", "no") == "no":
+        return  # a worker, or no workers at all
+    from tests.token_leaks import leaks, written_files
+
+    base = config._tmp_path_factory.getbasetemp()  # the workers' folders are under it (basetemp/popen-gwN)
+    found = leaks(written_files(base), base, TOKEN)
+    if found:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            "a token was written to: " + ", ".join(found), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
