@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import fhir
 from .choice import started_on
 from .decide import decide, facts_from_record
+from .document import plain_data
 from .errors import EvaluationError
 from .fhir import Extraction
 from .model import Evaluation, Ruleset
@@ -83,7 +82,7 @@ class VersionDiff:
 
 
 def structural_changes(old: Ruleset, new: Ruleset) -> list[Change]:
-    return document_changes(yaml.safe_load(old.source_text), yaml.safe_load(new.source_text))
+    return document_changes(plain_data(old.source_text), plain_data(new.source_text))
 
 
 def document_changes(a: dict[str, Any], b: dict[str, Any]) -> list[Change]:

@@ -1,10 +1,13 @@
 """YAML documents that remember where every value was written, and schema errors located in them."""
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import yaml
@@ -81,6 +84,11 @@ def read_document(path: str | Path, text: str | None = None) -> Document:
     if errors:
         raise RulesetErrors(errors)
     return doc
+
+
+def plain_data(text: str) -> Any:
+    """What yaml.safe_load makes of the text, parsed by libyaml where PyYAML has it (several times faster)."""
+    return yaml.load(text, Loader=_LOADER)
 
 
 def _screen(text: str, name: str) -> None:
@@ -167,8 +175,30 @@ def validator(schema_name: str) -> jsonschema.protocols.Validator:
     return cls(schema, registry=_schema_registry(), format_checker=cls.FORMAT_CHECKER)
 
 
+# Texts that passed a schema in this process, by (schema, sha256 of the text). A document's data is parsed from its
+# text alone and a schema is loaded once (validator), so a text that passed passes again; and every app start,
+# workbench page and catalog load validates the same few files again, at tens of milliseconds each. gunicorn
+# workers inherit what the master validated. Only passes are kept: errors name the file, and are rare.
+_PASSED: dict[tuple[str, bytes], None] = {}
+_PASSED_LIMIT = 4096  # entries of a few dozen bytes; past it the oldest are forgotten
+_PASSED_LOCK = threading.Lock()  # a worker's threads may validate at once
+
+
 def schema_errors(doc: Document, schema_name: str) -> list[RulesetError]:
     """Every schema violation, each reduced to its most relevant cause and said in plain words."""
+    key = (schema_name, hashlib.sha256(doc.text.encode("utf-8", "surrogatepass")).digest())
+    if key in _PASSED:
+        return []
+    found = _violations(doc, schema_name)
+    if not found:
+        with _PASSED_LOCK:
+            _PASSED[key] = None
+            while len(_PASSED) > _PASSED_LIMIT:
+                del _PASSED[next(iter(_PASSED))]
+    return found
+
+
+def _violations(doc: Document, schema_name: str) -> list[RulesetError]:
     found: list[RulesetError] = []
     for error in validator(schema_name).iter_errors(_jsonable(doc.data)):
         cause = best_match([error]) if error.context else error

@@ -185,6 +185,16 @@ def live_server(tmp_path_factory, signer, fhir_server):
         yield server
 
 
+@pytest.fixture(scope="session")
+def plain_server(tmp_path_factory):
+    """`cdsrules serve --no-auth` on the shipped rules with its default workers, shared by the modules that only call
+    it: they tell their records apart by hookInstance and card uuid, and none changes its rules, files or workers.
+    (Starting one takes seconds of both cores; a module that needs a fresh or differently configured server starts
+    its own with running_server.)"""
+    with running_server(tmp_path_factory.mktemp("plain"), "--no-auth") as server:
+        yield server
+
+
 def _wait_ready(server: LiveServer, path: str = "/readyz", timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -195,7 +205,7 @@ def _wait_ready(server: LiveServer, path: str = "/readyz", timeout: float = 30) 
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)  # a refused connection costs nothing; the sooner it answers, the sooner a test goes on
     raise RuntimeError(f"the server did not become ready:\n{server.log()}")
 
 
@@ -219,3 +229,20 @@ def suite_log(tmp_path_factory):
     root.removeHandler(handler)
     root.setLevel(previous)
     handler.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under pytest-xdist (`-n 2`) each worker writes under a folder of its own, and test_zz_no_secrets, run by one
+    worker, sees only that worker's files, perhaps before the other is done. So the controller, once every worker
+    has finished, checks the files of them all; without xdist the test alone checks everything."""
+    config = session.config
+    if hasattr(config, "workerinput") or getattr(config.option, "dist", "no") == "no":
+        return  # a worker, or no workers at all
+    from tests.token_leaks import leaks, written_files
+
+    base = config._tmp_path_factory.getbasetemp()  # the workers' folders are under it (basetemp/popen-gwN)
+    found = leaks(written_files(base), base, TOKEN)
+    if found:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            "a token was written to: " + ", ".join(found), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,6 +2,7 @@
 value the record allows decides the same, and said on the card where it does not; never a dose from a guess."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 import shutil
@@ -25,11 +26,11 @@ UCUM = "http://unitsofmeasure.org"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("bounded"), "--no-auth", "--workers", "1") as live:
-        live.prefetch = next(s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
-                             if s["hook"] == "order-sign")["prefetch"]
-        yield live
+def server(plain_server):
+    live = copy.copy(plain_server)  # the shared server, with this module's own attributes
+    live.prefetch = next(s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
+                         if s["hook"] == "order-sign")["prefetch"]
+    return live
 
 
 def cards(server, record: list[dict], draft_mg: float = 5) -> list[dict]:

@@ -54,9 +54,8 @@ def signature(answer: dict) -> list:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("concurrency"), "--no-auth") as live:
-        yield live.base_url
+def server(plain_server):
+    return plain_server.base_url
 
 
 def test_concurrent_clients_get_exactly_the_sequential_answers(server):

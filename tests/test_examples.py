@@ -13,7 +13,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from engine import fhir
 from engine.examples import DEFAULT_TEMPLATES, request_for, shift_dates
-from tests.conftest import REPO, RULES_DIR, build_app, cdsrules_command, running_server
+from tests.conftest import REPO, RULES_DIR, build_app, cdsrules_command
 
 TEMPLATES = REPO / DEFAULT_TEMPLATES
 MAPPING = fhir.load_site_mapping(RULES_DIR / "site" / "fhir-r4.yaml")
@@ -138,7 +138,7 @@ def readme_dose_claim(readme: str) -> tuple[float, float, float]:
     return tuple(float(number) for number in claim.groups())
 
 
-def test_the_readmes_call_advises_the_dose_it_describes_today(tmp_path):
+def test_the_readmes_call_advises_the_dose_it_describes_today(tmp_path, plain_server):
     readme = (REPO / "README.md").read_text()
     path, headers, body = readme_call(readme)
     platelets, current, advised = readme_dose_claim(readme)
@@ -148,8 +148,7 @@ def test_the_readmes_call_advises_the_dose_it_describes_today(tmp_path):
                    capture_output=True, timeout=60)
     request = (tmp_path / body).read_bytes()  # the README's path, relative to where the examples were written
     draft = json.loads(request)["context"]["draftOrders"]["entry"][0]["resource"]
-    with running_server(tmp_path, "--no-auth") as server:
-        response = requests.post(server.base_url + path, data=request, headers=headers, timeout=30)
+    response = requests.post(plain_server.base_url + path, data=request, headers=headers, timeout=30)
     assert response.status_code == 200, response.text
     [card] = [card for card in response.json()["cards"] if suggested_doses(card)]
     figures = {float(number) for number in re.findall(r"\d+(?:\.\d+)?", card["summary"])}

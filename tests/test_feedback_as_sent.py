@@ -3,6 +3,7 @@ or singular keys, as a real client library sends them) never absorbs the complet
 not say which suggestion is counted as such, and keys CDS Hooks does not define are kept and counted."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 
@@ -10,7 +11,7 @@ import pytest
 import requests
 
 from store import Store
-from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for, running_server
+from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for
 from tests.fhir_server import FhirData
 
 pytestmark = pytest.mark.timeout(120)
@@ -19,11 +20,11 @@ WHEN = f"{TODAY}T10:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("feedback"), "--no-auth", "--workers", "1") as live:
-        live.prefetch = next(s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
-                             if s["hook"] == "order-sign")["prefetch"]
-        yield live
+def server(plain_server):
+    live = copy.copy(plain_server)  # the shared server, with this module's own attributes
+    live.prefetch = next(s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
+                         if s["hook"] == "order-sign")["prefetch"]
+    return live
 
 
 def shown_card(server) -> dict:

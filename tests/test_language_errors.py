@@ -7,9 +7,9 @@ import pytest
 
 import schemas
 from engine.analysis import compute_strata
-from engine.document import MAX_ALIASES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_VALUES, read_document
+from engine.document import MAX_ALIASES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_VALUES, read_document, schema_errors
 from engine.errors import RulesetErrors
-from engine.loader import load_ruleset
+from engine.loader import RULESET_SCHEMA, TESTS_SCHEMA, load_ruleset
 from tests.helpers import DEMO, ROOT, demo_text, edited, line_of
 
 
@@ -35,6 +35,19 @@ def test_string_where_a_number_belongs():
     assert located[0].line == line_of(text, "plausible: [0.5, heavy]")
     assert located[0].file == str(DEMO)
     assert any("unknown key 'extra'" in e.message for e in errors)
+
+
+def test_a_text_that_passed_its_schema_once_is_still_checked_when_it_changes():
+    """Passes are remembered by schema and text (engine.document): the same text passes again, one byte more is
+    validated anew, and a text that passed one schema is still checked against another."""
+    text = demo_text()
+    assert schema_errors(read_document(DEMO, text), RULESET_SCHEMA) == []
+    assert schema_errors(read_document(DEMO, text), RULESET_SCHEMA) == []
+    broken = edited(text, "plausible: [0.5, 250]", "plausible: [0.5, heavy]")
+    (error,) = schema_errors(read_document(DEMO, broken), RULESET_SCHEMA)
+    assert "expected a number here, found the text 'heavy'" in error.message
+    assert error.line == line_of(broken, "plausible: [0.5, heavy]")
+    assert schema_errors(read_document(DEMO, text), TESTS_SCHEMA), "a ruleset is not a tests file"
 
 
 def test_number_fact_compared_with_text():

@@ -3,6 +3,7 @@ frequency, start date, authoredOn and requester, valid R4; a source that links t
 that would leave the order as it is."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import uuid
 
@@ -17,7 +18,6 @@ from tests.conftest import (
     order_sign_request,
     patient_record,
     prefetch_for,
-    running_server,
 )
 from tests.fhir_server import FhirData
 
@@ -27,11 +27,11 @@ MAPPING = fhir.load_site_mapping(RULES_DIR / "site" / "fhir-r4.yaml")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("orders"), "--no-auth", "--workers", "1") as live:
-        listed = requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
-        live.services = {s["hook"]: s for s in listed}
-        yield live
+def server(plain_server):
+    live = copy.copy(plain_server)  # the shared server, with this module's own attributes
+    listed = requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
+    live.services = {s["hook"]: s for s in listed}
+    return live
 
 
 def call(server, hook: str, context: dict, record: list[dict]) -> list[dict]:

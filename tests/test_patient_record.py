@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from engine.record import OtherPatientError, own_record
-from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for, running_server
+from tests.conftest import hetrombopag_order, order_sign_request, patient_record, prefetch_for
 from tests.fhir_server import FhirData
 
 pytestmark = pytest.mark.timeout(120)
@@ -17,11 +17,11 @@ TODAY = dt.date.today()  # the server evaluates on the real date
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("record"), "--no-auth", "--workers", "1") as live:
-        live.prefetch = next(s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
-                             if s["hook"] == "order-sign")["prefetch"]
-        yield live
+def server(plain_server):
+    live = copy.copy(plain_server)  # the shared server, with this module's own attributes
+    live.prefetch = next(s for s in requests.get(f"{live.base_url}/cds-services", timeout=10).json()["services"]
+                         if s["hook"] == "order-sign")["prefetch"]
+    return live
 
 
 def sign(server, resources: list[dict], patient: str, drafts: list[dict]) -> requests.Response:

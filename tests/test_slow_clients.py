@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import REPO, running_server
+from tests.conftest import REPO
 from webhook.server import default_workers
 from webhook.worker import REQUEST_TIMEOUT
 
@@ -34,9 +34,8 @@ def request_bytes(body: bytes = BODY, headers: tuple[str, ...] = ()) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("slow"), "--no-auth") as live:
-        yield live
+def server(plain_server):
+    return plain_server
 
 
 def address(server) -> tuple[str, int]:
