@@ -30,8 +30,9 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Two processes, each taking a whole test file at a time (module-scoped servers start once per file).
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The example requests are written for today first, so the README's call shows the protocol at work.
 serve: install
