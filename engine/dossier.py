@@ -1,9 +1,10 @@
 """The release dossier of one ruleset version, as data: what governance files for it.
 
 The protocol source, the release record, each rule with the clauses it cites (and the rules citing none), the tests
-and their results, the behavioural impact against the previous version, the open parameters, the source attributes
-and the review-by date. Generated from the files every time, never stored; webhook/workbench/dossier.py renders it
-as HTML and PDF for the workbench and for `cdsrules dossier`.
+and their results with what they cover against the ruleset's threshold, the behavioural impact against the
+previous version, the open parameters, the source attributes and the review-by date. Generated from the files
+every time, never stored; webhook/workbench/dossier.py renders it as HTML and PDF for the workbench and for
+`cdsrules dossier`.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fhir
+from .coverage import Coverage, Threshold, coverage_of, shortfalls
 from .diff import Case, VersionDiff, behavioural_impact, record_cases, structural_changes, test_cases
 from .document import read_document
 from .errors import RulesetErrors
@@ -21,7 +23,7 @@ from .loader import find_site_mapping, load_ruleset, ruleset_files, site_for
 from .model import Parameter, Rule, Ruleset
 from .runtime import Engine
 from .testing import CaseResult, run_tests
-from .versions import MANIFEST, Release, file_sha256, read_manifest, version_key
+from .versions import MANIFEST, Release, file_sha256, read_manifest, read_threshold, version_key
 
 # The cohort a dossier is measured on when none is given: the workbench's default (one block of every scenario).
 COHORT_SIZE, COHORT_SEED = 24, 2026
@@ -70,6 +72,13 @@ class Dossier:
     impact: Impact | None  # None for a first version
     evidence: list[tuple[str, Any]]  # (attribute as a reader says it, value), in HTI-1's order
     review_by: dt.date | None
+    coverage: Coverage  # what the tests above exercise
+    threshold: Threshold | None  # the ruleset's release threshold; None when its manifest cannot say
+
+    @property
+    def below(self) -> list[str]:
+        """What the tests cover less of than the threshold asks (empty when met or unknown)."""
+        return shortfalls(self.coverage, self.threshold) if self.threshold else []
 
     @property
     def uncited(self) -> list[DossierRule]:
@@ -94,10 +103,11 @@ class Dossier:
 
 
 def build_dossier(ruleset: Ruleset, record: ReleaseRecord, tests: list[CaseResult], impact: Impact | None,
-                  on: dt.date) -> Dossier:
+                  on: dt.date, threshold: Threshold | None) -> Dossier:
     return Dossier(ruleset=ruleset, generated_on=on, status=_status(record.release, on), record=record,
                    rules=[dossier_rule(rule, ruleset) for rule in ruleset.rules], tests=tests, impact=impact,
-                   evidence=labelled_evidence(ruleset), review_by=review_by(ruleset))
+                   evidence=labelled_evidence(ruleset), review_by=review_by(ruleset),
+                   coverage=coverage_of(ruleset, tests), threshold=threshold)
 
 
 def dossier_rule(rule: Rule, ruleset: Ruleset) -> DossierRule:
@@ -177,7 +187,8 @@ def dossier_from_files(rules_dir: Path, ruleset_id: str, version: str, on: dt.da
         cases = record_cases(fhir.load_site_mapping(find_site_mapping(folder.resolve())), patients) \
             if patients else []
         impact = measure_impact(older, ruleset, cases, len(patients), engine)
-    return build_dossier(ruleset, release_record(file, release), run_tests(ruleset, engine), impact, on)
+    return build_dossier(ruleset, release_record(file, release), run_tests(ruleset, engine), impact, on,
+                         read_threshold(folder))
 
 
 Patients = list[tuple[str, list[dict[str, Any]], list[dt.date]]]  # (name, resources, evaluation dates)

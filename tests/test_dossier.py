@@ -96,6 +96,25 @@ def test_source_release_evidence_open_parameters_and_tests(dossier, page):
     assert f"Tests: {len(AMENDMENT.tests)} of {len(AMENDMENT.tests)} passed" in section(page, "tests")
 
 
+def test_the_coverage_of_the_tests_is_shown_against_the_threshold(dossier, page):
+    coverage = section(page, "coverage")
+    rules, total = dossier.coverage.counts()["rules"]
+    assert "threshold met" in coverage and f"{rules}/{total}" in coverage and rules == total
+    assert "rules 100%, table rows 100%" in coverage
+
+
+def test_coverage_below_the_threshold_names_what_is_uncovered(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, rules)
+    tests_file = rules / "hetrombopag" / "1.1.0.tests.yaml"
+    tests_file.unlink()  # the cases that reach the rules the file's own tests do not
+    dossier = dossier_from_files(rules, "hetrombopag", "1.1.0", ON, with_cohort=False)
+    assert dossier.below and dossier.coverage.uncovered_rules
+    coverage = section(dossier_html(dossier), "coverage")
+    assert "below the threshold" in coverage
+    assert all(rule_id in coverage for rule_id in dossier.coverage.uncovered_rules)
+
+
 def test_the_impact_against_the_previous_version_is_measured_on_tests_and_cohort(dossier, page):
     impact = section(page, "impact")
     assert dossier.impact is not None and dossier.impact.previous == "1.0.1"

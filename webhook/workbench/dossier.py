@@ -7,6 +7,7 @@ from flask import Response, url_for
 from engine.dossier import Dossier, build_dossier, measure_impact, previous_version, release_record
 from webhook.workbench.compare import cohort_cases
 from webhook.workbench.dossier_render import dossier_html, dossier_pdf
+from webhook.workbench.rulesets import ruleset_threshold
 from webhook.workbench.views import csp_nonce, find_version, sandbox, snapshot, today, workbench
 
 
@@ -35,4 +36,4 @@ def _dossier(ruleset_id: str, version: str) -> Dossier:
         cases = cohort_cases(ruleset_id)
         impact = measure_impact(older, info.ruleset, cases, len(workbench().cohort(ruleset_id)), sandbox())
     return build_dossier(info.ruleset, release_record(info.path, info.release), info.results(sandbox()), impact,
-                         today())
+                         today(), ruleset_threshold(info.path.parent))

@@ -13,6 +13,7 @@ from webhook.workbench.compare import cohort_cases
 from webhook.workbench.dossier_render import dossier_html, dossier_pdf
 from webhook.workbench.proposals import check_text, proposals_store
 from webhook.workbench.readiness import APPLIES_TO_CHOICES
+from webhook.workbench.rulesets import ruleset_threshold
 from webhook.workbench.views import csp_nonce, sandbox, snapshot, today, workbench
 
 
@@ -56,4 +57,5 @@ def _dossier(proposal: Proposal) -> Dossier:
              "applies_to": APPLIES_TO_CHOICES.get(proposal.applies_to, proposal.applies_to),
              "note": proposal.note or "—",
              "approvals": ", ".join(a.reviewer for a in proposal.approvals) or "none yet"}
-    return build_dossier(check.ruleset, ReleaseRecord(proposal.sha256, None, terms), check.results, impact, today())
+    return build_dossier(check.ruleset, ReleaseRecord(proposal.sha256, None, terms), check.results, impact, today(),
+                         ruleset_threshold(workbench().rules_dir / proposal.ruleset))
