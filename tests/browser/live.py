@@ -59,16 +59,20 @@ def server_env() -> dict[str, str]:
 
 
 def start_server(rules: Path, port: int, db_url: str, log_path: Path, timeout: float = 30) -> Server:
+    return launch(server_command(rules, port, db_url), port, log_path, "/workbench/", timeout)
+
+
+def launch(command: list[str], port: int, log_path: Path, ready: str = "/readyz", timeout: float = 30) -> Server:
+    """Start the server `command` runs on `port` and wait until `ready` answers 200; stopped if it never does."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(server_command(rules, port, db_url), cwd=REPO, stdout=log,
-                                   stderr=subprocess.STDOUT, env=server_env())
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=server_env())
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the server exited with {process.returncode}:\n{server.log()}")
         try:
-            if requests.get(server.base_url + "/workbench/", timeout=1).status_code == 200:
+            if requests.get(server.base_url + ready, timeout=1).status_code == 200:
                 return server
         except requests.RequestException:
             pass

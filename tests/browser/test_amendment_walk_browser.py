@@ -13,7 +13,6 @@ import datetime as dt
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -23,7 +22,7 @@ import pytest
 import requests
 import yaml
 
-from tests.browser.live import CHROMIUM, REPO, Server, server_env
+from tests.browser.live import CHROMIUM, launch
 from tests.browser.test_four_eyes_browser import browser, governed_rules, logged_in, users_config  # noqa: F401
 from tests.conftest import free_port
 from tests.fhir_server import FhirData
@@ -53,22 +52,7 @@ def server(tmp_path_factory, signer):
                "--rules", str(rules), "--host", "127.0.0.1", "--port", str(port), "--workbench", "--workers", "1",
                "--auth-config", str(users_config(directory, signer, base_url)),
                "--db", f"sqlite:///{directory / 'db.sqlite'}"]
-    log_path = directory / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=server_env())
-    live = Server(base_url, process, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the server exited:\n{live.log()}"
-        try:
-            if requests.get(base_url + "/readyz", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    else:
-        live.stop()
-        pytest.fail(f"the server did not become ready:\n{live.log()}")
+    live = launch(command, port, directory / "server.log", timeout=60)
     live.rules, live.today = rules, today
     yield live
     live.stop()

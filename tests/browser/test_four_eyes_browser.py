@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from tests.browser.live import CHROMIUM, CHROMIUM_ARGS, REPO, SCREENSHOTS, Server, server_env
+from tests.browser.live import CHROMIUM, CHROMIUM_ARGS, REPO, SCREENSHOTS, launch
 from tests.conftest import cdsrules_command, free_port, write_auth_config
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at "
@@ -53,22 +52,7 @@ def server(tmp_path_factory, signer):
         "serve", "--rules", str(rules), "--host", "127.0.0.1", "--port", str(port), "--workbench", "--workers", "1",
         "--auth-config", str(users_config(directory, signer, base_url)),
         "--db", f"sqlite:///{directory / 'db.sqlite'}"]
-    log_path = directory / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=server_env())
-    live = Server(base_url, process, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"the server exited:\n{live.log()}"
-        try:
-            if requests.get(base_url + "/readyz", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    else:
-        live.stop()
-        pytest.fail(f"the server did not become ready:\n{live.log()}")
+    live = launch(command, port, directory / "server.log", timeout=60)
     live.rules = rules
     yield live
     live.stop()
