@@ -149,7 +149,8 @@ def test_whom_a_release_applies_to_is_all_or_new_therapies_only(tmp_path, rules)
     assert Store(f"sqlite:///{tmp_path / 'wb.db'}").proposals.listing() == []
 
 
-def test_the_command_line_releases_whom_the_approved_proposal_applies_to(rules, store_url, capsys):
+def approved_for_new_therapies(rules, store_url):
+    """The amended version as a file, and a proposal of its bytes for new therapies only, approved by ben."""
     with_tests_file(rules)
     path = rules / "hetrombopag" / f"{AMENDED}.yaml"
     path.write_text(amended_text(rules).replace("version: 1.1.0", f"version: {AMENDED}", 1))
@@ -158,6 +159,11 @@ def test_the_command_line_releases_whom_the_approved_proposal_applies_to(rules, 
     proposal = store.proposals.propose("hetrombopag", AMENDED, path.read_text(), "ana", "2026-05-01",
                                        applies_to="new-therapies")
     store.proposals.review(proposal.id, "ben", "approve", "", proposal.sha256)
+    return path, store, proposal
+
+
+def test_the_command_line_releases_whom_the_approved_proposal_applies_to(rules, store_url, capsys):
+    path, store, proposal = approved_for_new_therapies(rules, store_url)
     release = ["release", str(path), "--db", store_url]
     other = Store(store_url).proposals.propose("hetrombopag", AMENDED, path.read_text(), "ana", "2026-05-01")
     assert other.id != proposal.id, "the same bytes on other terms are a new proposal"
@@ -171,14 +177,7 @@ def test_the_command_line_releases_whom_the_approved_proposal_applies_to(rules, 
 
 
 def test_the_command_line_records_new_therapies_only_from_the_proposal(rules, store_url, capsys):
-    with_tests_file(rules)
-    path = rules / "hetrombopag" / f"{AMENDED}.yaml"
-    path.write_text(amended_text(rules).replace("version: 1.1.0", f"version: {AMENDED}", 1))
-    store = Store(store_url)
-    store.migrate()
-    proposal = store.proposals.propose("hetrombopag", AMENDED, path.read_text(), "ana", "2026-05-01",
-                                       applies_to="new-therapies")
-    store.proposals.review(proposal.id, "ben", "approve", "", proposal.sha256)
+    path, store, proposal = approved_for_new_therapies(rules, store_url)
     assert main(["release", str(path), "--db", store_url]) == 0, capsys.readouterr().err
     assert "for therapies started from then on" in capsys.readouterr().out
     assert versions.read_manifest(rules / "hetrombopag")[AMENDED].applies_to == "new-therapies"
