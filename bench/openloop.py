@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -73,23 +72,11 @@ def _sqlite() -> Iterator[None]:
     yield None  # the server's own fresh SQLite file
 
 
-@contextmanager
-def pg_schema(base: str) -> Iterator[str]:
+def pg_schema(base: str):
     """A URL on a fresh schema of the PostgreSQL server `base`, dropped afterwards."""
-    from sqlalchemy import create_engine, text
+    from tests.store_backends import fresh_pg_schema
 
-    from tests.store_backends import pg_schema_url
-
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    try:
-        with admin.begin() as connection:
-            connection.execute(text(f"CREATE SCHEMA {schema}"))
-        yield pg_schema_url(base, schema)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        admin.dispose()
+    return fresh_pg_schema(base, "bench")
 
 
 def _measure(db_url: str | None, mixes: tuple[arrivals.Mix, arrivals.Mix], rates: tuple[float, ...],

@@ -33,7 +33,14 @@ def empty_store(backend: str, directory: Path) -> Iterator[str]:
     base = os.environ.get(PG_URL_VARIABLE)
     if not base:
         pytest.skip(f"PostgreSQL backend: {PG_URL_VARIABLE} is not set (run `eval \"$(bash .ci/postgres.sh)\"`)")
-    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with fresh_pg_schema(base, "t") as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_schema(base: str, prefix: str) -> Iterator[str]:
+    """A URL on a new schema of the PostgreSQL server `base` (named `<prefix>_<random>`), dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
     admin = create_engine(base)
     try:
         with admin.begin() as connection:
