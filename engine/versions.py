@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from .coverage import THRESHOLD_KEY, Threshold, coverage_of, shortfalls
-from .document import read_document, schema_errors
+from .document import Document, read_document, schema_errors
 from .errors import RulesetError, RulesetErrors
 from .governance import Approval, Governance, governance_from, shortfall
 from .loader import load_ruleset, ruleset_files, site_for
@@ -163,14 +163,22 @@ def load_catalog(root: str | Path) -> Catalog:
     return Catalog(root, found, digest.hexdigest()[:16])
 
 
-def read_manifest(folder: Path) -> dict[str, Release]:
-    path = folder / MANIFEST
+def _manifest_document(folder: str | Path) -> Document | None:
+    """The ruleset's manifest, checked against its schema (RulesetErrors if it fails); None when there is none."""
+    path = Path(folder) / MANIFEST
     if not path.exists():
-        return {}
+        return None
     doc = read_document(path)
     errors = schema_errors(doc, MANIFEST_SCHEMA)
     if errors:
         raise RulesetErrors(errors)
+    return doc
+
+
+def read_manifest(folder: Path) -> dict[str, Release]:
+    doc = _manifest_document(folder)
+    if doc is None:
+        return {}
     releases: dict[str, Release] = {}
     data = doc.data if isinstance(doc.data, dict) else {}  # the schema requires a mapping
     for index, item in enumerate(data.get("releases", [])):
@@ -191,14 +199,8 @@ def read_manifest(folder: Path) -> dict[str, Release]:
 
 def read_threshold(folder: Path) -> Threshold:
     """The ruleset's coverage threshold from its manifest (`coverage:`); the default when it names none."""
-    path = Path(folder) / MANIFEST
-    if not path.exists():
-        return Threshold()
-    doc = read_document(path)
-    errors = schema_errors(doc, MANIFEST_SCHEMA)
-    if errors:
-        raise RulesetErrors(errors)
-    return Threshold.from_manifest(doc.data)
+    doc = _manifest_document(folder)
+    return Threshold() if doc is None else Threshold.from_manifest(doc.data)
 
 
 def _date(value: object) -> dt.date:
@@ -291,13 +293,9 @@ def _check_governance(governance: Governance, proposed_by: str, approvals: tuple
 
 def read_governance(folder: str | Path) -> Governance:
     """The ruleset's governance from its manifest (`governance:`); none when it names none or does not exist."""
-    path = Path(folder) / MANIFEST
-    if not path.exists():
+    doc = _manifest_document(folder)
+    if doc is None:
         return Governance()
-    doc = read_document(path)
-    errors = schema_errors(doc, MANIFEST_SCHEMA)
-    if errors:
-        raise RulesetErrors(errors)
     return governance_from(doc.data.get("governance") if isinstance(doc.data, dict) else None)
 
 
@@ -332,6 +330,8 @@ def _kept_settings(folder: Path) -> dict[str, object]:
     path = folder / MANIFEST
     data = yaml.safe_load(path.read_text(encoding="utf-8")) if path.exists() else None
     return {THRESHOLD_KEY: data[THRESHOLD_KEY]} if isinstance(data, dict) and THRESHOLD_KEY in data else {}
+
+
 def _governance_section(folder: Path) -> dict[str, object]:
     """The manifest's governance, kept as written when it is rewritten: releasing never changes its rules."""
     governance = read_governance(folder)
