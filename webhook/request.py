@@ -111,8 +111,8 @@ MAX_JSON_DEPTH = 64  # FHIR resources nest about 10 deep; far deeper is an attac
 MAX_RESOURCES = 10_000  # draft orders plus prefetched resources in one request
 
 # A surrogate as a JSON escape, or as the UTF-8-style bytes json.loads lets through (it decodes "surrogatepass").
-# Two patterns, not one alternation: each begins with a literal, which the regex engine finds at memchr speed (the
-# alternation tried every position of a 30 KB body in Python's matcher: 51 us against 12).
+# Two patterns, not one alternation (which tried every position of a 30 KB body in Python's matcher: 51 us against
+# 12), each searched only where its first byte occurs at all, which `in` finds at memchr speed (14 us -> 1).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
 _NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
@@ -150,7 +150,8 @@ def load_json(body: bytes) -> object:
 
 
 def _may_hold_surrogate(body: bytes) -> bool:
-    return _SURROGATE_BYTES.search(body) is not None or _SURROGATE_ESCAPE.search(body) is not None
+    return ((b"\xed" in body and _SURROGATE_BYTES.search(body) is not None)
+            or (b"\\" in body and _SURROGATE_ESCAPE.search(body) is not None))
 
 
 def _holds_lone_surrogate(document: object) -> bool:
