@@ -284,8 +284,9 @@ class _Reading:
 
 
 def _effective(observation: dict[str, Any]) -> When | None:
-    return _first_when(observation.get("effectiveDateTime"), _get(observation, "effectivePeriod", "start"),
-                       observation.get("effectiveInstant"), observation.get("issued"))
+    # effectiveDateTime, which nearly every result has, is read before the others are even looked up
+    return _when(observation.get("effectiveDateTime")) or _first_when(
+        _get(observation, "effectivePeriod", "start"), observation.get("effectiveInstant"), observation.get("issued"))
 
 
 def _extract_observations(mapping: SiteMapping, observations: list[dict[str, Any]], ctx: _Context,

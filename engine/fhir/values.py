@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 _NO_TIME = datetime.min
 # FHIR R4's id datatype. An id that breaks it is malformed data: it names no resource in card texts and is never
@@ -17,9 +16,11 @@ _NO_TIME = datetime.min
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
-@dataclass(frozen=True, order=True)
-class When:
-    """A FHIR date or dateTime: an instant to sort by, and the calendar day as the source wrote it."""
+class When(NamedTuple):
+    """A FHIR date or dateTime: an instant to sort by, and the calendar day as the source wrote it.
+
+    A named tuple, not a frozen dataclass: one is built for every dated resource of every request, and a tuple is
+    built in under half the time while comparing and sorting the same way (field by field)."""
 
     instant: datetime
     day: str  # YYYY-MM-DD; for a partial date, its first day
@@ -35,16 +36,17 @@ def _when(value: Any) -> When | None:
         day = date.fromisoformat(value[:10])
     except ValueError:
         return None
-    instant = datetime(day.year, day.month, day.day)
     if len(value) > 10:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
             if parsed.tzinfo is not None:
-                parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-            instant = parsed
+                utc = parsed.astimezone(UTC)
+                # the naive UTC instant; combine() builds it several times faster than replace(tzinfo=None)
+                parsed = datetime.combine(utc.date(), utc.time())
+            return When(parsed, day.isoformat())
         except (ValueError, OverflowError):
             pass  # an unreadable time of day still leaves a usable day
-    return When(instant, day.isoformat())
+    return When(datetime(day.year, day.month, day.day), day.isoformat())
 
 
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
