@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import units
 from ..uncertain import Possible, days
@@ -51,9 +51,9 @@ _RANGE_TEXT = re.compile(
     r"^\s*(?:\d+(?:\.\d+)?\s*(?:-|–|—|~|to)\s*|(?:<=|≤|<)\s*)(\d+(?:\.\d+)?)\s*(.*?)\s*$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class _Found:
-    """A resource matched to a concept, with its date and the code that matched."""
+class _Found(NamedTuple):
+    """A resource matched to a concept, with its date and the code that matched (a named tuple: one is built per
+    matched resource of every request, in under half a frozen dataclass's time)."""
 
     when: When | None
     resource: dict[str, Any]
@@ -72,14 +72,16 @@ def _recent(found: list[_Found], limit: int) -> list[_Found]:
     return ordered[:limit]
 
 
-def _collect(index: CodeIndex, resources: Iterable[dict[str, Any]], date_of: Callable[[dict[str, Any]], When | None],
-             keep: Callable[[dict[str, Any]], bool]) -> dict[str, list[_Found]]:
-    """Group the kept resources by the concepts their `code` matches."""
+def _collect(index: CodeIndex, kept: Iterable[dict[str, Any]],
+             date_of: Callable[[dict[str, Any]], When | None]) -> dict[str, list[_Found]]:
+    """Group the kept resources by the concepts their `code` matches.
+
+    Callers filter with a comprehension rather than pass a predicate: it runs for every resource of every request,
+    and a call per resource costs more than the test itself."""
     found: dict[str, list[_Found]] = defaultdict(list)
-    for resource in resources:
-        if not keep(resource):
-            continue
-        matches = index.match(resource.get("code"))
+    match = index.match
+    for resource in kept:
+        matches = match(resource.get("code"))
         if matches:
             when = date_of(resource)
             for concept, code in matches.items():
@@ -88,9 +90,13 @@ def _collect(index: CodeIndex, resources: Iterable[dict[str, Any]], date_of: Cal
 
 
 def _split_future(found: list[_Found], today: date) -> tuple[list[_Found], list[_Found]]:
-    cutoff = today.isoformat()
-    past = [f for f in found if f.when is None or f.when.day <= cutoff]
-    future = [f for f in found if f.when is not None and f.when.day > cutoff]
+    """Matches up to the evaluation date, and those after it, each in the order given (one pass)."""
+    past: list[_Found] = []
+    future: list[_Found] = []
+    if found:  # most concepts match nothing in a record
+        cutoff = today.isoformat()
+        for item in found:
+            (future if item.when is not None and item.when.day > cutoff else past).append(item)
     return past, future
 
 
@@ -291,8 +297,10 @@ def _effective(observation: dict[str, Any]) -> When | None:
 
 def _extract_observations(mapping: SiteMapping, observations: list[dict[str, Any]], ctx: _Context,
                           out: Extraction) -> None:
-    found = _collect(mapping.observation_codes, observations, _effective,
-                     lambda o: isinstance(o.get("status"), str) and o["status"] not in mapping.ignored_statuses)
+    ignored = mapping.ignored_statuses
+    found = _collect(mapping.observation_codes,
+                     [o for o in observations if isinstance(o.get("status"), str) and o["status"] not in ignored],
+                     _effective)
     for concept in mapping.observations.values():
         _extract_observation(mapping, concept, _recent(found.get(concept.name, []), ctx.limit), ctx, out)
 
@@ -530,8 +538,9 @@ def _onset(condition: dict[str, Any]) -> When | None:
 
 def _extract_conditions(mapping: SiteMapping, conditions: list[dict[str, Any]], supplied: bool, ctx: _Context,
                         out: Extraction) -> None:
-    found = _collect(mapping.condition_codes, conditions, _onset,
-                     lambda c: not (_status_codes(c.get("verificationStatus")) & mapping.excluded_verification))
+    excluded = mapping.excluded_verification
+    found = _collect(mapping.condition_codes,
+                     [c for c in conditions if not (_status_codes(c.get("verificationStatus")) & excluded)], _onset)
     for concept in mapping.conditions.values():
         past, future = _split_future(_recent(found.get(concept.name, []), ctx.limit), ctx.today)
         if supplied:
@@ -606,8 +615,9 @@ def _performed(procedure: dict[str, Any]) -> When | None:
 
 def _extract_procedures(mapping: SiteMapping, procedures: list[dict[str, Any]], supplied: bool, ctx: _Context,
                         out: Extraction) -> None:
-    found = _collect(mapping.procedure_codes, procedures, _performed,
-                     lambda p: _text(p.get("status")) in mapping.procedure_statuses)
+    statuses = mapping.procedure_statuses
+    found = _collect(mapping.procedure_codes, [p for p in procedures if _text(p.get("status")) in statuses],
+                     _performed)
     for concept in mapping.procedures.values():
         past, future = _split_future(_recent(found.get(concept.name, []), ctx.limit), ctx.today)
         if supplied and "count" in concept.facts:
