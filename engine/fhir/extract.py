@@ -640,6 +640,7 @@ class _Dose:
 @dataclass(frozen=True)
 class _Order:
     resource: dict[str, Any]
+    authored: When | None  # authoredOn
     start: When | None
     dose: _Dose | str  # a problem when the dose cannot be read
 
@@ -673,25 +674,27 @@ def _medication_concepts(request: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _order(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any]) -> _Order:
-    return _Order(request, _order_start(request), _order_dose(mapping, concept, request))
+def _order(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any], authored: When | None) -> _Order:
+    return _Order(request, authored, _order_start(request, authored), _order_dose(mapping, concept, request))
 
 
-def _order_start(request: dict[str, Any]) -> When | None:
+def _order_start(request: dict[str, Any], authored: When | None) -> When | None:
     """Earliest dosage boundsPeriod.start, else authoredOn."""
     written = [_when(_get(d, "timing", "repeat", "boundsPeriod", "start"))
                for d in _objects(request.get("dosageInstruction"))]
     starts = [s for s in written if s is not None]
-    return min(starts) if starts else _when(request.get("authoredOn"))
+    return min(starts) if starts else authored
 
 
 def _extract_medications(mapping: SiteMapping, requests: list[dict[str, Any]], supplied: bool, ctx: _Context,
                          out: Extraction) -> None:
-    cutoff = ctx.today.isoformat()
+    # Each order's authoredOn is read once here, not again for every concept and for sorting.
+    history = [(r, _when(r.get("authoredOn"))) for r in requests if _text(r.get("status")) in mapping.history_statuses]
+    existing = [(r, authored) for r, authored in history if not _written_after(authored, ctx.today.isoformat())]
     for concept in mapping.medications.values():
-        mine = [r for r in requests if _text(r.get("status")) in mapping.history_statuses
-                and not _written_after(r, cutoff) and _mentions(mapping, concept, r)]
-        orders = sorted((_order(mapping, concept, r) for r in mine), key=_order_recency, reverse=True)[:ctx.limit]
+        mine = [(r, authored) for r, authored in existing if _mentions(mapping, concept, r)]
+        orders = sorted((_order(mapping, concept, r, authored) for r, authored in mine), key=_order_recency,
+                        reverse=True)[:ctx.limit]
         if supplied:
             _therapy_flags(mapping, concept, orders, len(requests), out)
         _therapy_start(concept, orders, out)
@@ -713,13 +716,12 @@ def _dose_of(order: _Order) -> _Dose:
 
 def _order_recency(order: _Order) -> tuple[datetime, datetime]:
     """By start, then by when it was written: two orders starting the same day are told apart by authoredOn."""
-    authored = _when(order.resource.get("authoredOn"))
+    authored = order.authored
     return (order.start.instant if order.start else _NO_TIME, authored.instant if authored else _NO_TIME)
 
 
-def _written_after(request: dict[str, Any], cutoff: str) -> bool:
+def _written_after(authored: When | None, cutoff: str) -> bool:
     """An order authored after the evaluation date did not exist then (replays of past dates)."""
-    authored = _when(request.get("authoredOn"))
     return authored is not None and authored.day > cutoff
 
 
