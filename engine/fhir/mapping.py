@@ -11,7 +11,6 @@ from typing import Any
 
 from .. import units
 from ..uncertain import Possible
-from .values import _objects
 
 
 @dataclass(frozen=True)
@@ -25,12 +24,16 @@ class CodeIndex:
 
     def match(self, concept: Any) -> dict[str, str]:
         """Concept name -> the code (as written) that matched, over every coding of a CodeableConcept."""
-        # Called for every coded resource of every request: the codings are walked in place (as `_codings`
-        # yields them) and the index read through locals, without a generator or repeated attribute lookups.
+        # Called for every coded resource of every request, so the codings are walked in place, in the order
+        # `_codings` yields them and with the same tolerance (an object alone where an array belongs counts as one),
+        # without a generator or a list per level, and with the index read through locals.
         found: dict[str, str] = {}
         systems, exact, prefixes, longest = self.systems, self.exact, self.prefixes, self.longest_prefix
-        for item in _objects(concept):
-            for coding in _objects(item.get("coding")):
+        for item in concept if isinstance(concept, list) else (concept,):
+            codings = item.get("coding") if isinstance(item, dict) else None
+            for coding in codings if isinstance(codings, list) else (codings,):
+                if not isinstance(coding, dict):
+                    continue
                 system, code = coding.get("system"), coding.get("code")
                 if not isinstance(system, str) or not isinstance(code, str) or system not in systems:
                     continue
