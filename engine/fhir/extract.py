@@ -651,13 +651,19 @@ def _requests(resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _mentions(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any]) -> bool:
     """The medication is ours by a mapped code, or by a name pattern in its text or a coding's display."""
+    return concept.name in _mentioned(mapping, request)
+
+
+def _mentioned(mapping: SiteMapping, request: dict[str, Any]) -> set[str]:
+    """The medication concepts a request is for (see `_mentions`), found together: each medication's codes are
+    matched and its texts casefolded once, not once per concept."""
+    found: set[str] = set()
     for medication in _medication_concepts(request):
-        if concept.name in mapping.medication_codes.match(medication):
-            return True
-        texts = [medication.get("text")] + [c.get("display") for c in _codings(medication)]
-        if any(p in t.casefold() for t in texts if isinstance(t, str) for p in concept.patterns):
-            return True
-    return False
+        found.update(mapping.medication_codes.match(medication))
+        written = [medication.get("text")] + [c.get("display") for c in _codings(medication)]
+        texts = [t.casefold() for t in written if isinstance(t, str)]
+        found.update(c.name for c in mapping.medications.values() if any(p in t for t in texts for p in c.patterns))
+    return found
 
 
 def _medication_concepts(request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -690,9 +696,10 @@ def _extract_medications(mapping: SiteMapping, requests: list[dict[str, Any]], s
                          out: Extraction) -> None:
     # Each order's authoredOn is read once here, not again for every concept and for sorting.
     history = [(r, _when(r.get("authoredOn"))) for r in requests if _text(r.get("status")) in mapping.history_statuses]
-    existing = [(r, authored) for r, authored in history if not _written_after(authored, ctx.today.isoformat())]
+    existing = [(r, authored, _mentioned(mapping, r)) for r, authored in history
+                if not _written_after(authored, ctx.today.isoformat())]
     for concept in mapping.medications.values():
-        mine = [(r, authored) for r, authored in existing if _mentions(mapping, concept, r)]
+        mine = [(r, authored) for r, authored, mentioned in existing if concept.name in mentioned]
         orders = sorted((_order(mapping, concept, r, authored) for r, authored in mine), key=_order_recency,
                         reverse=True)[:ctx.limit]
         if supplied:
@@ -787,9 +794,10 @@ def _last_dose_change(concept: MedicationConcept, orders: list[_Order], out: Ext
 
 def _extract_drafts(mapping: SiteMapping, drafts: list[dict[str, Any]], out: Extraction) -> None:
     """The order being written: whether it is ours, its id, daily dose and frequency."""
+    mentioned = [(r, _mentioned(mapping, r)) for r in drafts]
     for concept in mapping.medications.values():
         facts = concept.facts
-        mine = [r for r in drafts if _mentions(mapping, concept, r)]
+        mine = [r for r, names in mentioned if concept.name in names]
         _put(out, facts.get("has_draft_order"), bool(mine),
              f"{_ref(mine[0])} in draftOrders" if mine else f"none of {len(drafts)} draft order(s) matches")
         if not mine:
