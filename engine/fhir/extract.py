@@ -137,16 +137,28 @@ def _problem(out: Extraction, fact: str | None, message: str) -> None:
 def resources_from(payload: Any) -> list[dict[str, Any]]:
     """Resources in a resource, a Bundle (with or without Bundle.type), a list or None; an OperationOutcome is none."""
     if isinstance(payload, list):
-        return [resource for item in payload for resource in resources_from(item)]
+        return _resources_in(payload)
     if not isinstance(payload, dict):
         return []
     kind = payload.get("resourceType")
     if kind == "OperationOutcome":
         return []
     if kind == "Bundle" or (kind is None and "entry" in payload):
-        entries = _objects(payload.get("entry"))
-        return [resource for entry in entries for resource in resources_from(entry.get("resource"))]
+        return _resources_in([entry.get("resource") for entry in _objects(payload.get("entry"))])
     return [payload] if isinstance(kind, str) else []
+
+
+def _resources_in(items: list[Any]) -> list[dict[str, Any]]:
+    """`resources_from` of each item, in order. A plain resource, nearly every item of every request, is taken as
+    it is rather than through a call and a list of one."""
+    found: list[dict[str, Any]] = []
+    for item in items:
+        kind = item.get("resourceType") if isinstance(item, dict) else None
+        if isinstance(kind, str) and kind not in ("Bundle", "OperationOutcome"):
+            found.append(item)
+        else:
+            found.extend(resources_from(item))
+    return found
 
 
 def prefetch_templates(mapping: SiteMapping) -> dict[str, str]:
