@@ -32,21 +32,28 @@ def _when(value: Any) -> When | None:
     """Full dates and dateTimes only: a partial date ("2026-01") cannot be placed on a day, so it is not used."""
     if not isinstance(value, str) or len(value) < 10:
         return None
+    instant = _utc_instant(value) if len(value) > 10 else None  # an unreadable time of day leaves a usable day
+    if instant is not None and value[4] == value[7] == "-":
+        # The common shape, YYYY-MM-DDThh:mm:ss...: a dateTime that parses was written on the day its first ten
+        # characters give, so the day is not parsed and formatted again.
+        return When(instant, value[:10])
     try:
         day = date.fromisoformat(value[:10])
     except ValueError:
         return None
-    if len(value) > 10:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if parsed.tzinfo is not None:
-                utc = parsed.astimezone(UTC)
-                # the naive UTC instant; combine() builds it several times faster than replace(tzinfo=None)
-                parsed = datetime.combine(utc.date(), utc.time())
-            return When(parsed, day.isoformat())
-        except (ValueError, OverflowError):
-            pass  # an unreadable time of day still leaves a usable day
-    return When(datetime(day.year, day.month, day.day), day.isoformat())
+    return When(instant if instant is not None else datetime(day.year, day.month, day.day), day.isoformat())
+
+
+def _utc_instant(value: str) -> datetime | None:
+    """A dateTime as a naive UTC datetime (local if it has no offset), or None if it cannot be read."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            return parsed
+        utc = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return datetime.combine(utc.date(), utc.time())  # several times faster than replace(tzinfo=None)
 
 
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
