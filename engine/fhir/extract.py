@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from .. import units
@@ -651,10 +652,17 @@ class _Dose:
 
 @dataclass(frozen=True)
 class _Order:
+    mapping: SiteMapping
+    concept: MedicationConcept
     resource: dict[str, Any]
     authored: When | None  # authoredOn
     start: When | None
-    dose: _Dose | str  # a problem when the dose cannot be read
+
+    @cached_property
+    def dose(self) -> _Dose | str:
+        """The daily dose, or the problem when it cannot be read. Read when first asked for: only the current order
+        and the orders back to the last dose change need it, and reading one costs more than the rest of an order."""
+        return _order_dose(self.mapping, self.concept, self.resource)
 
 
 def _requests(resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -693,7 +701,7 @@ def _medication_concepts(request: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _order(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any], authored: When | None) -> _Order:
-    return _Order(request, authored, _order_start(request, authored), _order_dose(mapping, concept, request))
+    return _Order(mapping, concept, request, authored, _order_start(request, authored))
 
 
 def _order_start(request: dict[str, Any], authored: When | None) -> When | None:
