@@ -34,8 +34,9 @@ def own_record(resources: Iterable[dict[str, Any]], patient_id: str) -> Record:
     """The patient's own resources, each once; raises OtherPatientError if the Patient resource is another's."""
     record = Record([])
     own: list[dict[str, Any]] = []
+    patients: dict[str, str | None] = {}  # reference -> patient id: every resource of a record names the same one
     for resource in resources:
-        whose = _patient_of(resource)
+        whose = _patient_of(resource, patients)
         if whose == patient_id:
             own.append(resource)
         elif resource.get("resourceType") == "Patient":
@@ -47,16 +48,19 @@ def own_record(resources: Iterable[dict[str, Any]], patient_id: str) -> Record:
     return record
 
 
-def _patient_of(resource: dict[str, Any]) -> str | None:
-    """The id of the patient a resource is about, if it names one by a literal reference."""
+def _patient_of(resource: dict[str, Any], patients: dict[str, str | None]) -> str | None:
+    """The id of the patient a resource is about, if it names one by a literal reference; `patients` keeps the
+    references already read, so the pattern is searched once per distinct reference rather than once per resource."""
     if resource.get("resourceType") == "Patient":
         return _text(resource.get("id"))
     for element in _SUBJECT_ELEMENTS:
         value = resource.get(element)
         reference = _text(value.get("reference")) if isinstance(value, dict) else None
         if reference:
-            match = _PATIENT_REFERENCE.search(reference)
-            return match.group(1) if match else None
+            if reference not in patients:
+                match = _PATIENT_REFERENCE.search(reference)
+                patients[reference] = match.group(1) if match else None
+            return patients[reference]
     return None
 
 

@@ -12,7 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from functools import cached_property
+from typing import Any, NamedTuple
 
 from .. import units
 from ..uncertain import Possible, days
@@ -51,9 +52,9 @@ _RANGE_TEXT = re.compile(
     r"^\s*(?:\d+(?:\.\d+)?\s*(?:-|–|—|~|to)\s*|(?:<=|≤|<)\s*)(\d+(?:\.\d+)?)\s*(.*?)\s*$", re.IGNORECASE)
 
 
-@dataclass(frozen=True)
-class _Found:
-    """A resource matched to a concept, with its date and the code that matched."""
+class _Found(NamedTuple):
+    """A resource matched to a concept, with its date and the code that matched (a named tuple: one is built per
+    matched resource of every request, in under half a frozen dataclass's time)."""
 
     when: When | None
     resource: dict[str, Any]
@@ -72,14 +73,16 @@ def _recent(found: list[_Found], limit: int) -> list[_Found]:
     return ordered[:limit]
 
 
-def _collect(index: CodeIndex, resources: Iterable[dict[str, Any]], date_of: Callable[[dict[str, Any]], When | None],
-             keep: Callable[[dict[str, Any]], bool]) -> dict[str, list[_Found]]:
-    """Group the kept resources by the concepts their `code` matches."""
+def _collect(index: CodeIndex, kept: Iterable[dict[str, Any]],
+             date_of: Callable[[dict[str, Any]], When | None]) -> dict[str, list[_Found]]:
+    """Group the kept resources by the concepts their `code` matches.
+
+    Callers filter with a comprehension rather than pass a predicate: it runs for every resource of every request,
+    and a call per resource costs more than the test itself."""
     found: dict[str, list[_Found]] = defaultdict(list)
-    for resource in resources:
-        if not keep(resource):
-            continue
-        matches = index.match(resource.get("code"))
+    match = index.match
+    for resource in kept:
+        matches = match(resource.get("code"))
         if matches:
             when = date_of(resource)
             for concept, code in matches.items():
@@ -88,9 +91,13 @@ def _collect(index: CodeIndex, resources: Iterable[dict[str, Any]], date_of: Cal
 
 
 def _split_future(found: list[_Found], today: date) -> tuple[list[_Found], list[_Found]]:
-    cutoff = today.isoformat()
-    past = [f for f in found if f.when is None or f.when.day <= cutoff]
-    future = [f for f in found if f.when is not None and f.when.day > cutoff]
+    """Matches up to the evaluation date, and those after it, each in the order given (one pass)."""
+    past: list[_Found] = []
+    future: list[_Found] = []
+    if found:  # most concepts match nothing in a record
+        cutoff = today.isoformat()
+        for item in found:
+            (future if item.when is not None and item.when.day > cutoff else past).append(item)
     return past, future
 
 
@@ -131,16 +138,28 @@ def _problem(out: Extraction, fact: str | None, message: str) -> None:
 def resources_from(payload: Any) -> list[dict[str, Any]]:
     """Resources in a resource, a Bundle (with or without Bundle.type), a list or None; an OperationOutcome is none."""
     if isinstance(payload, list):
-        return [resource for item in payload for resource in resources_from(item)]
+        return _resources_in(payload)
     if not isinstance(payload, dict):
         return []
     kind = payload.get("resourceType")
     if kind == "OperationOutcome":
         return []
     if kind == "Bundle" or (kind is None and "entry" in payload):
-        entries = _objects(payload.get("entry"))
-        return [resource for entry in entries for resource in resources_from(entry.get("resource"))]
+        return _resources_in([entry.get("resource") for entry in _objects(payload.get("entry"))])
     return [payload] if isinstance(kind, str) else []
+
+
+def _resources_in(items: list[Any]) -> list[dict[str, Any]]:
+    """`resources_from` of each item, in order. A plain resource, nearly every item of every request, is taken as
+    it is rather than through a call and a list of one."""
+    found: list[dict[str, Any]] = []
+    for item in items:
+        kind = item.get("resourceType") if isinstance(item, dict) else None
+        if isinstance(kind, str) and kind not in ("Bundle", "OperationOutcome"):
+            found.append(item)
+        else:
+            found.extend(resources_from(item))
+    return found
 
 
 def prefetch_templates(mapping: SiteMapping) -> dict[str, str]:
@@ -284,14 +303,17 @@ class _Reading:
 
 
 def _effective(observation: dict[str, Any]) -> When | None:
-    return _first_when(observation.get("effectiveDateTime"), _get(observation, "effectivePeriod", "start"),
-                       observation.get("effectiveInstant"), observation.get("issued"))
+    # effectiveDateTime, which nearly every result has, is read before the others are even looked up
+    return _when(observation.get("effectiveDateTime")) or _first_when(
+        _get(observation, "effectivePeriod", "start"), observation.get("effectiveInstant"), observation.get("issued"))
 
 
 def _extract_observations(mapping: SiteMapping, observations: list[dict[str, Any]], ctx: _Context,
                           out: Extraction) -> None:
-    found = _collect(mapping.observation_codes, observations, _effective,
-                     lambda o: isinstance(o.get("status"), str) and o["status"] not in mapping.ignored_statuses)
+    ignored = mapping.ignored_statuses
+    found = _collect(mapping.observation_codes,
+                     [o for o in observations if isinstance(o.get("status"), str) and o["status"] not in ignored],
+                     _effective)
     for concept in mapping.observations.values():
         _extract_observation(mapping, concept, _recent(found.get(concept.name, []), ctx.limit), ctx, out)
 
@@ -529,8 +551,9 @@ def _onset(condition: dict[str, Any]) -> When | None:
 
 def _extract_conditions(mapping: SiteMapping, conditions: list[dict[str, Any]], supplied: bool, ctx: _Context,
                         out: Extraction) -> None:
-    found = _collect(mapping.condition_codes, conditions, _onset,
-                     lambda c: not (_status_codes(c.get("verificationStatus")) & mapping.excluded_verification))
+    excluded = mapping.excluded_verification
+    found = _collect(mapping.condition_codes,
+                     [c for c in conditions if not (_status_codes(c.get("verificationStatus")) & excluded)], _onset)
     for concept in mapping.conditions.values():
         past, future = _split_future(_recent(found.get(concept.name, []), ctx.limit), ctx.today)
         if supplied:
@@ -605,8 +628,9 @@ def _performed(procedure: dict[str, Any]) -> When | None:
 
 def _extract_procedures(mapping: SiteMapping, procedures: list[dict[str, Any]], supplied: bool, ctx: _Context,
                         out: Extraction) -> None:
-    found = _collect(mapping.procedure_codes, procedures, _performed,
-                     lambda p: _text(p.get("status")) in mapping.procedure_statuses)
+    statuses = mapping.procedure_statuses
+    found = _collect(mapping.procedure_codes, [p for p in procedures if _text(p.get("status")) in statuses],
+                     _performed)
     for concept in mapping.procedures.values():
         past, future = _split_future(_recent(found.get(concept.name, []), ctx.limit), ctx.today)
         if supplied and "count" in concept.facts:
@@ -628,9 +652,17 @@ class _Dose:
 
 @dataclass(frozen=True)
 class _Order:
+    mapping: SiteMapping
+    concept: MedicationConcept
     resource: dict[str, Any]
+    authored: When | None  # authoredOn
     start: When | None
-    dose: _Dose | str  # a problem when the dose cannot be read
+
+    @cached_property
+    def dose(self) -> _Dose | str:
+        """The daily dose, or the problem when it cannot be read. Read when first asked for: only the current order
+        and the orders back to the last dose change need it, and reading one costs more than the rest of an order."""
+        return _order_dose(self.mapping, self.concept, self.resource)
 
 
 def _requests(resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -639,13 +671,19 @@ def _requests(resources: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _mentions(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any]) -> bool:
     """The medication is ours by a mapped code, or by a name pattern in its text or a coding's display."""
+    return concept.name in _mentioned(mapping, request)
+
+
+def _mentioned(mapping: SiteMapping, request: dict[str, Any]) -> set[str]:
+    """The medication concepts a request is for (see `_mentions`), found together: each medication's codes are
+    matched and its texts casefolded once, not once per concept."""
+    found: set[str] = set()
     for medication in _medication_concepts(request):
-        if concept.name in mapping.medication_codes.match(medication):
-            return True
-        texts = [medication.get("text")] + [c.get("display") for c in _codings(medication)]
-        if any(p in t.casefold() for t in texts if isinstance(t, str) for p in concept.patterns):
-            return True
-    return False
+        found.update(mapping.medication_codes.match(medication))
+        written = [medication.get("text")] + [c.get("display") for c in _codings(medication)]
+        texts = [t.casefold() for t in written if isinstance(t, str)]
+        found.update(c.name for c in mapping.medications.values() if any(p in t for t in texts for p in c.patterns))
+    return found
 
 
 def _medication_concepts(request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -662,25 +700,28 @@ def _medication_concepts(request: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def _order(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any]) -> _Order:
-    return _Order(request, _order_start(request), _order_dose(mapping, concept, request))
+def _order(mapping: SiteMapping, concept: MedicationConcept, request: dict[str, Any], authored: When | None) -> _Order:
+    return _Order(mapping, concept, request, authored, _order_start(request, authored))
 
 
-def _order_start(request: dict[str, Any]) -> When | None:
+def _order_start(request: dict[str, Any], authored: When | None) -> When | None:
     """Earliest dosage boundsPeriod.start, else authoredOn."""
     written = [_when(_get(d, "timing", "repeat", "boundsPeriod", "start"))
                for d in _objects(request.get("dosageInstruction"))]
     starts = [s for s in written if s is not None]
-    return min(starts) if starts else _when(request.get("authoredOn"))
+    return min(starts) if starts else authored
 
 
 def _extract_medications(mapping: SiteMapping, requests: list[dict[str, Any]], supplied: bool, ctx: _Context,
                          out: Extraction) -> None:
-    cutoff = ctx.today.isoformat()
+    # Each order's authoredOn is read once here, not again for every concept and for sorting.
+    history = [(r, _when(r.get("authoredOn"))) for r in requests if _text(r.get("status")) in mapping.history_statuses]
+    existing = [(r, authored, _mentioned(mapping, r)) for r, authored in history
+                if not _written_after(authored, ctx.today.isoformat())]
     for concept in mapping.medications.values():
-        mine = [r for r in requests if _text(r.get("status")) in mapping.history_statuses
-                and not _written_after(r, cutoff) and _mentions(mapping, concept, r)]
-        orders = sorted((_order(mapping, concept, r) for r in mine), key=_order_recency, reverse=True)[:ctx.limit]
+        mine = [(r, authored) for r, authored, mentioned in existing if concept.name in mentioned]
+        orders = sorted((_order(mapping, concept, r, authored) for r, authored in mine), key=_order_recency,
+                        reverse=True)[:ctx.limit]
         if supplied:
             _therapy_flags(mapping, concept, orders, len(requests), out)
         _therapy_start(concept, orders, out)
@@ -702,13 +743,12 @@ def _dose_of(order: _Order) -> _Dose:
 
 def _order_recency(order: _Order) -> tuple[datetime, datetime]:
     """By start, then by when it was written: two orders starting the same day are told apart by authoredOn."""
-    authored = _when(order.resource.get("authoredOn"))
+    authored = order.authored
     return (order.start.instant if order.start else _NO_TIME, authored.instant if authored else _NO_TIME)
 
 
-def _written_after(request: dict[str, Any], cutoff: str) -> bool:
+def _written_after(authored: When | None, cutoff: str) -> bool:
     """An order authored after the evaluation date did not exist then (replays of past dates)."""
-    authored = _when(request.get("authoredOn"))
     return authored is not None and authored.day > cutoff
 
 
@@ -774,9 +814,10 @@ def _last_dose_change(concept: MedicationConcept, orders: list[_Order], out: Ext
 
 def _extract_drafts(mapping: SiteMapping, drafts: list[dict[str, Any]], out: Extraction) -> None:
     """The order being written: whether it is ours, its id, daily dose and frequency."""
+    mentioned = [(r, _mentioned(mapping, r)) for r in drafts]
     for concept in mapping.medications.values():
         facts = concept.facts
-        mine = [r for r in drafts if _mentions(mapping, concept, r)]
+        mine = [r for r, names in mentioned if concept.name in names]
         _put(out, facts.get("has_draft_order"), bool(mine),
              f"{_ref(mine[0])} in draftOrders" if mine else f"none of {len(drafts)} draft order(s) matches")
         if not mine:

@@ -11,7 +11,6 @@ from typing import Any
 
 from .. import units
 from ..uncertain import Possible
-from .values import _codings, _text
 
 
 @dataclass(frozen=True)
@@ -25,17 +24,25 @@ class CodeIndex:
 
     def match(self, concept: Any) -> dict[str, str]:
         """Concept name -> the code (as written) that matched, over every coding of a CodeableConcept."""
+        # Called for every coded resource of every request, so the codings are walked in place, in the order
+        # `_codings` yields them and with the same tolerance (an object alone where an array belongs counts as one),
+        # without a generator or a list per level, and with the index read through locals.
         found: dict[str, str] = {}
-        for coding in _codings(concept):
-            system, code = _text(coding.get("system")), _text(coding.get("code"))
-            if system is None or system not in self.systems or code is None:
-                continue
-            key = _normalise(code, *self.systems[system])
-            for name in self.exact.get((system, key), ()):
-                found.setdefault(name, code)
-            for length in range(1, min(len(key), self.longest_prefix) + 1):
-                for name in self.prefixes.get((system, key[:length]), ()):
+        systems, exact, prefixes, longest = self.systems, self.exact, self.prefixes, self.longest_prefix
+        for item in concept if isinstance(concept, list) else (concept,):
+            codings = item.get("coding") if isinstance(item, dict) else None
+            for coding in codings if isinstance(codings, list) else (codings,):
+                if not isinstance(coding, dict):
+                    continue
+                system, code = coding.get("system"), coding.get("code")
+                if not isinstance(system, str) or not isinstance(code, str) or system not in systems:
+                    continue
+                key = _normalise(code, *systems[system])
+                for name in exact.get((system, key), ()):
                     found.setdefault(name, code)
+                for length in range(1, min(len(key), longest) + 1):
+                    for name in prefixes.get((system, key[:length]), ()):
+                        found.setdefault(name, code)
         return found
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 _NO_TIME = datetime.min
 # FHIR R4's id datatype. An id that breaks it is malformed data: it names no resource in card texts and is never
@@ -17,9 +16,11 @@ _NO_TIME = datetime.min
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
-@dataclass(frozen=True, order=True)
-class When:
-    """A FHIR date or dateTime: an instant to sort by, and the calendar day as the source wrote it."""
+class When(NamedTuple):
+    """A FHIR date or dateTime: an instant to sort by, and the calendar day as the source wrote it.
+
+    A named tuple, not a frozen dataclass: one is built for every dated resource of every request, and a tuple is
+    built in under half the time while comparing and sorting the same way (field by field)."""
 
     instant: datetime
     day: str  # YYYY-MM-DD; for a partial date, its first day
@@ -31,20 +32,28 @@ def _when(value: Any) -> When | None:
     """Full dates and dateTimes only: a partial date ("2026-01") cannot be placed on a day, so it is not used."""
     if not isinstance(value, str) or len(value) < 10:
         return None
+    instant = _utc_instant(value) if len(value) > 10 else None  # an unreadable time of day leaves a usable day
+    if instant is not None and value[4] == value[7] == "-":
+        # The common shape, YYYY-MM-DDThh:mm:ss...: a dateTime that parses was written on the day its first ten
+        # characters give, so the day is not parsed and formatted again.
+        return When(instant, value[:10])
     try:
         day = date.fromisoformat(value[:10])
     except ValueError:
         return None
-    instant = datetime(day.year, day.month, day.day)
-    if len(value) > 10:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if parsed.tzinfo is not None:
-                parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-            instant = parsed
-        except (ValueError, OverflowError):
-            pass  # an unreadable time of day still leaves a usable day
-    return When(instant, day.isoformat())
+    return When(instant if instant is not None else datetime(day.year, day.month, day.day), day.isoformat())
+
+
+def _utc_instant(value: str) -> datetime | None:
+    """A dateTime as a naive UTC datetime (local if it has no offset), or None if it cannot be read."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            return parsed
+        utc = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return datetime.combine(utc.date(), utc.time())  # several times faster than replace(tzinfo=None)
 
 
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?$")
