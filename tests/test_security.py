@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 import time
 import uuid
@@ -109,6 +110,23 @@ def test_patient_ids_in_logs_are_pseudonyms(tmp_path, fhir_server, caplog):
     lines = [r.getMessage() for r in caplog.records if "hookInstance=" in r.getMessage()]
     assert lines and all("patient=pt-" in line for line in lines)
     assert not any("ZX81" in r.getMessage() for r in caplog.records)
+
+
+def test_a_pseudonym_is_the_keyed_hash_of_the_id_and_the_key_is_drawn_once(monkeypatch):
+    import hashlib
+    import hmac
+
+    from webhook import privacy
+    monkeypatch.delenv(privacy.KEY_VARIABLE, raising=False)
+    privacy.ensure_key()
+    key = os.environ[privacy.KEY_VARIABLE]
+    privacy.ensure_key()
+    assert os.environ[privacy.KEY_VARIABLE] == key  # the workers' key stays the master's
+    expected = "pt-" + hmac.new(key.encode(), b"patient-ZX81", hashlib.sha256).hexdigest()[:16]
+    assert privacy.pseudonym("patient-ZX81") == privacy.pseudonym("patient-ZX81") == expected
+    assert privacy.pseudonym("patient-ZX82") != expected
+    monkeypatch.setenv(privacy.KEY_VARIABLE, "another deployment")
+    assert privacy.pseudonym("patient-ZX81") != expected
 
 
 def test_log_records_are_made_printable_and_numbers_keep_their_format():

@@ -6,6 +6,7 @@ workers, so one server's log lines about one patient match each other. The audit
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -18,15 +19,23 @@ KEY_VARIABLE = "CDSRULES_LOG_PSEUDONYM_KEY"
 
 def ensure_key() -> None:
     """Called before workers start: they inherit the environment, and so one key."""
-    os.environ.setdefault(KEY_VARIABLE, secrets.token_hex(32))
+    if KEY_VARIABLE not in os.environ:  # not setdefault: it would draw a key on every call
+        os.environ[KEY_VARIABLE] = secrets.token_hex(32)
 
 
 def pseudonym(patient_id: str | None) -> str:
     if not patient_id:
         return "-"
     ensure_key()
-    digest = hmac.new(os.environ[KEY_VARIABLE].encode(), patient_id.encode(), hashlib.sha256).hexdigest()
-    return f"pt-{digest[:16]}"
+    digest = _keyed(os.environ[KEY_VARIABLE]).copy()
+    digest.update(patient_id.encode())
+    return f"pt-{digest.hexdigest()[:16]}"
+
+
+@functools.lru_cache(maxsize=4)
+def _keyed(key: str) -> hmac.HMAC:
+    """The HMAC with its key already hashed in, copied for each identifier (as hmac.new would build it anew)."""
+    return hmac.new(key.encode(), digestmod=hashlib.sha256)
 
 
 # C0 and C1 controls (newline, carriage return, escape ...) and the Unicode line and paragraph separators.
