@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -127,8 +128,10 @@ _PLAIN_ENV = _environment(finalize=_shown)
 
 
 @lru_cache(maxsize=4096)
-def _compiled(text: str, markdown: bool) -> jinja2.Template:
-    return (_MARKDOWN_ENV if markdown else _PLAIN_ENV).from_string(text)
+def _compiled(text: str, markdown: bool) -> tuple[jinja2.Template, dict[str, Any]]:
+    """The template, and its globals (Jinja's `range`, `dict`, ...) as a plain dict for _generated."""
+    template = (_MARKDOWN_ENV if markdown else _PLAIN_ENV).from_string(text)
+    return template, dict(template.globals)
 
 
 @lru_cache(maxsize=4096)
@@ -157,12 +160,23 @@ def _used(text: str, context: dict[str, Any]) -> dict[str, Any]:
 def _capped(text: str, context: dict[str, Any], markdown: bool) -> str:
     """The text rendered piece by piece, stopped as soon as it passes TEXT_LIMIT."""
     pieces, size = [], 0
-    for piece in _compiled(text, markdown).generate(_used(text, context)):
+    for piece in _generated(*_compiled(text, markdown), _used(text, context)):
         size += len(piece)
         if size > TEXT_LIMIT:
             raise TextTooLong(f"the text {text[:60]!r} renders more than {TEXT_LIMIT:,} characters")
         pieces.append(piece)
     return "".join(pieces).strip()
+
+
+def _generated(template: jinja2.Template, template_globals: dict[str, Any],
+               variables: dict[str, Any]) -> Iterator[str]:
+    """What template.generate(variables) yields. generate copies the variables twice and walks the globals' ChainMap
+    for each text it renders, which cost as much as rendering a summary: here the context is made once, from the
+    globals read when the text was compiled, and shared with the render function as it is."""
+    try:
+        yield from template.root_render_func(template.new_context({**template_globals, **variables}, shared=True))
+    except Exception:
+        yield template.environment.handle_exception()  # as generate: raises, with the template's lines in the trace
 
 
 def render(text: str, context: dict[str, Any]) -> Markdown:
