@@ -167,7 +167,7 @@ def _open_session(handle: int, sid: str, run: _Run) -> None:
 def _run_stratum(handle: int, document: dict[str, Any], run: _Run, stratum: int) -> None:
     """Assert one stratum's document and run the action of every rule it matched, in the core's order."""
     try:
-        result, state_handle = core.assert_fact(handle, json.dumps(document, ensure_ascii=False))
+        result, state_handle = core.assert_fact(handle, _ENCODER.encode(document))
     except Exception as exc:  # the C core's own error type: say which stratum, never crash
         raise EvaluationError(f"the engine refused stratum {stratum} of {run.ruleset.ref}: {exc}") from None
     if result == _NOT_HANDLED:
@@ -193,6 +193,8 @@ def _run_stratum(handle: int, document: dict[str, Any], run: _Run, stratum: int)
 
 
 _DECODER = json.JSONDecoder()
+# json.dumps(document, ensure_ascii=False) builds an encoder per call: one, made once, encodes identically.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _first_key(matched: str) -> str:
