@@ -353,11 +353,11 @@ class _Run:
             if isinstance(leaf, (Exists, Missing)):
                 found.append(Comparison(leaf.fact, "exists" if isinstance(leaf, Exists) else "missing", actual))
                 continue
-            operands = leaf.operand if isinstance(leaf.operand, tuple) else (leaf.operand,)
-            values = [self._operand_value(o) for o in operands]
-            refs = [_operand_ref(o) for o in operands]
-            found.append(Comparison(leaf.fact, leaf.op, actual, values if leaf.op == "in" else values[0],
-                                    None if leaf.op == "in" else refs[0]))
+            if isinstance(leaf.operand, tuple):  # "in": the list of values, with no one source
+                found.append(Comparison(leaf.fact, leaf.op, actual, [self._operand_value(o) for o in leaf.operand]))
+            else:
+                found.append(Comparison(leaf.fact, leaf.op, actual, self._operand_value(leaf.operand),
+                                        _operand_ref(leaf.operand)))
         return found
 
     def _operand_value(self, operand: Operand) -> Any:
