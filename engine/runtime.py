@@ -31,7 +31,7 @@ import durable_rules_engine as core  # type: ignore[import-not-found]  # durable
 
 from .compiler import CompiledRuleset, compile_ruleset, engine_name, to_engine_value
 from .errors import EvaluationError
-from .expressions import ExpressionError
+from .expressions import Expression, ExpressionError
 from .inputs import prepare_inputs, to_json_value
 from .model import (
     Comparison,
@@ -290,7 +290,7 @@ class _Run:
             elif kind == "table":
                 value, self.bands[derivation.fact] = self._lookup(*source)
             else:
-                value = self.compiled.expressions[source].evaluate({**self.compiled.param_values, **self.facts})
+                value = self._evaluated(self.compiled.expressions[source])
         except (ExpressionError, TypeError) as exc:
             self.missing[derivation.fact] = f"not derived by rule '{rule.id}': {exc}"
             return None
@@ -298,6 +298,13 @@ class _Run:
             self.missing.setdefault(derivation.fact, f"not derived by rule '{rule.id}'")
             return None
         return _typed(self.ruleset.facts[derivation.fact].type, value)
+
+    def _evaluated(self, expression: Expression) -> Any:
+        """The expression on the facts, and the parameters no fact hides: only the few names it can look up, rather
+        than all the facts and parameters merged for each expression."""
+        facts, params = self.facts, self.compiled.param_values
+        return expression.evaluate({name: facts[name] if name in facts else params[name]
+                                    for name in expression.looked_up if name in facts or name in params})
 
     def _lookup(self, table_name: str, input_fact: str) -> Any:
         table, x = self.ruleset.tables[table_name], self.facts.get(input_fact)
