@@ -27,11 +27,18 @@ _COMPARATORS = {"ne": "$neq", "gt": "$gt", "gte": "$gte", "lt": "$lt", "lte": "$
 _NEGATED = {"eq": "ne", "ne": "eq", "gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt"}
 
 
+# Values the engine takes as they are: these exact types, not subclasses (a bounded value is one); floats are not
+# among them, as they may need rewriting (below).
+_ENGINE_AS_IS = frozenset({bool, int, str, type(None)})
+
+
 def to_engine_value(value: Any) -> Any:
     """Dates travel through the engine as day numbers so that gt/lt compare them.
 
     durable-rules' JSON reader rejects numbers in exponent form (1e-05, 1e+20), which Python writes for very small
     and very large floats: those are sent as fixed-point values at 1e-4 resolution, or as integers."""
+    if type(value) in _ENGINE_AS_IS:  # most facts: one set lookup rather than the tests below
+        return value
     if isinstance(value, dt.date):
         return (value - EPOCH).days
     if isinstance(value, float) and "e" in repr(value):

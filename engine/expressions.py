@@ -50,7 +50,8 @@ class ExpressionError(ValueError):
 class Expression:
     text: str
     tree: ast.Expression
-    names: frozenset[str]
+    names: frozenset[str]  # the facts and parameters it reads
+    looked_up: frozenset[str] = frozenset()  # every name in it, functions' too: all that evaluate may look up
 
     def evaluate(self, values: dict[str, Any]) -> Any:
         return _eval(self.tree.body, values)
@@ -64,7 +65,8 @@ def parse_expression(text: str) -> Expression:
     names: set[str] = set()
     for node in ast.walk(tree):
         _check_node(node, names)
-    return Expression(text, tree, frozenset(names))
+    looked_up = frozenset(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
+    return Expression(text, tree, frozenset(names), looked_up)
 
 
 def _check_node(node: ast.AST, names: set[str]) -> None:

@@ -104,7 +104,14 @@ def _screen(ruleset: Ruleset, spec: FactSpec, facts: dict[str, Any], evaluation_
     return None
 
 
+# Values JSON takes as they are: the exact types, not their subclasses (a bounded value is an int, float or date
+# subclass). Most facts are of these, and one set lookup is a third of the tests below.
+_JSON_AS_IS = frozenset({bool, int, float, str, type(None)})
+
+
 def to_json_value(value: Any) -> Any:
+    if type(value) in _JSON_AS_IS:
+        return value
     if isinstance(value, SHOWN_TYPES):
         return str(value)  # a bounded value, as the record wrote it
     if isinstance(value, (dt.date, dt.datetime)):

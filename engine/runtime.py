@@ -31,7 +31,7 @@ import durable_rules_engine as core  # type: ignore[import-not-found]  # durable
 
 from .compiler import CompiledRuleset, compile_ruleset, engine_name, to_engine_value
 from .errors import EvaluationError
-from .expressions import ExpressionError
+from .expressions import Expression, ExpressionError
 from .inputs import prepare_inputs, to_json_value
 from .model import (
     Comparison,
@@ -167,7 +167,7 @@ def _open_session(handle: int, sid: str, run: _Run) -> None:
 def _run_stratum(handle: int, document: dict[str, Any], run: _Run, stratum: int) -> None:
     """Assert one stratum's document and run the action of every rule it matched, in the core's order."""
     try:
-        result, state_handle = core.assert_fact(handle, json.dumps(document, ensure_ascii=False))
+        result, state_handle = core.assert_fact(handle, _ENCODER.encode(document))
     except Exception as exc:  # the C core's own error type: say which stratum, never crash
         raise EvaluationError(f"the engine refused stratum {stratum} of {run.ruleset.ref}: {exc}") from None
     if result == _NOT_HANDLED:
@@ -193,6 +193,8 @@ def _run_stratum(handle: int, document: dict[str, Any], run: _Run, stratum: int)
 
 
 _DECODER = json.JSONDecoder()
+# json.dumps(document, ensure_ascii=False) builds an encoder per call: one, made once, encodes identically.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _first_key(matched: str) -> str:
@@ -288,7 +290,7 @@ class _Run:
             elif kind == "table":
                 value, self.bands[derivation.fact] = self._lookup(*source)
             else:
-                value = self.compiled.expressions[source].evaluate({**self.compiled.param_values, **self.facts})
+                value = self._evaluated(self.compiled.expressions[source])
         except (ExpressionError, TypeError) as exc:
             self.missing[derivation.fact] = f"not derived by rule '{rule.id}': {exc}"
             return None
@@ -296,6 +298,13 @@ class _Run:
             self.missing.setdefault(derivation.fact, f"not derived by rule '{rule.id}'")
             return None
         return _typed(self.ruleset.facts[derivation.fact].type, value)
+
+    def _evaluated(self, expression: Expression) -> Any:
+        """The expression on the facts, and the parameters no fact hides: only the few names it can look up, rather
+        than all the facts and parameters merged for each expression."""
+        facts, params = self.facts, self.compiled.param_values
+        return expression.evaluate({name: facts[name] if name in facts else params[name]
+                                    for name in expression.looked_up if name in facts or name in params})
 
     def _lookup(self, table_name: str, input_fact: str) -> Any:
         table, x = self.ruleset.tables[table_name], self.facts.get(input_fact)
@@ -351,11 +360,11 @@ class _Run:
             if isinstance(leaf, (Exists, Missing)):
                 found.append(Comparison(leaf.fact, "exists" if isinstance(leaf, Exists) else "missing", actual))
                 continue
-            operands = leaf.operand if isinstance(leaf.operand, tuple) else (leaf.operand,)
-            values = [self._operand_value(o) for o in operands]
-            refs = [_operand_ref(o) for o in operands]
-            found.append(Comparison(leaf.fact, leaf.op, actual, values if leaf.op == "in" else values[0],
-                                    None if leaf.op == "in" else refs[0]))
+            if isinstance(leaf.operand, tuple):  # "in": the list of values, with no one source
+                found.append(Comparison(leaf.fact, leaf.op, actual, [self._operand_value(o) for o in leaf.operand]))
+            else:
+                found.append(Comparison(leaf.fact, leaf.op, actual, self._operand_value(leaf.operand),
+                                        _operand_ref(leaf.operand)))
         return found
 
     def _operand_value(self, operand: Operand) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -37,6 +38,9 @@ _INLINE_MARKUP = re.compile(r"[\\`*\[\]<>&|~#!]|(?<![^\W_])_|_(?![^\W_])")
 # ordered-list marker (`1.` or `1)` followed by a space), or the end of one after a number inserted just before.
 _BLOCK_START = re.compile(r"^([-+=.)])(?![0-9])")
 _ORDERED_START = re.compile(r"^([0-9]{1,9})([.)])(?=\s|$)")
+# Anything one of the three would escape: most values (numbers, dates, codes) hold none, and one search costs a
+# fifth of the three substitutions.
+_ANY_MARKUP = re.compile("|".join(f"(?:{p.pattern})" for p in (_INLINE_MARKUP, _BLOCK_START, _ORDERED_START)))
 
 
 class NotAvailable(jinja2.Undefined):
@@ -58,6 +62,8 @@ def escape_markdown(value: object) -> str:
     Line breaks and runs of spaces become one space: a value cannot break a line, indent a code block or end in a
     hard line break."""
     text = " ".join(str(value).split())
+    if _ANY_MARKUP.search(text) is None:
+        return text
     text = _INLINE_MARKUP.sub(r"\\\g<0>", text)
     text = _BLOCK_START.sub(r"\\\1", text)
     return _ORDERED_START.sub(r"\1\\\2", text)
@@ -122,8 +128,10 @@ _PLAIN_ENV = _environment(finalize=_shown)
 
 
 @lru_cache(maxsize=4096)
-def _compiled(text: str, markdown: bool) -> jinja2.Template:
-    return (_MARKDOWN_ENV if markdown else _PLAIN_ENV).from_string(text)
+def _compiled(text: str, markdown: bool) -> tuple[jinja2.Template, dict[str, Any]]:
+    """The template, and its globals (Jinja's `range`, `dict`, ...) as a plain dict for _generated."""
+    template = (_MARKDOWN_ENV if markdown else _PLAIN_ENV).from_string(text)
+    return template, dict(template.globals)
 
 
 @lru_cache(maxsize=4096)
@@ -152,12 +160,23 @@ def _used(text: str, context: dict[str, Any]) -> dict[str, Any]:
 def _capped(text: str, context: dict[str, Any], markdown: bool) -> str:
     """The text rendered piece by piece, stopped as soon as it passes TEXT_LIMIT."""
     pieces, size = [], 0
-    for piece in _compiled(text, markdown).generate(_used(text, context)):
+    for piece in _generated(*_compiled(text, markdown), _used(text, context)):
         size += len(piece)
         if size > TEXT_LIMIT:
             raise TextTooLong(f"the text {text[:60]!r} renders more than {TEXT_LIMIT:,} characters")
         pieces.append(piece)
     return "".join(pieces).strip()
+
+
+def _generated(template: jinja2.Template, template_globals: dict[str, Any],
+               variables: dict[str, Any]) -> Iterator[str]:
+    """What template.generate(variables) yields. generate copies the variables twice and walks the globals' ChainMap
+    for each text it renders, which cost as much as rendering a summary: here the context is made once, from the
+    globals read when the text was compiled, and shared with the render function as it is."""
+    try:
+        yield from template.root_render_func(template.new_context({**template_globals, **variables}, shared=True))
+    except Exception:
+        yield template.environment.handle_exception()  # as generate: raises, with the template's lines in the trace
 
 
 def render(text: str, context: dict[str, Any]) -> Markdown:

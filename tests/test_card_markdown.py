@@ -65,6 +65,13 @@ def test_ordinary_values_are_inserted_unchanged(value):
     assert escape_markdown(value) == value
 
 
+@pytest.mark.parametrize(("value", "escaped"), [("- x", "\\- x"), ("=", "\\="), (")", "\\)"), ("1. x", "1\\. x"),
+                                                ("12)", "12\\)"), ("_x", "\\_x"), ("a|b", "a\\|b")])
+def test_a_value_whose_only_markup_is_one_mark_is_escaped(value, escaped):
+    # Values without markup skip the substitutions: each kind of mark alone must still be found.
+    assert escape_markdown(value) == escaped
+
+
 def test_the_template_keeps_its_own_markdown():
     html = PARSERS[0].render(render("**Stop:** {{ v }}\n\n- [{{ v }}](https://protocol.example)", {"v": "*x*"}))
     assert html == ('<p><strong>Stop:</strong> *x*</p>\n'

@@ -226,6 +226,11 @@ def test_strip_empty_removes_every_empty_value():
         {"g": 0, "h": False}
 
 
+def test_strip_empty_keeps_false_values_and_drops_what_empties_as_it_is_stripped():
+    card = {"a": 0.0, "b": [0, "", None, [], {"c": [{"d": ""}]}, "e"], "f": {"g": {"h": [None]}}, "i": " "}
+    assert strip_empty(card) == {"a": 0.0, "b": [0, "e"], "i": " "}
+
+
 def test_shorten_keeps_summaries_under_140_characters():
     text = "Hetrombopag " + "word " * 60
     short = shorten(text)

@@ -279,7 +279,8 @@ def strip_empty(value: Any) -> Any:
     if isinstance(value, dict):
         kept = {}
         for key, item in value.items():
-            item = strip_empty(item)
+            if isinstance(item, (dict, list)):  # only these change; the rest, most of a card, is kept as it is
+                item = strip_empty(item)
             if not _empty(item):
                 kept[key] = item
         return kept
@@ -289,4 +290,6 @@ def strip_empty(value: Any) -> Any:
 
 
 def _empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {}
+    # Only a false value can be empty: one test of truth passes most values, before three comparisons that each
+    # build an empty container.
+    return value is None or (not value and (value == "" or value == [] or value == {}))
