@@ -12,6 +12,7 @@ manifest records beside it.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import os
 import re
@@ -36,8 +37,10 @@ APPLIES_TO_ALL, APPLIES_TO_NEW_THERAPIES = "all", "new-therapies"  # whom a rele
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
 
 
+@functools.lru_cache(maxsize=1024)
 def version_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]:
-    """Semantic-version order: 1.2.0-rc.1 < 1.2.0 < 1.10.0."""
+    """Semantic-version order: 1.2.0-rc.1 < 1.2.0 < 1.10.0. Each version string is read once: choosing the version
+    in effect sorts by it on every call and for every service of discovery."""
     match = _SEMVER.match(version)
     if match is None:  # AttributeError, as before: the workbench catches it to sort other versions after these
         raise AttributeError(f"{version!r} is not a semantic version")
