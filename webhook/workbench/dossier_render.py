@@ -19,8 +19,9 @@ _ENVIRONMENT = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).
                                   autoescape=True, undefined=jinja2.StrictUndefined)
 
 
-def _show(value: Any) -> str:
-    """A value as the rulesets write it: true/false, numbers without noise, lists joined, nothing as a dash."""
+def show_value(value: Any) -> str:
+    """A value as the rulesets write it: true/false, numbers without noise, lists joined, nothing as a dash (the
+    `show` filter of the dossier and of the workbench's pages)."""
     if value is None:
         return "—"
     if isinstance(value, bool):
@@ -28,13 +29,13 @@ def _show(value: Any) -> str:
     if isinstance(value, (int, float)):
         return format_number(value)
     if isinstance(value, (list, tuple)):
-        return "; ".join(_show(v) for v in value)
+        return "; ".join(show_value(v) for v in value)
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {_show(v)}" for k, v in value.items())
+        return "; ".join(f"{k}: {show_value(v)}" for k, v in value.items())
     return str(value)
 
 
-_ENVIRONMENT.filters["show"] = _show
+_ENVIRONMENT.filters["show"] = show_value
 
 
 def dossier_html(dossier: Dossier, nonce: str | None = None, links: list[tuple[str, str]] | None = None) -> str:

@@ -19,6 +19,7 @@ from webhook import hosts
 from webhook.outcome import operation_outcome
 from webhook.workbench import access
 from webhook.workbench.context import Snapshot, VersionInfo, Workbench
+from webhook.workbench.dossier_render import show_value
 from webhook.workbench.markdown import render_markdown
 from webhook.workbench.throttle import Throttle
 
@@ -138,18 +139,7 @@ def _num(value: Any) -> str:
     return "—" if value is None else format_number(value)
 
 
-@bp.app_template_filter("show")
-def _show(value: Any) -> str:
-    """A fact's value as the rulesets write it: true/false, numbers without noise, nothing as a dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return format_number(value)
-    if isinstance(value, list):
-        return "; ".join(_show(v) for v in value)
-    return str(value)
+bp.app_template_filter("show")(show_value)
 
 
 @bp.app_template_filter("markdown")
