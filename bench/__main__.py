@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import os
 import platform
 import sys
@@ -20,6 +21,7 @@ from bench.common import RESULTS, ROOT, load_results, save_results
 
 DEFAULT = ("engine", "stages", "startup", "scaling", "service", "openloop", "cpu", "zen")
 ALL = DEFAULT + ("soak",)
+_MODULES = {"engine": "evaluation"}  # a section whose module has another name
 
 # The service's targets: (name, section, how to read the figure, limit, unit). A figure measured for each protocol is
 # read as the worst of them: every served protocol has to meet the target.
@@ -92,32 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(section: str, args) -> dict:
-    if section == "engine":
-        from bench import evaluation
-        return evaluation.run(args.quick)
-    if section == "service":
-        from bench import service
-        return service.run(args.quick)
-    if section == "stages":
-        from bench import stages
-        return stages.run(args.quick)
-    if section == "startup":
-        from bench import startup
-        return startup.run(args.quick)
-    if section == "scaling":
-        from bench import scaling
-        return scaling.run(args.quick)
-    if section == "openloop":
-        from bench import openloop
-        return openloop.run(args.quick)
-    if section == "cpu":
-        from bench import cpu
-        return cpu.run(args.quick)
-    if section == "zen":
-        from bench import zen
-        return zen.run(args.quick)
-    from bench import soak
-    return soak.run(args.quick, args.calls)
+    """A section's results, from its module (imported only when it runs: some load the whole service)."""
+    module = importlib.import_module(f"bench.{_MODULES.get(section, section)}")
+    return module.run(args.quick, args.calls) if section == "soak" else module.run(args.quick)
 
 
 def _targets(results: dict) -> list[dict]:
