@@ -37,6 +37,11 @@ APPLIES_TO_ALL, APPLIES_TO_NEW_THERAPIES = "all", "new-therapies"  # whom a rele
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)(?:-([0-9A-Za-z.-]+))?$")
 
 
+def is_version(text: str) -> bool:
+    """A semantic version (1.2.0, 1.2.0-rc.1): what version_key can order."""
+    return _SEMVER.match(text) is not None
+
+
 @functools.lru_cache(maxsize=1024)
 def version_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int, str], ...]]:
     """Semantic-version order: 1.2.0-rc.1 < 1.2.0 < 1.10.0. Each version string is read once: choosing the version

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from engine.model import Ruleset
 from engine.runtime import Engine
 from engine.sandbox import child_engine
 from engine.testing import CaseResult, run_tests
+from engine.versions import is_version
 from store import SavedDraft
 from webhook.outcome import HookError, operation_outcome
 from webhook.request import load_json
@@ -36,7 +36,6 @@ from webhook.workbench.context import VersionInfo
 from webhook.workbench.saved import find_saved
 from webhook.workbench.views import chosen_version, sandbox, snapshot, workbench
 
-_SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 DRAFT_NAME = "draft"  # the file stem when the text names no usable version
 
 
@@ -100,7 +99,7 @@ def draft_path(rules_dir: Path, ruleset_id: str, text: str) -> Path:
     except RulesetErrors:
         data = None
     version = str(data.get("version", "")) if isinstance(data, dict) else ""
-    return rules_dir / ruleset_id / f"{version if _SEMVER.match(version) else DRAFT_NAME}.yaml"
+    return rules_dir / ruleset_id / f"{version if is_version(version) else DRAFT_NAME}.yaml"
 
 
 def check_in_child(text: str, ruleset_id: str, rules_dir: Path, with_tests: bool = True) -> DraftCheck:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import re
 from dataclasses import dataclass
 
 from flask import Response, abort, redirect, render_template, request, url_for
@@ -18,7 +17,7 @@ from flask import Response, abort, redirect, render_template, request, url_for
 from engine.diff import VersionDiff, behavioural_impact, render_markdown, structural_changes, test_cases
 from engine.errors import EvaluationError
 from engine.model import Parameter, Ruleset
-from engine.versions import APPLIES_TO_ALL, APPLIES_TO_NEW_THERAPIES, ReleaseRefused, version_key
+from engine.versions import APPLIES_TO_ALL, APPLIES_TO_NEW_THERAPIES, ReleaseRefused, is_version, version_key
 from store.proposals import APPROVE, OPEN, Proposal, ProposalRefused
 from webhook.workbench import access
 from webhook.workbench.compare import cohort_cases
@@ -27,8 +26,6 @@ from webhook.workbench.drafts import DraftCheck, as_shown, check_in_child, not_c
 from webhook.workbench.readiness import APPLIES_TO_CHOICES, ProposedCoverage, proposed_coverage, whom_it_changes
 from webhook.workbench.releasing import approvals_required, release_if_approved
 from webhook.workbench.views import bp, parse_date, sandbox, snapshot, today, workbench
-
-_SEMVER = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$")
 
 
 def proposals_store():
@@ -76,7 +73,7 @@ def propose(ruleset_id: str, version: str, text: str, effective_from: dt.date, n
     released = [v for v, info in snapshot().versions[ruleset_id].items() if info.release is not None]
     if version in released:
         raise ProposalRefused(f"{ruleset_id}@{version} is already released; released versions never change")
-    if _SEMVER.match(version) and any(version_key(v) >= version_key(version) for v in released):
+    if is_version(version) and any(version_key(v) >= version_key(version) for v in released):
         raise ProposalRefused(f"{version} is not greater than every released version of {ruleset_id} "
                               f"({', '.join(released)}); propose a greater version")
     check = check_text(ruleset_id, text)
