@@ -68,7 +68,7 @@ audit_card = Table(
     "audit_card",
     metadata,
     Column("card_uuid", String(200), primary_key=True),
-    Column("decision_id", String(36), nullable=False, index=True),
+    Column("decision_id", String(36), nullable=False),  # no index: a decision's cards are in its audit row
     Column("service", String(200), nullable=False),
     Column("ruleset", String(200), nullable=False),
     Column("version", String(50), nullable=False),
