@@ -14,6 +14,7 @@ from functools import cache
 
 import jsonschema
 import jsonschema_rs
+import orjson
 from flask import request
 from jsonschema import Draft202012Validator
 
@@ -117,6 +118,10 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
 _NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
 _SQUARE = bytes.maketrans(b"{}", b"[]")  # for depth, an object is an array
+# orjson keeps integers from -2**63 to 2**64 - 1 exact: some of 19 digits are beyond the first already.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_NUMBER = b"0" * 19
+_NOT_PLAIN = object()
 
 
 def read_body() -> bytes:
@@ -132,7 +137,29 @@ def read_body() -> bytes:
 
 
 def load_json(body: bytes) -> object:
-    """Parse a request body; malformed or absurdly nested JSON is the caller's error (400), never ours."""
+    """Parse a request body; malformed or absurdly nested JSON is the caller's error (400), never ours.
+
+    orjson reads a body in plain UTF-8 in about half json's time. What it refuses goes to json, which decides as it
+    always has: a byte-order mark, NaN and Infinity, a lone surrogate, other encodings, and malformed JSON. So does
+    a body with 19 digits in a row anywhere, since orjson would read an integer beyond 64 bits as a float."""
+    document = _read_plain(body)
+    if document is _NOT_PLAIN:
+        return _read_careful(body)
+    if nesting_depth(body) > MAX_JSON_DEPTH:
+        raise bad_request(f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    return document
+
+
+def _read_plain(body: bytes) -> object:
+    if _LONG_NUMBER in body.translate(_DIGITS_AS_ZERO):
+        return _NOT_PLAIN
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _NOT_PLAIN
+
+
+def _read_careful(body: bytes) -> object:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as error:
