@@ -4,7 +4,9 @@
 CPU time comes from the workers' own accounting (user + system in /proc/<pid>/stat), read before and after a fixed
 number of calls sent open-loop at a moderate rate (`bench.arrivals`), so what other tenants of this shared machine do
 moves it far less than it moves latency. Measured for discovery (the framework floor), each served ruleset's
-order-sign service for its typical patient, and the cohort order-sign mix of `bench.openloop`.
+order-sign service for its typical patient, and the cohort order-sign mix of `bench.openloop`. The endpoints take
+turns in rounds, so that a slower spell of the machine falls on all of them alike; each round's own ratios are kept
+beside the whole run's, and their spread shows how far the machine's noise moves the figure.
 
 The sustainable rate is searched for with the cohort mix: rates double until open-loop p99 passes 50 ms, then the
 gap between the last rate that held and the first that did not is halved twice. Per core is that rate over the
@@ -20,6 +22,7 @@ from bench.common import BodyTemplate, Server, cpu_seconds, hook_body
 
 P99_LIMIT_MS = 50.0
 CPU_RATE = 100  # per second, while CPU time is counted: well below saturation on two cores
+CPU_ROUNDS = 5
 FIRST_RATE, MAX_RATE = 50, 3200
 
 
@@ -45,11 +48,8 @@ def run(quick: bool = False, calls: int | None = None, step_seconds: float | Non
     chosen = mixes(today)
     with Server() as server:
         openloop.warm_up(server, chosen)
-        found["per_call"] = {mix.name: _cpu_per_call(server, mix, calls) for mix in chosen}
+        found["per_call"] = _cpu_per_call(server, chosen, calls)
         found["search"] = _search(server, chosen[-1], step_seconds, max_rate)
-    floor = found["per_call"]["discovery"]["cpu_ms"]
-    for row in found["per_call"].values():
-        row["over_discovery"] = round(row["cpu_ms"] / floor, 2) if floor else None
     found["worst_order_sign_over_discovery"] = max(
         (row["over_discovery"] for name, row in found["per_call"].items() if name != "discovery"
          and row["over_discovery"] is not None), default=None)
@@ -60,12 +60,34 @@ def run(quick: bool = False, calls: int | None = None, step_seconds: float | Non
     return found
 
 
-def _cpu_per_call(server: Server, mix: arrivals.Mix, calls: int) -> dict:
-    before = cpu_seconds(server.worker_pids())
-    outcome = arrivals.run(server.base_url, mix, CPU_RATE, calls / CPU_RATE)
-    spent = cpu_seconds(server.worker_pids()) - before
-    return {"cpu_ms": round(1000 * spent / outcome["requests"], 3), "calls": outcome["requests"],
-            "errors": outcome["errors"], "p50_ms": outcome["p50_ms"]}
+def _cpu_per_call(server: Server, chosen: list[arrivals.Mix], calls: int) -> dict[str, dict]:
+    """CPU ms per call of each mix (the first is discovery), over `calls` calls each sent in CPU_ROUNDS turns."""
+    spent = {mix.name: 0.0 for mix in chosen}
+    rows = {mix.name: {"calls": 0, "errors": 0, "p50s": [], "round_ms": []} for mix in chosen}
+    for turn in range(CPU_ROUNDS):
+        for mix in chosen:
+            before = cpu_seconds(server.worker_pids())
+            outcome = arrivals.run(server.base_url, mix, CPU_RATE, calls / CPU_ROUNDS / CPU_RATE, seed=turn)
+            used = cpu_seconds(server.worker_pids()) - before
+            spent[mix.name] += used
+            row = rows[mix.name]
+            row["calls"] += outcome["requests"]
+            row["errors"] += outcome["errors"]
+            row["p50s"].append(outcome["p50_ms"])
+            row["round_ms"].append(1000 * used / max(1, outcome["requests"]))
+    floor_name = chosen[0].name
+    found = {}
+    for name, row in rows.items():
+        cpu_ms = 1000 * spent[name] / max(1, row["calls"])
+        found[name] = {"cpu_ms": round(cpu_ms, 3), "calls": row["calls"], "errors": row["errors"],
+                       "p50_ms": sorted(row["p50s"])[len(row["p50s"]) // 2]}
+    floor = found[floor_name]["cpu_ms"]
+    for name, row in found.items():
+        row["over_discovery"] = round(row["cpu_ms"] / floor, 2) if floor else None
+        row["over_discovery_rounds"] = [round(mine / theirs, 2) for mine, theirs
+                                        in zip(rows[name]["round_ms"], rows[floor_name]["round_ms"], strict=True)
+                                        if theirs]
+    return found
 
 
 def _search(server: Server, mix: arrivals.Mix, seconds: float, max_rate: int) -> list[dict]:

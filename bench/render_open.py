@@ -29,10 +29,12 @@ def cpu_lines(s: dict) -> list[str]:
     if "per_call" not in s:
         return ["\nCPU per call: no served ruleset has request data"] + _skipped(s)
     lines = [f"\nCPU per call (gunicorn workers' user + system time over {s['calls']} calls each, open loop)",
-             f"  {'endpoint':36} {'cpu ms':>7} {'/disc':>6} {'errors':>6}"]
+             f"  {'endpoint':36} {'cpu ms':>7} {'/disc':>6} {'errors':>6}  each round's /disc"]
     for name, row in s["per_call"].items():
-        ratio = "" if name == "discovery" or row["over_discovery"] is None else row["over_discovery"]
-        lines.append(f"  {name:36} {row['cpu_ms']:>7} {ratio:>6} {row['errors']:>6}")
+        first = name == "discovery"
+        ratio = "" if first or row["over_discovery"] is None else row["over_discovery"]
+        rounds = "" if first else " ".join(f"{r:g}" for r in row.get("over_discovery_rounds", []))
+        lines.append(f"  {name:36} {row['cpu_ms']:>7} {ratio:>6} {row['errors']:>6}  {rounds}")
     steps = ", ".join(f"{step['rate']:g}/s p99 {step['p99_ms']} ms {'held' if step['held'] else 'passed'}"
                       for step in s["search"])
     lines += [f"  sustainable order-sign cohort rate before p99 passes {s['p99_limit_ms']:g} ms: "

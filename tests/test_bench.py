@@ -148,6 +148,7 @@ def test_the_cpu_section_reports_order_sign_over_discovery():
     services = {protocols.service_id(i, "order-sign") for i in protocols.with_cohort()}
     assert {"discovery", "order-sign cohort"} | services == set(result["per_call"])
     assert all(row["errors"] == 0 and row["cpu_ms"] > 0 for row in result["per_call"].values())
+    assert all(len(row["over_discovery_rounds"]) == cpu.CPU_ROUNDS for row in result["per_call"].values())
     assert result["worst_order_sign_over_discovery"] > 1, "an order-sign call does more than discovery"
     assert result["search"] and result["search"][0]["rate"] == cpu.FIRST_RATE
 
