@@ -7,6 +7,7 @@ import hashlib
 import re
 import shutil
 import sys
+import threading
 from itertools import pairwise
 from pathlib import Path
 
@@ -18,11 +19,13 @@ from engine import cohort, fhir, runtime
 from engine.loader import load_ruleset
 from engine.model import Band, Table
 from engine.runtime import Engine
+from engine.sandbox import SandboxEngine
 from engine.simulate import simulate
 from store import AuditRecord, Store
 from tests.helpers import slow_draft
 from webhook.workbench import register_workbench, svg
 from webhook.workbench.access import WorkbenchConfigError, policy_from
+from webhook.workbench.context import Workbench
 from webhook.workbench.markdown import render_markdown
 
 REPO = Path(__file__).resolve().parent.parent
@@ -419,3 +422,19 @@ def test_the_check_page_loads_the_vendored_editor_with_a_nonce_for_its_styles(cl
     assert 100_000 < bundle.stat().st_size < 1_000_000
     assert "@codemirror/view" in licences.read_text() and "MIT" in licences.read_text()
     assert client.get("/workbench/static/vendor/editor.js").status_code == 200
+
+
+def test_a_cohort_asked_for_by_several_pages_at_once_is_made_once():
+    workbench = Workbench(rules_dir=RULES, engine=SandboxEngine(), store=None, clock=dt.date.today)
+    start, got = threading.Barrier(4), []
+
+    def ask() -> None:
+        start.wait()
+        got.append(workbench.cohort("hetrombopag"))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 4 and all(cohort is got[0] for cohort in got), "each page made its own cohort"

@@ -90,6 +90,7 @@ class Workbench:
     _stamp: tuple = ()
     _cohorts: dict[str | None, list] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _cohort_lock: threading.Lock = field(default_factory=threading.Lock)  # apart: generating one takes seconds
     sandbox_seat: threading.Lock = field(default_factory=threading.Lock)  # held by the request using the engine
 
     def snapshot(self) -> Snapshot:
@@ -111,11 +112,12 @@ class Workbench:
             ruleset_id = None
         elif ruleset_id is not None and not (self.rules_dir / ruleset_id / cohort.SCENARIO_FILE).is_file():
             ruleset_id = None
-        if ruleset_id not in self._cohorts:
-            self._cohorts[ruleset_id] = _read_cohort(self.cohort_dir) if self.cohort_dir else [
-                CohortPatient(p.name, p.description, p.resources, p.transplant_date, p.evaluation_dates)
-                for p in _generate(self.rules_dir, ruleset_id)]
-        return self._cohorts[ruleset_id]
+        with self._cohort_lock:  # once per ruleset: a page asked for twice at once waits for the first to finish
+            if ruleset_id not in self._cohorts:
+                self._cohorts[ruleset_id] = _read_cohort(self.cohort_dir) if self.cohort_dir else [
+                    CohortPatient(p.name, p.description, p.resources, p.transplant_date, p.evaluation_dates)
+                    for p in _generate(self.rules_dir, ruleset_id)]
+            return self._cohorts[ruleset_id]
 
     def patient(self, name: str, ruleset_id: str | None = None) -> CohortPatient | None:
         return next((p for p in self.cohort(ruleset_id) if p.name == name), None)
