@@ -438,3 +438,13 @@ def test_a_cohort_asked_for_by_several_pages_at_once_is_made_once():
     for thread in threads:
         thread.join()
     assert len(got) == 4 and all(cohort is got[0] for cohort in got), "each page made its own cohort"
+
+
+def test_a_cohort_is_made_again_when_its_scenario_file_changes(tmp_path):
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    workbench = Workbench(rules_dir=rules, engine=SandboxEngine(), store=None, clock=dt.date.today)
+    assert not any("the transplant" in patient.description for patient in workbench.cohort("hetrombopag"))
+    scenarios = rules / "hetrombopag" / cohort.SCENARIO_FILE
+    scenarios.write_text(scenarios.read_text().replace("day0_text: HSCT", "day0_text: the transplant"))
+    assert all("the transplant" in patient.description for patient in workbench.cohort("hetrombopag"))

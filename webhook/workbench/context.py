@@ -89,6 +89,7 @@ class Workbench:
     _snapshot: Snapshot | None = None
     _stamp: tuple = ()
     _cohorts: dict[str | None, list] = field(default_factory=dict)
+    _cohorts_stamp: tuple = ()  # the rules directory's stamp the cohorts were made from
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cohort_lock: threading.Lock = field(default_factory=threading.Lock)  # apart: generating one takes seconds
     sandbox_seat: threading.Lock = field(default_factory=threading.Lock)  # held by the request using the engine
@@ -112,7 +113,10 @@ class Workbench:
             ruleset_id = None
         elif ruleset_id is not None and not (self.rules_dir / ruleset_id / cohort.SCENARIO_FILE).is_file():
             ruleset_id = None
+        stamp = _stamp(self.rules_dir)
         with self._cohort_lock:  # once per ruleset: a page asked for twice at once waits for the first to finish
+            if stamp != self._cohorts_stamp:  # a scenario file or the site mapping changed: made again from it
+                self._cohorts, self._cohorts_stamp = {}, stamp
             if ruleset_id not in self._cohorts:
                 self._cohorts[ruleset_id] = _read_cohort(self.cohort_dir) if self.cohort_dir else [
                     CohortPatient(p.name, p.description, p.resources, p.transplant_date, p.evaluation_dates)
