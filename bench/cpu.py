@@ -37,7 +37,7 @@ def mixes(today: dt.date) -> list[arrivals.Mix]:
 
 
 def run(quick: bool = False, calls: int | None = None, step_seconds: float | None = None,
-        max_rate: int = MAX_RATE) -> dict:
+        max_rate: int = MAX_RATE, rounds: int = CPU_ROUNDS) -> dict:
     calls = calls or (300 if quick else 3000)
     step_seconds = step_seconds or (2.0 if quick else 8.0)
     found: dict = {"calls": calls, "rulesets": list(protocols.with_cohort()), "skipped": protocols.skipped(),
@@ -48,7 +48,7 @@ def run(quick: bool = False, calls: int | None = None, step_seconds: float | Non
     chosen = mixes(today)
     with Server() as server:
         openloop.warm_up(server, chosen)
-        found["per_call"] = _cpu_per_call(server, chosen, calls)
+        found["per_call"] = _cpu_per_call(server, chosen, calls, rounds)
         found["search"] = _search(server, chosen[-1], step_seconds, max_rate)
     found["worst_order_sign_over_discovery"] = max(
         (row["over_discovery"] for name, row in found["per_call"].items() if name != "discovery"
@@ -60,14 +60,14 @@ def run(quick: bool = False, calls: int | None = None, step_seconds: float | Non
     return found
 
 
-def _cpu_per_call(server: Server, chosen: list[arrivals.Mix], calls: int) -> dict[str, dict]:
-    """CPU ms per call of each mix (the first is discovery), over `calls` calls each sent in CPU_ROUNDS turns."""
+def _cpu_per_call(server: Server, chosen: list[arrivals.Mix], calls: int, rounds: int) -> dict[str, dict]:
+    """CPU ms per call of each mix (the first is discovery), over `calls` calls each sent in `rounds` turns."""
     spent = {mix.name: 0.0 for mix in chosen}
     rows = {mix.name: {"calls": 0, "errors": 0, "p50s": [], "round_ms": []} for mix in chosen}
-    for turn in range(CPU_ROUNDS):
+    for turn in range(rounds):
         for mix in chosen:
             before = cpu_seconds(server.worker_pids())
-            outcome = arrivals.run(server.base_url, mix, CPU_RATE, calls / CPU_ROUNDS / CPU_RATE, seed=turn)
+            outcome = arrivals.run(server.base_url, mix, CPU_RATE, calls / rounds / CPU_RATE, seed=turn)
             used = cpu_seconds(server.worker_pids()) - before
             spent[mix.name] += used
             row = rows[mix.name]
@@ -80,10 +80,12 @@ def _cpu_per_call(server: Server, chosen: list[arrivals.Mix], calls: int) -> dic
     for name, row in rows.items():
         cpu_ms = 1000 * spent[name] / max(1, row["calls"])
         found[name] = {"cpu_ms": round(cpu_ms, 3), "calls": row["calls"], "errors": row["errors"],
-                       "p50_ms": sorted(row["p50s"])[len(row["p50s"]) // 2]}
+                       "p50_ms": sorted(row["p50s"])[len(row["p50s"]) // 2],
+                       "round_cpu_ms": [round(ms, 3) for ms in row["round_ms"]]}
     floor = found[floor_name]["cpu_ms"]
     for name, row in found.items():
         row["over_discovery"] = round(row["cpu_ms"] / floor, 2) if floor else None
+        # The kernel counts CPU time in ticks (10 ms): a round too short to take one has no ratio.
         row["over_discovery_rounds"] = [round(mine / theirs, 2) for mine, theirs
                                         in zip(rows[name]["round_ms"], rows[floor_name]["round_ms"], strict=True)
                                         if theirs]
