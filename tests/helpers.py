@@ -55,3 +55,15 @@ def slow_draft() -> str:
     text = (ROOT / "rules" / "hetrombopag" / "1.1.0.yaml").read_text(encoding="utf-8")
     loops = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
     return edited(text, '"Start hetrombopag {{', f'"{loops}Start hetrombopag {{{{')
+
+
+def demo_cases():
+    """A spread of inputs that exercise every rule of the demo ruleset."""
+    for weight in (3, 20, 20.1, 80):
+        for day in ("2026-03-01", "2026-03-09"):
+            yield {"weight_kg": weight, "weight_date": day}
+    for marker in (10, 60, 200):
+        for start in ("2026-02-01", "2026-03-03", "2026-03-09"):
+            yield {"start_date": start, "current_dose_mg": 10, "marker": marker, "draft_order_id": "d1",
+                   "draft_dose_mg": 10, "route": "oral" if marker > 50 else "iv"}
+    yield {"allergy": True, "marker": 90, "marker_limit": 40, "weight_kg": 30, "weight_date": "2026-03-09"}

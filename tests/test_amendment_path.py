@@ -15,8 +15,7 @@ import yaml
 from cdsrules.cli import main
 from engine import versions
 from store import Store
-from tests.test_four_eyes import bearer, govern, users_app
-from tests.test_workbench import RULES
+from tests.workbench_app import RULES, bearer, govern, users_app
 
 AMENDED = "1.2.0"
 

@@ -21,9 +21,9 @@ from engine.choice import choose_version
 from engine.decide import facts_from_record, given_facts
 from engine.errors import RulesetErrors
 from engine.loader import SITE_MAPPING, load_ruleset
+from tests.commands import audit_cli
 from tests.conftest import RULES_DIR, build_app, order_sign_request, prefetch_for
-from tests.test_audit import audit_cli
-from tests.test_second_protocol import eltrombopag_draft, itp_record
+from tests.records import eltrombopag_draft, itp_record
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -2,7 +2,6 @@
 lines and CSV) and `cdsrules audit replay` (identical, different, and refused for a changed version file)."""
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -13,9 +12,10 @@ import pytest
 import yaml
 from sqlalchemy import select, update
 
-from cdsrules.audit import EXIT_DIFFERENT, EXIT_IDENTICAL, EXIT_REFUSED, add_audit_command
+from cdsrules.audit import EXIT_DIFFERENT, EXIT_IDENTICAL, EXIT_REFUSED
 from engine.versions import file_sha256
 from store.tables import audit, audit_card
+from tests.commands import audit_cli
 from tests.conftest import (
     RULES_DIR,
     TODAY,
@@ -31,12 +31,7 @@ pytestmark = pytest.mark.timeout(60)
 RELEASED_SHA256 = yaml.safe_load((RULES_DIR / "hetrombopag" / "releases.yaml").read_text())["releases"][0]["sha256"]
 
 
-def audit_cli(*argv: str) -> int:
-    """`cdsrules audit ...` as cdsrules.cli dispatches it."""
-    parser = argparse.ArgumentParser(prog="cdsrules")
-    add_audit_command(parser.add_subparsers())
-    args = parser.parse_args(list(argv))
-    return args.command(args)
+
 
 
 @pytest.fixture(scope="module")

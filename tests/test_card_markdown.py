@@ -13,8 +13,8 @@ from markdown_it import MarkdownIt
 
 from engine.templates import escape_markdown, render
 from tests.conftest import TODAY, patient_record
-from tests.test_webhook_app import patient_view_with_prefetch
-from tests.test_workbench import make_app as make_workbench
+from tests.hook_calls import patient_view_with_prefetch
+from tests.workbench_app import make_app as make_workbench
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -2,7 +2,6 @@
 decisions when each patient is replayed on its evaluation dates."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -17,10 +16,11 @@ from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.cohort import DEFAULT_START, add_cohort_command, generate_cohort, read_cohort, resolve, write_cohort
+from engine.cohort import DEFAULT_START, generate_cohort, read_cohort, resolve, write_cohort
 from engine.fhir import extract_facts, load_site_mapping, resources_as_of
 from engine.loader import load_ruleset
 from engine.runtime import Engine
+from tests.commands import cohort_cli
 from tests.helpers import HETROMBOPAG, ROOT
 
 MAPPING = load_site_mapping(ROOT / "rules" / "site" / "fhir-r4.yaml")
@@ -53,11 +53,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def _run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="cdsrules")
-    add_cohort_command(parser.add_subparsers(metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    return args.command(args)
+
 
 
 # --- determinism ----------------------------------------------------------------------------------------
@@ -222,7 +218,7 @@ def test_the_boundary_weight_of_20_kg_gets_the_low_dose():
 
 def test_cli_handler_writes_the_cohort(tmp_path, capsys):
     out = tmp_path / "out"
-    assert _run_cli("cohort", "generate", "--n", "3", "--seed", "11", "--out", str(out),
+    assert cohort_cli("cohort", "generate", "--n", "3", "--seed", "11", "--out", str(out),
                     "--start", "2026-02-01") == 0
     assert sorted(p.name for p in out.iterdir()) == ["cohort.json", "patient-0001.json", "patient-0002.json",
                                                      "patient-0003.json"]
@@ -235,5 +231,5 @@ def test_cli_handler_writes_the_cohort(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [["cohort"], ["cohort", "generate", "--n", "0", "--seed", "1", "--out", "x"]])
 def test_cli_rejects_incomplete_commands(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        _run_cli(*argv)
+        cohort_cli(*argv)
     assert exit_info.value.code == 2

@@ -14,7 +14,7 @@ from engine.fhir import extract_facts, load_site_mapping, resources_as_of
 from engine.loader import load_ruleset
 from engine.runtime import Engine
 from tests.helpers import ROOT
-from tests.test_workbench import make_app
+from tests.workbench_app import make_app
 
 RULESET_FILE = ROOT / "rules" / "eltrombopag-itp" / "1.0.0.yaml"
 RULESET = load_ruleset(RULESET_FILE)
@@ -116,9 +116,9 @@ def test_the_cohort_is_drawn_for_the_ruleset_it_is_given():
 
 
 def test_the_command_writes_the_cohort(tmp_path):
-    from tests.test_cohort import _run_cli
+    from tests.commands import cohort_cli
     out = tmp_path / "out"
-    assert _run_cli("cohort", "generate", "--n", "3", "--seed", "4", "--out", str(out),
+    assert cohort_cli("cohort", "generate", "--n", "3", "--seed", "4", "--out", str(out),
                     "--ruleset", str(RULESET_FILE)) == 0
     index = json.loads((out / "cohort.json").read_text(encoding="utf-8"))
     assert len(index["patients"]) == 3

@@ -18,7 +18,7 @@ from engine.runtime import Engine
 from engine.testing import run_tests
 from engine.versions import read_manifest, read_threshold
 from tests.helpers import ROOT, edited
-from tests.test_workbench import make_app
+from tests.workbench_app import make_app
 
 CLI = Path(sys.executable).parent / "cdsrules"
 RULES = ROOT / "rules"

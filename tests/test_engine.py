@@ -8,7 +8,7 @@ from engine.errors import EvaluationError
 from engine.loader import load_ruleset
 from engine.runtime import Engine
 from engine.testing import run_tests
-from tests.helpers import DEMO, demo_text, edited
+from tests.helpers import DEMO, demo_cases, demo_text, edited
 
 DEMO_RULESET = load_ruleset(DEMO)
 
@@ -17,18 +17,6 @@ DEMO_RULESET = load_ruleset(DEMO)
 def test_demo_cases(case):
     (result,) = [r for r in run_tests(DEMO_RULESET) if r.name == case["name"]]
     assert result.passed, result.differences
-
-
-def cases():
-    """A spread of inputs that exercise every rule of the demo ruleset."""
-    for weight in (3, 20, 20.1, 80):
-        for day in ("2026-03-01", "2026-03-09"):
-            yield {"weight_kg": weight, "weight_date": day}
-    for marker in (10, 60, 200):
-        for start in ("2026-02-01", "2026-03-03", "2026-03-09"):
-            yield {"start_date": start, "current_dose_mg": 10, "marker": marker, "draft_order_id": "d1",
-                   "draft_dose_mg": 10, "route": "oral" if marker > 50 else "iv"}
-    yield {"allergy": True, "marker": 90, "marker_limit": 40, "weight_kg": 30, "weight_date": "2026-03-09"}
 
 
 def outcome(engine, facts):
@@ -48,7 +36,7 @@ def test_trace_names_rule_values_and_thresholds():
 
 def test_eight_threads_give_the_single_threaded_results():
     engine = Engine()
-    inputs = list(cases())
+    inputs = list(demo_cases())
     expected = [outcome(engine, facts) for facts in inputs]
     failures = []
 

@@ -6,8 +6,7 @@ import uuid
 from engine import templates
 from engine.loader import load_ruleset
 from engine.runtime import Engine
-from tests.helpers import DEMO, demo_text, edited
-from tests.test_engine import cases
+from tests.helpers import DEMO, demo_cases, demo_text, edited
 
 
 def test_an_evaluation_compiles_no_text_once_its_version_is_registered():
@@ -17,7 +16,7 @@ def test_an_evaluation_compiles_no_text_once_its_version_is_registered():
     engine.register(ruleset)
     compiled, read = templates._compiled.cache_info().misses, templates._template_names.cache_info().misses
     fired = set()
-    for facts in cases():
+    for facts in demo_cases():
         fired |= set(engine.evaluate(ruleset, facts, "2026-03-10").fired_rules)
     assert {rule.id for rule in ruleset.rules if rule.decide} <= fired, "every decision's texts were rendered"
     assert templates._compiled.cache_info().misses == compiled

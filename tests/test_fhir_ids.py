@@ -10,7 +10,7 @@ import pytest
 from engine.fhir import extract_facts, load_site_mapping
 from tests import fhir_fixtures as fx
 from tests.conftest import RULES_DIR, TODAY, hetrombopag_order, order_sign_request, patient_record
-from tests.test_webhook_app import patient_view_with_prefetch, post
+from tests.hook_calls import patient_view_with_prefetch, post
 
 pytestmark = pytest.mark.timeout(60)
 

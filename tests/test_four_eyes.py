@@ -4,7 +4,6 @@ the command line."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -18,37 +17,11 @@ from engine.governance import Approval
 from store import Store
 from store.proposals import ProposalRefused, text_sha256
 from tests.helpers import demo_text, edited
-from tests.test_workbench import RULES, make_app
+from tests.workbench_app import RULES, SECRET, SHARED, bearer, govern, make_app, sha256, token, users_app
 from webhook.workbench import access
 from webhook.workbench.access import WorkbenchConfigError
 
 D = dt.date.fromisoformat
-SECRET = "a-secret-that-signs-login-cookies-for-tests"
-SHARED = "the-shared-workbench-token"
-ROLES = {"ana": ["author"], "ben": ["approver"], "cy": ["approver"], "dee": ["author", "approver"]}
-
-
-def token(name: str) -> str:
-    return f"token-of-{name}-for-tests"
-
-
-def bearer(name: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(name)}"}
-
-
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def govern(folder: Path, approvals_required: int) -> None:
-    """Give the ruleset's manifest a governance section (a new manifest when it has none)."""
-    path = folder / versions.MANIFEST
-    data = yaml.safe_load(path.read_text()) if path.exists() else {"ruleset": folder.name, "releases": []}
-    data.pop("governance", None)
-    path.write_text(yaml.safe_dump({"governance": {"approvals_required": approvals_required}, **data},
-                                   sort_keys=False))
-
-
 def demo_version(folder: Path, version: str) -> Path:
     path = folder / f"{version}.yaml"
     path.write_text(edited(demo_text(), "version: 1.0.0", f"version: {version}"))
@@ -194,13 +167,6 @@ def test_an_emergency_release_records_its_reason_and_shows_it(demo, tmp_path, ca
 
 
 # --- the workbench -----------------------------------------------------------------------------------
-
-
-def users_app(directory: Path, rules: Path, store_url: str):
-    (directory / "session.secret").write_text(SECRET + "\n")
-    users = [{"name": name, "token_sha256": sha256(token(name)), "roles": roles} for name, roles in ROLES.items()]
-    section = {"token_sha256": sha256(SHARED), "session_secret_file": "session.secret", "users": users}
-    return make_app(directory, auth={"workbench": section}, rules=rules, DB_URL=store_url)
 
 
 @pytest.fixture

@@ -16,50 +16,15 @@ import pytest
 import yaml
 
 from engine import versions
+from tests.commands import audit_cli
 from tests.conftest import RULES_DIR, build_app, order_sign_request, prefetch_for
-from tests.test_audit import audit_cli
+from tests.records import eltrombopag_draft, itp_record
 
 pytestmark = pytest.mark.timeout(120)
 
 PROTOCOL = "eltrombopag-itp"
 RELEASED = RULES_DIR / PROTOCOL / "1.0.1.yaml"  # the version in effect on DAY
 DAY = dt.date(2026, 12, 10)  # after the release's effective date
-SNOMED, LOINC = "http://snomed.info/sct", "http://loinc.org"
-
-
-def itp_record(today: dt.date, patient: str = "itp1", age: int = 30, platelets: float = 20) -> list[dict]:
-    """An adult with chronic ITP (SNOMED), ancestry recorded as White, a recent low platelet count, a normal ALT."""
-    def observation(ident: str, code: str, value: float, unit: str, days_ago: int = 1) -> dict:
-        return {"resourceType": "Observation", "id": ident, "status": "final",
-                "code": {"coding": [{"system": LOINC, "code": code}]},
-                "subject": {"reference": f"Patient/{patient}"},
-                "effectiveDateTime": (today - dt.timedelta(days=days_ago)).isoformat(),
-                "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
-
-    return [
-        {"resourceType": "Patient", "id": patient, "gender": "male",
-         "birthDate": today.replace(year=today.year - age).isoformat(),
-         "extension": [{"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race", "extension": [
-             {"url": "ombCategory", "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2106-3"}},
-             {"url": "text", "valueString": "White"}]}]},
-        {"resourceType": "Condition", "id": "itp", "subject": {"reference": f"Patient/{patient}"},
-         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                        "code": "active"}]},
-         "code": {"coding": [{"system": SNOMED, "code": "32273002"}]},
-         "onsetDateTime": (today - dt.timedelta(days=400)).isoformat()},
-        observation("plt", "777-3", platelets, "10*9/L"),
-        observation("alt", "1742-6", 22, "U/L"),
-    ]
-
-
-def eltrombopag_draft(patient: str, daily_mg: float, today: dt.date) -> dict:
-    return {"resourceType": "MedicationRequest", "id": "draft-elt", "status": "draft", "intent": "order",
-            "medicationCodeableConcept": {"text": "Eltrombopag tablets"},
-            "subject": {"reference": f"Patient/{patient}"}, "authoredOn": today.isoformat(),
-            "dosageInstruction": [{"timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
-                                   "doseAndRate": [{"doseQuantity": {"value": daily_mg, "unit": "mg",
-                                                                     "system": "http://unitsofmeasure.org",
-                                                                     "code": "mg"}}]}]}
 
 
 def cdsrules(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -174,7 +139,7 @@ def test_the_hetrombopag_services_stay_quiet_for_an_itp_patient(tmp_path, fhir_s
 
 @pytest.fixture
 def workbench(tmp_path, amended):
-    from tests.test_workbench import make_app
+    from tests.workbench_app import make_app
     return make_app(tmp_path, rules=amended, CLOCK=lambda: DAY).test_client()
 
 

@@ -12,7 +12,7 @@ from engine.runtime import Engine
 from engine.templates import TEXT_LIMIT, VALUE_LIMIT
 from tests.conftest import TODAY, patient_record
 from tests.helpers import DEMO, demo_text, edited
-from tests.test_webhook_app import patient_view_with_prefetch
+from tests.hook_calls import patient_view_with_prefetch
 
 pytestmark = pytest.mark.timeout(60)
 

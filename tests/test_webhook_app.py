@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cds_conformance import assert_conformant
 from tests.conftest import EXTERNAL, TODAY, hetrombopag_order, order_sign_request, patient_record, prefetch_for
+from tests.hook_calls import post
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -20,27 +20,6 @@ PROTOCOLS = ("eltrombopag-itp", "hetrombopag")
 SERVED_HOOKS = {"patient-view", "order-select", "order-sign"}
 SERVICE_IDS = {f"{protocol}-{hook}" for protocol in PROTOCOLS for hook in SERVED_HOOKS}
 ORDER_HOOKS = {"order-select", "order-sign"}
-
-
-def post(client, path: str, body) -> tuple[int, dict]:
-    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    response = client.post(path, data=data, content_type="application/json")
-    payload = response.get_json(silent=True)
-    assert response.status_code != 500 and payload is not None, response.data[:500]
-    if response.status_code == 200 and path.count("/") == 2:
-        assert_conformant(payload)
-    elif response.status_code >= 400:
-        assert payload["resourceType"] == "OperationOutcome", payload
-        assert payload["issue"][0]["severity"] and payload["issue"][0]["code"]
-    return response.status_code, payload
-
-
-def patient_view_with_prefetch(app, fhir, patient: str = "p1") -> tuple[int, dict]:
-    """A patient-view whose prefetch the client filled from the FHIR server's data, posted as an EHR posts it."""
-    templates = app.extensions["cdsrules"].services["hetrombopag-patient-view"].prefetch
-    body = {"hook": "patient-view", "hookInstance": str(uuid.uuid4()), "context": {"patientId": patient},
-            "prefetch": prefetch_for(templates, fhir, patient)}
-    return post(app.test_client(), "/cds-services/hetrombopag-patient-view", body)
 
 
 # --- discovery --------------------------------------------------------------------------------

@@ -9,11 +9,9 @@ import shutil
 import sys
 import threading
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
 import yaml
-from flask import Flask
 
 from engine import cohort, fhir, runtime
 from engine.loader import load_ruleset
@@ -23,27 +21,11 @@ from engine.sandbox import SandboxEngine
 from engine.simulate import simulate
 from store import AuditRecord, Store
 from tests.helpers import slow_draft
-from webhook.workbench import register_workbench, svg
+from tests.workbench_app import REPO, RULES, TOKEN, make_app
+from webhook.workbench import svg
 from webhook.workbench.access import WorkbenchConfigError, policy_from
 from webhook.workbench.context import Workbench
 from webhook.workbench.markdown import render_markdown
-
-REPO = Path(__file__).resolve().parent.parent
-RULES = REPO / "rules"
-TODAY = dt.date(2026, 3, 19)
-TOKEN = "workbench-token-for-tests"
-
-
-def make_app(tmp_path: Path, auth: dict | None = None, rules: Path = RULES, **extra) -> Flask:
-    """A bare app with only the workbench: access is tested without the service's JWT layer."""
-    settings = {"RULES_DIR": str(rules), "DB_URL": f"sqlite:///{tmp_path / 'wb.db'}", "CLOCK": lambda: TODAY, **extra}
-    if auth is not None:
-        path = tmp_path / "auth.yaml"
-        path.write_text(yaml.safe_dump({"base_url": "https://cds.example", "issuers": [], **auth}))
-        settings["AUTH_CONFIG"] = str(path)
-    app = Flask(__name__)
-    register_workbench(app, settings)
-    return app
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import cdsrules_command
-from tests.test_workbench import TOKEN, make_app
+from tests.workbench_app import TOKEN, make_app
 from webhook.auth import AuthConfigError, read_config
 from webhook.workbench import access
 from webhook.workbench.access import COOKIE, WorkbenchConfigError

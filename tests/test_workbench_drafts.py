@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_workbench import make_app
+from tests.workbench_app import make_app
 
 REPO = Path(__file__).resolve().parent.parent
 AMENDMENT = REPO / "rules" / "hetrombopag" / "1.1.0.yaml"
