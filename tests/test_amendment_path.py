@@ -15,17 +15,14 @@ import yaml
 from cdsrules.cli import main
 from engine import versions
 from store import Store
-from tests.workbench_app import RULES, bearer, govern, users_app
+from tests.workbench_app import bearer, governed_copy, users_app
 
 AMENDED = "1.2.0"
 
 
 @pytest.fixture
 def rules(tmp_path) -> Path:
-    rules = tmp_path / "rules"
-    shutil.copytree(RULES, rules)
-    govern(rules / "hetrombopag", 1)
-    return rules
+    return governed_copy(tmp_path, 1)
 
 
 def with_tests_file(rules: Path) -> None:

@@ -4,7 +4,6 @@ the command line."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,17 @@ from engine.governance import Approval
 from store import Store
 from store.proposals import ProposalRefused, text_sha256
 from tests.helpers import demo_text, edited
-from tests.workbench_app import RULES, SECRET, SHARED, bearer, govern, make_app, sha256, token, users_app
+from tests.workbench_app import (
+    SECRET,
+    SHARED,
+    bearer,
+    govern,
+    governed_copy,
+    make_app,
+    sha256,
+    token,
+    users_app,
+)
 from webhook.workbench import access
 from webhook.workbench.access import WorkbenchConfigError
 
@@ -171,10 +180,7 @@ def test_an_emergency_release_records_its_reason_and_shows_it(demo, tmp_path, ca
 
 @pytest.fixture
 def governed_rules(tmp_path) -> Path:
-    rules = tmp_path / "rules"
-    shutil.copytree(RULES, rules)
-    govern(rules / "hetrombopag", 2)
-    return rules
+    return governed_copy(tmp_path, 2)
 
 
 def propose_form(rules: Path, version: str = "1.1.0") -> dict[str, str]:

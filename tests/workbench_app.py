@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import shutil
 from pathlib import Path
 
 import yaml
@@ -61,3 +62,11 @@ def govern(folder: Path, approvals_required: int) -> None:
     data.pop("governance", None)
     path.write_text(yaml.safe_dump({"governance": {"approvals_required": approvals_required}, **data},
                                    sort_keys=False))
+
+
+def governed_copy(tmp_path: Path, approvals_required: int) -> Path:
+    """The shipped rules, copied, with hetrombopag's releases needing `approvals_required` approvals."""
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    govern(rules / "hetrombopag", approvals_required)
+    return rules
