@@ -53,9 +53,6 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-
-
-
 # --- determinism ----------------------------------------------------------------------------------------
 
 
@@ -219,7 +216,7 @@ def test_the_boundary_weight_of_20_kg_gets_the_low_dose():
 def test_cli_handler_writes_the_cohort(tmp_path, capsys):
     out = tmp_path / "out"
     assert cohort_cli("cohort", "generate", "--n", "3", "--seed", "11", "--out", str(out),
-                    "--start", "2026-02-01") == 0
+                      "--start", "2026-02-01") == 0
     assert sorted(p.name for p in out.iterdir()) == ["cohort.json", "patient-0001.json", "patient-0002.json",
                                                      "patient-0003.json"]
     index = json.loads((out / "cohort.json").read_text(encoding="utf-8"))

@@ -119,7 +119,7 @@ def test_the_command_writes_the_cohort(tmp_path):
     from tests.commands import cohort_cli
     out = tmp_path / "out"
     assert cohort_cli("cohort", "generate", "--n", "3", "--seed", "4", "--out", str(out),
-                    "--ruleset", str(RULESET_FILE)) == 0
+                      "--ruleset", str(RULESET_FILE)) == 0
     index = json.loads((out / "cohort.json").read_text(encoding="utf-8"))
     assert len(index["patients"]) == 3
 
