@@ -62,34 +62,35 @@ def run(quick: bool = False, calls: int | None = None, step_seconds: float | Non
 
 def _cpu_per_call(server: Server, chosen: list[arrivals.Mix], calls: int, rounds: int) -> dict[str, dict]:
     """CPU ms per call of each mix (the first is discovery), over `calls` calls each sent in `rounds` turns."""
-    spent = {mix.name: 0.0 for mix in chosen}
-    rows = {mix.name: {"calls": 0, "errors": 0, "p50s": [], "round_ms": []} for mix in chosen}
+    rows = {mix.name: {"cpu_s": 0.0, "calls": 0, "errors": 0, "p50s": [], "round_ms": []} for mix in chosen}
     for turn in range(rounds):
         for mix in chosen:
             before = cpu_seconds(server.worker_pids())
             outcome = arrivals.run(server.base_url, mix, CPU_RATE, calls / rounds / CPU_RATE, seed=turn)
             used = cpu_seconds(server.worker_pids()) - before
-            spent[mix.name] += used
             row = rows[mix.name]
+            row["cpu_s"] += used
             row["calls"] += outcome["requests"]
             row["errors"] += outcome["errors"]
             row["p50s"].append(outcome["p50_ms"])
             row["round_ms"].append(1000 * used / max(1, outcome["requests"]))
-    floor_name = chosen[0].name
+    floor = rows[chosen[0].name]
+    floor_ms = _ms_per_call(floor)
     found = {}
     for name, row in rows.items():
-        cpu_ms = 1000 * spent[name] / max(1, row["calls"])
-        found[name] = {"cpu_ms": round(cpu_ms, 3), "calls": row["calls"], "errors": row["errors"],
+        cpu_ms = _ms_per_call(row)
+        found[name] = {"cpu_ms": cpu_ms, "calls": row["calls"], "errors": row["errors"],
                        "p50_ms": sorted(row["p50s"])[len(row["p50s"]) // 2],
-                       "round_cpu_ms": [round(ms, 3) for ms in row["round_ms"]]}
-    floor = found[floor_name]["cpu_ms"]
-    for name, row in found.items():
-        row["over_discovery"] = round(row["cpu_ms"] / floor, 2) if floor else None
-        # The kernel counts CPU time in ticks (10 ms): a round too short to take one has no ratio.
-        row["over_discovery_rounds"] = [round(mine / theirs, 2) for mine, theirs
-                                        in zip(rows[name]["round_ms"], rows[floor_name]["round_ms"], strict=True)
-                                        if theirs]
+                       "round_cpu_ms": [round(ms, 3) for ms in row["round_ms"]],
+                       "over_discovery": round(cpu_ms / floor_ms, 2) if floor_ms else None,
+                       # The kernel counts CPU time in ticks (10 ms): a round too short to take one has no ratio.
+                       "over_discovery_rounds": [round(mine / theirs, 2) for mine, theirs
+                                                 in zip(row["round_ms"], floor["round_ms"], strict=True) if theirs]}
     return found
+
+
+def _ms_per_call(row: dict) -> float:
+    return round(1000 * row["cpu_s"] / max(1, row["calls"]), 3)
 
 
 def _search(server: Server, mix: arrivals.Mix, seconds: float, max_rate: int) -> list[dict]:
