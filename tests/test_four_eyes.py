@@ -237,7 +237,9 @@ def test_the_release_follows_the_approvals_needed_and_records_them(tmp_path, gov
     assert proposal.sha256 == sha256(form["text"])
 
     review = client.get(page_url, headers=bearer("ben")).get_data(as_text=True)
-    assert "hetrombopag 1.0.0 → 1.1.0" in review, "the diff is against the version in effect today"
+    assert "hetrombopag 1.0.0 → 1.1.0" in review, "the diff is against the version in effect on 2026-04-01"
+    assert 'id="taken-over-1.0.1"' in review and "from 2026-12-02 on, hetrombopag@1.0.1 decides" in review, \
+        "1.0.1 is released from 2026-12-02, after this version's first day, and takes over on its date"
     assert "Behavioural impact" in review and 'id="review-form"' in review
     assert "0 of 2 needed" in review and "2026-04-01" in review
 
@@ -263,6 +265,20 @@ def test_the_release_follows_the_approvals_needed_and_records_them(tmp_path, gov
     listing = client.get("/workbench/", headers=bearer("ben")).get_data(as_text=True)
     assert "1.1.0" in listing and "ben, cy" in listing
     assert Store(store_url).proposals.get(proposal.id).status == "released"
+
+
+def test_the_review_is_against_the_version_in_effect_on_the_proposals_first_day(tmp_path, governed_rules,
+                                                                                 store_url):
+    """Today (2026-03-19) 1.0.0 is in effect; 1.0.1 is released from 2026-12-02. A proposal effective after that
+    replaces 1.0.1, so that is what its approvers must see it against."""
+    client = users_app(tmp_path, governed_rules, store_url).test_client()
+    form = {**propose_form(governed_rules), "effective_from": "2026-12-10"}
+    proposed = client.post("/workbench/propose", data=form, headers=bearer("dee"))
+    assert proposed.status_code == 302, proposed.get_data(as_text=True)
+    review = client.get(proposed.headers["Location"], headers=bearer("ben")).get_data(as_text=True)
+    assert "Against the version it replaces on 2026-12-10 (hetrombopag@1.0.1)" in review
+    assert "hetrombopag 1.0.1 → 1.1.0" in review and "hetrombopag 1.0.0 → 1.1.0" not in review
+    assert "taken-over-" not in review, "no released version takes effect after 2026-12-10"
 
 
 def test_a_review_of_other_bytes_is_refused_and_a_changed_text_supersedes(tmp_path, governed_rules, store_url):

@@ -1,5 +1,10 @@
-"""Four-eyes release in the workbench: propose a checked draft, review it against the version in effect, approve
+"""Four-eyes release in the workbench: propose a checked draft, review it against the version it replaces, approve
 or reject it; the approval that completes the count releases it (webhook/workbench/releasing.py).
+
+The version it replaces is the one in effect on the day the proposal starts to decide: its effective date, or today
+for one dated earlier. The service chooses the released version with the latest effective date, whatever its
+number, so a version already released to take effect later than that day takes over again on its own date; the
+review names each such version.
 
 `propose(ruleset_id, version, text, ...)` takes the text from wherever it comes (the check page today); the store
 freezes those bytes (store/proposals.py) and every review names the sha256 the reviewer was shown. Proposing needs
@@ -110,11 +115,13 @@ def proposal_list() -> str:
 
 @dataclass
 class Review:
-    """What an approver sees of a proposal: its check, its diff against the version in effect, what is open."""
+    """What an approver sees of a proposal: its check, its diff against the version it replaces, what is open."""
 
     proposal: Proposal
     check: DraftCheck
-    in_effect: VersionInfo | None
+    starts: dt.date  # the first day it would decide
+    in_effect: VersionInfo | None  # the version it replaces on that day
+    later: list[VersionInfo]  # released versions that take over again on their own, later, effective dates
     diff: VersionDiff | None
     pending: list[Parameter]
     required: int
@@ -125,17 +132,28 @@ def in_effect(ruleset_id: str, on: dt.date) -> VersionInfo | None:
     """The released version in effect on a date, as the service would choose it."""
     released = [i for i in snapshot().versions.get(ruleset_id, {}).values()
                 if i.ruleset and i.release and i.release.in_effect(on)]
-    return max(released, key=lambda i: i.release.effective_from, default=None)  # type: ignore[union-attr]
+    return max(released, key=lambda i: (i.release.effective_from, version_key(i.version)),  # type: ignore[union-attr]
+               default=None)
+
+
+def taking_effect_after(ruleset_id: str, day: dt.date) -> list[VersionInfo]:
+    """Released versions whose effective date is after `day`, by that date (not one retired before it starts)."""
+    later = [i for i in snapshot().versions.get(ruleset_id, {}).values()
+             if i.ruleset and i.release and i.release.effective_from > day
+             and i.release.in_effect(i.release.effective_from)]
+    return sorted(later, key=lambda i: i.release.effective_from)  # type: ignore[union-attr]
 
 
 def _review(proposal: Proposal, with_diff: bool = True) -> Review:
     check = check_text(proposal.ruleset, proposal.text)
-    current = in_effect(proposal.ruleset, today())
+    starts = max(proposal.effective_from, today())
+    current = in_effect(proposal.ruleset, starts)
     diff = None
     if with_diff and check.ruleset is not None and current is not None and current.ruleset is not None:
         diff = _diff(current.ruleset, check.ruleset, proposal.effective_from)
     pending = [p for p in check.ruleset.parameters.values() if "pending" in p.source] if check.ruleset else []
-    return Review(proposal, check, current, diff, pending, approvals_required(workbench().rules_dir / proposal.ruleset),
+    return Review(proposal, check, starts, current, taking_effect_after(proposal.ruleset, starts), diff, pending,
+                  approvals_required(workbench().rules_dir / proposal.ruleset),
                   proposed_coverage(proposal.ruleset, check.ruleset, check.results))
 
 
