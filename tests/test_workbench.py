@@ -422,6 +422,19 @@ def test_a_cohort_asked_for_by_several_pages_at_once_is_made_once():
     assert len(got) == 4 and all(cohort is got[0] for cohort in got), "each page made its own cohort"
 
 
+def test_a_written_cohort_is_read_again_when_it_is_written_again(tmp_path):
+    folder = tmp_path / "cohort"
+    cohort.write_cohort(cohort.generate_cohort(3, 5, cohort.DEFAULT_START), folder)
+    workbench = Workbench(rules_dir=RULES, engine=SandboxEngine(), store=None, clock=dt.date.today, cohort_dir=folder)
+    first = workbench.cohort("hetrombopag")
+    assert len(first) == 3 and min(p.day0 for p in first) == cohort.DEFAULT_START
+    assert workbench.cohort() is first, "read once while it is unchanged, whatever the ruleset"
+    later = cohort.DEFAULT_START + dt.timedelta(days=30)
+    cohort.write_cohort(cohort.generate_cohort(4, 6, later), folder)
+    again = workbench.cohort("hetrombopag")
+    assert len(again) == 4 and min(p.day0 for p in again) == later, "the cohort as it was first read"
+
+
 def test_a_cohort_is_made_again_when_its_scenario_file_changes(tmp_path):
     rules = tmp_path / "rules"
     shutil.copytree(RULES, rules)

@@ -1,5 +1,6 @@
 """What the workbench reads: every ruleset version on disk (drafts and broken files included), its release, the
-site mapping and a synthetic cohort; reloaded when a file under the rules directory changes.
+site mapping and a synthetic cohort; each made again when a file under the rules directory (or the written cohort)
+changes.
 
 The service itself serves released versions only and refuses to start on a broken file; the workbench is where a
 pharmacist sees drafts and broken files, so each version is loaded on its own and its errors are kept beside it.
@@ -89,7 +90,7 @@ class Workbench:
     _snapshot: Snapshot | None = None
     _stamp: tuple = ()
     _cohorts: dict[str | None, list] = field(default_factory=dict)
-    _cohorts_stamp: tuple = ()  # the rules directory's stamp the cohorts were made from
+    _cohorts_stamp: tuple = ()  # the stamp of the rules directory (and written cohort) they were made from
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cohort_lock: threading.Lock = field(default_factory=threading.Lock)  # apart: generating one takes seconds
     sandbox_seat: threading.Lock = field(default_factory=threading.Lock)  # held by the request using the engine
@@ -113,9 +114,9 @@ class Workbench:
             ruleset_id = None
         elif ruleset_id is not None and not (self.rules_dir / ruleset_id / cohort.SCENARIO_FILE).is_file():
             ruleset_id = None
-        stamp = _stamp(self.rules_dir)
+        stamp = _stamp(self.rules_dir) + (_stamp(self.cohort_dir) if self.cohort_dir else ())
         with self._cohort_lock:  # once per ruleset: a page asked for twice at once waits for the first to finish
-            if stamp != self._cohorts_stamp:  # a scenario file or the site mapping changed: made again from it
+            if stamp != self._cohorts_stamp:  # a scenario file, the site mapping or the written cohort changed
                 self._cohorts, self._cohorts_stamp = {}, stamp
             if ruleset_id not in self._cohorts:
                 self._cohorts[ruleset_id] = _read_cohort(self.cohort_dir) if self.cohort_dir else [
@@ -152,10 +153,10 @@ def _read_cohort(folder: Path) -> list[CohortPatient]:
             for case, entry in zip(cohort.read_cohort(folder), index, strict=True)]
 
 
-def _stamp(rules_dir: Path) -> tuple:
-    """Names, sizes and modification times of every file the workbench reads."""
+def _stamp(folder: Path) -> tuple:
+    """Names, sizes and modification times of every file the workbench reads under a folder."""
     found = []
-    for path in sorted(rules_dir.rglob("*")):
+    for path in sorted(folder.rglob("*")):
         if path.is_file() and path.suffix in (".yaml", ".yml", ".json"):
             stat = path.stat()
             found.append((str(path), stat.st_size, stat.st_mtime_ns))
