@@ -248,6 +248,11 @@ def cmd_release(args) -> int:
           + (" for therapies started from then on" if entry.applies_to == versions.APPLIES_TO_NEW_THERAPIES else ""))
     for line in describe(entry):
         print(line)
+    folder = Path(args.file).parent
+    for later in versions.taking_effect_after(versions.read_manifest(folder), entry.effective_from):
+        print(f"warning: {folder.name}@{later.version} takes effect on {later.effective_from}, after this version, "
+              f"and decides from then on instead of {entry.version} (the latest effective date is chosen, whatever "
+              "the number): release a successor effective from then that keeps this change", file=sys.stderr)
     return EXIT_OK
 
 

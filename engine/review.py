@@ -1,5 +1,7 @@
-"""Review-by dates of the versions in effect: a released version past its date, or without one, is flagged for
-governance. A warning, never a refusal: the service keeps serving the version in effect until a new one is released."""
+"""Governance's warnings on released versions: the version in effect past its review-by date, or without one; and a
+version that a lower one takes over from on a later effective date (the latest effective date is chosen, whatever the
+number, so a later fix is undone on an earlier amendment's date). Warnings, never refusals: the service keeps serving
+what the manifests say until a new version is released."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +12,7 @@ from pathlib import Path
 from .errors import RulesetErrors
 from .evidence import review_by
 from .model import Ruleset
-from .versions import RulesetVersions, read_manifest
+from .versions import RulesetVersions, read_manifest, taken_over
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ def review_warnings(rulesets: Iterable[Ruleset], on: dt.date) -> list[ReviewWarn
         in_effect = _in_effect(folder, loaded, on)
         if in_effect is not None:
             warnings += _judge(in_effect, on)
+        warnings += _taken_over(folder)
     return warnings
 
 
@@ -42,6 +45,19 @@ def _in_effect(folder: Path, loaded: dict[str, Ruleset], on: dt.date) -> Ruleset
         return RulesetVersions(folder.name, folder, loaded, releases).select(on)
     except KeyError:
         return None
+
+
+def _taken_over(folder: Path) -> list[ReviewWarning]:
+    try:
+        releases = read_manifest(folder)
+    except RulesetErrors:
+        return []  # reported by the check of released files
+    return [ReviewWarning(str(folder / f"{mine.version}.yaml"),
+                          f"{folder.name}@{mine.version} decides only until {later.effective_from}: "
+                          f"{folder.name}@{later.version}, a lower version, takes effect that day and decides from "
+                          "then on (the latest effective date is chosen, whatever the number): release a successor "
+                          "effective from then that keeps this version's changes")
+            for mine, later in taken_over(releases)]
 
 
 def _judge(ruleset: Ruleset, on: dt.date) -> list[ReviewWarning]:

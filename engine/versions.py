@@ -114,11 +114,8 @@ class RulesetVersions:
 
     def select(self, on: dt.date) -> Ruleset | None:
         """The released version in effect on a date, or None."""
-        candidates = [r for r in self.releases.values() if r.in_effect(on)]
-        if not candidates:
-            return None
-        chosen = max(candidates, key=lambda r: (r.effective_from, version_key(r.version)))
-        return self.rulesets[chosen.version]
+        chosen = chosen_on(self.releases, on)
+        return None if chosen is None else self.rulesets[chosen.version]
 
 
 @dataclass
@@ -140,6 +137,28 @@ class Catalog:
     def latest_released(self, ruleset_id: str) -> Ruleset:
         versions = self.rulesets[ruleset_id]
         return versions.rulesets[max(versions.releases, key=version_key)]
+
+
+def chosen_on(releases: dict[str, Release], day: dt.date) -> Release | None:
+    """The release that decides on a day: of those in effect, the latest effective date, then the greatest version."""
+    in_effect = [r for r in releases.values() if r.in_effect(day)]
+    return max(in_effect, key=lambda r: (r.effective_from, version_key(r.version)), default=None)
+
+
+def taking_effect_after(releases: dict[str, Release], day: dt.date) -> list[Release]:
+    """Released versions whose effective date is after `day` (none retired before its own first day), by that date.
+    A version starting on `day` decides only until the first of them, whatever the version numbers (`chosen_on`)."""
+    later = [r for r in releases.values() if r.effective_from > day and r.in_effect(r.effective_from)]
+    return sorted(later, key=lambda r: (r.effective_from, version_key(r.version)))
+
+
+def taken_over(releases: dict[str, Release]) -> list[tuple[Release, Release]]:
+    """(version, lower version) for each lower version that decides from its own later effective date, a day the
+    first would still be in effect: a fix undone on the date of an amendment scheduled before it."""
+    return [(mine, later) for mine in sorted(releases.values(), key=lambda r: version_key(r.version))
+            for later in taking_effect_after(releases, mine.effective_from)
+            if version_key(later.version) < version_key(mine.version) and mine.in_effect(later.effective_from)
+            and chosen_on(releases, later.effective_from) is later]
 
 
 def load_catalog(root: str | Path) -> Catalog:

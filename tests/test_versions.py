@@ -91,6 +91,28 @@ def test_selection_by_date_with_gaps_and_retirements(rules):
     assert catalog.rulesets["demo-dosing"].status("1.0.0", D("2026-07-01")) == "retired"
 
 
+def test_a_lower_version_that_takes_effect_later_is_named_as_taking_over(rules):
+    versions.release(write_version(rules, "1.0.0", 10), D("2026-01-01"), "board")
+    versions.release(write_version(rules, "1.1.0", 11), D("2026-06-01"), "board")  # an amendment, scheduled
+    assert versions.taken_over(versions.read_manifest(rules)) == [], "each version succeeds a lower one"
+    fix = write_version(rules, "1.1.1", 12)
+    released = subprocess.run([str(CLI), "release", str(fix), "--effective-from", "2026-03-01", "--approved-by", "B"],
+                              capture_output=True, text=True)
+    assert released.returncode == 0, released.stderr
+    assert "warning: demo-dosing@1.1.0 takes effect on 2026-06-01, after this version" in released.stderr
+    catalog = versions.load_catalog(rules.parent)
+    assert [catalog.select("demo-dosing", D(day)).version for day in ("2026-05-31", "2026-06-01")] == [
+        "1.1.1", "1.1.0"], "the lower version decides from its own later date"
+    pairs = versions.taken_over(versions.read_manifest(rules))
+    assert [(mine.version, later.version) for mine, later in pairs] == [("1.1.1", "1.1.0")]
+    validated = subprocess.run([str(CLI), "validate", str(rules.parent)], capture_output=True, text=True)
+    assert validated.returncode == 0, validated.stderr
+    assert "demo-dosing@1.1.1 decides only until 2026-06-01: demo-dosing@1.1.0, a lower version" in validated.stderr
+    versions.release(write_version(rules, "1.1.2", 12), D("2026-06-01"), "board")  # the fix, kept from that day
+    assert versions.load_catalog(rules.parent).select("demo-dosing", D("2026-06-01")).version == "1.1.2"
+    assert versions.taken_over(versions.read_manifest(rules)) == [], "1.1.0 never decides now"
+
+
 def test_release_and_retire_from_the_command_line(rules):
     path = write_version(rules, "1.0.0")
     ok = subprocess.run([str(CLI), "release", str(path), "--effective-from", "2026-01-01", "--approved-by", "Board"],

@@ -22,7 +22,16 @@ from flask import Response, abort, redirect, render_template, request, url_for
 from engine.diff import VersionDiff, behavioural_impact, render_markdown, structural_changes, test_cases
 from engine.errors import EvaluationError
 from engine.model import Parameter, Ruleset
-from engine.versions import APPLIES_TO_ALL, APPLIES_TO_NEW_THERAPIES, ReleaseRefused, is_version, version_key
+from engine.versions import (
+    APPLIES_TO_ALL,
+    APPLIES_TO_NEW_THERAPIES,
+    Release,
+    ReleaseRefused,
+    chosen_on,
+    is_version,
+    taking_effect_after,
+    version_key,
+)
 from store.proposals import APPROVE, OPEN, Proposal, ProposalRefused
 from webhook.workbench import access
 from webhook.workbench.compare import cohort_cases
@@ -121,27 +130,22 @@ class Review:
     check: DraftCheck
     starts: dt.date  # the first day it would decide
     in_effect: VersionInfo | None  # the version it replaces on that day
-    later: list[VersionInfo]  # released versions that take over again on their own, later, effective dates
+    later: list[Release]  # released versions that take over again on their own, later, effective dates
     diff: VersionDiff | None
     pending: list[Parameter]
     required: int
     coverage: ProposedCoverage
 
 
+def _released(ruleset_id: str) -> dict[str, VersionInfo]:
+    return {i.version: i for i in snapshot().versions.get(ruleset_id, {}).values() if i.ruleset and i.release}
+
+
 def in_effect(ruleset_id: str, on: dt.date) -> VersionInfo | None:
     """The released version in effect on a date, as the service would choose it."""
-    released = [i for i in snapshot().versions.get(ruleset_id, {}).values()
-                if i.ruleset and i.release and i.release.in_effect(on)]
-    return max(released, key=lambda i: (i.release.effective_from, version_key(i.version)),  # type: ignore[union-attr]
-               default=None)
-
-
-def taking_effect_after(ruleset_id: str, day: dt.date) -> list[VersionInfo]:
-    """Released versions whose effective date is after `day`, by that date (not one retired before it starts)."""
-    later = [i for i in snapshot().versions.get(ruleset_id, {}).values()
-             if i.ruleset and i.release and i.release.effective_from > day
-             and i.release.in_effect(i.release.effective_from)]
-    return sorted(later, key=lambda i: i.release.effective_from)  # type: ignore[union-attr]
+    released = _released(ruleset_id)
+    chosen = chosen_on({v: i.release for v, i in released.items() if i.release}, on)
+    return None if chosen is None else released[chosen.version]
 
 
 def _review(proposal: Proposal, with_diff: bool = True) -> Review:
@@ -152,7 +156,8 @@ def _review(proposal: Proposal, with_diff: bool = True) -> Review:
     if with_diff and check.ruleset is not None and current is not None and current.ruleset is not None:
         diff = _diff(current.ruleset, check.ruleset, proposal.effective_from)
     pending = [p for p in check.ruleset.parameters.values() if "pending" in p.source] if check.ruleset else []
-    return Review(proposal, check, starts, current, taking_effect_after(proposal.ruleset, starts), diff, pending,
+    released = {v: i.release for v, i in _released(proposal.ruleset).items() if i.release}
+    return Review(proposal, check, starts, current, taking_effect_after(released, starts), diff, pending,
                   approvals_required(workbench().rules_dir / proposal.ruleset),
                   proposed_coverage(proposal.ruleset, check.ruleset, check.results))
 
