@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fhir
+from .certainty import Evaluator
 from .decide import decide, facts_from_record, given_facts
 from .errors import EvaluationError
 from .fhir import Extraction
@@ -27,12 +28,12 @@ class CaseResult:
         return not self.differences
 
 
-def run_tests(ruleset: Ruleset, engine: Engine | None = None) -> list[CaseResult]:
+def run_tests(ruleset: Ruleset, engine: Evaluator | None = None) -> list[CaseResult]:
     engine = engine or Engine()
     return [run_case(ruleset, case, engine) for case in ruleset.tests]
 
 
-def run_case(ruleset: Ruleset, case: dict[str, Any], engine: Engine) -> CaseResult:
+def run_case(ruleset: Ruleset, case: dict[str, Any], engine: Evaluator) -> CaseResult:
     result = CaseResult(case["name"])
     try:
         result.evaluation = decide(engine, ruleset, case_facts(ruleset, case), str(case["date"]), case.get("hook"))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from .certainty import Evaluator
 from .coverage import THRESHOLD_KEY, Threshold, coverage_of, shortfalls
 from .document import Document, read_document, schema_errors
 from .errors import RulesetError, RulesetErrors
@@ -269,10 +270,11 @@ class ReleaseRefused(Exception):
 
 def release(file: str | Path, effective_from: dt.date, approved_by: str, note: str = "",
             now: dt.datetime | None = None, applies_to: str = APPLIES_TO_ALL, proposed_by: str = "",
-            approvals: tuple[Approval, ...] = (), emergency_reason: str = "") -> Release:
+            approvals: tuple[Approval, ...] = (), emergency_reason: str = "",
+            engine: Evaluator | None = None) -> Release:
     """Record a draft as released. Under governance the approvals (of exactly this file's bytes, as the caller
     found them) must suffice, or an emergency reason is recorded instead; `approved_by` then defaults to the
-    approvers' names."""
+    approvers' names. Its tests run on `engine` (a server passes its sandbox: not its own, which answers the EHR)."""
     file = Path(file)
     ruleset = load_ruleset(file)  # raises RulesetErrors when invalid
     folder = file.parent
@@ -284,7 +286,7 @@ def release(file: str | Path, effective_from: dt.date, approved_by: str, note: s
     newer = [v for v in releases if version_key(v) >= version_key(ruleset.version)]
     if newer:
         raise ReleaseRefused(f"{ruleset.version} is not greater than released version(s) {', '.join(sorted(newer))}")
-    results = run_tests(ruleset)
+    results = run_tests(ruleset, engine)
     failed = [r for r in results if not r.passed]
     if failed:
         names = "; ".join(f"{r.name}: {r.differences[0]}" for r in failed[:5])

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cdsrules.cli import main
-from engine import versions
+from engine import runtime, versions
 from engine.errors import RulesetErrors
 from engine.governance import Approval
 from store import Store
@@ -227,6 +227,8 @@ def test_the_release_follows_the_approvals_needed_and_records_them(tmp_path, gov
     app = users_app(tmp_path, governed_rules, store_url)
     client = app.test_client()
     form = propose_form(governed_rules)
+    form["text"] += "# as proposed in the release test\n"  # a text this process's engine has not seen
+    before = set(runtime._REGISTERED)
     checked = client.post("/workbench/check", data={"text": form["text"], "ruleset": "hetrombopag"},
                           headers=bearer("dee"))
     assert 'id="propose-form"' in checked.get_data(as_text=True), "a draft that passes can be proposed from the page"
@@ -265,6 +267,7 @@ def test_the_release_follows_the_approvals_needed_and_records_them(tmp_path, gov
     listing = client.get("/workbench/", headers=bearer("ben")).get_data(as_text=True)
     assert "1.1.0" in listing and "ben, cy" in listing
     assert Store(store_url).proposals.get(proposal.id).status == "released"
+    assert set(runtime._REGISTERED) == before, "the release's tests ran in the sandbox, not in the EHR's engine"
 
 
 def test_the_review_is_against_the_version_in_effect_on_the_proposals_first_day(tmp_path, governed_rules,

@@ -213,7 +213,7 @@ def review_page(proposal_id: int) -> Response:
     problem = ""
     if decision == APPROVE:
         try:
-            release_if_approved(workbench().rules_dir, proposals_store(), proposal)
+            release_if_approved(workbench().rules_dir, proposals_store(), proposal, sandbox())
         except ReleaseRefused as refusal:
             problem = f"Approved, but not released: {refusal}"
     return _after(proposal_id, problem)
@@ -224,7 +224,7 @@ def release_page(proposal_id: int) -> Response:
     _user_with(access.APPROVER)
     problem = ""
     try:
-        if release_if_approved(workbench().rules_dir, proposals_store(), _found(proposal_id)) is None:
+        if release_if_approved(workbench().rules_dir, proposals_store(), _found(proposal_id), sandbox()) is None:
             problem = "Not released: the proposal is not open or lacks approvals."
     except ReleaseRefused as refusal:
         problem = f"Not released: {refusal}"

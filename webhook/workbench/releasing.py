@@ -19,6 +19,7 @@ from pathlib import Path
 
 from engine.errors import RulesetErrors
 from engine.governance import Approval
+from engine.sandbox import SandboxEngine
 from engine.versions import RELOAD_MARKER, Release, ReleaseRefused, file_sha256, read_governance, read_manifest, release
 from store.proposals import OPEN, Proposal, Proposals
 
@@ -29,19 +30,22 @@ def approvals_required(folder: Path) -> int:
     return max(read_governance(folder).approvals_required, 1)
 
 
-def release_if_approved(rules_dir: Path, proposals: Proposals, proposal: Proposal) -> Release | None:
-    """Release the proposal if it has its approvals (None if not yet); ReleaseRefused says why it cannot be."""
+def release_if_approved(rules_dir: Path, proposals: Proposals, proposal: Proposal,
+                        engine: SandboxEngine) -> Release | None:
+    """Release the proposal if it has its approvals (None if not yet); ReleaseRefused says why it cannot be. Its
+    tests run in the workbench's sandbox child, so that they never hold this process's engine, which answers the
+    EHR's calls."""
     folder = rules_dir / proposal.ruleset
     if proposal.status != OPEN or len({a.reviewer for a in proposal.approvals}) < approvals_required(folder):
         return None
     with _locked(folder):
-        entry = _release(folder, proposal)
+        entry = _release(folder, proposal, engine)
     proposals.mark_released(proposal.id)
     (rules_dir / RELOAD_MARKER).write_text(dt.datetime.now(dt.UTC).isoformat() + "\n", encoding="utf-8")
     return entry
 
 
-def _release(folder: Path, proposal: Proposal) -> Release:
+def _release(folder: Path, proposal: Proposal, engine: SandboxEngine) -> Release:
     if proposal.version in read_manifest(folder):  # before writing: a released file is never overwritten
         raise ReleaseRefused(f"{proposal.ruleset}@{proposal.version} is already released; released versions "
                              "never change")
@@ -54,7 +58,7 @@ def _release(folder: Path, proposal: Proposal) -> Release:
     approvals = tuple(Approval(a.reviewer, a.reviewed_at, a.comment) for a in proposal.approvals)
     try:
         return release(path, proposal.effective_from, "", proposal.note, applies_to=proposal.applies_to,
-                       proposed_by=proposal.proposed_by, approvals=approvals)
+                       proposed_by=proposal.proposed_by, approvals=approvals, engine=engine)
     except RulesetErrors as exc:
         _restore(path, before)
         raise ReleaseRefused(f"{proposal.ruleset}@{proposal.version} does not load: "
