@@ -13,7 +13,7 @@ from itertools import pairwise
 import pytest
 import yaml
 
-from engine import cohort, fhir, runtime
+from engine import cohort, fhir, runtime, versions
 from engine.loader import load_ruleset
 from engine.model import Band, Table
 from engine.runtime import Engine
@@ -404,6 +404,21 @@ def test_the_check_page_loads_the_vendored_editor_with_a_nonce_for_its_styles(cl
     assert 100_000 < bundle.stat().st_size < 1_000_000
     assert "@codemirror/view" in licences.read_text() and "MIT" in licences.read_text()
     assert client.get("/workbench/static/vendor/editor.js").status_code == 200
+
+
+def test_the_rulesets_page_names_a_version_a_lower_one_takes_over_from(tmp_path):
+    """The workbench's today is 2026-03-19. 1.1.0 released from 2026-04-01 decides only until 1.0.1, lower but
+    released from 2026-12-02, takes effect."""
+    rules = tmp_path / "rules"
+    shutil.copytree(RULES, rules)
+    client = make_app(tmp_path, rules=rules).test_client()
+    assert "decides only until" not in client.get("/workbench/").get_data(as_text=True)
+    versions.release(rules / "hetrombopag" / "1.1.0.yaml", dt.date(2026, 4, 1), "board")
+    html = client.get("/workbench/").get_data(as_text=True)
+    notice = re.search(r'id="taken-over-hetrombopag-1\.1\.0">([^<]*)<', html)
+    assert notice and notice[1] == ("decides only until 2026-12-02: 1.0.1, a lower version, takes effect that day "
+                                    "and decides from then on")
+    assert html.count("decides only until") == 1
 
 
 def test_a_cohort_asked_for_by_several_pages_at_once_is_made_once():

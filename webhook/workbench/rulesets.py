@@ -13,8 +13,9 @@ from engine.errors import RulesetErrors
 from engine.evidence import clauses, labelled_evidence, review_by
 from engine.explain import describe_condition
 from engine.model import Derivation, Rule, Ruleset
-from engine.versions import read_threshold
+from engine.versions import Release, read_threshold, taken_over
 from webhook.workbench import saved, svg
+from webhook.workbench.context import VersionInfo
 from webhook.workbench.views import find_version, sandbox, snapshot, today
 
 
@@ -23,7 +24,16 @@ def rulesets() -> str:
     results = {info.ref: info.results(engine) for info in shot.loaded()}
     drafts, drafts_problem = saved.listed()
     return render_template("rulesets.html", snapshot=shot, results=results, on=today(), saved=drafts,
-                           saved_problem=drafts_problem)
+                           saved_problem=drafts_problem, taken_over=_taken_over(shot.versions))
+
+
+def _taken_over(versions: dict[str, dict[str, VersionInfo]]) -> dict[str, dict[str, Release]]:
+    """Per ruleset, each released version a lower one takes over from on a later date: version -> that release."""
+    found: dict[str, dict[str, Release]] = {}
+    for ruleset_id, infos in versions.items():
+        releases = {version: info.release for version, info in infos.items() if info.release}
+        found[ruleset_id] = {mine.version: later for mine, later in taken_over(releases)}
+    return found
 
 
 def version(ruleset_id: str, version: str) -> str:
