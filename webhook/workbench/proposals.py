@@ -138,26 +138,22 @@ class Review:
 
 
 def _released(ruleset_id: str) -> dict[str, VersionInfo]:
+    """The ruleset's released versions that load, by version."""
     return {i.version: i for i in snapshot().versions.get(ruleset_id, {}).values() if i.ruleset and i.release}
-
-
-def in_effect(ruleset_id: str, on: dt.date) -> VersionInfo | None:
-    """The released version in effect on a date, as the service would choose it."""
-    released = _released(ruleset_id)
-    chosen = chosen_on({v: i.release for v, i in released.items() if i.release}, on)
-    return None if chosen is None else released[chosen.version]
 
 
 def _review(proposal: Proposal, with_diff: bool = True) -> Review:
     check = check_text(proposal.ruleset, proposal.text)
     starts = max(proposal.effective_from, today())
-    current = in_effect(proposal.ruleset, starts)
+    released = _released(proposal.ruleset)
+    releases = {version: info.release for version, info in released.items() if info.release}
+    chosen = chosen_on(releases, starts)  # the version it replaces, as the service would choose it
+    current = None if chosen is None else released[chosen.version]
     diff = None
     if with_diff and check.ruleset is not None and current is not None and current.ruleset is not None:
         diff = _diff(current.ruleset, check.ruleset, proposal.effective_from)
     pending = [p for p in check.ruleset.parameters.values() if "pending" in p.source] if check.ruleset else []
-    released = {v: i.release for v, i in _released(proposal.ruleset).items() if i.release}
-    return Review(proposal, check, starts, current, taking_effect_after(released, starts), diff, pending,
+    return Review(proposal, check, starts, current, taking_effect_after(releases, starts), diff, pending,
                   approvals_required(workbench().rules_dir / proposal.ruleset),
                   proposed_coverage(proposal.ruleset, check.ruleset, check.results))
 
