@@ -12,7 +12,7 @@ from pathlib import Path
 from .errors import RulesetErrors
 from .evidence import review_by
 from .model import Ruleset
-from .versions import RulesetVersions, read_manifest, taken_over
+from .versions import Release, RulesetVersions, read_manifest, taken_over
 
 
 @dataclass(frozen=True)
@@ -23,35 +23,32 @@ class ReviewWarning:
 
 def review_warnings(rulesets: Iterable[Ruleset], on: dt.date) -> list[ReviewWarning]:
     """For each ruleset folder among `rulesets`, the version in effect on `on` if it is past its review-by date or has
-    none. A folder whose version in effect is not among `rulesets` (one draft validated alone) is not judged."""
+    none (a folder whose version in effect is not among `rulesets`, one draft validated alone, is not judged), and
+    each released version a lower one takes over from. The manifest is read once per folder."""
     folders: dict[Path, dict[str, Ruleset]] = {}
     for ruleset in rulesets:
         folders.setdefault(Path(ruleset.source_file).parent, {})[ruleset.version] = ruleset
     warnings = []
     for folder, loaded in sorted(folders.items()):
-        in_effect = _in_effect(folder, loaded, on)
+        try:
+            releases = read_manifest(folder)
+        except RulesetErrors:
+            continue  # the manifest's own errors are reported by the check of released files
+        in_effect = _in_effect(folder, loaded, releases, on)
         if in_effect is not None:
             warnings += _judge(in_effect, on)
-        warnings += _taken_over(folder)
+        warnings += _taken_over(folder, releases)
     return warnings
 
 
-def _in_effect(folder: Path, loaded: dict[str, Ruleset], on: dt.date) -> Ruleset | None:
-    try:
-        releases = read_manifest(folder)
-    except RulesetErrors:
-        return None  # the manifest's own errors are reported by the check of released files
+def _in_effect(folder: Path, loaded: dict[str, Ruleset], releases: dict[str, Release], on: dt.date) -> Ruleset | None:
     try:
         return RulesetVersions(folder.name, folder, loaded, releases).select(on)
     except KeyError:
         return None
 
 
-def _taken_over(folder: Path) -> list[ReviewWarning]:
-    try:
-        releases = read_manifest(folder)
-    except RulesetErrors:
-        return []  # reported by the check of released files
+def _taken_over(folder: Path, releases: dict[str, Release]) -> list[ReviewWarning]:
     return [ReviewWarning(str(folder / f"{mine.version}.yaml"),
                           f"{folder.name}@{mine.version} decides only until {later.effective_from}: "
                           f"{folder.name}@{later.version}, a lower version, takes effect that day and decides from "
