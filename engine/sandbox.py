@@ -3,17 +3,21 @@
 durable-rules cannot unregister a ruleset: every version it has seen stays in the process (about 1.4 MB each, as
 measured for the first protocol shipped), so a pharmacist checking draft after draft would grow the server without
 bound. A draft is also untrusted input to a C core, and if it ever crashed that core, the worker serving order-sign
-would go down with it. So these evaluations run in a child process, started with spawn (the parent may run threads),
-which is replaced once it has held `versions_per_child` versions, and stopped after `idle_seconds` without use. A
-child that dies fails the one evaluation it was running with an EvaluationError that says so; the next evaluation
-starts a new child. A draft's templates can loop for as long as they like, so each call has `time_limit` seconds:
-past it the child is killed and the caller gets an EvaluationError that says so. Calls are made one at a time, so
-the limit counts a call's own running time, and the child runs at a lower priority than the server that answers the
-EHR. `run` runs any function in the child, within the same limit.
+would go down with it. So these evaluations run in a child process, which is replaced once it has held
+`versions_per_child` versions, and stopped after `idle_seconds` without use. A child that dies fails the one
+evaluation it was running with an EvaluationError that says so; the next evaluation starts a new child. A draft's
+templates can loop for as long as they like, so each call has `time_limit` seconds: past it the child is killed and
+the caller gets an EvaluationError that says so. Calls are made one at a time, so the limit counts a call's own
+running time, and the child runs at a lower priority than the server that answers the EHR. `run` runs any function
+in the child, within the same limit.
+
+Children are forked by multiprocessing's fork server, a single-threaded process started once per parent with the
+engine already imported: forking the parent itself is unsafe (it may run threads), and a freshly spawned child
+imported the whole engine again before its first evaluation; a fork of the server is ready in about 10 ms.
+The server exits when its parent does, and its children then see themselves handed to another parent and exit too.
 
 `SandboxEngine.evaluate` has `Engine.evaluate`'s signature, so run_tests, simulate and behavioural_impact take it
-as they take an Engine. Spawn imports the parent's main module in the child: entry points keep their work under
-`if __name__ == "__main__":` (ours do).
+as they take an Engine.
 """
 from __future__ import annotations
 
@@ -148,10 +152,11 @@ class SandboxEngine:
 
 
 def _started_pool() -> ProcessPoolExecutor:
-    """A pool whose child has started (spawn and imports take a second or more), so that no call's time limit is
-    spent on it."""
-    executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_start_child, initargs=(os.getpid(),))
+    """A pool whose child has started (the fork server's first start takes a second or more on a busy machine), so
+    that no call's time limit is spent on it."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # before the server's first start; later calls change nothing
+    executor = ProcessPoolExecutor(1, mp_context=context, initializer=_start_child, initargs=(os.getpid(),))
     try:
         executor.submit(os.getpid).result(timeout=START_SECONDS)
     except (TimeoutError, BrokenProcessPool):
@@ -188,15 +193,28 @@ def child_engine() -> Engine:
 
 
 def _exit_with_parent(parent: int) -> None:
-    """A parent killed outright (gunicorn's SIGKILL of a worker past its timeout) cannot stop its child; the child
-    then sees itself handed to another parent and exits, so that none is left behind holding memory."""
+    """A parent killed outright (gunicorn's SIGKILL of a worker past its timeout) cannot stop its child. Its fork
+    server then exits, so the child sees itself handed to another parent and exits, and so it does once the parent
+    itself is gone: none is left behind holding memory."""
+    server = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == server and _running(parent):
             time.sleep(PARENT_CHECK_SECONDS)
         os._exit(0)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    """Whether the process exists (an exited one not yet reaped still does: its fork server has exited by then)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        pass
+    return True
 
 
 def _evaluate(name: str, ruleset: Ruleset | None, facts: dict[str, Any], evaluation_date: dt.date | str,

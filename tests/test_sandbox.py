@@ -94,9 +94,17 @@ def test_a_child_whose_parent_is_killed_outright_exits_too():
             "print(SandboxEngine().child_pid(), flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
+    server = _parent_of(child)  # the fork server the child was forked by
+    assert server != parent.pid
     parent.kill()
     parent.wait()
     _wait_gone(child)
+    _wait_gone(server)
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(") ", 1)[1].split()[1])
 
 
 def test_an_idle_child_is_stopped_and_the_next_evaluation_starts_another(hetrombopag):
@@ -117,7 +125,7 @@ def _wait_gone(pid: int, timeout: float = 20) -> None:
             with open(f"/proc/{pid}/stat") as stat:
                 if stat.read().split(") ", 1)[1].startswith("Z"):  # exited, not yet reaped
                     return
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone, or reaped (by its fork server) as it was read
             return
         time.sleep(0.05)
     raise AssertionError(f"process {pid} is still running")
