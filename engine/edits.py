@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .document import plain_data
 
 Value = str | int | float | bool
 
@@ -217,7 +218,7 @@ def _block(value: str, node: Node, text: str) -> str:
 
 def _plain_or_quoted(value: str) -> str:
     """Plain when YAML reads it back as the same string (not a number, boolean or null), else double-quoted."""
-    if _PLAIN.fullmatch(value) and yaml.safe_load(value) == value:
+    if _PLAIN.fullmatch(value) and plain_data(value) == value:
         return value
     return json.dumps(value, ensure_ascii=False)
 
@@ -236,8 +237,9 @@ def _literal(value: Value) -> str:
 
 
 def _confirm(text: str, edit: Edit) -> None:
-    """The edited text reads back with the new value where it was asked: never a silent near miss."""
-    data = yaml.safe_load(text)
+    """The edited text reads back, as the loader reads a ruleset, with the new value where it was asked: never a
+    silent near miss."""
+    data = plain_data(text)
     read: Any
     wanted: Any
     if isinstance(edit, SetVersion):

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from flask import jsonify, request
 
+from engine.document import plain_data
 from engine.edits import Edit, EditError, SetParameter, SetTableRow, SetVersion, apply_edit
 from engine.errors import EvaluationError
 from engine.proposal import propose_version
@@ -64,7 +65,7 @@ def _type(value: Any) -> str:
 def form_fields(text: str) -> FormFields:
     """The parameters and table rows of a draft's text, as the form shows them (run in the sandbox's child)."""
     try:
-        data = yaml.safe_load(text)
+        data = plain_data(text)
         parameters = [_parameter(name, spec) for name, spec in (data.get("parameters") or {}).items()]
         tables = [TableField(name, str(table.get("description", "")).strip(),
                              [_row(i, row) for i, row in enumerate(table.get("rows") or [])])
@@ -143,7 +144,7 @@ def _proposal(base_text: str | None, new_text: str, base_version: str | None, ta
     if base_text is None or base_version is None:
         return None
     try:
-        proposal = propose_version(base_version, yaml.safe_load(base_text), yaml.safe_load(new_text), taken, released)
+        proposal = propose_version(base_version, plain_data(base_text), plain_data(new_text), taken, released)
     except (AttributeError, TypeError, KeyError, ValueError):  # a draft not in a ruleset's shape: no proposal yet
         return None
     return proposal.as_dict()
