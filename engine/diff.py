@@ -23,6 +23,7 @@ from .errors import EvaluationError
 from .fhir import Extraction
 from .model import Evaluation, Ruleset
 from .runtime import Engine
+from .sandbox import SandboxEngine
 from .templates import format_number
 from .testing import case_facts
 
@@ -186,12 +187,16 @@ def test_cases(*rulesets: Ruleset) -> list[Case]:
     return cases
 
 
-def behavioural_impact(old: Ruleset, new: Ruleset, cases: Iterable[Case], engine: Engine | None = None) -> Impact:
+def behavioural_impact(old: Ruleset, new: Ruleset, cases: Iterable[Case],
+                       engine: Engine | SandboxEngine | None = None) -> Impact:
+    """Both versions' decisions on every case, compared; the evaluations run where `engine` runs them (the
+    workbench's sandbox evaluates them in its child, many cases a call)."""
     engine, impact = engine or Engine(), Impact()
     added: Counter[str] = Counter()
     removed: Counter[str] = Counter()
-    for case in cases:
-        before, after = (_signature_or_error(engine, r, case) for r in (old, new))
+    cases = list(cases)
+    signatures = engine.each(_signatures, (old, new), cases, doing=f"comparing {old.ref} with {new.ref}")
+    for case, (before, after) in zip(cases, signatures, strict=True):
         impact.cases_compared += 1
         if before == after:
             continue
@@ -202,6 +207,10 @@ def behavioural_impact(old: Ruleset, new: Ruleset, cases: Iterable[Case], engine
         impact.changed.append(CaseImpact(case.name, case.date.isoformat(), before, after, gained, lost))
     impact.topics_added, impact.topics_removed = dict(added), dict(removed)
     return impact
+
+
+def _signatures(engine: Engine, old: Ruleset, new: Ruleset, case: Case) -> tuple[list[str], list[str]]:
+    return _signature_or_error(engine, old, case), _signature_or_error(engine, new, case)
 
 
 def _signature_or_error(engine: Engine, ruleset: Ruleset, case: Case) -> list[str]:

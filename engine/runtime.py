@@ -23,8 +23,8 @@ import datetime as dt
 import itertools
 import json
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import durable.engine
 import durable_rules_engine as core  # type: ignore[import-not-found]  # durable-rules' C core, without stubs
@@ -50,6 +50,7 @@ from .model import (
 )
 from .templates import Markdown, TextTooLong, escape_markdown, prepare, render, render_plain
 
+T = TypeVar("T")
 SUMMARY_LIMIT = 139  # CDS Hooks: summary under 140 characters
 
 # The core's assert_fact results we expect (durable's rules.h); any other (fact id seen before, deferred) is an error.
@@ -123,6 +124,11 @@ class Engine:
         with _LOCK:
             _run_strata(compiled, handle, run)
         return run.result()
+
+    def each(self, function: Callable[..., T], rulesets: Sequence[Ruleset], items: Sequence[Any],
+             doing: str = "") -> list[T]:
+        """[function(self, *rulesets, item) for item in items]: what SandboxEngine.each runs in its child."""
+        return [function(self, *rulesets, item) for item in items]
 
 
 def _prepare_texts(ruleset: Ruleset) -> None:

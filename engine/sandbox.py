@@ -26,7 +26,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -42,9 +42,10 @@ TIME_LIMIT_SECONDS = 10.0  # per call: checking a shipped ruleset (load, checks,
 START_SECONDS = 60.0  # for a new child to start, on a busy machine
 CHILD_NICENESS = 10  # the child yields the CPU to the workers answering the EHR
 PARENT_CHECK_SECONDS = 1.0
+EACH_CHUNK = 100  # items of `each` a call: about 0.1 s of evaluations here, far within a call's time limit
 T = TypeVar("T")
-# What a call sends to the child, given whether the child has yet to see the version: a function and its arguments.
-_Job = Callable[[bool], tuple[Callable[..., T], *tuple[Any, ...]]]
+# What a call sends to the child, given the versions the child has yet to be sent: a function and its arguments.
+_Job = Callable[[frozenset[str]], tuple[Callable[..., T], *tuple[Any, ...]]]
 
 
 class SandboxEngine:
@@ -63,24 +64,40 @@ class SandboxEngine:
     def evaluate(self, ruleset: Ruleset, facts: dict[str, Any], evaluation_date: dt.date | str,
                  hook: str | None = None, reasons: dict[str, str] | None = None) -> Evaluation:
         name = engine_name(ruleset)
-        return self._call(name, lambda first_time: (
+        return self._call((name,), lambda new: (
             # The child keeps each version it is sent; the ruleset travels only the first time (137 KB pickled).
-            _evaluate, name, ruleset if first_time else None, facts, evaluation_date, hook, reasons),
+            _evaluate, name, ruleset if name in new else None, facts, evaluation_date, hook, reasons),
             f"evaluating {ruleset.ref}")
+
+    def each(self, function: Callable[..., T], rulesets: Sequence[Ruleset], items: Sequence[Any],
+             doing: str) -> list[T]:
+        """[function(engine, *rulesets, item) for item in items], run in the child with its engine, EACH_CHUNK
+        items a call: one call per evaluation cost a millisecond of round trip each, more than most evaluations.
+        `function` is a module-level function (it travels by name); the rulesets travel once, as evaluate's do."""
+        names = tuple(engine_name(r) for r in rulesets)
+
+        def job(chunk: list[Any]) -> _Job[list[T]]:
+            return lambda new: (_each, function, names,
+                                [r if n in new else None for n, r in zip(names, rulesets, strict=True)], chunk)
+
+        done: list[T] = []
+        for start in range(0, len(items), EACH_CHUNK):
+            done += self._call(names, job(list(items[start:start + EACH_CHUNK])), doing)
+        return done
 
     def run(self, function: Callable[..., T], *args: Any, doing: str, version: str | None = None) -> T:
         """function(*args) in the child (a module-level function: it travels by name), within the time limit; `doing`
         says what for errors ("checking the draft"). `version` names a ruleset version the call may register in the
         child, which counts toward `versions_per_child`; functions use the child's engine through child_engine()."""
-        return self._call(version, lambda _first_time: (function, *args), doing)
+        return self._call((version,) if version else (), lambda _new: (function, *args), doing)
 
     def child_pid(self) -> int:
         """The process id of the child that evaluates now (starting one if there is none)."""
-        return self._call(None, lambda _first_time: (os.getpid,), "starting")
+        return self._call((), lambda _new: (os.getpid,), "starting")
 
-    def _call(self, name: str | None, call: _Job[T], doing: str) -> T:
+    def _call(self, names: tuple[str, ...], call: _Job[T], doing: str) -> T:
         with self._one_call:
-            executor, future = self._submit(name, call)
+            executor, future = self._submit(names, call)
             try:
                 return future.result(timeout=self.time_limit)
             except TimeoutError:
@@ -100,16 +117,16 @@ class SandboxEngine:
                 self._executor.shutdown(wait=True)
             self._executor, self._sent = None, set()
 
-    def _submit(self, name: str | None, call: _Job[T]) -> tuple[ProcessPoolExecutor, Future[T]]:
-        """Submit call(first_time) to the child; a child found dead is replaced first (its pool refuses work)."""
+    def _submit(self, names: tuple[str, ...], call: _Job[T]) -> tuple[ProcessPoolExecutor, Future[T]]:
+        """Submit call(new versions) to the child; a child found dead is replaced first (its pool refuses work)."""
         with self._lock:
             self._last_used = time.monotonic()
             for _attempt in range(2):
-                executor, first_time = self._executor_for(name)
+                executor, new = self._executor_for(names)
                 if self._reaper is None:
                     self._reaper = threading.Thread(target=self._reap_when_idle, name="sandbox-idle", daemon=True)
                     self._reaper.start()
-                function, *args = call(first_time)
+                function, *args = call(new)
                 try:
                     return executor, executor.submit(function, *args)
                 except BrokenProcessPool:
@@ -131,19 +148,18 @@ class SandboxEngine:
                     return
             time.sleep(self.idle_seconds - idle)
 
-    def _executor_for(self, name: str | None) -> tuple[ProcessPoolExecutor, bool]:
-        """The child's pool, replaced first if `name` would be one version too many; and whether the child has
-        yet to be sent `name` (None: not a version, e.g. child_pid)."""
-        new_version = name is not None and name not in self._sent
-        if self._executor is not None and new_version and len(self._sent) >= self.versions_per_child:
+    def _executor_for(self, names: tuple[str, ...]) -> tuple[ProcessPoolExecutor, frozenset[str]]:
+        """The child's pool, replaced first if `names` would be versions too many; and which of them the child has
+        yet to be sent."""
+        new = frozenset(names) - self._sent
+        if self._executor is not None and new and len(self._sent) + len(new) > self.versions_per_child:
             self._executor.shutdown(wait=False)  # what it was given still completes; then its child exits
             self._executor = None
         if self._executor is None:
             self._executor, self._sent = _started_pool(), set()
-        if new_version:
-            assert name is not None  # new_version implies a name
-            self._sent.add(name)
-        return self._executor, new_version
+            new = frozenset(names)
+        self._sent |= new
+        return self._executor, new
 
     def _forget(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -215,6 +231,15 @@ def _running(pid: int) -> bool:
     except PermissionError:  # it exists, as another user's
         pass
     return True
+
+
+def _each(function: Callable[..., T], names: tuple[str, ...], rulesets: list[Ruleset | None],
+          items: list[Any]) -> list[T]:
+    for name, ruleset in zip(names, rulesets, strict=True):
+        if ruleset is not None:
+            _RULESETS[name] = ruleset
+    kept = [_RULESETS[name] for name in names]
+    return [function(child_engine(), *kept, item) for item in items]
 
 
 def _evaluate(name: str, ruleset: Ruleset | None, facts: dict[str, Any], evaluation_date: dt.date | str,

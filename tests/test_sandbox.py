@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import runtime
+from engine import diff, runtime
 from engine.errors import EvaluationError
 from engine.loader import load_ruleset
 from engine.runtime import Engine
-from engine.sandbox import CHILD_NICENESS, SandboxEngine
+from engine.sandbox import CHILD_NICENESS, EACH_CHUNK, SandboxEngine
 from engine.testing import case_facts, run_tests
 
 pytestmark = pytest.mark.timeout(120)
@@ -48,6 +48,21 @@ def test_the_child_answers_as_the_engine_in_this_process_does(hetrombopag, sandb
         args = (given.facts, str(case["date"]), case.get("hook"), given.problems)
         assert sandbox.evaluate(hetrombopag, *args) == in_process.evaluate(hetrombopag, *args), case["name"]
     assert all(r.passed for r in run_tests(hetrombopag, sandbox))
+
+
+def test_a_batch_is_evaluated_in_the_child_chunk_by_chunk_as_this_process_would(hetrombopag, sandbox):
+    """`each` (a version diff's evaluations): the same results in the same order, over more than one chunk, and
+    neither version registered here; the child keeps both versions as it keeps evaluate's."""
+    amended = draft(hetrombopag, 1)
+    cases = diff.test_cases(hetrombopag, amended) * (EACH_CHUNK // 20 + 1)
+    assert len(cases) > EACH_CHUNK
+    expected = Engine().each(diff._signatures, (hetrombopag, amended), cases)
+    before = set(runtime._REGISTERED)
+    assert sandbox.each(diff._signatures, (hetrombopag, amended), cases, doing="comparing") == expected
+    assert set(runtime._REGISTERED) == before
+    child = sandbox.child_pid()
+    sandbox.evaluate(amended, {}, "2026-12-02", "patient-view")
+    assert sandbox.child_pid() == child, "the child holds the two versions it was sent, its share"
 
 
 def test_drafts_are_never_registered_in_this_process(hetrombopag, sandbox):
