@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from .analysis import condition_leaves
 from .expressions import parse_expression
@@ -23,6 +24,8 @@ from .model import Compare, Decision, Evaluation, FactRef, ParamRef, Ruleset
 from .runtime import clip_summary
 from .templates import escape_markdown, format_number
 from .uncertain import Possible, shown
+
+T = TypeVar("T")
 
 MAX_EVALUATIONS = 512  # beyond this, the bounded facts are treated as missing rather than tried one by one
 # The card for a record too vague to decide on, where no rule of the protocol spoke: every protocol here declares a
@@ -33,8 +36,15 @@ _HAIR = 1e-6
 
 
 class Evaluator(Protocol):
+    """An engine: this process's (engine.runtime.Engine) or the workbench's child (engine.sandbox.SandboxEngine)."""
+
     def evaluate(self, ruleset: Ruleset, facts: dict[str, Any], evaluation_date: dt.date | str,
                  hook: str | None = None, reasons: dict[str, str] | None = None) -> Evaluation: ...
+
+    def each(self, function: Callable[..., T], rulesets: Sequence[Ruleset], items: Sequence[Any],
+             doing: str) -> list[T]:
+        """[function(engine, *rulesets, item) for item in items], where the engine evaluates."""
+        ...
 
 
 def evaluate_bounded(engine: Evaluator, ruleset: Ruleset, facts: dict[str, Any], possible: dict[str, Possible],

@@ -29,8 +29,13 @@ class CaseResult:
 
 
 def run_tests(ruleset: Ruleset, engine: Evaluator | None = None) -> list[CaseResult]:
+    """Every written case, run where the engine evaluates (the workbench's sandbox: in its child, many a call)."""
     engine = engine or Engine()
-    return [run_case(ruleset, case, engine) for case in ruleset.tests]
+    return engine.each(_run_case_on, (ruleset,), ruleset.tests, doing=f"running the tests of {ruleset.ref}")
+
+
+def _run_case_on(engine: Evaluator, ruleset: Ruleset, case: dict[str, Any]) -> CaseResult:
+    return run_case(ruleset, case, engine)
 
 
 def run_case(ruleset: Ruleset, case: dict[str, Any], engine: Evaluator) -> CaseResult:
