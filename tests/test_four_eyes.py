@@ -223,6 +223,24 @@ def test_a_user_logs_in_with_their_own_token_and_the_page_names_them(tmp_path, g
     assert refused.status_code == 409 and "not greater than every released version" in refused.get_data(as_text=True)
 
 
+def test_a_proposals_check_is_made_once_until_a_rules_file_changes(tmp_path, governed_rules):
+    """The review page, the dossier and each approval show the proposal's check: made once for its text, and made
+    again once any file under the rules directory changes (a site mapping or a test bundle the check reads)."""
+    from engine.loader import SITE_MAPPING
+    from webhook.workbench.proposals import check_text
+
+    app = users_app(tmp_path, governed_rules, f"sqlite:///{tmp_path / 'wb.db'}")
+    text = propose_form(governed_rules)["text"]
+    with app.test_request_context():
+        first = check_text("hetrombopag", text)
+        assert first.ok and check_text("hetrombopag", text) is first
+        assert check_text("hetrombopag", text + "# another text\n") is not first
+        mapping = governed_rules / SITE_MAPPING
+        mapping.write_text(mapping.read_text() + "# a comment\n")
+        again = check_text("hetrombopag", text)
+        assert again is not first and again.ok
+
+
 def test_the_release_follows_the_approvals_needed_and_records_them(tmp_path, governed_rules, store_url):
     app = users_app(tmp_path, governed_rules, store_url)
     client = app.test_client()

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -28,6 +28,8 @@ from engine.testing import CaseResult, run_tests
 from engine.versions import MANIFEST, Release, file_sha256, read_manifest, version_key
 
 COHORT_SIZE, COHORT_SEED = 24, 2026  # one block of the generator's scenarios: every scenario once or more
+CHECKS_KEPT = 8  # proposals' checks kept per process, the newest (each holds its loaded draft)
+T = TypeVar("T")
 
 
 @dataclass
@@ -91,6 +93,7 @@ class Workbench:
     _stamp: tuple = ()
     _cohorts: dict[str | None, list] = field(default_factory=dict)
     _cohorts_stamp: tuple = ()  # the stamp of the rules directory (and written cohort) they were made from
+    _checks: dict[tuple, Any] = field(default_factory=dict)  # (ruleset, text sha256, stamp) -> check, oldest first
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _cohort_lock: threading.Lock = field(default_factory=threading.Lock)  # apart: generating one takes seconds
     sandbox_seat: threading.Lock = field(default_factory=threading.Lock)  # held by the request using the engine
@@ -102,6 +105,21 @@ class Workbench:
             if self._snapshot is None or stamp != self._stamp:
                 self._snapshot, self._stamp = load_snapshot(self.rules_dir), stamp
             return self._snapshot
+
+    def checked(self, ruleset_id: str, sha256: str, check: Callable[[], T]) -> T:
+        """The check of a text, made once while the rules directory stays as it is: a proposal's text never changes,
+        and its review page, dossier and approvals each show its check. A check that raises is not kept."""
+        key = (ruleset_id, sha256, _stamp(self.rules_dir))
+        with self._lock:
+            if key in self._checks:
+                found: T = self._checks[key]
+                return found
+        made = check()
+        with self._lock:
+            self._checks[key] = made
+            while len(self._checks) > CHECKS_KEPT:
+                del self._checks[next(iter(self._checks))]
+        return made
 
     def ruleset_ids(self) -> list[str]:
         """The ruleset folders, without loading anything (for pickers on pages that evaluate nothing)."""

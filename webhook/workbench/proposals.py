@@ -65,12 +65,13 @@ def _user_with(role: str) -> access.User:
 
 
 def check_text(ruleset_id: str, text: str) -> DraftCheck:
-    """The draft check (validation and its tests), in the sandbox child as the check page runs it."""
+    """The draft check (validation and its tests), in the sandbox child as the check page runs it; once per text
+    while the rules directory stays as it is."""
     rules_dir = workbench().rules_dir
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
     try:
-        return sandbox().run(check_in_child, text, ruleset_id, rules_dir, doing="checking the proposal",
-                             version="draft " + digest)
+        return workbench().checked(ruleset_id, digest, lambda: sandbox().run(
+            check_in_child, text, ruleset_id, rules_dir, doing="checking the proposal", version="draft " + digest))
     except EvaluationError as error:
         return as_shown(not_checked(rules_dir / ruleset_id / "draft.yaml", str(error)), rules_dir)
 
