@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fhir
+from .certainty import Evaluator
 from .choice import started_on
 from .decide import decide, facts_from_record
 from .document import plain_data
@@ -23,7 +24,6 @@ from .errors import EvaluationError
 from .fhir import Extraction
 from .model import Evaluation, Ruleset
 from .runtime import Engine
-from .sandbox import SandboxEngine
 from .templates import format_number
 from .testing import case_facts
 
@@ -188,7 +188,7 @@ def test_cases(*rulesets: Ruleset) -> list[Case]:
 
 
 def behavioural_impact(old: Ruleset, new: Ruleset, cases: Iterable[Case],
-                       engine: Engine | SandboxEngine | None = None) -> Impact:
+                       engine: Evaluator | None = None) -> Impact:
     """Both versions' decisions on every case, compared; the evaluations run where `engine` runs them (the
     workbench's sandbox evaluates them in its child, many cases a call)."""
     engine, impact = engine or Engine(), Impact()
@@ -209,11 +209,11 @@ def behavioural_impact(old: Ruleset, new: Ruleset, cases: Iterable[Case],
     return impact
 
 
-def _signatures(engine: Engine, old: Ruleset, new: Ruleset, case: Case) -> tuple[list[str], list[str]]:
+def _signatures(engine: Evaluator, old: Ruleset, new: Ruleset, case: Case) -> tuple[list[str], list[str]]:
     return _signature_or_error(engine, old, case), _signature_or_error(engine, new, case)
 
 
-def _signature_or_error(engine: Engine, ruleset: Ruleset, case: Case) -> list[str]:
+def _signature_or_error(engine: Evaluator, ruleset: Ruleset, case: Case) -> list[str]:
     try:
         evaluation = decide(engine, ruleset, case.facts, case.date, case.hook)
     except EvaluationError as exc:
